@@ -1,0 +1,7 @@
+"""`python -m torchship`."""
+
+import sys
+
+from torchship.cli import main
+
+sys.exit(main())

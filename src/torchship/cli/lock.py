@@ -1,0 +1,72 @@
+"""`torchship lock`: resolve the spec and pin every package with hashes into torchship.lock."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+from typing import Any
+
+from torchship.errors import LockFileError
+from torchship.lock import LOCK_FILE, check_lock, lock_spec, read_lock, resolve_spec, write_lock
+from torchship.lock.compile import plan_compile
+from torchship.spec.load import find_spec_file, load_spec
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("lock", help="resolve the spec and write torchship.lock")
+    p.add_argument("project", nargs="?", default=".", help="project folder or spec file")
+    p.add_argument("--check", action="store_true",
+                   help="only check that the lock matches the spec (exit 1 if not)")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                   help="a folder of wheels to use instead of the PyTorch index (repeat)")
+    p.add_argument("--pytorch-index", metavar="URL",
+                   help="a mirror of https://download.pytorch.org/whl")
+    p.add_argument("--pypi-index", metavar="URL", help="a mirror of https://pypi.org/simple")
+    p.add_argument("--dry-run", action="store_true", help="print the resolution and the uv call")
+    p.set_defaults(run=run)
+
+
+def lock_path(project: Path) -> Path:
+    return find_spec_file(project).parent / LOCK_FILE
+
+
+def run(args: argparse.Namespace) -> int:
+    project = Path(args.project)
+    spec = load_spec(project)
+    path = lock_path(project)
+    if args.check:
+        check_lock(spec, read_lock(path), path)
+        print(f"{path} is up to date with {spec.source}")
+        return 0
+    for d in args.find_links:
+        if not Path(d).is_dir():
+            raise LockFileError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
+    if args.dry_run:
+        res = resolve_spec(spec)
+        if res.chosen is None:
+            print("nothing fits; see `torchship resolve`")
+            return 1
+        plan = plan_compile(spec, res.chosen, args.find_links, args.pytorch_index, args.pypi_index)
+        print(f"would lock {res.chosen.local_version} into {path}")
+        print("requirements: " + ", ".join(plan.requirements))
+        print("$ " + shlex.join(plan.argv("uv")))
+        return 0
+    lock, res = lock_spec(spec, args.find_links, args.pytorch_index, args.pypi_index)
+    write_lock(lock, path)
+    cuda = f"CUDA {lock.cuda}" if lock.cuda else "CPU"
+    print(f"locked {lock.name}: torch {lock.torch} ({lock.variant}, {cuda}) for Python {lock.python}")
+    print(f"  packages:   {len(lock.packages)} pinned with sha256 hashes")
+    if lock.gpus:
+        print("  targets:    " + ", ".join(f"{g.name} (sm_{g.cc.replace('.', '')})" for g in lock.gpus)
+              + (f" · driver ≥ {lock.driver_target}" if lock.driver_target else ""))
+    print(f"  arch list:  {' '.join(lock.arch_list) or '-'}")
+    if lock.min_driver:
+        print(f"  min driver: {lock.min_driver}" + (f" · cuDNN {lock.cudnn}" if lock.cudnn else "")
+              + (f" · NCCL {lock.nccl}" if lock.nccl else ""))
+    print(f"  base image: {lock.base_image}")
+    print(f"  index:      {lock.index_url}")
+    for w in res.warnings:
+        print(f"  warning: {w}")
+    print(f"wrote {path} ({lock.content_hash[:15]}…)")
+    return 0

@@ -1,0 +1,112 @@
+"""`torchship resolve`: which torch builds run on the targets, which one to use, and why not the rest."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torchship.cli._output import print_json, table
+from torchship.compat.gpus import lookup_gpu
+from torchship.compat.matrix import load_matrix
+from torchship.compat.request import Request, check_torch_known, domain_libraries
+from torchship.compat.resolve import Resolution, resolve
+from torchship.errors import UnknownGPUError, UsageError
+from torchship.lock import resolve_spec
+from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python, parse_torch
+from torchship.spec.load import load_spec
+from torchship.versions import driver_str
+
+T = TypeVar("T")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("resolve", help="find the torch build that runs on the targets")
+    p.add_argument("project", nargs="?", default=".", help="project folder or spec file (when no --torch)")
+    p.add_argument("--torch", help="torch version or range, e.g. 2.9.1 or '>=2.7,<2.10'")
+    p.add_argument("--gpu", action="append", default=[], help="GPU model, sm_XY or X.Y (repeat)")
+    p.add_argument("--driver", help="the oldest NVIDIA driver of the targets, e.g. 580.65.06")
+    p.add_argument("--python", help="Python version, e.g. 3.12 or 3.13t")
+    p.add_argument("--cuda", default="auto", help="auto (default), cpu, or a CUDA version (12.8)")
+    p.add_argument("--glibc", help="the oldest glibc of the targets, e.g. 2.31")
+    p.add_argument("--package", action="append", default=[], help="a package (torchvision...)")
+    p.add_argument("--allow-forward-compat", action="store_true",
+                   help="accept cuda-compat on data-center GPUs with an older driver")
+    p.add_argument("--json", action="store_true", help="print JSON (the documented contract)")
+    p.set_defaults(run=run)
+
+
+def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise UsageError(f"{name}: {e}", f"see `torchship resolve --help`") from None
+
+
+def request_from_flags(args: argparse.Namespace) -> Request:
+    m = load_matrix()
+    torch = _flag("--torch", args.torch, parse_torch)
+    assert torch is not None
+    spec, pin = torch
+    gpus = []
+    for g in args.gpu:
+        try:
+            gpus.append(lookup_gpu(m, g))
+        except UnknownGPUError as e:
+            raise UsageError(f"--gpu: {e.message}", e.hint) from None
+    cuda = _flag("--cuda", args.cuda, parse_cuda) or "auto"
+    req = Request(
+        torch=spec,
+        torch_text=args.torch,
+        cuda=pin if pin and cuda == "auto" else cuda,
+        python=_flag("--python", args.python, parse_python),
+        gpus=tuple(gpus),
+        driver=_flag("--driver", args.driver, parse_driver),
+        glibc=_flag("--glibc", args.glibc, parse_glibc),
+        allow_forward_compat=args.allow_forward_compat,
+        domain_libraries=domain_libraries(tuple(args.package)),
+    )
+    check_torch_known(req, m, "", "--torch")
+    return req
+
+
+def render(res: Resolution) -> str:
+    rows = []
+    chosen = res.chosen.local_version if res.chosen else None
+    for name in res.compatible:
+        rows.append(["✓", name, "chosen" if name == chosen else "compatible", ""])
+    for r in res.rejected:
+        rows.append(["✗", r.variant, r.code, r.reason])
+    out = [table(rows, ["", "BUILD", "STATUS", "WHY"])]
+    if res.chosen:
+        c = res.chosen
+        out.append("")
+        out.append(f"chosen:     {c.local_version}"
+                   + (" (PyPI default)" if c.variant.name == c.release.pypi_default else ""))
+        out.append(f"index:      {c.index_url}")
+        out.append(f"base image: {c.base_image}")
+        if c.min_driver:
+            out.append(f"min driver: {driver_str(c.min_driver)}")
+    out += [f"warning: {w}" for w in res.warnings]
+    if not res.ok:
+        out.append("")
+        out.append("nothing fits." if not res.compatible else "the requested CUDA does not fit.")
+        out += [f"  → {s}" for s in res.suggestions]
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.torch is not None:
+        res = resolve(request_from_flags(args), load_matrix())
+    else:
+        if args.gpu or args.driver or args.python or args.glibc or args.package:
+            raise UsageError("target flags need --torch", "pass --torch, or put targets in the spec")
+        res = resolve_spec(load_spec(Path(args.project)))
+    if args.json:
+        print_json(res.to_json())
+    else:
+        print(render(res))
+    return 0 if res.ok else 1

@@ -1,0 +1,117 @@
+"""When nothing fits, say what would: per GPU, per driver, per Python, and the nearest full fit.
+
+Only called on failure, so it may scan the whole matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from torchship.compat.archs import driver_str, kernel_match
+from torchship.compat.gpus import GPUTarget
+from torchship.compat.matrix import Matrix, Release
+from torchship.compat.request import Request
+from torchship.compat.resolve import judge_all
+
+_ANY = SpecifierSet()
+
+
+def _requested(req: Request, m: Matrix) -> list[Release]:
+    return [r for r in m.releases if req.torch.contains(r.version, prereleases=True)]
+
+
+def _covering(m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
+    out = []
+    for r in m.releases:
+        names = [
+            v.name for v in r.variants
+            if v.archs is not None and not v.is_cpu and kernel_match(v.archs, t.cc) is not None
+        ]
+        if names:
+            out.append((r, names))
+    return out
+
+
+def _gpu_hint(req: Request, m: Matrix, t: GPUTarget) -> str | None:
+    wanted = _requested(req, m)
+    cover = _covering(m, t)
+    if any(r in wanted for r, _ in cover):
+        return None
+    if not cover:
+        return (
+            f"{t.display} has kernels in no torch {m.releases[0].torch}–"
+            f"{m.releases[-1].torch} build for Linux x86_64"
+        )
+    (lo, lo_names), (hi, hi_names) = cover[0], cover[-1]
+    if wanted and max(r.version for r in wanted) < lo.version:
+        return f"{t.display} needs torch ≥ {lo.torch} with {lo_names[0]} or newer"
+    return f"{t.display} is supported up to torch {hi.torch} ({', '.join(hi_names)})"
+
+
+def _driver_hint(req: Request, m: Matrix) -> str | None:
+    if req.driver is None:
+        return None
+    majors = sorted({v.cuda[0] for r in _requested(req, m) for v in r.variants if v.cuda})
+    runnable = [
+        mj for mj in majors
+        if (f := m.driver_floor(mj)) is not None and req.driver >= f
+    ]
+    if runnable or not majors:
+        return None
+    need = m.driver_floor(majors[0])
+    older = [
+        r.torch for r in m.releases
+        for v in r.variants
+        if v.cuda and (f := m.driver_floor(v.cuda[0])) is not None and req.driver >= f
+    ]
+    alt = f", or use torch ≤ {older[-1]} which has builds this driver runs" if older else ""
+    return (
+        f"driver {driver_str(req.driver)} is below the CUDA {majors[0]}.x floor "
+        f"({driver_str(need or (0,))}): upgrade the driver{alt}"
+    )
+
+
+def _python_hint(req: Request, m: Matrix) -> str | None:
+    if req.python is None or any(req.python in r.python for r in _requested(req, m)):
+        return None
+    have = [r.torch for r in m.releases if req.python in r.python]
+    if not have:
+        return f"no torch release has a Linux x86_64 wheel for Python {req.python}"
+    return f"Python {req.python} wheels exist for torch {have[0]}–{have[-1]}"
+
+
+def _nearest_fit(req: Request, m: Matrix) -> str | None:
+    """The newest full fit at or below the requested torch, else the oldest above it."""
+    relaxed = replace(req, torch=_ANY, cuda="cpu" if req.cuda == "cpu" else "auto")
+    fits = [name for name, ok in judge_all(relaxed, m, m.releases) if ok]  # oldest first
+    if not fits:
+        return None
+    wanted = _requested(req, m)
+    top = max((r.version for r in wanted), default=m.releases[-1].version)
+    below = [f for f in fits if Version(f.split("+")[0]) <= top]
+    best = below[-1] if below else fits[0]
+    return f"{best} fits every target" + ("" if req.python is None else f" on Python {req.python}")
+
+
+def explain(req: Request, m: Matrix, compatible: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    if compatible:  # targets fit, the CUDA pin does not
+        out.append(
+            f"cuda = {req.cuda!r} does not fit; compatible builds: {', '.join(compatible)} "
+            "(set cuda = 'auto' or one of these)"
+        )
+        return tuple(out)
+    for hint in (_python_hint(req, m), _driver_hint(req, m)):
+        if hint:
+            out.append(hint)
+    for t in req.gpus:
+        h = _gpu_hint(req, m, t)
+        if h:
+            out.append(h)
+    fit = _nearest_fit(req, m)
+    if fit:
+        out.append(fit)
+    return tuple(out)

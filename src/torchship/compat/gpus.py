@@ -1,0 +1,95 @@
+"""GPU names -> compute capability, with aliases and close-match suggestions.
+
+Accepts what people write ("H100", "rtx 4090", "A100-SXM4-80GB"), what nvidia-smi prints
+("NVIDIA H100 80GB HBM3", "NVIDIA GeForce RTX 4090"), and bare architectures ("sm_90", "9.0").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from functools import cache
+
+from torchship.compat.archs import CC, parse_cc, sm_str
+from torchship.compat.matrix import GPU, Matrix
+from torchship.errors import UnknownGPUError
+
+_DROP = {"nvidia", "geforce", "tesla"}
+# Memory sizes and form factors that nvidia-smi appends ("80GB", "HBM3", "SXM5", "PCIe", "NVL").
+_SUFFIX = re.compile(r"^(\d+gb|hbm\d*e?|sxm\d*|pcie|mig|\d+c|\d+g)$")
+_ARCH_LIKE = re.compile(r"^(sm_\d{2,3}[af]?|compute_\d{2,3}|\d{1,2}\.\d)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class GPUTarget:
+    """A GPU the environment must run on. `gpu` is None when given as a bare architecture."""
+
+    label: str  # what we show: "H100" or "sm_90"
+    cc: CC
+    gpu: GPU | None
+
+    @property
+    def sm(self) -> str:
+        return sm_str(self.cc)
+
+    @property
+    def display(self) -> str:
+        return self.label if self.gpu is None else f"{self.label} ({self.sm})"
+
+    @property
+    def is_geforce(self) -> bool:
+        return self.gpu is not None and self.gpu.segment == "consumer"
+
+
+def normalize(name: str) -> tuple[str, ...]:
+    tokens = re.split(r"[^a-z0-9]+", name.lower())
+    return tuple(t for t in tokens if t and t not in _DROP)
+
+
+@cache
+def _alias_index(matrix: Matrix) -> dict[tuple[str, ...], GPU]:
+    index: dict[tuple[str, ...], GPU] = {}
+    for gpu in matrix.gpus:
+        for alias in (gpu.name, *gpu.aliases):
+            index.setdefault(normalize(alias), gpu)
+    return index
+
+
+def _match(matrix: Matrix, tokens: tuple[str, ...]) -> GPU | None:
+    index = _alias_index(matrix)
+    if tokens in index:
+        return index[tokens]
+    # Longest alias that is a token prefix, if what follows is only memory/form-factor noise
+    # ("h100 80gb hbm3") -- but never "rtx 6000" for "rtx 6000 ada generation".
+    for n in range(len(tokens) - 1, 0, -1):
+        head, rest = tokens[:n], tokens[n:]
+        if head in index and all(_SUFFIX.match(t) for t in rest):
+            return index[head]
+    return None
+
+
+def suggest(matrix: Matrix, name: str, n: int = 3) -> tuple[str, ...]:
+    names = {" ".join(normalize(g.name)): g.name for g in matrix.gpus}
+    for g in matrix.gpus:
+        for a in g.aliases:
+            names.setdefault(" ".join(normalize(a)), g.name)
+    key = " ".join(normalize(name))
+    close = difflib.get_close_matches(key, list(names), n=n * 2, cutoff=0.6)
+    out: list[str] = []
+    for c in close:
+        if names[c] not in out:
+            out.append(names[c])
+    return tuple(out[:n])
+
+
+def lookup_gpu(matrix: Matrix, name: str) -> GPUTarget:
+    """Resolve a GPU name or architecture; raises UnknownGPUError with close matches."""
+    text = name.strip()
+    if _ARCH_LIKE.match(text):
+        cc = parse_cc(text)
+        return GPUTarget(label=sm_str(cc), cc=cc, gpu=None)
+    gpu = _match(matrix, normalize(text))
+    if gpu is None:
+        raise UnknownGPUError(text, suggest(matrix, text))
+    return GPUTarget(label=gpu.name, cc=gpu.cc, gpu=gpu)

@@ -1,0 +1,237 @@
+"""The compatibility matrix: typed, frozen, loaded once from packaged JSON.
+
+Schema (data/matrix.json, `schema_version` 1) is documented in docs/matrix.md. Every fact carries
+a source id (a key of `sources`) and facts that were not measured are flagged `uncertain` or carry
+an `arch_confidence` below "high", so the resolver can say when it relies on them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from torchship.compat.archs import Arch, Version as NumVersion, parse_arch, parse_version
+from torchship.errors import MatrixError
+
+SCHEMA_VERSION = 1
+PYPI_INDEX = "https://pypi.org/simple"
+PYTORCH_INDEX = "https://download.pytorch.org/whl"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """One build of a torch release: `cu128`, `cpu`, ..."""
+
+    name: str
+    cuda: NumVersion | None  # (12, 8); None for cpu
+    status: str
+    archs: tuple[Arch, ...] | None  # None: not known
+    arch_source: str
+    arch_confidence: str
+    cudnn: str | None
+    nccl: str | None
+    uncertain: bool
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.cuda is None
+
+    @property
+    def cuda_str(self) -> str:
+        return "cpu" if self.cuda is None else f"{self.cuda[0]}.{self.cuda[1]}"
+
+    def arch_tokens(self) -> tuple[str, ...]:
+        return tuple(a.token for a in self.archs or ())
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    torch: str
+    version: Version
+    python: tuple[str, ...]
+    glibc_min: NumVersion
+    manylinux: str
+    pypi_default: str
+    pypi_default_pins: tuple[tuple[str, str], ...]
+    torchvision: tuple[str, ...]
+    torchaudio: tuple[str, ...]
+    notes: tuple[str, ...]
+    variants: tuple[Variant, ...]
+
+    def variant(self, name: str) -> Variant | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+    def local_version(self, variant: Variant) -> str:
+        return f"{self.torch}+{variant.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class GPU:
+    name: str
+    aliases: tuple[str, ...]
+    cc: tuple[int, int]
+    architecture: str
+    segment: str  # datacenter | workstation | consumer | jetson
+    forward_compat: bool
+    min_driver: NumVersion | None
+    min_driver_uncertain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CudaImage:
+    cuda: NumVersion  # full release, (12, 8, 1)
+    ubuntu: tuple[str, ...]
+    cudnn_tag: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: caches key on the matrix
+class Matrix:
+    schema_version: int
+    generated_at: str
+    sources: dict[str, str]
+    driver_floors: dict[int, NumVersion]  # CUDA major -> minimum driver (minor-version compat)
+    toolkits: tuple[tuple[NumVersion, NumVersion], ...]  # (CUDA release, bundled driver), sorted
+    forward_compat_segments: frozenset[str]
+    cuda_images: tuple[CudaImage, ...]
+    cpu_image: str
+    gpus: tuple[GPU, ...]
+    releases: tuple[Release, ...]  # oldest first
+
+    def release(self, torch: str) -> Release | None:
+        for r in self.releases:
+            if r.torch == torch:
+                return r
+        return None
+
+    def driver_floor(self, cuda_major: int) -> NumVersion | None:
+        return self.driver_floors.get(cuda_major)
+
+    def driver_cuda(self, driver: NumVersion) -> NumVersion | None:
+        """The newest CUDA release whose toolkit driver is <= `driver` (what nvidia-smi shows)."""
+        best: NumVersion | None = None
+        for cuda, bundled in self.toolkits:
+            if bundled <= driver:
+                best = cuda
+        return best
+
+    def toolkit_driver(self, cuda_minor: NumVersion) -> NumVersion | None:
+        """The driver bundled with the GA release of CUDA major.minor."""
+        for cuda, bundled in self.toolkits:
+            if cuda[:2] == cuda_minor[:2]:
+                return bundled
+        return None
+
+
+def _req(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise MatrixError(f"matrix {where}: missing {key!r}", "regenerate the matrix")
+    return d[key]
+
+
+def _variant(d: dict[str, Any], where: str) -> Variant:
+    arch = d.get("arch")
+    cuda = d.get("cuda")
+    return Variant(
+        name=_req(d, "name", where),
+        cuda=parse_version(cuda) if cuda else None,
+        status=d.get("status", ""),
+        archs=tuple(parse_arch(a) for a in arch) if arch is not None else None,
+        arch_source=d.get("arch_source", ""),
+        arch_confidence=d.get("arch_confidence", "unknown"),
+        cudnn=d.get("cudnn"),
+        nccl=d.get("nccl"),
+        uncertain=bool(d.get("uncertain", False)),
+    )
+
+
+def _release(d: dict[str, Any], where: str) -> Release:
+    torch = _req(d, "torch", where)
+    try:
+        version = Version(torch)
+    except InvalidVersion as e:
+        raise MatrixError(f"matrix {where}.torch: {e}", "regenerate the matrix") from None
+    variants = tuple(
+        _variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_req(d, "variants", where))
+    )
+    return Release(
+        torch=torch,
+        version=version,
+        python=tuple(_req(d, "python", where)),
+        glibc_min=parse_version(_req(d, "glibc_min", where)),
+        manylinux=d.get("manylinux", ""),
+        pypi_default=_req(d, "pypi_default", where),
+        pypi_default_pins=tuple(sorted(d.get("pypi_default_pins", {}).items())),
+        torchvision=tuple(d.get("torchvision", ())),
+        torchaudio=tuple(d.get("torchaudio", ())),
+        notes=tuple(d.get("notes", ())),
+        variants=variants,
+    )
+
+
+def _gpu(d: dict[str, Any], where: str) -> GPU:
+    cc_major, cc_minor = (int(p) for p in str(_req(d, "cc", where)).split("."))
+    md = d.get("min_driver")
+    return GPU(
+        name=_req(d, "name", where),
+        aliases=tuple(d.get("aliases", ())),
+        cc=(cc_major, cc_minor),
+        architecture=d.get("architecture", ""),
+        segment=_req(d, "segment", where),
+        forward_compat=bool(d.get("forward_compat", False)),
+        min_driver=parse_version(md) if md else None,
+        min_driver_uncertain=bool(d.get("min_driver_uncertain", False)),
+    )
+
+
+def parse_matrix(data: dict[str, Any]) -> Matrix:
+    """Validate and convert matrix JSON; raises MatrixError naming the bad field."""
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise MatrixError(
+            f"matrix schema_version {version!r} is not {SCHEMA_VERSION}",
+            "upgrade torchship or regenerate the matrix with tools/gen_matrix.py",
+        )
+    try:
+        releases = tuple(
+            sorted(
+                (_release(r, f"releases[{i}]") for i, r in enumerate(data["releases"])),
+                key=lambda r: r.version,
+            )
+        )
+        toolkits = tuple(
+            sorted((parse_version(t["cuda"]), parse_version(t["driver"])) for t in data["toolkits"])
+        )
+        return Matrix(
+            schema_version=version,
+            generated_at=data.get("generated_at", ""),
+            sources=dict(data.get("sources", {})),
+            driver_floors={
+                int(f["cuda_major"]): parse_version(f["min_driver"]) for f in data["driver_floors"]
+            },
+            toolkits=toolkits,
+            forward_compat_segments=frozenset(data["forward_compat"]["segments"]),
+            cuda_images=tuple(
+                CudaImage(parse_version(i["cuda"]), tuple(i["ubuntu"]), i["cudnn_tag"])
+                for i in data["images"]["cuda"]
+            ),
+            cpu_image=data["images"]["cpu"],
+            gpus=tuple(_gpu(g, f"gpus[{i}]") for i, g in enumerate(data["gpus"])),
+            releases=releases,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise MatrixError(f"matrix is malformed: {e!r}", "regenerate the matrix") from None
+
+
+@cache
+def load_matrix() -> Matrix:
+    """The packaged matrix (parsed once per process)."""
+    text = resources.files("torchship.compat").joinpath("data/matrix.json").read_text("utf-8")
+    return parse_matrix(json.loads(text))

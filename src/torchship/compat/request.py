@@ -1,0 +1,72 @@
+"""What the resolver is asked: a torch range, a CUDA choice, a Python and the targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+
+from torchship.compat.gpus import GPUTarget, lookup_gpu
+from torchship.compat.matrix import Matrix
+from torchship.errors import SpecError, UnknownGPUError, UsageError
+from torchship.spec.fields import parse_driver, parse_glibc, parse_torch
+from torchship.spec.model import Spec
+from torchship.versions import Version as NumVersion
+
+DOMAIN_LIBRARIES = ("torchvision", "torchaudio")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    torch: SpecifierSet
+    torch_text: str
+    cuda: str = "auto"  # "auto" | "cpu" | "12.8" | "12"
+    python: str | None = None  # "3.12", "3.13t"
+    gpus: tuple[GPUTarget, ...] = ()
+    driver: NumVersion | None = None
+    glibc: NumVersion | None = None
+    allow_forward_compat: bool = False
+    domain_libraries: tuple[str, ...] = ()
+
+
+def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
+    names = {Requirement(p).name.lower() for p in packages}
+    return tuple(lib for lib in DOMAIN_LIBRARIES if lib in names)
+
+
+def check_torch_known(req: Request, matrix: Matrix, file: str, where: str) -> None:
+    """A torch version or range that matches no release in the matrix is bad input."""
+    if any(req.torch.contains(r.version, prereleases=True) for r in matrix.releases):
+        return
+    first, last = matrix.releases[0].torch, matrix.releases[-1].torch
+    problem = f"torch {req.torch_text!r} matches no release torchship knows ({first} – {last})"
+    hint = "pick a release in that range, or refresh the matrix: python tools/gen_matrix.py"
+    if file:
+        raise SpecError(file, where, problem, hint)
+    raise UsageError(f"{where}: {problem}", hint)
+
+
+def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
+    """Turn a validated spec into a resolver request; GPU names are checked here."""
+    torch, pin = parse_torch(spec.torch)
+    gpus = []
+    for i, name in enumerate(spec.targets.gpus):
+        try:
+            gpus.append(lookup_gpu(matrix, name))
+        except UnknownGPUError as e:
+            raise SpecError(spec.source, spec.where(f"targets.gpus[{i}]"), e.message, e.hint) from None
+    t = spec.targets
+    req = Request(
+        torch=torch,
+        torch_text=spec.torch,
+        cuda=pin if pin and spec.cuda == "auto" else spec.cuda,
+        python=spec.python,
+        gpus=tuple(gpus),
+        driver=parse_driver(t.driver) if t.driver else None,
+        glibc=parse_glibc(t.glibc) if t.glibc else None,
+        allow_forward_compat=t.allow_forward_compat,
+        domain_libraries=domain_libraries(spec.packages),
+    )
+    check_torch_known(req, matrix, spec.source, spec.where("torch"))
+    return req

@@ -1,0 +1,408 @@
+"""The resolver: a pure function (request, matrix) -> Resolution that explains itself.
+
+For every torch release the request admits and every build ("variant") of it, the checks below
+run in order; a variant that fails any of them is rejected with the first failure's stable code
+and every failure's reason. `compatible` lists what installs and runs natively on all targets;
+the choice among them is the user's CUDA pin, else PyPI's default build when it is compatible,
+else the newest CUDA. Codes are documented in docs/resolver.md; never rename one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchship.compat.archs import (
+    Arch,
+    Version as NumVersion,
+    driver_str,
+    kernel_match,
+    version_str,
+)
+from torchship.compat.gpus import GPUTarget
+from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Matrix, Release, Variant
+from torchship.compat.request import Request
+
+# Stable rejection codes.
+VARIANT_NOT_BUILT = "variant-not-built"
+VARIANT_UNVERIFIED = "variant-unverified"
+PYTHON_UNAVAILABLE = "python-unavailable"
+GLIBC_TOO_OLD = "glibc-too-old"
+DOMAIN_LIBRARY_UNAVAILABLE = "domain-library-unavailable"
+ARCH_UNSUPPORTED = "arch-unsupported"
+ARCH_UNVERIFIED = "arch-unverified"
+DRIVER_TOO_OLD = "driver-too-old"
+FORWARD_COMPAT_ONLY = "forward-compat-only"
+DRIVER_TOO_OLD_FOR_PTX = "driver-too-old-for-ptx"
+CPU_BUILD = "cpu-build"
+NOT_REQUESTED = "cuda-not-requested"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    variant: str
+    code: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"variant": self.variant, "code": self.code, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The chosen build and what follows from it."""
+
+    release: Release
+    variant: Variant
+    forward_compat: bool
+    min_driver: NumVersion | None
+    base_image: str
+    index_url: str
+
+    @property
+    def local_version(self) -> str:
+        return self.release.local_version(self.variant)
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.variant
+        return {
+            "torch": self.release.torch,
+            "variant": v.name,
+            "cuda": None if v.cuda is None else v.cuda_str,
+            "arch_list": list(v.arch_tokens()),
+            "arch_confidence": v.arch_confidence,
+            "min_driver": None if self.min_driver is None else driver_str(self.min_driver),
+            "cudnn": v.cudnn,
+            "nccl": v.nccl,
+            "glibc_min": version_str(self.release.glibc_min),
+            "forward_compat": self.forward_compat,
+            "pypi_default": v.name == self.release.pypi_default,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    ok: bool
+    compatible: tuple[str, ...]
+    chosen: Choice | None
+    rejected: tuple[Rejection, ...]
+    forward_compatible: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = ()
+    targets: tuple[GPUTarget, ...] = field(default=())
+
+    @property
+    def base_image(self) -> str | None:
+        return None if self.chosen is None else self.chosen.base_image
+
+    @property
+    def index_url(self) -> str | None:
+        return None if self.chosen is None else self.chosen.index_url
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "compatible": list(self.compatible),
+            "chosen": None if self.chosen is None else self.chosen.local_version,
+            "base_image": self.base_image,
+            "index_url": self.index_url,
+            "rejected": [r.to_json() for r in self.rejected],
+            "forward_compatible": list(self.forward_compatible),
+            "detail": None if self.chosen is None else self.chosen.to_json(),
+            "targets": [{"gpu": t.label, "cc": f"{t.cc[0]}.{t.cc[1]}"} for t in self.targets],
+            "warnings": list(self.warnings),
+            "suggestions": list(self.suggestions),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    failures: tuple[tuple[str, str], ...]  # (code, reason), most fundamental first
+    forward_compat: bool  # runs only through cuda-compat (data-center GPUs)
+    ptx_jit: bool  # some GPU runs only through PTX JIT
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _arch_summary(v: Variant) -> str:
+    if v.archs is None:
+        return "arch list unknown"
+    sass = [a for a in v.archs if not a.ptx]
+    ptx = [a for a in v.archs if a.ptx]
+    span = f"{sass[0].token}…{sass[-1].token}" if len(sass) > 1 else (sass[0].token if sass else "")
+    return span + (f" + PTX {', '.join(a.token for a in ptx)}" if ptx else ", no PTX")
+
+
+def _check_install(req: Request, rel: Release, v: Variant) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if req.python is not None and req.python not in rel.python:
+        out.append((
+            PYTHON_UNAVAILABLE,
+            f"torch {rel.torch} has no wheel for Python {req.python} "
+            f"(has {', '.join(rel.python)})",
+        ))
+    if req.glibc is not None and req.glibc < rel.glibc_min:
+        out.append((
+            GLIBC_TOO_OLD,
+            f"torch {rel.torch} wheels are {rel.manylinux} and need glibc ≥ "
+            f"{version_str(rel.glibc_min)}; the target has {version_str(req.glibc)}",
+        ))
+    for lib in req.domain_libraries:
+        pairs = rel.torchvision if lib == "torchvision" else rel.torchaudio
+        if not pairs:
+            out.append((
+                DOMAIN_LIBRARY_UNAVAILABLE,
+                f"no {lib} release is paired with torch {rel.torch}",
+            ))
+    return out
+
+
+def _check_kernels(
+    req: Request, v: Variant, archs: tuple[Arch, ...]
+) -> tuple[list[tuple[str, str]], bool]:
+    out: list[tuple[str, str]] = []
+    ptx = False
+    for t in req.gpus:
+        m = kernel_match(archs, t.cc)
+        if m is None:
+            out.append((
+                ARCH_UNSUPPORTED,
+                f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})",
+            ))
+        elif m.ptx:
+            ptx = True
+    return out, ptx
+
+
+def _check_driver(
+    req: Request, m: Matrix, v: Variant, ptx: bool
+) -> tuple[list[tuple[str, str]], bool]:
+    assert v.cuda is not None
+    driver = req.driver
+    if driver is None:
+        return [], False
+    floor = m.driver_floor(v.cuda[0])
+    if floor is not None and driver >= floor:
+        if ptx:
+            needed = m.toolkit_driver(v.cuda)
+            if needed is not None and driver < needed:
+                return [(
+                    DRIVER_TOO_OLD_FOR_PTX,
+                    f"a GPU needs PTX JIT from {v.name}, which needs driver ≥ "
+                    f"{driver_str(needed)} (CUDA {v.cuda_str} toolkit driver); "
+                    f"target has {driver_str(driver)}",
+                )], False
+        return [], False
+    need = driver_str(floor) if floor else "?"
+    base = f"{v.name} needs driver ≥ {need} (CUDA {v.cuda[0]}.x); target has {driver_str(driver)}"
+    ineligible = [t for t in req.gpus if t.gpu is None or not t.gpu.forward_compat]
+    if req.gpus and not ineligible:
+        fc = f"{base}: runs only with the cuda-compat-{v.cuda[0]}-{v.cuda[1]} package " \
+             "(forward compatibility, data-center GPUs)"
+        if req.allow_forward_compat:
+            return [], True
+        return [(FORWARD_COMPAT_ONLY, fc)], True
+    if ineligible:
+        names = ", ".join(t.label for t in ineligible)
+        kind = "GeForce" if any(t.is_geforce for t in ineligible) else "non-data-center"
+        base += f"; forward compatibility is not available on {kind} GPUs ({names})"
+    return [(DRIVER_TOO_OLD, base)], False
+
+
+def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
+    failures = _check_install(req, rel, v)
+    if v.is_cpu:
+        return _Verdict(tuple(failures), False, False)
+    if v.archs is None:
+        if req.gpus:
+            failures.append((
+                ARCH_UNVERIFIED,
+                f"the arch list of {rel.local_version(v)} is not known, so kernels for "
+                f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
+            ))
+        return _Verdict(tuple(failures), False, False)
+    kfail, ptx = _check_kernels(req, v, v.archs)
+    failures += kfail
+    dfail, fc = _check_driver(req, m, v, ptx)
+    failures += dfail
+    if v.uncertain and not failures:
+        failures.append((VARIANT_UNVERIFIED, f"{rel.local_version(v)} is not confirmed to exist"))
+    return _Verdict(tuple(failures), fc, ptx)
+
+
+def _pinned(req: Request, v: Variant) -> bool:
+    pin = req.cuda
+    if pin == "auto":
+        return not v.is_cpu
+    if pin == "cpu":
+        return v.is_cpu
+    if v.cuda is None:
+        return False
+    return v.cuda_str == pin or str(v.cuda[0]) == pin
+
+
+def _pin_label(pin: str) -> str:
+    return "cpu" if pin == "cpu" else "cu" + pin.replace(".", "")
+
+
+def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | None) -> str:
+    """The smallest base that works: `nvidia/cuda:*-base` (the wheels bring their CUDA libs).
+
+    Its CUDA minor is lowered to what the target driver reports, within the same major, so that
+    the image's NVIDIA_REQUIRE_CUDA guard does not refuse a GeForce host whose driver is older
+    than the wheel's toolkit but new enough by minor-version compatibility (NOTES.md §5.7).
+    """
+    if v.cuda is None:
+        py = (python or "3.12").rstrip("t")
+        return m.cpu_image.format(python=py)
+    want = v.cuda[:2]
+    if driver is not None:
+        dc = m.driver_cuda(driver)
+        if dc is not None and dc[0] == want[0] and dc[:2] < want:
+            want = dc[:2]
+    same_major = [i for i in m.cuda_images if i.cuda[0] == want[0] and i.cuda[:2] <= want]
+    img = max(same_major, key=lambda i: i.cuda) if same_major else m.cuda_images[-1]
+    return f"nvidia/cuda:{version_str(img.cuda)}-base-ubuntu{img.ubuntu[-1]}"
+
+
+def _min_driver(m: Matrix, req: Request, v: Variant, ptx: bool) -> NumVersion | None:
+    if v.cuda is None:
+        return None
+    floor = m.driver_floor(v.cuda[0])
+    if ptx:
+        floor = max(floor or (0,), m.toolkit_driver(v.cuda) or (0,))
+    for t in req.gpus:
+        if t.gpu is not None and t.gpu.min_driver is not None:
+            floor = max(floor or (0,), t.gpu.min_driver)
+    return floor
+
+
+def _choose(
+    req: Request, m: Matrix, ok: list[tuple[Release, Variant, _Verdict]]
+) -> tuple[Release, Variant, _Verdict] | None:
+    eligible = [c for c in ok if _pinned(req, c[1])]
+    if not eligible:
+        return None
+    newest = max(c[0].version for c in eligible)
+    same = [c for c in eligible if c[0].version == newest]
+    for c in same:
+        if c[1].name == c[0].pypi_default:
+            return c
+    return max(same, key=lambda c: c[1].cuda or (0,))
+
+
+def _warnings(req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict | None) -> list[str]:
+    out: list[str] = []
+    if choice is None or verdict is None:
+        return out
+    v = choice.variant
+    if v.is_cpu and req.gpus:
+        out.append("cuda = 'cpu': the build will not use the target GPUs")
+    if not v.is_cpu and not req.gpus:
+        out.append("no GPU targets given: kernels were not checked; add targets.gpus")
+    if not v.is_cpu and req.driver is None:
+        out.append(
+            f"no driver target given: {v.name} needs driver ≥ "
+            f"{driver_str(choice.min_driver or (0,))}; add targets.driver"
+        )
+    if req.gpus and v.arch_confidence not in ("high", "n/a") and v.archs is not None:
+        out.append(
+            f"the arch list of {choice.local_version} is {v.arch_confidence}-confidence "
+            f"({v.arch_source}); verify with torch.cuda.get_arch_list()"
+        )
+    if verdict.ptx_jit:
+        out.append(f"a target runs only through PTX JIT of {choice.local_version}: slow first start")
+    if verdict.forward_compat:
+        out.append(
+            f"{v.name} runs on driver {driver_str(req.driver or (0,))} only with the "
+            f"cuda-compat-{v.cuda_str.replace('.', '-')} package (forward compatibility)"
+        )
+    for t in req.gpus:
+        g = t.gpu
+        if g is not None and g.min_driver and req.driver is not None and req.driver < g.min_driver:
+            out.append(
+                f"{t.display} needs driver ≥ {driver_str(g.min_driver)}"
+                + (" (third-party sources)" if g.min_driver_uncertain else "")
+            )
+    return out
+
+
+def resolve(req: Request, m: Matrix) -> Resolution:
+    """Resolve `req` against the matrix. Pure; never raises on an impossible request."""
+    releases = [r for r in reversed(m.releases) if req.torch.contains(r.version, prereleases=True)]
+    compatible: list[str] = []
+    fwd: list[str] = []
+    rejected: list[Rejection] = []
+    ok: list[tuple[Release, Variant, _Verdict]] = []
+    for rel in releases:
+        for v in rel.variants:
+            if v.is_cpu and req.cuda != "cpu" and req.gpus:
+                continue
+            verdict = _judge(req, m, rel, v)
+            name = rel.local_version(v)
+            if verdict.ok:
+                compatible.append(name)
+                ok.append((rel, v, verdict))
+                if verdict.forward_compat:
+                    fwd.append(name)
+            else:
+                code, _ = verdict.failures[0]
+                rejected.append(Rejection(name, code, "; ".join(r for _, r in verdict.failures)))
+                if verdict.forward_compat and len(verdict.failures) == 1:
+                    fwd.append(name)  # fits every target once cuda-compat is installed
+        if req.cuda not in ("auto",) and not any(_pinned(req, v) for v in rel.variants):
+            rejected.append(_not_built(req, m, rel))
+    picked = _choose(req, m, ok)
+    choice = None
+    if picked is not None:
+        rel, v, verdict = picked
+        choice = Choice(
+            release=rel,
+            variant=v,
+            forward_compat=verdict.forward_compat,
+            min_driver=_min_driver(m, req, v, verdict.ptx_jit),
+            base_image=base_image(m, v, req.driver, req.python),
+            index_url=PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}",
+        )
+    suggestions: tuple[str, ...] = ()
+    if choice is None:
+        from torchship.compat.explain import explain  # only on failure: keeps resolve() fast
+
+        suggestions = explain(req, m, compatible)
+    return Resolution(
+        ok=choice is not None,
+        compatible=tuple(compatible),
+        chosen=choice,
+        rejected=tuple(rejected),
+        forward_compatible=tuple(fwd),
+        warnings=tuple(_warnings(req, m, choice, picked[2] if picked else None)),
+        suggestions=suggestions,
+        targets=req.gpus,
+    )
+
+
+def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
+    label = _pin_label(req.cuda)
+    have = ", ".join(v.name for v in rel.variants)
+    built = [r.torch for r in m.releases if any(_pinned(req, v) for v in r.variants)]
+    span = f"; CUDA {req.cuda} builds exist for torch {built[0]}–{built[-1]}" if built else \
+        f"; no torch release was built for CUDA {req.cuda}"
+    return Rejection(
+        f"{rel.torch}+{label}",
+        VARIANT_NOT_BUILT,
+        f"torch {rel.torch} has no CUDA {req.cuda} build (it has {have}){span}",
+    )
+
+
+def judge_all(req: Request, m: Matrix, releases: Iterable[Release]) -> list[tuple[str, bool]]:
+    """(local version, compatible) for every variant of `releases`; used by explain()."""
+    out = []
+    for rel in releases:
+        for v in rel.variants:
+            if v.is_cpu and req.gpus:
+                continue
+            out.append((rel.local_version(v), _judge(req, m, rel, v).ok))
+    return out

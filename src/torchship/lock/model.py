@@ -1,0 +1,226 @@
+"""torchship.lock: the exact stack, every package pinned with hashes, and its content hash.
+
+The lock is TOML (schema documented in docs/lock.md). `content_hash` covers everything else in
+the file, so a hand-edited lock is detected; `spec_hash` covers the spec it was made from, so
+`torchship lock --check` knows when the spec changed. Image tags and labels use `content_hash`.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from torchship import __version__
+from torchship._atomic import write_text_atomic
+from torchship.errors import LockFileError, LockOutOfDateError
+from torchship.spec.model import Spec, content_hash
+
+LOCK_FILE = "torchship.lock"
+LOCK_SCHEMA_VERSION = 1
+_HEADER = "# torchship.lock: written by `torchship lock`; do not edit by hand.\n"
+
+
+@dataclass(frozen=True, slots=True)
+class LockedPackage:
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+
+
+@dataclass(frozen=True, slots=True)
+class LockedGPU:
+    name: str
+    cc: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """Everything an image, a Kubernetes object or a doctor check needs; nothing to look up."""
+
+    spec_hash: str
+    spec: dict[str, Any]
+    name: str
+    torch: str  # the locked version, "2.9.1" or "2.9.1+cu126"
+    variant: str  # "cu128" | "cpu"
+    cuda: str | None  # "12.8"
+    python: str
+    platform: str  # uv's --python-platform, "x86_64-manylinux_2_28"
+    index_url: str
+    arch_list: tuple[str, ...]
+    min_driver: str | None
+    base_image: str
+    glibc_min: str
+    cudnn: str | None
+    nccl: str | None
+    gpus: tuple[LockedGPU, ...]
+    driver_target: str | None
+    packages: tuple[LockedPackage, ...]
+    torchship_version: str = __version__
+
+    def body(self) -> dict[str, Any]:
+        """The lock's content without its own hash, in file order."""
+        env = _without_none({
+            "torch": self.torch,
+            "variant": self.variant,
+            "cuda": self.cuda,
+            "python": self.python,
+            "platform": self.platform,
+            "index_url": self.index_url,
+            "base_image": self.base_image,
+            "min_driver": self.min_driver,
+            "glibc_min": self.glibc_min,
+            "cudnn": self.cudnn,
+            "nccl": self.nccl,
+            "arch_list": list(self.arch_list),
+        })
+        targets: dict[str, Any] = {"gpus": [{"name": g.name, "cc": g.cc} for g in self.gpus]}
+        if self.driver_target is not None:
+            targets["driver"] = self.driver_target
+        return {
+            "schema_version": LOCK_SCHEMA_VERSION,
+            "torchship_version": self.torchship_version,
+            "name": self.name,
+            "spec_hash": self.spec_hash,
+            "environment": env,
+            "targets": targets,
+            "spec": drop_none(self.spec),
+            "package": [p.to_dict() for p in self.packages],
+        }
+
+    @property
+    def content_hash(self) -> str:
+        body = self.body()
+        del body["torchship_version"]  # re-locking with a newer torchship changes nothing real
+        return content_hash(body)
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash.split(":", 1)[1][:8]
+
+    def to_toml(self) -> str:
+        body = self.body()
+        body = {"content_hash": self.content_hash, **body}
+        return _HEADER + tomli_w.dumps(body, multiline_strings=False)
+
+
+def _without_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """TOML has no null: unset fields are left out."""
+    return {k: drop_none(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
+
+
+def write_lock(lock: Lock, path: Path) -> None:
+    write_text_atomic(path, lock.to_toml())
+
+
+def _need(d: dict[str, Any], key: str, kind: type, where: str, path: Path) -> Any:
+    value = d.get(key)
+    if not isinstance(value, kind):
+        raise LockFileError(
+            f"{path}:{where}{key}: missing or not {kind.__name__}",
+            "regenerate it with `torchship lock`",
+        )
+    return value
+
+
+def read_lock(path: Path) -> Lock:
+    """Read and verify a lock file; raises LockFileError naming what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise LockFileError(f"{path}: no lock file", "run `torchship lock` first") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise LockFileError(f"{path}: cannot be read ({e})", "regenerate it with `torchship lock`") from None
+    version = data.get("schema_version")
+    if version != LOCK_SCHEMA_VERSION:
+        raise LockFileError(
+            f"{path}: schema_version {version!r} is not {LOCK_SCHEMA_VERSION}",
+            "regenerate it with this torchship: `torchship lock`",
+        )
+    env = _need(data, "environment", dict, "", path)
+    targets = _need(data, "targets", dict, "", path)
+    try:
+        lock = Lock(
+            spec_hash=_need(data, "spec_hash", str, "", path),
+            spec=_need(data, "spec", dict, "", path),
+            name=_need(data, "name", str, "", path),
+            torch=_need(env, "torch", str, "environment.", path),
+            variant=_need(env, "variant", str, "environment.", path),
+            cuda=env.get("cuda"),
+            python=_need(env, "python", str, "environment.", path),
+            platform=_need(env, "platform", str, "environment.", path),
+            index_url=_need(env, "index_url", str, "environment.", path),
+            arch_list=tuple(_need(env, "arch_list", list, "environment.", path)),
+            min_driver=env.get("min_driver"),
+            base_image=_need(env, "base_image", str, "environment.", path),
+            glibc_min=_need(env, "glibc_min", str, "environment.", path),
+            cudnn=env.get("cudnn"),
+            nccl=env.get("nccl"),
+            gpus=tuple(LockedGPU(str(g["name"]), str(g["cc"])) for g in targets.get("gpus", [])),
+            driver_target=targets.get("driver"),
+            packages=tuple(
+                LockedPackage(str(p["name"]), str(p["version"]), tuple(p["hashes"]))
+                for p in _need(data, "package", list, "", path)
+            ),
+            torchship_version=str(data.get("torchship_version", "")),
+        )
+    except (KeyError, TypeError) as e:
+        raise LockFileError(f"{path}: malformed entry ({e!r})", "regenerate it with `torchship lock`") from None
+    recorded = data.get("content_hash")
+    if recorded != lock.content_hash:
+        raise LockFileError(
+            f"{path}: content_hash does not match its content (edited by hand?)",
+            "regenerate it with `torchship lock`",
+        )
+    return lock
+
+
+def spec_changes(spec: Spec, lock: Lock) -> list[str]:
+    """What changed in the spec since the lock was made, field by field ("torch: 2.9.1 → 2.10.0")."""
+    if spec.spec_hash == lock.spec_hash:
+        return []
+    out: list[str] = []
+    _diff(drop_none(lock.spec), drop_none(spec.to_dict()), "", out)
+    return out or ["the spec changed"]
+
+
+def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            _diff(old.get(key), new.get(key), f"{path}{key}.", out)
+        return
+    if old != new:
+        out.append(f"{path.rstrip('.')}: {old!r} → {new!r}")
+
+
+def check_lock(spec: Spec, lock: Lock, lock_path: Path) -> None:
+    changes = spec_changes(spec, lock)
+    if changes:
+        raise LockOutOfDateError(
+            f"{lock_path} is out of date: " + "; ".join(changes),
+            "run `torchship lock` to update it",
+        )
+
+
+def export_requirements(lock: Lock) -> str:
+    """requirements.txt with hashes, installable with `pip install --require-hashes -r`."""
+    lines = [
+        f"# exported from {LOCK_FILE} ({lock.content_hash}) by torchship {__version__}",
+        f"# torch {lock.torch} for Python {lock.python} on {lock.platform}",
+    ]
+    if lock.index_url.startswith("https://download.pytorch.org/"):
+        lines.append(f"--extra-index-url {lock.index_url}")
+    for p in lock.packages:
+        hashes = " \\\n    ".join(f"--hash={h}" for h in p.hashes)
+        lines.append(f"{p.name}=={p.version}" + (f" \\\n    {hashes}" if hashes else ""))
+    return "\n".join(lines) + "\n"

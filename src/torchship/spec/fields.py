@@ -1,0 +1,100 @@
+"""Value parsers for spec fields and CLI flags.
+
+Each raises ValueError with a one-line reason; callers (the spec loader, the CLI) add the
+file/field or flag so the user sees where the bad value came from.
+"""
+
+from __future__ import annotations
+
+import re
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from torchship.versions import Version as NumVersion, parse_version
+
+_PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
+_CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d))?(?:\.\d+)?$")
+_CU_RE = re.compile(r"^cu(\d{2})(\d)$")
+
+
+def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
+    """A torch version or range -> (specifier, CUDA pin from a `+cuXYZ` local part or None).
+
+    `2.9.1` -> ==2.9.1; `2.9` -> ==2.9.* (its newest patch); `2.9.1+cu128` -> ==2.9.1 and cuda
+    12.8; anything else is a PEP 440 specifier set (`>=2.7,<2.10`).
+    """
+    t = text.strip()
+    if not t:
+        raise ValueError("is empty; expected a torch version such as '2.9.1' or a range")
+    try:
+        v = Version(t)
+    except InvalidVersion:
+        try:
+            return SpecifierSet(t), None
+        except InvalidSpecifier:
+            raise ValueError(
+                f"{t!r} is not a torch version or PEP 440 range (e.g. '2.9.1', '>=2.7,<2.10')"
+            ) from None
+    cuda = None
+    if v.local:
+        cuda = parse_cuda(v.local)
+    base = v.base_version
+    if len(v.release) == 2:
+        return SpecifierSet(f"=={base}.*"), cuda
+    return SpecifierSet(f"=={base}"), cuda
+
+
+def parse_cuda(text: str) -> str:
+    """`auto` | `cpu` | `12.8` | `cu128` | `12` (any 12.x) | `12.8.1` (-> 12.8)."""
+    t = str(text).strip().lower()
+    if t in ("auto", "cpu"):
+        return t
+    m = _CU_RE.match(t)
+    if m:
+        return f"{int(m.group(1))}.{m.group(2)}"
+    m = _CUDA_RE.match(t) if "." in t or t.isdigit() else None
+    if m and 10 <= int(m.group(1)) <= 99:
+        return f"{int(m.group(1))}" + (f".{m.group(2)}" if m.group(2) else "")
+    raise ValueError(f"{text!r} is not a CUDA choice; expected 'auto', 'cpu', '12.8' or 'cu128'")
+
+
+def parse_python(text: str) -> str:
+    t = str(text).strip()
+    if not _PY_RE.match(t):
+        raise ValueError(
+            f"{text!r} is not a Python version; expected '3.X' or '3.Xt' (free-threaded)"
+        )
+    return t
+
+
+def parse_driver(text: str) -> NumVersion:
+    try:
+        v = parse_version(str(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a driver version; expected e.g. '580.65.06'") from None
+    if not 200 <= v[0] <= 9999:
+        raise ValueError(f"{text!r} is not an NVIDIA driver version; expected e.g. '580.65.06'")
+    return v
+
+
+def parse_glibc(text: str) -> NumVersion:
+    try:
+        v = parse_version(str(text))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a glibc version; expected e.g. '2.28'") from None
+    if len(v) < 2 or v[0] != 2:
+        raise ValueError(f"{text!r} is not a glibc version; expected e.g. '2.28'")
+    return v
+
+
+def parse_requirement(text: str) -> Requirement:
+    """A PEP 508 requirement; torch itself is set by the `torch` field, never here."""
+    try:
+        req = Requirement(str(text))
+    except InvalidRequirement as e:
+        raise ValueError(f"{text!r} is not a PEP 508 requirement ({e})") from None
+    if req.name.lower() == "torch":
+        raise ValueError("torch is set by the top-level `torch` field, not in packages")
+    return req

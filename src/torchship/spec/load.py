@@ -1,0 +1,229 @@
+"""Read and validate a spec: torchship.toml, or [tool.torchship] in pyproject.toml.
+
+Validation happens once, here. Every error names the file and the field path
+(`torchship.toml:targets.gpus[1]`) and carries a one-line fix; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torchship.errors import SpecError
+from torchship.spec.fields import (
+    parse_cuda,
+    parse_driver,
+    parse_glibc,
+    parse_python,
+    parse_requirement,
+    parse_torch,
+)
+from torchship.spec.model import ImageOptions, Spec, Targets
+
+SPEC_FILE = "torchship.toml"
+PYPROJECT = "pyproject.toml"
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_APT_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+:~-]+)?$")
+
+TOP_KEYS = ("name", "torch", "cuda", "python", "packages", "targets", "image")
+TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat")
+IMAGE_KEYS = ("jupyter", "ssh", "cuda_extensions", "system_packages")
+
+T = TypeVar("T")
+
+
+class _Reader:
+    """Walks one table, so that every error knows its file and field path."""
+
+    def __init__(self, file: str, table: dict[str, Any], prefix: str, allowed: tuple[str, ...]):
+        self.file, self.table, self.prefix = file, table, prefix
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+                raise SpecError(file, self.path(key), "unknown field", hint)
+
+    def path(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def fail(self, key: str, problem: str, hint: str) -> SpecError:
+        return SpecError(self.file, self.path(key), problem, hint)
+
+    def string(self, key: str, default: str | None, example: str) -> str | None:
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(key, f"must be a string, not {_kind(value)}", f"write {example}")
+        if isinstance(value, float):  # python = 3.10 reads as 3.1: never guess
+            raise self.fail(key, f"is the number {value!r}; versions must be quoted", f"write {example}")
+        return str(value)
+
+    def parsed(self, key: str, parse: Callable[[str], T], example: str) -> T | None:
+        text = self.string(key, None, example)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise self.fail(key, str(e), f"write {example}") from None
+
+    def boolean(self, key: str) -> bool:
+        value = self.table.get(key, False)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false, not {_kind(value)}", f"write {key} = true")
+        return value
+
+    def strings(self, key: str, example: str) -> tuple[str, ...]:
+        value = self.table.get(key, [])
+        if not isinstance(value, list):
+            raise self.fail(key, f"must be a list of strings, not {_kind(value)}", f"write {example}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise SpecError(
+                    self.file, f"{self.path(key)}[{i}]", f"must be a string, not {_kind(item)}",
+                    f"write {example}",
+                )
+        return tuple(value)
+
+    def table_at(self, key: str, allowed: tuple[str, ...]) -> _Reader:
+        value = self.table.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a table, not {_kind(value)}", f"write [{key}] as a table")
+        return _Reader(self.file, value, f"{self.path(key)}.", allowed)
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+def _targets(r: _Reader) -> Targets:
+    t = r.table_at("targets", TARGET_KEYS)
+    gpus = t.strings("gpus", 'gpus = ["H100", "RTX 4090", "sm_89"]')
+    for i, g in enumerate(gpus):
+        if not g.strip():
+            raise SpecError(r.file, t.path(f"gpus[{i}]"), "is empty", "name a GPU model or sm_XY")
+    driver = t.parsed("driver", parse_driver, 'driver = "580.65.06"')
+    glibc = t.parsed("glibc", parse_glibc, 'glibc = "2.31"')
+    return Targets(
+        driver=t.string("driver", None, "") if driver else None,
+        gpus=tuple(g.strip() for g in gpus),
+        glibc=t.string("glibc", None, "") if glibc else None,
+        allow_forward_compat=t.boolean("allow_forward_compat"),
+    )
+
+
+def _image(r: _Reader) -> ImageOptions:
+    im = r.table_at("image", IMAGE_KEYS)
+    pkgs = im.strings("system_packages", 'system_packages = ["git", "libgl1"]')
+    for i, p in enumerate(pkgs):
+        if not _APT_RE.match(p):
+            raise SpecError(
+                r.file, im.path(f"system_packages[{i}]"), f"{p!r} is not a Debian package name",
+                'write a name such as "libgl1" or "git=1:2.39.5-0+deb12u1"',
+            )
+    return ImageOptions(
+        jupyter=im.boolean("jupyter"),
+        ssh=im.boolean("ssh"),
+        cuda_extensions=im.boolean("cuda_extensions"),
+        system_packages=pkgs,
+    )
+
+
+def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix: str = "") -> Spec:
+    """Validate a parsed torchship.toml (prefix "") or [tool.torchship] ("tool.torchship.")."""
+    r = _Reader(file, table, prefix, TOP_KEYS)
+    name = r.string("name", default_name, 'name = "my-project"') or default_name
+    if not _NAME_RE.match(name):
+        raise r.fail("name", f"{name!r} is not a valid name", "use lower case letters, digits, '.', '_' and '-'")
+    if "torch" not in table:
+        raise r.fail("torch", "missing", 'add torch = "2.9.1" (a version or a range like ">=2.7,<2.10")')
+    r.parsed("torch", parse_torch, 'torch = "2.9.1"')
+    if "python" not in table:
+        raise r.fail("python", "missing", 'add python = "3.12" (the image and the lock are built for it)')
+    python = r.parsed("python", parse_python, 'python = "3.12"')
+    cuda = r.parsed("cuda", parse_cuda, 'cuda = "auto" (or "12.8", or "cpu")') or "auto"
+    packages = r.strings("packages", 'packages = ["numpy>=2", "transformers"]')
+    for i, p in enumerate(packages):
+        try:
+            parse_requirement(p)
+        except ValueError as e:
+            raise SpecError(file, r.path(f"packages[{i}]"), str(e), 'write e.g. "numpy>=2,<3"') from None
+    return Spec(
+        name=name,
+        torch=str(r.string("torch", None, "")).strip(),
+        python=str(python),
+        cuda=cuda,
+        packages=packages,
+        targets=_targets(r),
+        image=_image(r),
+        source=file,
+        prefix=prefix,
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise SpecError(str(path), "", f"cannot read: {e.strerror}", "check the path") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SpecError(str(path), "", "is not UTF-8 text", "save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(str(path), "", f"is not valid TOML ({e})", "fix the syntax at that line") from None
+
+
+def find_spec_file(path: Path) -> Path:
+    """A spec file itself, or the torchship.toml / pyproject.toml in a project folder."""
+    if path.is_dir():
+        for candidate in (path / SPEC_FILE, path / PYPROJECT):
+            if candidate.is_file():
+                if candidate.name == PYPROJECT and not _has_tool_table(candidate):
+                    continue
+                return candidate
+        raise SpecError(
+            str(path), "", f"no {SPEC_FILE} and no [tool.torchship] in {PYPROJECT}",
+            "run `torchship init` there, or pass the spec file",
+        )
+    if not path.exists():
+        raise SpecError(str(path), "", "does not exist", "pass a project folder or its torchship.toml")
+    return path
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    try:
+        data = tomllib.loads(pyproject.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(data.get("tool"), dict) and "torchship" in data["tool"]
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load and validate the spec at `path` (a file or a project folder)."""
+    file = find_spec_file(Path(path))
+    data = _read_toml(file)
+    default_name = file.resolve().parent.name.lower() or "project"
+    if file.name == PYPROJECT:
+        project = data.get("project")
+        if isinstance(project, dict) and isinstance(project.get("name"), str):
+            default_name = project["name"].lower()
+        tool = data.get("tool")
+        table = tool.get("torchship") if isinstance(tool, dict) else None
+        if not isinstance(table, dict):
+            raise SpecError(str(file), "tool.torchship", "missing or not a table", "add a [tool.torchship] table")
+        return spec_from_table(table, str(file), _safe_name(default_name), "tool.torchship.")
+    return spec_from_table(data, str(file), _safe_name(default_name))
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")
+    return cleaned[:63] or "project"
