@@ -153,7 +153,7 @@ def _variant(name: str, info: dict[str, Any], release: dict[str, Any]) -> dict[s
         "status": info.get("status", ""),
         "arch": arch,
         "arch_source": info.get("arch_source", ""),
-        "arch_confidence": info.get("arch_confidence", "unknown"),
+        "arch_confidence": info.get("arch_confidence", "unknown").split()[0],
         "cudnn": release["default_pypi_cudnn"] if default else cudnn,
         "nccl": release["default_pypi_nccl"] if default else info.get("nccl"),
         "pins_source": "pypi_meta" if default else "release_md",

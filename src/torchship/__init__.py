@@ -3,4 +3,25 @@
 Importing this package has no side effects and imports neither torch nor any client library.
 """
 
-__version__ = "0.1.0"
+from torchship._version import __version__
+from torchship.compat import Request, Resolution, load_matrix, lookup_gpu, resolve
+from torchship.errors import TorchshipError
+from torchship.lock import Lock, lock_spec, read_lock, resolve_spec, write_lock
+from torchship.spec import Spec, load_spec
+
+__all__ = [
+    "Lock",
+    "Request",
+    "Resolution",
+    "Spec",
+    "TorchshipError",
+    "__version__",
+    "load_matrix",
+    "load_spec",
+    "lock_spec",
+    "lookup_gpu",
+    "read_lock",
+    "resolve",
+    "resolve_spec",
+    "write_lock",
+]

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from torchship import __version__
+from torchship._version import __version__
 from torchship.cli import export as export_cmd
 from torchship.cli import init as init_cmd
 from torchship.cli import lock as lock_cmd

@@ -14,13 +14,13 @@ from torchship.compat.archs import driver_str, kernel_match
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import judge_all
+from torchship.compat.resolve import judge_all, matching_releases
 
 _ANY = SpecifierSet()
 
 
 def _requested(req: Request, m: Matrix) -> list[Release]:
-    return [r for r in m.releases if req.torch.contains(r.version, prereleases=True)]
+    return list(reversed(matching_releases(m, req.torch)))
 
 
 def _covering(m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:

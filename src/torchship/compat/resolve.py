@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from typing import Any
+
+from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import (
     Arch,
@@ -89,8 +92,18 @@ class Resolution:
     rejected: tuple[Rejection, ...]
     forward_compatible: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    suggestions: tuple[str, ...] = ()
     targets: tuple[GPUTarget, ...] = field(default=())
+    request: Request | None = field(default=None, compare=False, repr=False)
+    matrix: Matrix | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def suggestions(self) -> tuple[str, ...]:
+        """When nothing fits, what would. Computed on demand: it scans the whole matrix."""
+        if self.ok or self.request is None or self.matrix is None:
+            return ()
+        from torchship.compat.explain import explain
+
+        return explain(self.request, self.matrix, list(self.compatible))
 
     @property
     def base_image(self) -> str | None:
@@ -127,6 +140,7 @@ class _Verdict:
         return not self.failures
 
 
+@cache
 def _arch_summary(v: Variant) -> str:
     if v.archs is None:
         return "arch list unknown"
@@ -248,6 +262,18 @@ def _pin_label(pin: str) -> str:
     return "cpu" if pin == "cpu" else "cu" + pin.replace(".", "")
 
 
+@lru_cache(maxsize=4096)
+def matching_releases(m: Matrix, torch: SpecifierSet) -> tuple[Release, ...]:
+    """The releases a torch specifier admits, newest first (SpecifierSet.contains is slow)."""
+    return tuple(r for r in reversed(m.releases) if torch.contains(r.version, prereleases=True))
+
+
+@lru_cache(maxsize=4096)
+def matching_releases(m: Matrix, torch: SpecifierSet) -> tuple[Release, ...]:
+    """The releases a torch specifier admits, newest first (SpecifierSet.contains is slow)."""
+    return tuple(r for r in reversed(m.releases) if torch.contains(r.version, prereleases=True))
+
+
 def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | None) -> str:
     """The smallest base that works: `nvidia/cuda:*-base` (the wheels bring their CUDA libs).
 
@@ -332,7 +358,7 @@ def _warnings(req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict 
 
 def resolve(req: Request, m: Matrix) -> Resolution:
     """Resolve `req` against the matrix. Pure; never raises on an impossible request."""
-    releases = [r for r in reversed(m.releases) if req.torch.contains(r.version, prereleases=True)]
+    releases = matching_releases(m, req.torch)
     compatible: list[str] = []
     fwd: list[str] = []
     rejected: list[Rejection] = []
@@ -367,11 +393,6 @@ def resolve(req: Request, m: Matrix) -> Resolution:
             base_image=base_image(m, v, req.driver, req.python),
             index_url=PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}",
         )
-    suggestions: tuple[str, ...] = ()
-    if choice is None:
-        from torchship.compat.explain import explain  # only on failure: keeps resolve() fast
-
-        suggestions = explain(req, m, compatible)
     return Resolution(
         ok=choice is not None,
         compatible=tuple(compatible),
@@ -379,8 +400,9 @@ def resolve(req: Request, m: Matrix) -> Resolution:
         rejected=tuple(rejected),
         forward_compatible=tuple(fwd),
         warnings=tuple(_warnings(req, m, choice, picked[2] if picked else None)),
-        suggestions=suggestions,
         targets=req.gpus,
+        request=req,
+        matrix=m,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomli_w
 
-from torchship import __version__
+from torchship._version import __version__
 from torchship._atomic import write_text_atomic
 from torchship.errors import LockFileError, LockOutOfDateError
 from torchship.spec.model import Spec, content_hash

@@ -1,0 +1,52 @@
+"""Shared fixtures and helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gpu, resolve
+from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_torch
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL_TORCH_WHEELS = Path("/opt/wheels")
+
+
+@pytest.fixture(scope="session")
+def matrix() -> Matrix:
+    return load_matrix()
+
+
+def request(
+    torch: str,
+    gpus: Iterable[str] = (),
+    driver: str | None = None,
+    cuda: str = "auto",
+    python: str | None = None,
+    glibc: str | None = None,
+    allow_forward_compat: bool = False,
+    domain: tuple[str, ...] = (),
+) -> Request:
+    m = load_matrix()
+    spec, pin = parse_torch(torch)
+    return Request(
+        torch=spec,
+        torch_text=torch,
+        cuda=pin or parse_cuda(cuda),
+        python=python,
+        gpus=tuple(lookup_gpu(m, g) for g in gpus),
+        driver=parse_driver(driver) if driver else None,
+        glibc=parse_glibc(glibc) if glibc else None,
+        allow_forward_compat=allow_forward_compat,
+        domain_libraries=domain,
+    )
+
+
+def res(torch: str, gpus: Iterable[str] = (), **kw: object) -> Resolution:
+    return resolve(request(torch, gpus, **kw), load_matrix())  # type: ignore[arg-type]
+
+
+def codes(r: Resolution) -> dict[str, str]:
+    return {x.variant: x.code for x in r.rejected}

@@ -1,0 +1,246 @@
+"""Every trap of shared/reference/compat/NOTES.md §5, as a table of expected resolutions."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import codes, res
+
+
+def chosen(r):  # type: ignore[no-untyped-def]
+    return None if r.chosen is None else r.chosen.local_version
+
+
+# §5.1 New GPU on an old build: no torch <= 2.6 has sm_100/sm_120 or any PTX fallback.
+@pytest.mark.parametrize(
+    ("torch", "gpu", "expect"),
+    [
+        ("2.6.0", "RTX 5090", None),
+        ("2.6.0", "B200", None),
+        ("2.5.1", "RTX PRO 6000 Blackwell", None),
+        ("2.7.0", "RTX 5090", "2.7.0+cu128"),  # not the PyPI default cu126
+        ("2.7.1", "B200", "2.7.1+cu128"),
+        ("2.8.0", "RTX 5080", "2.8.0+cu128"),  # PyPI default now covers Blackwell
+        ("2.13.0", "B300", "2.13.0+cu130"),  # 10.3 runs sm_100 SASS (same major)
+        ("2.13.0", "GB10", "2.13.0+cu130"),  # 12.1 runs sm_120 SASS
+    ],
+)
+def test_new_gpu_on_old_build(torch: str, gpu: str, expect: str | None) -> None:
+    r = res(torch, [gpu])
+    assert chosen(r) == expect
+    if expect is None:
+        assert set(codes(r).values()) <= {"arch-unsupported", "arch-unverified"}
+        assert any("needs torch ≥ 2.7" in s for s in r.suggestions), r.suggestions
+
+
+def test_new_gpu_suggestion_names_the_fix() -> None:
+    r = res("2.6.0", ["RTX 5090"])
+    assert "RTX 5090 (sm_120) needs torch ≥ 2.7.0 with cu128 or newer" in r.suggestions
+    assert "2.7.0+cu128 fits every target" in r.suggestions
+
+
+# §5.2 Old GPU on a new build.
+@pytest.mark.parametrize(
+    ("torch", "gpu", "expect"),
+    [
+        ("2.8.0", "GTX 1080", "2.8.0+cu126"),  # PyPI cu128 dropped Pascal
+        ("2.14.1", "P100", "2.14.1+cu126"),
+        ("2.15.0", "GTX 1080", None),  # no CUDA 12 build at all
+        ("2.7.0", "V100", "2.7.0+cu126"),  # cu128 of 2.7 lacks sm_70; cu118 unverified
+        ("2.9.1", "V100", "2.9.1+cu128"),  # Volta re-added to cu128 in 2.8-2.10
+        ("2.11.0", "V100", "2.11.0+cu126"),  # dropped from cu128 again, never in cu13x
+        ("2.15.0", "V100", None),
+        ("2.0.0", "K80", "2.0.0+cu117"),  # sm_37 only in cu117/cu118
+        ("2.5.1", "K80", "2.5.1+cu118"),
+        ("2.4.0", "T4", "2.4.0+cu121"),
+    ],
+)
+def test_old_gpu_on_new_build(torch: str, gpu: str, expect: str | None) -> None:
+    assert chosen(res(torch, [gpu])) == expect
+
+
+def test_old_gpu_says_until_when() -> None:
+    r = res("2.15.0", ["GTX 1080"])
+    assert "GTX 1080 (sm_61) is supported up to torch 2.14.1 (cu126)" in r.suggestions
+    assert "2.14.1+cu126 fits every target" in r.suggestions
+
+
+def test_kepler_never_in_cu12() -> None:
+    r = res("2.4.0", ["K80"])
+    assert chosen(r) == "2.4.0+cu118"
+    assert codes(r)["2.4.0+cu121"] == "arch-unsupported"
+    assert codes(r)["2.4.0+cu124"] == "arch-unsupported"
+
+
+# §5.3 The PyPI default is not always usable.
+def test_pypi_default_without_sm90() -> None:
+    r = res("2.0.0", ["H100"])
+    assert chosen(r) == "2.0.0+cu118"
+    assert codes(r)["2.0.0+cu117"] == "arch-unsupported"
+    assert r.index_url == "https://download.pytorch.org/whl/cu118"
+
+
+def test_pypi_default_needs_newer_driver() -> None:
+    r = res("2.11.0", ["A100"], driver="570.124.06")
+    assert chosen(r) == "2.11.0+cu128"  # newest compatible when the default does not fit
+    assert codes(r)["2.11.0+cu130"] == "forward-compat-only"
+
+
+def test_pypi_default_preferred_when_compatible() -> None:
+    r = res("2.9.1", ["H100"], driver="580.95.05")
+    assert chosen(r) == "2.9.1+cu128"  # cu130 is newer, but PyPI's default fits
+    assert r.index_url == "https://pypi.org/simple"
+    assert "2.9.1+cu130" in r.compatible
+
+
+# §5.4 Driver floors: only the CUDA major's floor (minor-version compatibility).
+@pytest.mark.parametrize(
+    ("driver", "variant", "ok"),
+    [
+        ("525.60.13", "cu128", True),  # exactly the 12.x floor
+        ("525.60.12", "cu128", False),
+        ("535.104.05", "cu128", True),  # older than the 12.8 toolkit driver, still fine
+        ("580.65.06", "cu130", True),
+        ("575.57.08", "cu130", False),
+        ("450.80.02", "cu118", True),
+        ("450.80.01", "cu118", False),
+    ],
+)
+def test_driver_floors(driver: str, variant: str, ok: bool) -> None:
+    torch = {"cu128": "2.9.1", "cu130": "2.13.0", "cu118": "2.3.1"}[variant]
+    r = res(torch, ["RTX 3090"], driver=driver, cuda=variant)
+    assert (chosen(r) == f"{torch}+{variant}") is ok
+    if not ok:
+        assert codes(r)[f"{torch}+{variant}"] == "driver-too-old"
+
+
+def test_no_driver_target_is_not_assumed() -> None:
+    r = res("2.13.0", ["H100"])
+    assert chosen(r) == "2.13.0+cu130"
+    assert any("no driver target given" in w for w in r.warnings)
+
+
+# §5.5 Variants disappear.
+@pytest.mark.parametrize(
+    ("torch", "cuda", "last"),
+    [
+        ("2.8.0", "11.8", "2.7.1"),
+        ("2.9.1", "12.1", "2.5.1"),
+        ("2.7.0", "12.4", "2.6.0"),
+        ("2.12.0", "12.8", "2.11.0"),
+        ("2.15.0", "12.6", "2.14.1"),
+    ],
+)
+def test_vanished_variants(torch: str, cuda: str, last: str) -> None:
+    r = res(torch, ["A100"], cuda=cuda)
+    assert not r.ok
+    label = f"{torch}+cu{cuda.replace('.', '')}"
+    assert codes(r)[label] == "variant-not-built"
+    reason = next(x.reason for x in r.rejected if x.variant == label)
+    assert f"–{last}" in reason
+
+
+def test_impossible_quoted_tag_explained() -> None:
+    """`v2.9-cuda12.1` is quoted often and cannot exist."""
+    r = res("2.9", ["H100"], cuda="12.1")
+    assert not r.ok and r.compatible
+    assert "set cuda = 'auto'" in r.suggestions[0]
+
+
+# §5.6 Python availability (incl. free-threaded).
+@pytest.mark.parametrize(
+    ("torch", "python", "ok"),
+    [
+        ("2.4.1", "3.8", True),
+        ("2.5.0", "3.8", False),
+        ("2.4.1", "3.13", False),
+        ("2.5.0", "3.13", True),
+        ("2.8.0", "3.9", True),
+        ("2.9.0", "3.9", False),
+        ("2.9.0", "3.14", True),
+        ("2.7.0", "3.13t", True),
+        ("2.12.0", "3.13t", True),
+        ("2.12.1", "3.13t", False),
+        ("2.9.0", "3.14t", True),
+        ("2.15.0", "3.15", True),
+        ("2.15.0", "3.10", False),
+    ],
+)
+def test_python_availability(torch: str, python: str, ok: bool) -> None:
+    r = res(torch, ["A100"], python=python)
+    assert r.ok is ok
+    if not ok:
+        assert set(codes(r).values()) == {"python-unavailable"}
+        assert any(f"Python {python}" in s for s in r.suggestions)
+
+
+# §5.4 across a major: forward compatibility, data-center GPUs only, never GeForce.
+def test_forward_compat_never_on_geforce() -> None:
+    r = res("2.15.0", ["RTX 4090"], driver="550.54.15")
+    assert not r.ok
+    assert set(codes(r).values()) == {"driver-too-old"}
+    assert "not available on GeForce GPUs (RTX 4090)" in r.rejected[0].reason
+    assert r.forward_compatible == ()
+
+
+def test_forward_compat_reported_for_data_center() -> None:
+    r = res("2.15.0", ["A100"], driver="550.54.15")
+    assert not r.ok
+    assert set(codes(r).values()) == {"forward-compat-only"}
+    assert r.forward_compatible == ("2.15.0+cu130", "2.15.0+cu132")
+    allowed = res("2.15.0", ["A100"], driver="550.54.15", allow_forward_compat=True)
+    assert chosen(allowed) == "2.15.0+cu132"
+    assert allowed.chosen is not None and allowed.chosen.forward_compat
+    assert any("cuda-compat-13-2" in w for w in allowed.warnings)
+
+
+def test_mixed_fleet_blocks_forward_compat() -> None:
+    r = res("2.15.0", ["A100", "RTX 4090"], driver="550.54.15", allow_forward_compat=True)
+    assert not r.ok
+    assert set(codes(r).values()) == {"driver-too-old"}
+
+
+# §5.8 glibc: torch >= 2.7 wheels are manylinux_2_28.
+def test_glibc_floor() -> None:
+    r = res("2.7.0", ["A100"], glibc="2.17")
+    assert not r.ok and set(codes(r).values()) == {"glibc-too-old"}
+    assert res("2.6.0", ["A100"], glibc="2.17").ok
+    assert res("2.7.0", ["A100"], glibc="2.28").ok
+
+
+# §5.7 Container guard: the base image's CUDA must not exceed what the driver reports.
+def test_base_image_lowered_to_the_driver_cuda() -> None:
+    r = res("2.9.1", ["RTX 4090"], driver="550.54.15")
+    assert chosen(r) == "2.9.1+cu128"
+    assert r.base_image == "nvidia/cuda:12.4.1-base-ubuntu22.04"
+    assert res("2.9.1", ["RTX 4090"], driver="575.57.08").base_image == (
+        "nvidia/cuda:12.8.1-base-ubuntu24.04"
+    )
+
+
+def test_ptx_jit_needs_the_toolkit_driver() -> None:
+    # A future sm_130 GPU only runs 2.7.0+cu128 through its compute_120 PTX, which needs the
+    # CUDA 12.8 toolkit driver (570.26), not just the 12.x floor.
+    assert res("2.7.0", ["sm_130"], driver="570.26", cuda="12.8").ok
+    r = res("2.7.0", ["sm_130"], driver="560.35.03", cuda="12.8")
+    assert codes(r)["2.7.0+cu128"] == "driver-too-old-for-ptx"
+
+
+def test_domain_library_pairs() -> None:
+    r = res("2.12.0", ["A100"], domain=("torchaudio",))
+    assert not r.ok and "domain-library-unavailable" in codes(r).values()
+    assert res("2.11.0", ["A100"], domain=("torchaudio", "torchvision")).ok
+
+
+def test_cpu_build() -> None:
+    r = res("2.13.0", cuda="cpu", python="3.11")
+    assert chosen(r) == "2.13.0+cpu"
+    assert r.index_url == "https://download.pytorch.org/whl/cpu"
+    assert r.base_image == "python:3.11-slim-bookworm"
+
+
+def test_range_picks_newest_release_that_fits() -> None:
+    r = res(">=2.5,<2.16", ["GTX 1080"])
+    assert chosen(r) == "2.14.1+cu126"
+    r = res(">=2.0,<2.7", ["RTX 5090"])
+    assert not r.ok
