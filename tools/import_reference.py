@@ -129,6 +129,7 @@ EXTRA_SOURCES = {
     "kernel_rule": "NVIDIA CUDA C++ Programming Guide, binary/PTX compatibility",
     "images_cog": "replicate/cog pkg/config/cuda_compatibility.json @6110c912 (registry-derived "
     "cudnn-devel tags; a lower bound) and the nvidia/cuda tag scheme",
+    "unverified": "no source: neither measured nor read from a build script (flagged uncertain)",
     "gpu_driver_blackwell": "third-party only (Phoronix repost, glfs book, a preflight script): "
     "Blackwell GPUs need an R570+ driver",
 }
@@ -141,7 +142,13 @@ def _ver(text: str) -> str:
     return dotted[-1] if dotted else tokens[0]
 
 
-def _variant(name: str, info: dict[str, Any], release: dict[str, Any]) -> dict[str, Any]:
+def _source_ids(text: str, known: set[str]) -> list[str]:
+    found = [sid for sid in sorted(known) if sid in text]
+    return found or ["unverified"]
+
+
+def _variant(name: str, info: dict[str, Any], release: dict[str, Any],
+             known: set[str]) -> dict[str, Any]:
     default = release["default_pypi_cuda"] == name
     cudnn = info.get("cudnn")
     if cudnn and " " in cudnn:  # "9.17.1.4 per RELEASE.md; PyPI wheel pins ..." -> the wheel pin
@@ -153,6 +160,7 @@ def _variant(name: str, info: dict[str, Any], release: dict[str, Any]) -> dict[s
         "status": info.get("status", ""),
         "arch": arch,
         "arch_source": info.get("arch_source", ""),
+        "arch_sources": _source_ids(info.get("arch_source", ""), known),
         "arch_confidence": info.get("arch_confidence", "unknown").split()[0],
         "cudnn": release["default_pypi_cudnn"] if default else cudnn,
         "nccl": release["default_pypi_nccl"] if default else info.get("nccl"),
@@ -161,11 +169,12 @@ def _variant(name: str, info: dict[str, Any], release: dict[str, Any]) -> dict[s
     }
 
 
-def _release(r: dict[str, Any]) -> dict[str, Any]:
-    variants = [_variant(n, i, r) for n, i in r["variants"].items()]
-    variants += [_variant(n, i, r) for n, i in r.get("uncertain_variants", {}).items()]
+def _release(r: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    variants = [_variant(n, i, r, known) for n, i in r["variants"].items()]
+    variants += [_variant(n, i, r, known) for n, i in r.get("uncertain_variants", {}).items()]
     variants.append({
         "name": "cpu", "cuda": None, "status": "cpu", "arch": [], "arch_source": "cpu_index",
+        "arch_sources": ["cpu_index"],
         "arch_confidence": "n/a", "cudnn": None, "nccl": None, "pins_source": "cpu_index",
         "uncertain": False,
     })
@@ -245,7 +254,7 @@ def build(ref_dir: Path) -> dict[str, Any]:
             "cpu": "python:{python}-slim-bookworm",
         },
         "gpus": _gpus(gpus),
-        "releases": [_release(r) for r in torch["releases"]],
+        "releases": [_release(r, set(sources)) for r in torch["releases"]],
     }
 
 

@@ -75,12 +75,14 @@ def sm_str(cc: CC) -> str:
 
 
 def kernel_match(archs: tuple[Arch, ...], cc: CC) -> Arch | None:
-    """The arch entry that lets code run on `cc`, preferring SASS over PTX JIT; None if none."""
-    ptx_match: Arch | None = None
+    """The arch entry the driver loads on `cc`: the closest SASS of the same major (highest
+    minor <= cc's), else the newest PTX <= cc (JIT); None when nothing runs."""
+    sass: Arch | None = None
+    ptx: Arch | None = None
     for a in archs:
         if a.ptx:
-            if a.cc <= cc and (ptx_match is None or a.cc > ptx_match.cc):
-                ptx_match = a
-        elif a.cc[0] == cc[0] and a.cc[1] <= cc[1]:
-            return a
-    return ptx_match
+            if a.cc <= cc and (ptx is None or a.cc > ptx.cc):
+                ptx = a
+        elif a.cc[0] == cc[0] and a.cc[1] <= cc[1] and (sass is None or a.cc > sass.cc):
+            sass = a
+    return sass or ptx

@@ -94,7 +94,8 @@ def parse_requirement(text: str) -> Requirement:
     try:
         req = Requirement(str(text))
     except InvalidRequirement as e:
-        raise ValueError(f"{text!r} is not a PEP 508 requirement ({e})") from None
+        detail = str(e).splitlines()[0] if str(e) else "invalid"
+        raise ValueError(f"{text!r} is not a PEP 508 requirement ({detail})") from None
     if req.name.lower() == "torch":
         raise ValueError("torch is set by the top-level `torch` field, not in packages")
     return req

@@ -60,7 +60,8 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise self.fail(key, f"must be a string, not {_kind(value)}", f"write {example}")
         if isinstance(value, float):  # python = 3.10 reads as 3.1: never guess
-            raise self.fail(key, f"is the number {value!r}; versions must be quoted", f"write {example}")
+            raise self.fail(key, f"is the number {value!r}; versions must be strings",
+                            f"quote it: {example}")
         return str(value)
 
     def parsed(self, key: str, parse: Callable[[str], T], example: str) -> T | None:
