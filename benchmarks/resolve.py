@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import oracle  # noqa: E402
-from torchship.compat import Request, load_matrix, lookup_gpu, resolve  # noqa: E402
-from torchship.spec.fields import parse_driver, parse_torch  # noqa: E402
+from tests import oracle
+
+from torchship.compat import Request, load_matrix, lookup_gpu, resolve
+from torchship.spec.fields import parse_driver, parse_torch
 
 TARGET_PER_S = 10_000
 
@@ -33,11 +34,18 @@ def correctness() -> tuple[int, int]:
     for release, gpu, driver in oracle.cases(data):
         t = lookup_gpu(m, gpu["name"])
         spec, _ = parse_torch(release["torch"])
-        got = resolve(Request(spec, release["torch"], gpus=(t,),
-                              driver=parse_driver(driver) if driver else None), m)
+        got = resolve(
+            Request(
+                spec, release["torch"], gpus=(t,), driver=parse_driver(driver) if driver else None
+            ),
+            m,
+        )
         names, pick = oracle.expected(data, release, t.cc, driver)
         total += 1
-        bad += list(got.compatible) != names or (got.chosen.local_version if got.chosen else None) != pick
+        bad += (
+            list(got.compatible) != names
+            or (got.chosen.local_version if got.chosen else None) != pick
+        )
     return total, bad
 
 
@@ -52,11 +60,15 @@ def workload(n: int, seed: int = 7) -> list[Request]:
         torch = rng.choice(torches)
         spec, _ = parse_torch(torch)
         d = rng.choice(drivers)
-        out.append(Request(
-            torch=spec, torch_text=torch, gpus=tuple(rng.sample(gpus, rng.randint(1, 3))),
-            driver=parse_driver(d) if d else None,
-            python=rng.choice([None, "3.11", "3.12", "3.13"]),
-        ))
+        out.append(
+            Request(
+                torch=spec,
+                torch_text=torch,
+                gpus=tuple(rng.sample(gpus, rng.randint(1, 3))),
+                driver=parse_driver(d) if d else None,
+                python=rng.choice([None, "3.11", "3.12", "3.13"]),
+            )
+        )
     return out
 
 
@@ -82,8 +94,11 @@ def main() -> int:
     total, bad = correctness()
     print(f"correctness: {total} cases (release x GPU x driver), {bad} disagree with the oracle")
     done, elapsed = throughput(args.seconds, full=True)
-    print(f"with JSON and what-would-fit suggestions: {done / elapsed:,.0f}/s "
-          f"({sum(not resolve(r, load_matrix()).ok for r in workload(2000)) / 20:.0f}% of the mix fit nothing)")
+    failing = sum(not resolve(r, load_matrix()).ok for r in workload(2000)) / 20
+    print(
+        f"with JSON and what-would-fit suggestions: {done / elapsed:,.0f}/s "
+        f"({failing:.0f}% of the mix fit nothing)"
+    )
     done, elapsed = throughput(args.seconds)
     rate = done / elapsed
     print(f"throughput: {done} resolutions in {elapsed:.2f} s = {rate:,.0f}/s")

@@ -40,8 +40,9 @@ def runs(arch: list[str], cc: tuple[int, int]) -> str | None:
     return None
 
 
-def compatible(data: dict[str, Any], variant: dict[str, Any], cc: tuple[int, int],
-               driver: str | None) -> bool:
+def compatible(
+    data: dict[str, Any], variant: dict[str, Any], cc: tuple[int, int], driver: str | None
+) -> bool:
     if variant["cuda"] is None or variant["arch"] is None or variant["uncertain"]:
         return False
     how = runs(variant["arch"], cc)
@@ -50,18 +51,23 @@ def compatible(data: dict[str, Any], variant: dict[str, Any], cc: tuple[int, int
     if driver is None:
         return True
     cuda = _nums(variant["cuda"])
-    floor = next(_nums(f["min_driver"]) for f in data["driver_floors"] if f["cuda_major"] == cuda[0])
+    floor = next(
+        _nums(f["min_driver"]) for f in data["driver_floors"] if f["cuda_major"] == cuda[0]
+    )
     if _nums(driver) < floor:
         return False
     if how == "ptx":
-        ga = min((_nums(t["driver"]) for t in data["toolkits"] if _nums(t["cuda"])[:2] == cuda[:2]),
-                 default=(0,))
+        ga = min(
+            (_nums(t["driver"]) for t in data["toolkits"] if _nums(t["cuda"])[:2] == cuda[:2]),
+            default=(0,),
+        )
         return _nums(driver) >= ga
     return True
 
 
-def expected(data: dict[str, Any], release: dict[str, Any], cc: tuple[int, int],
-             driver: str | None) -> tuple[list[str], str | None]:
+def expected(
+    data: dict[str, Any], release: dict[str, Any], cc: tuple[int, int], driver: str | None
+) -> tuple[list[str], str | None]:
     ok = [v for v in release["variants"] if compatible(data, v, cc, driver)]
     names = [f"{release['torch']}+{v['name']}" for v in ok]
     if not ok:

@@ -63,17 +63,18 @@ def simple_files(name: str, fetch: Fetch = http_fetch) -> list[dict[str, Any]]:
 
 # --- reading members of a remote zip --------------------------------------------------------
 
+
 def _central_directory(url: str, fetch: Fetch) -> tuple[bytes, int]:
     tail = fetch(url, None, 65536 + 22)
     i = tail.rfind(b"PK\x05\x06")
     if i < 0:
         raise ValueError(f"{url}: no end-of-central-directory record")
-    cd_size, cd_offset = struct.unpack("<II", tail[i + 12:i + 20])
+    cd_size, cd_offset = struct.unpack("<II", tail[i + 12 : i + 20])
     if cd_offset == 0xFFFFFFFF or cd_size == 0xFFFFFFFF:  # zip64
         j = tail.rfind(b"PK\x06\x06")
         if j < 0:
             raise ValueError(f"{url}: zip64 record missing")
-        cd_size, cd_offset = struct.unpack("<QQ", tail[j + 40:j + 56])
+        cd_size, cd_offset = struct.unpack("<QQ", tail[j + 40 : j + 56])
     return fetch(url, cd_offset, cd_offset + cd_size - 1), cd_offset
 
 
@@ -81,13 +82,13 @@ def _entries(cd: bytes) -> dict[str, tuple[int, int, int]]:
     """name -> (method, compressed size, local header offset)."""
     out: dict[str, tuple[int, int, int]] = {}
     pos = 0
-    while cd[pos:pos + 4] == b"PK\x01\x02":
-        method, = struct.unpack("<H", cd[pos + 10:pos + 12])
-        csize, = struct.unpack("<I", cd[pos + 20:pos + 24])
-        nlen, xlen, clen = struct.unpack("<HHH", cd[pos + 28:pos + 34])
-        offset, = struct.unpack("<I", cd[pos + 42:pos + 46])
-        name = cd[pos + 46:pos + 46 + nlen].decode("utf-8", "replace")
-        extra = cd[pos + 46 + nlen:pos + 46 + nlen + xlen]
+    while cd[pos : pos + 4] == b"PK\x01\x02":
+        (method,) = struct.unpack("<H", cd[pos + 10 : pos + 12])
+        (csize,) = struct.unpack("<I", cd[pos + 20 : pos + 24])
+        nlen, xlen, clen = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
+        (offset,) = struct.unpack("<I", cd[pos + 42 : pos + 46])
+        name = cd[pos + 46 : pos + 46 + nlen].decode("utf-8", "replace")
+        extra = cd[pos + 46 + nlen : pos + 46 + nlen + xlen]
         if offset == 0xFFFFFFFF or csize == 0xFFFFFFFF:
             csize, offset = _zip64_extra(extra, csize, offset)
         out[name] = (method, csize, offset)
@@ -98,9 +99,9 @@ def _entries(cd: bytes) -> dict[str, tuple[int, int, int]]:
 def _zip64_extra(extra: bytes, csize: int, offset: int) -> tuple[int, int]:
     pos = 0
     while pos + 4 <= len(extra):
-        tag, size = struct.unpack("<HH", extra[pos:pos + 4])
+        tag, size = struct.unpack("<HH", extra[pos : pos + 4])
         if tag == 1:
-            vals = list(struct.unpack(f"<{size // 8}Q", extra[pos + 4:pos + 4 + size]))
+            vals = list(struct.unpack(f"<{size // 8}Q", extra[pos + 4 : pos + 4 + size]))
             # order: uncompressed, compressed, offset -- each present only if the 32-bit one is full
             if csize == 0xFFFFFFFF:
                 vals.pop(0)  # uncompressed size comes first when present
@@ -112,7 +113,9 @@ def _zip64_extra(extra: bytes, csize: int, offset: int) -> tuple[int, int]:
     return csize, offset
 
 
-def read_members(url: str, wanted: Callable[[str], bool], fetch: Fetch = http_fetch) -> dict[str, str]:
+def read_members(
+    url: str, wanted: Callable[[str], bool], fetch: Fetch = http_fetch
+) -> dict[str, str]:
     """The text of the zip members whose names satisfy `wanted`, via range requests."""
     cd, _ = _central_directory(url, fetch)
     out: dict[str, str] = {}
@@ -130,12 +133,20 @@ def read_members(url: str, wanted: Callable[[str], bool], fetch: Fetch = http_fe
 
 # --- facts from one release -------------------------------------------------------------------
 
-def x86_wheels(files: list[dict[str, Any]], version: str) -> list[tuple[re.Match[str], dict[str, Any]]]:
+
+def x86_wheels(
+    files: list[dict[str, Any]], version: str
+) -> list[tuple[re.Match[str], dict[str, Any]]]:
     out = []
     for f in files:
         m = _WHEEL_RE.match(f["filename"])
-        if m and m["ver"] == version and "x86_64" in m["plat"] and "linux" in m["plat"] \
-                and not f.get("yanked"):
+        if (
+            m
+            and m["ver"] == version
+            and "x86_64" in m["plat"]
+            and "linux" in m["plat"]
+            and not f.get("yanked")
+        ):
             out.append((m, f))
     return out
 
@@ -173,12 +184,14 @@ def parse_version_py(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def release_facts(version: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch) -> dict[str, Any]:
+def release_facts(
+    version: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch
+) -> dict[str, Any]:
     wheels = x86_wheels(files, version)
     if not wheels:
         raise ValueError(f"torch {version}: no Linux x86_64 wheel on PyPI")
     glibc, manylinux = glibc_of(wheels)
-    m, f = next(((m, f) for m, f in wheels if m["py"] == "cp311"), wheels[0])
+    _, f = next(((m, f) for m, f in wheels if m["py"] == "cp311"), wheels[0])
     members = read_members(
         f["url"], lambda n: n.endswith(".dist-info/METADATA") or n == "torch/version.py", fetch
     )
@@ -204,7 +217,9 @@ def _pin(pins: dict[str, str], prefix: str) -> str | None:
     return None
 
 
-def domain_pairs(name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch) -> dict[str, list[str]]:
+def domain_pairs(
+    name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch
+) -> dict[str, list[str]]:
     """torch version -> [torchvision versions] from each release's `torch==X` requirement."""
     by_version: dict[str, dict[str, Any]] = {}
     for f in files:
@@ -223,6 +238,7 @@ def domain_pairs(name: str, files: list[dict[str, Any]], fetch: Fetch = http_fet
 
 # --- applying a refresh -----------------------------------------------------------------------
 
+
 def apply(release: dict[str, Any], facts: dict[str, Any]) -> list[str]:
     """Update a matrix release in place; returns what changed."""
     changes = []
@@ -234,18 +250,26 @@ def apply(release: dict[str, Any], facts: dict[str, Any]) -> list[str]:
         if v["name"] == release["pypi_default"]:
             for key in ("cudnn", "nccl"):
                 if facts.get(key) and v.get(key) != facts[key]:
-                    changes.append(f"{release['torch']} {v['name']} {key}: {v.get(key)} -> {facts[key]}")
+                    changes.append(
+                        f"{release['torch']} {v['name']} {key}: {v.get(key)} -> {facts[key]}"
+                    )
                     v[key] = facts[key]
             v["pins_source"] = "pypi_meta"
     return changes
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--releases", help="comma-separated torch versions (default: all in the matrix)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--releases", help="comma-separated torch versions (default: all in the matrix)"
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if anything would change")
     ap.add_argument("--dry-run", action="store_true", help="print changes, write nothing")
-    ap.add_argument("--domain", action="store_true", help="also refresh torchvision/torchaudio pairs")
+    ap.add_argument(
+        "--domain", action="store_true", help="also refresh torchvision/torchaudio pairs"
+    )
     args = ap.parse_args(argv)
     matrix = json.loads(MATRIX.read_text())
     only = set(args.releases.split(",")) if args.releases else None
@@ -256,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         facts = release_facts(rel["torch"], files)
         changes += apply(rel, facts)
-        print(f"{rel['torch']}: default {facts['pypi_default']}, python {','.join(facts['python'])}",
-              file=sys.stderr)
+        print(
+            f"{rel['torch']}: default {facts['pypi_default']}, python {','.join(facts['python'])}",
+            file=sys.stderr,
+        )
     if args.domain:
         for lib in ("torchvision", "torchaudio"):
             pairs = domain_pairs(lib, simple_files(lib))

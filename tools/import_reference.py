@@ -61,17 +61,29 @@ GPU_MODELS: list[tuple[str, list[str], str]] = [
     ("RTX 3080", ["rtx 3080 ti"], "GeForce RTX 3090 / 3080 / 3070 / 3060"),
     ("RTX 3070", ["rtx 3070 ti"], "GeForce RTX 3090 / 3080 / 3070 / 3060"),
     ("RTX 3060", ["rtx 3060 ti"], "GeForce RTX 3090 / 3080 / 3070 / 3060"),
-    ("Jetson AGX Orin", ["orin", "jetson orin nx", "jetson orin nano"],
-     "Jetson AGX Orin / Orin NX / Orin Nano"),
+    (
+        "Jetson AGX Orin",
+        ["orin", "jetson orin nx", "jetson orin nano"],
+        "Jetson AGX Orin / Orin NX / Orin Nano",
+    ),
     ("L4", [], "NVIDIA L4"),
     ("L40", [], "NVIDIA L40 / L40S"),
     ("L40S", [], "NVIDIA L40 / L40S"),
-    ("RTX 6000 Ada", ["rtx 6000 ada generation"],
-     "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada"),
-    ("RTX 5000 Ada", ["rtx 5000 ada generation"],
-     "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada"),
-    ("RTX 4000 Ada", ["rtx 4000 ada generation"],
-     "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada"),
+    (
+        "RTX 6000 Ada",
+        ["rtx 6000 ada generation"],
+        "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada",
+    ),
+    (
+        "RTX 5000 Ada",
+        ["rtx 5000 ada generation"],
+        "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada",
+    ),
+    (
+        "RTX 4000 Ada",
+        ["rtx 4000 ada generation"],
+        "NVIDIA RTX 6000 Ada / RTX 5000 Ada / RTX 4000 Ada",
+    ),
     ("RTX 4090", ["rtx 4090 d"], "GeForce RTX 4090 / 4080 / 4070 / 4060"),
     ("RTX 4080", ["rtx 4080 super"], "GeForce RTX 4090 / 4080 / 4070 / 4060"),
     ("RTX 4070", ["rtx 4070 ti", "rtx 4070 super"], "GeForce RTX 4090 / 4080 / 4070 / 4060"),
@@ -84,16 +96,29 @@ GPU_MODELS: list[tuple[str, list[str], str]] = [
     ("B300", [], "NVIDIA B300 / GB300"),
     ("GB300", [], "NVIDIA B300 / GB300"),
     ("Jetson Thor", ["jetson t5000", "jetson t4000", "thor"], "Jetson T5000 / T4000 (Thor)"),
-    ("RTX PRO 6000 Blackwell Server", ["rtx pro 6000 blackwell server edition"],
-     "NVIDIA RTX PRO 6000 Blackwell Server Edition"),
-    ("RTX PRO 6000 Blackwell", ["rtx pro 6000 blackwell workstation edition",
-                                "rtx pro 6000 blackwell max q workstation edition", "rtx pro 6000"],
-     "NVIDIA RTX PRO 6000 Blackwell Workstation / Max-Q Edition"),
+    (
+        "RTX PRO 6000 Blackwell Server",
+        ["rtx pro 6000 blackwell server edition"],
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+    ),
+    (
+        "RTX PRO 6000 Blackwell",
+        [
+            "rtx pro 6000 blackwell workstation edition",
+            "rtx pro 6000 blackwell max q workstation edition",
+            "rtx pro 6000",
+        ],
+        "NVIDIA RTX PRO 6000 Blackwell Workstation / Max-Q Edition",
+    ),
     ("RTX PRO 5000 Blackwell", ["rtx pro 5000"], "NVIDIA RTX PRO 5000/4500/4000/2000 Blackwell"),
     ("RTX PRO 4500 Blackwell", ["rtx pro 4500"], "NVIDIA RTX PRO 5000/4500/4000/2000 Blackwell"),
     ("RTX PRO 4000 Blackwell", ["rtx pro 4000"], "NVIDIA RTX PRO 5000/4500/4000/2000 Blackwell"),
     ("RTX PRO 2000 Blackwell", ["rtx pro 2000"], "NVIDIA RTX PRO 5000/4500/4000/2000 Blackwell"),
-    ("RTX 5090", ["rtx 5090 d"], "GeForce RTX 5090 / 5080 / 5070 Ti / 5070 / 5060 Ti / 5060 / 5050"),
+    (
+        "RTX 5090",
+        ["rtx 5090 d"],
+        "GeForce RTX 5090 / 5080 / 5070 Ti / 5070 / 5060 Ti / 5060 / 5050",
+    ),
     ("RTX 5080", [], "GeForce RTX 5090 / 5080 / 5070 Ti / 5070 / 5060 Ti / 5060 / 5050"),
     ("RTX 5070 Ti", [], "GeForce RTX 5090 / 5080 / 5070 Ti / 5070 / 5060 Ti / 5060 / 5050"),
     ("RTX 5070", [], "GeForce RTX 5090 / 5080 / 5070 Ti / 5070 / 5060 Ti / 5060 / 5050"),
@@ -116,10 +141,14 @@ CUDA_IMAGES: list[tuple[str, list[str], str]] = [
     ("12.3.2", ["20.04", "22.04"], "cudnn9"),
     ("12.4.1", ["20.04", "22.04"], "cudnn"),
     ("12.5.1", ["20.04", "22.04"], "cudnn"),
-    *[(v, ["20.04", "22.04", "24.04"], "cudnn")
-      for v in ("12.6.0", "12.6.1", "12.6.2", "12.6.3", "12.8.0", "12.8.1", "12.9.0", "12.9.1")],
-    *[(v, ["22.04", "24.04"], "cudnn")
-      for v in ("13.0.0", "13.0.1", "13.0.2", "13.0.3", "13.1.1", "13.1.2", "13.2.0", "13.2.1")],
+    *[
+        (v, ["20.04", "22.04", "24.04"], "cudnn")
+        for v in ("12.6.0", "12.6.1", "12.6.2", "12.6.3", "12.8.0", "12.8.1", "12.9.0", "12.9.1")
+    ],
+    *[
+        (v, ["22.04", "24.04"], "cudnn")
+        for v in ("13.0.0", "13.0.1", "13.0.2", "13.0.3", "13.1.1", "13.1.2", "13.2.0", "13.2.1")
+    ],
 ]
 
 EXTRA_SOURCES = {
@@ -147,8 +176,9 @@ def _source_ids(text: str, known: set[str]) -> list[str]:
     return found or ["unverified"]
 
 
-def _variant(name: str, info: dict[str, Any], release: dict[str, Any],
-             known: set[str]) -> dict[str, Any]:
+def _variant(
+    name: str, info: dict[str, Any], release: dict[str, Any], known: set[str]
+) -> dict[str, Any]:
     default = release["default_pypi_cuda"] == name
     cudnn = info.get("cudnn")
     if cudnn and " " in cudnn:  # "9.17.1.4 per RELEASE.md; PyPI wheel pins ..." -> the wheel pin
@@ -172,12 +202,21 @@ def _variant(name: str, info: dict[str, Any], release: dict[str, Any],
 def _release(r: dict[str, Any], known: set[str]) -> dict[str, Any]:
     variants = [_variant(n, i, r, known) for n, i in r["variants"].items()]
     variants += [_variant(n, i, r, known) for n, i in r.get("uncertain_variants", {}).items()]
-    variants.append({
-        "name": "cpu", "cuda": None, "status": "cpu", "arch": [], "arch_source": "cpu_index",
-        "arch_sources": ["cpu_index"],
-        "arch_confidence": "n/a", "cudnn": None, "nccl": None, "pins_source": "cpu_index",
-        "uncertain": False,
-    })
+    variants.append(
+        {
+            "name": "cpu",
+            "cuda": None,
+            "status": "cpu",
+            "arch": [],
+            "arch_source": "cpu_index",
+            "arch_sources": ["cpu_index"],
+            "arch_confidence": "n/a",
+            "cudnn": None,
+            "nccl": None,
+            "pins_source": "cpu_index",
+            "uncertain": False,
+        }
+    )
     notes = [r[k] for k in ("note", "domain_note", "torchaudio_note", "torchvision_note") if k in r]
     manylinux_2_28 = "2_28" in r["manylinux_tag"]
     return {
@@ -190,7 +229,7 @@ def _release(r: dict[str, Any], known: set[str]) -> dict[str, Any]:
         "glibc_source": "pypi_files (wheel platform tag)",
         "pypi_default": r["default_pypi_cuda"],
         "pypi_default_source": "arch_measured (torch/version.py of the PyPI wheel)",
-        "pypi_default_pins": {k: v for k, v in r["default_pypi_requires"].items()},
+        "pypi_default_pins": dict(r["default_pypi_requires"]),
         "torchvision": r["torchvision"],
         "torchaudio": r["torchaudio"],
         "domain_source": "pypi_meta (Requires-Dist pins of torchvision/torchaudio)",
@@ -206,18 +245,20 @@ def _gpus(ref: dict[str, Any]) -> list[dict[str, Any]]:
         row = rows[row_name]
         segment = row["segment"].split()[0]
         blackwell = row["architecture"].startswith("Blackwell")
-        out.append({
-            "name": name,
-            "aliases": aliases,
-            "cc": row["compute_capability"],
-            "architecture": row["architecture"],
-            "segment": segment,
-            "forward_compat": row["forward_compat_eligible"],
-            "min_driver": "570" if blackwell else None,
-            "min_driver_source": "gpu_driver_blackwell" if blackwell else None,
-            "min_driver_uncertain": blackwell,
-            "sources": row["sources"],
-        })
+        out.append(
+            {
+                "name": name,
+                "aliases": aliases,
+                "cc": row["compute_capability"],
+                "architecture": row["architecture"],
+                "segment": segment,
+                "forward_compat": row["forward_compat_eligible"],
+                "min_driver": "570" if blackwell else None,
+                "min_driver_source": "gpu_driver_blackwell" if blackwell else None,
+                "min_driver_uncertain": blackwell,
+                "sources": row["sources"],
+            }
+        )
     return out
 
 
@@ -231,8 +272,11 @@ def build(ref_dir: Path) -> dict[str, Any]:
         for k, v in drivers["minor_version_compat"].items()
     ]
     toolkits = [
-        {"cuda": t["toolkit_release"], "driver": t["toolkit_bundled_driver_linux_x86_64"],
-         "source": "table"}
+        {
+            "cuda": t["toolkit_release"],
+            "driver": t["toolkit_bundled_driver_linux_x86_64"],
+            "source": "table",
+        }
         for t in drivers["toolkits"]
     ]
     return {
@@ -249,8 +293,10 @@ def build(ref_dir: Path) -> dict[str, Any]:
             "driver; data-center GPUs, select NGC-ready RTX SKUs and Jetson only, never GeForce",
         },
         "images": {
-            "cuda": [{"cuda": v, "ubuntu": u, "cudnn_tag": c, "source": "images_cog"}
-                     for v, u, c in CUDA_IMAGES],
+            "cuda": [
+                {"cuda": v, "ubuntu": u, "cudnn_tag": c, "source": "images_cog"}
+                for v, u, c in CUDA_IMAGES
+            ],
             "cpu": "python:{python}-slim-bookworm",
         },
         "gpus": _gpus(gpus),

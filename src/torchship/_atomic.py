@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write to a temp file in the same folder, fsync it, rename it over `path`, fsync the folder."""
+    """Temp file in the same folder, fsync, rename over `path`, fsync the folder."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)

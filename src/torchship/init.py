@@ -40,8 +40,10 @@ def detect(
             name = lookup_gpu(matrix, g.name).label
         except UnknownGPUError:
             if g.cc is None:
-                notes.append(f"GPU {g.name!r} (from {g.source}) is unknown and has no compute "
-                             "capability: add it to targets.gpus by hand")
+                notes.append(
+                    f"GPU {g.name!r} (from {g.source}) is unknown and has no compute "
+                    "capability: add it to targets.gpus by hand"
+                )
                 continue
             name = "sm_" + g.cc.replace(".", "")
         notes.append(f"GPU {g.name} -> {name} (from {g.source})")
@@ -56,9 +58,7 @@ def _quote_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def render_spec(
-    name: str, torch: str, python: str, detected: Detected | None = None
-) -> str:
+def render_spec(name: str, torch: str, python: str, detected: Detected | None = None) -> str:
     """The commented torchship.toml that `init` writes (pure)."""
     if detected is None:
         targets = (
@@ -69,10 +69,13 @@ def render_spec(
         )
     else:
         found = "".join(f"# detected: {n}\n" for n in detected.notes)
-        driver = (f'driver = "{detected.driver.value}"\n' if detected.driver
-                  else '# driver = "580.65.06"  # none detected: set the oldest driver of your fleet\n')
+        driver = (
+            f'driver = "{detected.driver.value}"\n'
+            if detected.driver
+            else '# driver = "580.65.06"  # none detected: set the oldest driver of your fleet\n'
+        )
         targets = found + driver + f"gpus = {_quote_list(detected.gpus)}\n"
-    return f'''# torchship.toml: the environment as code. `torchship lock` resolves it into torchship.lock.
+    return f'''# The environment as code. `torchship lock` resolves it into torchship.lock.
 name = "{name}"
 
 # A torch version ("2.9.1") or a PEP 440 range (">=2.7,<2.10"); the newest that fits is chosen.

@@ -1,4 +1,4 @@
-"""The packaged matrix: schema, a source on every fact, uncertain facts flagged, no contradictions."""
+"""The packaged matrix: schema, a source on every fact, uncertain facts flagged."""
 
 from __future__ import annotations
 
@@ -31,8 +31,14 @@ def test_every_fact_names_a_known_source() -> None:
             assert v["arch_sources"] and set(v["arch_sources"]) <= sources, (r["torch"], v["name"])
             if "unverified" in v["arch_sources"]:
                 assert v["uncertain"], (r["torch"], v["name"])
-            assert v["arch_confidence"] in {"high", "medium-high", "medium", "medium-low",
-                                            "unknown", "n/a"}
+            assert v["arch_confidence"] in {
+                "high",
+                "medium-high",
+                "medium",
+                "medium-low",
+                "unknown",
+                "n/a",
+            }
     for g in data["gpus"]:
         assert set(g["sources"]) <= sources, g["name"]
     for f in data["driver_floors"]:
@@ -70,7 +76,11 @@ def test_every_cuda_variant_has_a_base_image(matrix: Matrix) -> None:
         for v in r.variants:
             img = base_image(matrix, v, None, "3.12")
             if v.cuda:
-                assert img.startswith(f"nvidia/cuda:{v.cuda[0]}.{v.cuda[1]}."), (r.torch, v.name, img)
+                assert img.startswith(f"nvidia/cuda:{v.cuda[0]}.{v.cuda[1]}."), (
+                    r.torch,
+                    v.name,
+                    img,
+                )
                 assert img.endswith(("-base-ubuntu22.04", "-base-ubuntu24.04"))
 
 

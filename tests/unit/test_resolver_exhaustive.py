@@ -1,11 +1,10 @@
-"""Every published torch 2.0–2.15 release × CUDA variant × GPU model × driver, against the oracle."""
+"""Every torch 2.0–2.15 release × CUDA variant × GPU model × driver, against the oracle."""
 
 from __future__ import annotations
 
+from tests import oracle
 from torchship.compat import Matrix, Request, lookup_gpu, resolve
 from torchship.spec.fields import parse_driver, parse_torch
-
-from tests import oracle
 
 
 def test_every_case_agrees_with_the_oracle(matrix: Matrix) -> None:
@@ -15,8 +14,12 @@ def test_every_case_agrees_with_the_oracle(matrix: Matrix) -> None:
     for release, gpu, driver in oracle.cases(data):
         target = lookup_gpu(matrix, gpu["name"])
         spec, _ = parse_torch(release["torch"])
-        req = Request(torch=spec, torch_text=release["torch"], gpus=(target,),
-                      driver=parse_driver(driver) if driver else None)
+        req = Request(
+            torch=spec,
+            torch_text=release["torch"],
+            gpus=(target,),
+            driver=parse_driver(driver) if driver else None,
+        )
         got = resolve(req, matrix)
         names, pick = oracle.expected(data, release, target.cc, driver)
         got_pick = got.chosen.local_version if got.chosen else None

@@ -47,8 +47,11 @@ def test_loads_a_full_spec(tmp_path: Path) -> None:
 
 
 def test_folder_and_pyproject_forms(tmp_path: Path) -> None:
-    write(tmp_path, '[project]\nname = "My_Proj"\n[tool.torchship]\ntorch = "2.9.1"\npython = "3.12"\n',
-          "pyproject.toml")
+    write(
+        tmp_path,
+        '[project]\nname = "My_Proj"\n[tool.torchship]\ntorch = "2.9.1"\npython = "3.12"\n',
+        "pyproject.toml",
+    )
     spec = load_spec(tmp_path)
     assert spec.name == "my_proj" and spec.prefix == "tool.torchship."
     write(tmp_path, GOOD)  # torchship.toml wins over pyproject.toml
@@ -81,14 +84,19 @@ def test_spec_hash_ignores_formatting_and_comments(tmp_path: Path) -> None:
         ('torch = "2.9.1"\npython = "3.12"\n[targets]\ngpu = ["H100"]', "targets.gpu", "'gpus'"),
         ('torch = "2.9.1"\npython = "3.12"\n[targets]\nglibc = "3.1"', "targets.glibc", "2.31"),
         ('torch = "2.9.1"\npython = "3.12"\n[image]\njupyter = "yes"', "image.jupyter", "true"),
-        ('torch = "2.9.1"\npython = "3.12"\n[image]\nsystem_packages = ["rm -rf"]',
-         "image.system_packages[0]", "libgl1"),
+        (
+            'torch = "2.9.1"\npython = "3.12"\n[image]\nsystem_packages = ["rm -rf"]',
+            "image.system_packages[0]",
+            "libgl1",
+        ),
         ('torch = "2.9.1"\npython = "3.12"\nname = "Bad Name!"', "name", "lower case"),
         ('torch = "2.9.1"\npython = "3.12"\ntargets = 3', "targets", "table"),
         ('torch = "2.9.1"\npython = "3.12"\n[targets\n', "", "syntax"),
     ],
 )
-def test_errors_name_file_field_and_fix(tmp_path: Path, text: str, where: str, hint_part: str) -> None:
+def test_errors_name_file_field_and_fix(
+    tmp_path: Path, text: str, where: str, hint_part: str
+) -> None:
     path = write(tmp_path, text)
     with pytest.raises(SpecError) as e:
         load_spec(path)
@@ -100,8 +108,12 @@ def test_errors_name_file_field_and_fix(tmp_path: Path, text: str, where: str, h
 
 
 def test_pyproject_errors_carry_the_table_path(tmp_path: Path) -> None:
-    write(tmp_path, '[tool.torchship]\ntorch = "2.9.1"\npython = "3.12"\n[tool.torchship.targets]\n'
-                    'gpus = ["H10"]\n', "pyproject.toml")
+    write(
+        tmp_path,
+        '[tool.torchship]\ntorch = "2.9.1"\npython = "3.12"\n[tool.torchship.targets]\n'
+        'gpus = ["H10"]\n',
+        "pyproject.toml",
+    )
     spec = load_spec(tmp_path)
     with pytest.raises(SpecError) as e:
         request_from_spec(spec, load_matrix())
@@ -134,11 +146,30 @@ def test_non_utf8(tmp_path: Path) -> None:
 # --- fuzzing: nothing but SpecError may escape the loader -------------------------------------
 
 toml_scalars = st.one_of(
-    st.text(max_size=12), st.integers(), st.floats(allow_nan=False), st.booleans(),
+    st.text(max_size=12),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
     st.lists(st.one_of(st.text(max_size=8), st.integers()), max_size=3),
 )
-keys = st.sampled_from(["name", "torch", "cuda", "python", "packages", "targets", "image", "x",
-                        "driver", "gpus", "glibc", "jupyter", "ssh", "allow_forward_compat"])
+keys = st.sampled_from(
+    [
+        "name",
+        "torch",
+        "cuda",
+        "python",
+        "packages",
+        "targets",
+        "image",
+        "x",
+        "driver",
+        "gpus",
+        "glibc",
+        "jupyter",
+        "ssh",
+        "allow_forward_compat",
+    ]
+)
 tables = st.recursive(
     st.dictionaries(keys, toml_scalars, max_size=6),
     lambda children: st.dictionaries(keys, st.one_of(toml_scalars, children), max_size=6),
@@ -161,7 +192,9 @@ def test_fuzz_tables(table: dict[str, object]) -> None:
         assert e.hint
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=200) | st.text(max_size=200))
 def test_fuzz_raw_bytes(tmp_path: Path, data: bytes | str) -> None:
     p = tmp_path / "torchship.toml"
@@ -175,7 +208,9 @@ def test_fuzz_raw_bytes(tmp_path: Path, data: bytes | str) -> None:
         assert e.hint and "\n" not in str(e) + e.hint
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.sampled_from(GOOD.splitlines()), st.text(max_size=20))
 def test_fuzz_mutated_good_spec(tmp_path: Path, line: str, junk: str) -> None:
     p = tmp_path / "torchship.toml"

@@ -14,7 +14,9 @@ from torchship.lock import export_requirements, read_lock
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export the lock in another format")
-    p.add_argument("format", choices=["requirements"], help="requirements: requirements.txt with hashes")
+    p.add_argument(
+        "format", choices=["requirements"], help="requirements: requirements.txt with hashes"
+    )
     p.add_argument("project", nargs="?", default=".", help="project folder or spec file")
     p.add_argument("-o", "--output", help="write to this file (default: standard output)")
     p.set_defaults(run=run)

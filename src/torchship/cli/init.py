@@ -17,8 +17,9 @@ from torchship.spec.load import _safe_name
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("init", help="write a commented torchship.toml")
     p.add_argument("folder", nargs="?", default=".", help="project folder (default: here)")
-    p.add_argument("--detect", action="store_true",
-                   help="record this host's NVIDIA driver and GPUs as targets")
+    p.add_argument(
+        "--detect", action="store_true", help="record this host's NVIDIA driver and GPUs as targets"
+    )
     p.add_argument("--torch", help="torch version or range (default: the newest release known)")
     p.add_argument("--python", help="Python version (default: this interpreter's)")
     p.add_argument("--name", help="project name (default: the folder's name)")

@@ -16,12 +16,21 @@ from torchship.spec.load import find_spec_file, load_spec
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("lock", help="resolve the spec and write torchship.lock")
     p.add_argument("project", nargs="?", default=".", help="project folder or spec file")
-    p.add_argument("--check", action="store_true",
-                   help="only check that the lock matches the spec (exit 1 if not)")
-    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
-                   help="a folder of wheels to use instead of the PyTorch index (repeat)")
-    p.add_argument("--pytorch-index", metavar="URL",
-                   help="a mirror of https://download.pytorch.org/whl")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that the lock matches the spec (exit 1 if not)",
+    )
+    p.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of wheels to use instead of the PyTorch index (repeat)",
+    )
+    p.add_argument(
+        "--pytorch-index", metavar="URL", help="a mirror of https://download.pytorch.org/whl"
+    )
     p.add_argument("--pypi-index", metavar="URL", help="a mirror of https://pypi.org/simple")
     p.add_argument("--dry-run", action="store_true", help="print the resolution and the uv call")
     p.set_defaults(run=run)
@@ -55,15 +64,23 @@ def run(args: argparse.Namespace) -> int:
     lock, res = lock_spec(spec, args.find_links, args.pytorch_index, args.pypi_index)
     write_lock(lock, path)
     cuda = f"CUDA {lock.cuda}" if lock.cuda else "CPU"
-    print(f"locked {lock.name}: torch {lock.torch} ({lock.variant}, {cuda}) for Python {lock.python}")
+    print(
+        f"locked {lock.name}: torch {lock.torch} ({lock.variant}, {cuda}) for Python {lock.python}"
+    )
     print(f"  packages:   {len(lock.packages)} pinned with sha256 hashes")
     if lock.gpus:
-        print("  targets:    " + ", ".join(f"{g.name} (sm_{g.cc.replace('.', '')})" for g in lock.gpus)
-              + (f" · driver ≥ {lock.driver_target}" if lock.driver_target else ""))
+        print(
+            "  targets:    "
+            + ", ".join(f"{g.name} (sm_{g.cc.replace('.', '')})" for g in lock.gpus)
+            + (f" · driver ≥ {lock.driver_target}" if lock.driver_target else "")
+        )
     print(f"  arch list:  {' '.join(lock.arch_list) or '-'}")
     if lock.min_driver:
-        print(f"  min driver: {lock.min_driver}" + (f" · cuDNN {lock.cudnn}" if lock.cudnn else "")
-              + (f" · NCCL {lock.nccl}" if lock.nccl else ""))
+        print(
+            f"  min driver: {lock.min_driver}"
+            + (f" · cuDNN {lock.cudnn}" if lock.cudnn else "")
+            + (f" · NCCL {lock.nccl}" if lock.nccl else "")
+        )
     print(f"  base image: {lock.base_image}")
     print(f"  index:      {lock.index_url}")
     for w in res.warnings:

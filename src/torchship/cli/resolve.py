@@ -1,4 +1,4 @@
-"""`torchship resolve`: which torch builds run on the targets, which one to use, and why not the rest."""
+"""`torchship resolve`: which torch builds run on the targets, which to use, why not the rest."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ T = TypeVar("T")
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("resolve", help="find the torch build that runs on the targets")
-    p.add_argument("project", nargs="?", default=".", help="project folder or spec file (when no --torch)")
+    p.add_argument(
+        "project", nargs="?", default=".", help="project folder or spec file (when no --torch)"
+    )
     p.add_argument("--torch", help="torch version or range, e.g. 2.9.1 or '>=2.7,<2.10'")
     p.add_argument("--gpu", action="append", default=[], help="GPU model, sm_XY or X.Y (repeat)")
     p.add_argument("--driver", help="the oldest NVIDIA driver of the targets, e.g. 580.65.06")
@@ -31,8 +33,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--cuda", default="auto", help="auto (default), cpu, or a CUDA version (12.8)")
     p.add_argument("--glibc", help="the oldest glibc of the targets, e.g. 2.31")
     p.add_argument("--package", action="append", default=[], help="a package (torchvision...)")
-    p.add_argument("--allow-forward-compat", action="store_true",
-                   help="accept cuda-compat on data-center GPUs with an older driver")
+    p.add_argument(
+        "--allow-forward-compat",
+        action="store_true",
+        help="accept cuda-compat on data-center GPUs with an older driver",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (the documented contract)")
     p.set_defaults(run=run)
 
@@ -43,7 +48,7 @@ def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
     try:
         return parse(value)
     except ValueError as e:
-        raise UsageError(f"{name}: {e}", f"see `torchship resolve --help`") from None
+        raise UsageError(f"{name}: {e}", "see `torchship resolve --help`") from None
 
 
 def request_from_flags(args: argparse.Namespace) -> Request:
@@ -84,8 +89,10 @@ def render(res: Resolution) -> str:
     if res.chosen:
         c = res.chosen
         out.append("")
-        out.append(f"chosen:     {c.local_version}"
-                   + (" (PyPI default)" if c.variant.name == c.release.pypi_default else ""))
+        out.append(
+            f"chosen:     {c.local_version}"
+            + (" (PyPI default)" if c.variant.name == c.release.pypi_default else "")
+        )
         out.append(f"index:      {c.index_url}")
         out.append(f"base image: {c.base_image}")
         if c.min_driver:
@@ -103,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         res = resolve(request_from_flags(args), load_matrix())
     else:
         if args.gpu or args.driver or args.python or args.glibc or args.package:
-            raise UsageError("target flags need --torch", "pass --torch, or put targets in the spec")
+            raise UsageError(
+                "target flags need --torch", "pass --torch, or put targets in the spec"
+            )
         res = resolve_spec(load_spec(Path(args.project)))
     if args.json:
         print_json(res.to_json())

@@ -6,8 +6,8 @@ from torchship.compat.request import Request
 from torchship.compat.resolve import Choice, Rejection, Resolution, resolve
 
 __all__ = [
-    "GPUTarget",
     "Choice",
+    "GPUTarget",
     "Matrix",
     "Rejection",
     "Release",

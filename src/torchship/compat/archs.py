@@ -29,7 +29,6 @@ CC = tuple[int, int]
 """A compute capability as (major, minor): 9.0 is (9, 0), 12.0 is (12, 0)."""
 
 
-
 _ARCH_RE = re.compile(r"^(sm|compute)_(\d{2,3})[af]?$")
 _CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
 

@@ -27,7 +27,8 @@ def _covering(m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
     out = []
     for r in m.releases:
         names = [
-            v.name for v in r.variants
+            v.name
+            for v in r.variants
             if v.archs is not None and not v.is_cpu and kernel_match(v.archs, t.cc) is not None
         ]
         if names:
@@ -55,15 +56,13 @@ def _driver_hint(req: Request, m: Matrix) -> str | None:
     if req.driver is None:
         return None
     majors = sorted({v.cuda[0] for r in _requested(req, m) for v in r.variants if v.cuda})
-    runnable = [
-        mj for mj in majors
-        if (f := m.driver_floor(mj)) is not None and req.driver >= f
-    ]
+    runnable = [mj for mj in majors if (f := m.driver_floor(mj)) is not None and req.driver >= f]
     if runnable or not majors:
         return None
     need = m.driver_floor(majors[0])
     older = [
-        r.torch for r in m.releases
+        r.torch
+        for r in m.releases
         for v in r.variants
         if v.cuda and (f := m.driver_floor(v.cuda[0])) is not None and req.driver >= f
     ]

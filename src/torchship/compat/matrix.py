@@ -15,7 +15,8 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from torchship.compat.archs import Arch, Version as NumVersion, parse_arch, parse_version
+from torchship.compat.archs import Arch, parse_arch, parse_version
+from torchship.compat.archs import Version as NumVersion
 from torchship.errors import MatrixError
 
 SCHEMA_VERSION = 1

@@ -55,7 +55,9 @@ def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
         try:
             gpus.append(lookup_gpu(matrix, name))
         except UnknownGPUError as e:
-            raise SpecError(spec.source, spec.where(f"targets.gpus[{i}]"), e.message, e.hint) from None
+            raise SpecError(
+                spec.source, spec.where(f"targets.gpus[{i}]"), e.message, e.hint
+            ) from None
     t = spec.targets
     req = Request(
         torch=torch,

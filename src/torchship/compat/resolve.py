@@ -18,10 +18,12 @@ from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import (
     Arch,
-    Version as NumVersion,
     driver_str,
     kernel_match,
     version_str,
+)
+from torchship.compat.archs import (
+    Version as NumVersion,
 )
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Matrix, Release, Variant
@@ -153,24 +155,30 @@ def _arch_summary(v: Variant) -> str:
 def _check_install(req: Request, rel: Release, v: Variant) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if req.python is not None and req.python not in rel.python:
-        out.append((
-            PYTHON_UNAVAILABLE,
-            f"torch {rel.torch} has no wheel for Python {req.python} "
-            f"(has {', '.join(rel.python)})",
-        ))
+        out.append(
+            (
+                PYTHON_UNAVAILABLE,
+                f"torch {rel.torch} has no wheel for Python {req.python} "
+                f"(has {', '.join(rel.python)})",
+            )
+        )
     if req.glibc is not None and req.glibc < rel.glibc_min:
-        out.append((
-            GLIBC_TOO_OLD,
-            f"torch {rel.torch} wheels are {rel.manylinux} and need glibc ≥ "
-            f"{version_str(rel.glibc_min)}; the target has {version_str(req.glibc)}",
-        ))
+        out.append(
+            (
+                GLIBC_TOO_OLD,
+                f"torch {rel.torch} wheels are {rel.manylinux} and need glibc ≥ "
+                f"{version_str(rel.glibc_min)}; the target has {version_str(req.glibc)}",
+            )
+        )
     for lib in req.domain_libraries:
         pairs = rel.torchvision if lib == "torchvision" else rel.torchaudio
         if not pairs:
-            out.append((
-                DOMAIN_LIBRARY_UNAVAILABLE,
-                f"no {lib} release is paired with torch {rel.torch}",
-            ))
+            out.append(
+                (
+                    DOMAIN_LIBRARY_UNAVAILABLE,
+                    f"no {lib} release is paired with torch {rel.torch}",
+                )
+            )
     return out
 
 
@@ -182,10 +190,12 @@ def _check_kernels(
     for t in req.gpus:
         m = kernel_match(archs, t.cc)
         if m is None:
-            out.append((
-                ARCH_UNSUPPORTED,
-                f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})",
-            ))
+            out.append(
+                (
+                    ARCH_UNSUPPORTED,
+                    f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})",
+                )
+            )
         elif m.ptx:
             ptx = True
     return out, ptx
@@ -203,19 +213,23 @@ def _check_driver(
         if ptx:
             needed = m.toolkit_driver(v.cuda)
             if needed is not None and driver < needed:
-                return [(
-                    DRIVER_TOO_OLD_FOR_PTX,
-                    f"a GPU needs PTX JIT from {v.name}, which needs driver ≥ "
-                    f"{driver_str(needed)} (CUDA {v.cuda_str} toolkit driver); "
-                    f"target has {driver_str(driver)}",
-                )], False
+                return [
+                    (
+                        DRIVER_TOO_OLD_FOR_PTX,
+                        f"a GPU needs PTX JIT from {v.name}, which needs driver ≥ "
+                        f"{driver_str(needed)} (CUDA {v.cuda_str} toolkit driver); "
+                        f"target has {driver_str(driver)}",
+                    )
+                ], False
         return [], False
     need = driver_str(floor) if floor else "?"
     base = f"{v.name} needs driver ≥ {need} (CUDA {v.cuda[0]}.x); target has {driver_str(driver)}"
     ineligible = [t for t in req.gpus if t.gpu is None or not t.gpu.forward_compat]
     if req.gpus and not ineligible:
-        fc = f"{base}: runs only with the cuda-compat-{v.cuda[0]}-{v.cuda[1]} package " \
-             "(forward compatibility, data-center GPUs)"
+        fc = (
+            f"{base}: runs only with the cuda-compat-{v.cuda[0]}-{v.cuda[1]} package "
+            "(forward compatibility, data-center GPUs)"
+        )
         if req.allow_forward_compat:
             return [], True
         return [(FORWARD_COMPAT_ONLY, fc)], True
@@ -232,11 +246,13 @@ def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
         return _Verdict(tuple(failures), False, False)
     if v.archs is None:
         if req.gpus:
-            failures.append((
-                ARCH_UNVERIFIED,
-                f"the arch list of {rel.local_version(v)} is not known, so kernels for "
-                f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
-            ))
+            failures.append(
+                (
+                    ARCH_UNVERIFIED,
+                    f"the arch list of {rel.local_version(v)} is not known, so kernels for "
+                    f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
+                )
+            )
         return _Verdict(tuple(failures), False, False)
     kfail, ptx = _check_kernels(req, v, v.archs)
     failures += kfail
@@ -260,12 +276,6 @@ def _pinned(req: Request, v: Variant) -> bool:
 
 def _pin_label(pin: str) -> str:
     return "cpu" if pin == "cpu" else "cu" + pin.replace(".", "")
-
-
-@lru_cache(maxsize=4096)
-def matching_releases(m: Matrix, torch: SpecifierSet) -> tuple[Release, ...]:
-    """The releases a torch specifier admits, newest first (SpecifierSet.contains is slow)."""
-    return tuple(r for r in reversed(m.releases) if torch.contains(r.version, prereleases=True))
 
 
 @lru_cache(maxsize=4096)
@@ -320,7 +330,9 @@ def _choose(
     return max(same, key=lambda c: c[1].cuda or (0,))
 
 
-def _warnings(req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict | None) -> list[str]:
+def _warnings(
+    req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict | None
+) -> list[str]:
     out: list[str] = []
     if choice is None or verdict is None:
         return out
@@ -340,7 +352,9 @@ def _warnings(req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict 
             f"({v.arch_source}); verify with torch.cuda.get_arch_list()"
         )
     if verdict.ptx_jit:
-        out.append(f"a target runs only through PTX JIT of {choice.local_version}: slow first start")
+        out.append(
+            f"a target runs only through PTX JIT of {choice.local_version}: slow first start"
+        )
     if verdict.forward_compat:
         out.append(
             f"{v.name} runs on driver {driver_str(req.driver or (0,))} only with the "
@@ -410,8 +424,11 @@ def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
     label = _pin_label(req.cuda)
     have = ", ".join(v.name for v in rel.variants)
     built = [r.torch for r in m.releases if any(_pinned(req, v) for v in r.variants)]
-    span = f"; CUDA {req.cuda} builds exist for torch {built[0]}–{built[-1]}" if built else \
-        f"; no torch release was built for CUDA {req.cuda}"
+    span = (
+        f"; CUDA {req.cuda} builds exist for torch {built[0]}–{built[-1]}"
+        if built
+        else f"; no torch release was built for CUDA {req.cuda}"
+    )
     return Rejection(
         f"{rel.torch}+{label}",
         VARIANT_NOT_BUILT,

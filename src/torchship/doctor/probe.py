@@ -133,8 +133,9 @@ def gpus(
             if not name:
                 name, cc = cc, ""
             cc = cc.strip()
-            result.append(ProbedGPU(name.strip(), cc if re.match(r"^\d+\.\d$", cc) else None,
-                                    "nvidia-smi"))
+            result.append(
+                ProbedGPU(name.strip(), cc if re.match(r"^\d+\.\d$", cc) else None, "nvidia-smi")
+            )
         return result
     result = []
     for info in sorted((root / "proc/driver/nvidia/gpus").glob("*/information")):

@@ -56,6 +56,8 @@ def lock_spec(
             f"{spec.source}: no torch build fits the targets ({first})",
             resolution.suggestions[0] if resolution.suggestions else "see `torchship resolve`",
         )
-    plan = plan_compile(spec, resolution.chosen, [str(f) for f in find_links], pytorch_index, pypi_index)
+    plan = plan_compile(
+        spec, resolution.chosen, [str(f) for f in find_links], pytorch_index, pypi_index
+    )
     packages = compile_requirements(plan, runner)
     return build_lock(spec, resolution, packages, plan), resolution

@@ -25,8 +25,15 @@ from torchship.versions import driver_str, version_str
 
 Runner = Callable[[Sequence[str], str], "subprocess.CompletedProcess[str]"]
 
-_NET_ERRORS = ("Failed to fetch", "error sending request", "dns error", "tcp connect error",
-               "Connection refused", "timed out", "client error (Connect)")
+_NET_ERRORS = (
+    "Failed to fetch",
+    "error sending request",
+    "dns error",
+    "tcp connect error",
+    "Connection refused",
+    "timed out",
+    "client error (Connect)",
+)
 _URL_RE = re.compile(r"(https?://[^\s)]+)")
 
 
@@ -42,9 +49,21 @@ class CompilePlan:
 
     def argv(self, uv: str) -> list[str]:
         args = [
-            uv, "pip", "compile", "-", "--generate-hashes", "--no-header", "--no-annotate",
-            "--no-config", "--quiet", "--python-version", self.python_version,
-            "--python-platform", self.platform, "--index-url", self.index_url,
+            uv,
+            "pip",
+            "compile",
+            "-",
+            "--generate-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--no-config",
+            "--quiet",
+            "--python-version",
+            self.python_version,
+            "--python-platform",
+            self.platform,
+            "--index-url",
+            self.index_url,
         ]
         if self.extra_index_url:
             args += ["--extra-index-url", self.extra_index_url]
@@ -78,8 +97,10 @@ def plan_compile(
         r = Requirement(p)
         pairs = {"torchvision": rel.torchvision, "torchaudio": rel.torchaudio}.get(r.name.lower())
         if pairs and not r.specifier and not r.url:  # pin the release paired with this torch
-            reqs.append(f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}"
-                        f"=={pairs[-1]}" + (f"; {r.marker}" if r.marker else ""))
+            reqs.append(
+                f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}"
+                f"=={pairs[-1]}" + (f"; {r.marker}" if r.marker else "")
+            )
         else:
             reqs.append(p)
     extra = None
@@ -108,7 +129,9 @@ def find_uv() -> str:
         found = shutil.which("uv")
         if found:
             return found
-    raise LockError("uv is not installed", "pip install uv (torchship locks through `uv pip compile`)")
+    raise LockError(
+        "uv is not installed", "pip install uv (torchship locks through `uv pip compile`)"
+    )
 
 
 def _run(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str]:
@@ -124,8 +147,11 @@ def _failure(plan: CompilePlan, stderr: str, torch_label: str) -> LockError:
         urls = _URL_RE.findall(text)
         url = urls[0] if urls else plan.extra_index_url or plan.index_url
         index = next(
-            (i for i in (plan.extra_index_url, plan.index_url, *plan.find_links)
-             if i and url.startswith(i.rstrip("/"))),
+            (
+                i
+                for i in (plan.extra_index_url, plan.index_url, *plan.find_links)
+                if i and url.startswith(i.rstrip("/"))
+            ),
             url,
         )
         cause = next((ln.strip() for ln in reversed(text.splitlines()) if "cause" in ln), "")
@@ -148,7 +174,9 @@ def _failure(plan: CompilePlan, stderr: str, torch_label: str) -> LockError:
     return LockError(f"uv pip compile failed: {first}", "run again with --debug to see uv's output")
 
 
-def compile_requirements(plan: CompilePlan, runner: Runner | None = None) -> tuple[LockedPackage, ...]:
+def compile_requirements(
+    plan: CompilePlan, runner: Runner | None = None
+) -> tuple[LockedPackage, ...]:
     """Run uv (through `runner`, the I/O seam) and parse what it pinned."""
     argv = plan.argv(find_uv() if runner is None else "uv")
     proc = (runner or _run)(argv, plan.stdin)
@@ -167,7 +195,9 @@ def parse_compiled(text: str) -> tuple[LockedPackage, ...]:
     name = version = None
     hashes: list[str] = []
     for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
+        line = (
+            raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
+        )
         if not line:
             continue
         m = _PIN_RE.match(line)
@@ -188,8 +218,9 @@ def _pinned(packages: tuple[LockedPackage, ...], prefix: str) -> str | None:
     return None
 
 
-def build_lock(spec: Spec, resolution: Resolution, packages: tuple[LockedPackage, ...],
-               plan: CompilePlan) -> Lock:
+def build_lock(
+    spec: Spec, resolution: Resolution, packages: tuple[LockedPackage, ...], plan: CompilePlan
+) -> Lock:
     """The lock for a resolved spec and what uv pinned (pure)."""
     choice = resolution.chosen
     assert choice is not None

@@ -14,8 +14,8 @@ from typing import Any
 
 import tomli_w
 
-from torchship._version import __version__
 from torchship._atomic import write_text_atomic
+from torchship._version import __version__
 from torchship.errors import LockFileError, LockOutOfDateError
 from torchship.spec.model import Spec, content_hash
 
@@ -66,20 +66,22 @@ class Lock:
 
     def body(self) -> dict[str, Any]:
         """The lock's content without its own hash, in file order."""
-        env = _without_none({
-            "torch": self.torch,
-            "variant": self.variant,
-            "cuda": self.cuda,
-            "python": self.python,
-            "platform": self.platform,
-            "index_url": self.index_url,
-            "base_image": self.base_image,
-            "min_driver": self.min_driver,
-            "glibc_min": self.glibc_min,
-            "cudnn": self.cudnn,
-            "nccl": self.nccl,
-            "arch_list": list(self.arch_list),
-        })
+        env = _without_none(
+            {
+                "torch": self.torch,
+                "variant": self.variant,
+                "cuda": self.cuda,
+                "python": self.python,
+                "platform": self.platform,
+                "index_url": self.index_url,
+                "base_image": self.base_image,
+                "min_driver": self.min_driver,
+                "glibc_min": self.glibc_min,
+                "cudnn": self.cudnn,
+                "nccl": self.nccl,
+                "arch_list": list(self.arch_list),
+            }
+        )
         targets: dict[str, Any] = {"gpus": [{"name": g.name, "cc": g.cc} for g in self.gpus]}
         if self.driver_target is not None:
             targets["driver"] = self.driver_target
@@ -140,7 +142,9 @@ def read_lock(path: Path) -> Lock:
     except FileNotFoundError:
         raise LockFileError(f"{path}: no lock file", "run `torchship lock` first") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise LockFileError(f"{path}: cannot be read ({e})", "regenerate it with `torchship lock`") from None
+        raise LockFileError(
+            f"{path}: cannot be read ({e})", "regenerate it with `torchship lock`"
+        ) from None
     version = data.get("schema_version")
     if version != LOCK_SCHEMA_VERSION:
         raise LockFileError(
@@ -175,7 +179,9 @@ def read_lock(path: Path) -> Lock:
             torchship_version=str(data.get("torchship_version", "")),
         )
     except (KeyError, TypeError) as e:
-        raise LockFileError(f"{path}: malformed entry ({e!r})", "regenerate it with `torchship lock`") from None
+        raise LockFileError(
+            f"{path}: malformed entry ({e!r})", "regenerate it with `torchship lock`"
+        ) from None
     recorded = data.get("content_hash")
     if recorded != lock.content_hash:
         raise LockFileError(
@@ -186,7 +192,7 @@ def read_lock(path: Path) -> Lock:
 
 
 def spec_changes(spec: Spec, lock: Lock) -> list[str]:
-    """What changed in the spec since the lock was made, field by field ("torch: 2.9.1 → 2.10.0")."""
+    """What changed in the spec since the lock, field by field ("torch: 2.9.1 → 2.10.0")."""
     if spec.spec_hash == lock.spec_hash:
         return []
     out: list[str] = []

@@ -12,7 +12,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from torchship.versions import Version as NumVersion, parse_version
+from torchship.versions import Version as NumVersion
+from torchship.versions import parse_version
 
 _PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
 _CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d))?(?:\.\d+)?$")

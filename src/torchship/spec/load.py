@@ -60,8 +60,9 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise self.fail(key, f"must be a string, not {_kind(value)}", f"write {example}")
         if isinstance(value, float):  # python = 3.10 reads as 3.1: never guess
-            raise self.fail(key, f"is the number {value!r}; versions must be strings",
-                            f"quote it: {example}")
+            raise self.fail(
+                key, f"is the number {value!r}; versions must be strings", f"quote it: {example}"
+            )
         return str(value)
 
     def parsed(self, key: str, parse: Callable[[str], T], example: str) -> T | None:
@@ -76,17 +77,23 @@ class _Reader:
     def boolean(self, key: str) -> bool:
         value = self.table.get(key, False)
         if not isinstance(value, bool):
-            raise self.fail(key, f"must be true or false, not {_kind(value)}", f"write {key} = true")
+            raise self.fail(
+                key, f"must be true or false, not {_kind(value)}", f"write {key} = true"
+            )
         return value
 
     def strings(self, key: str, example: str) -> tuple[str, ...]:
         value = self.table.get(key, [])
         if not isinstance(value, list):
-            raise self.fail(key, f"must be a list of strings, not {_kind(value)}", f"write {example}")
+            raise self.fail(
+                key, f"must be a list of strings, not {_kind(value)}", f"write {example}"
+            )
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 raise SpecError(
-                    self.file, f"{self.path(key)}[{i}]", f"must be a string, not {_kind(item)}",
+                    self.file,
+                    f"{self.path(key)}[{i}]",
+                    f"must be a string, not {_kind(item)}",
                     f"write {example}",
                 )
         return tuple(value)
@@ -94,13 +101,19 @@ class _Reader:
     def table_at(self, key: str, allowed: tuple[str, ...]) -> _Reader:
         value = self.table.get(key, {})
         if not isinstance(value, dict):
-            raise self.fail(key, f"must be a table, not {_kind(value)}", f"write [{key}] as a table")
+            raise self.fail(
+                key, f"must be a table, not {_kind(value)}", f"write [{key}] as a table"
+            )
         return _Reader(self.file, value, f"{self.path(key)}.", allowed)
 
 
 def _kind(value: Any) -> str:
     return {
-        bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
         dict: "a table",
     }.get(type(value), type(value).__name__)
 
@@ -127,7 +140,9 @@ def _image(r: _Reader) -> ImageOptions:
     for i, p in enumerate(pkgs):
         if not _APT_RE.match(p):
             raise SpecError(
-                r.file, im.path(f"system_packages[{i}]"), f"{p!r} is not a Debian package name",
+                r.file,
+                im.path(f"system_packages[{i}]"),
+                f"{p!r} is not a Debian package name",
                 'write a name such as "libgl1" or "git=1:2.39.5-0+deb12u1"',
             )
     return ImageOptions(
@@ -143,12 +158,20 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     r = _Reader(file, table, prefix, TOP_KEYS)
     name = r.string("name", default_name, 'name = "my-project"') or default_name
     if not _NAME_RE.match(name):
-        raise r.fail("name", f"{name!r} is not a valid name", "use lower case letters, digits, '.', '_' and '-'")
+        raise r.fail(
+            "name",
+            f"{name!r} is not a valid name",
+            "use lower case letters, digits, '.', '_' and '-'",
+        )
     if "torch" not in table:
-        raise r.fail("torch", "missing", 'add torch = "2.9.1" (a version or a range like ">=2.7,<2.10")')
+        raise r.fail(
+            "torch", "missing", 'add torch = "2.9.1" (a version or a range like ">=2.7,<2.10")'
+        )
     r.parsed("torch", parse_torch, 'torch = "2.9.1"')
     if "python" not in table:
-        raise r.fail("python", "missing", 'add python = "3.12" (the image and the lock are built for it)')
+        raise r.fail(
+            "python", "missing", 'add python = "3.12" (the image and the lock are built for it)'
+        )
     python = r.parsed("python", parse_python, 'python = "3.12"')
     cuda = r.parsed("cuda", parse_cuda, 'cuda = "auto" (or "12.8", or "cpu")') or "auto"
     packages = r.strings("packages", 'packages = ["numpy>=2", "transformers"]')
@@ -156,7 +179,9 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
         try:
             parse_requirement(p)
         except ValueError as e:
-            raise SpecError(file, r.path(f"packages[{i}]"), str(e), 'write e.g. "numpy>=2,<3"') from None
+            raise SpecError(
+                file, r.path(f"packages[{i}]"), str(e), 'write e.g. "numpy>=2,<3"'
+            ) from None
     return Spec(
         name=name,
         torch=str(r.string("torch", None, "")).strip(),
@@ -180,7 +205,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise SpecError(str(path), "", "is not UTF-8 text", "save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
-        raise SpecError(str(path), "", f"is not valid TOML ({e})", "fix the syntax at that line") from None
+        raise SpecError(
+            str(path), "", f"is not valid TOML ({e})", "fix the syntax at that line"
+        ) from None
 
 
 def find_spec_file(path: Path) -> Path:
@@ -192,11 +219,15 @@ def find_spec_file(path: Path) -> Path:
                     continue
                 return candidate
         raise SpecError(
-            str(path), "", f"no {SPEC_FILE} and no [tool.torchship] in {PYPROJECT}",
+            str(path),
+            "",
+            f"no {SPEC_FILE} and no [tool.torchship] in {PYPROJECT}",
             "run `torchship init` there, or pass the spec file",
         )
     if not path.exists():
-        raise SpecError(str(path), "", "does not exist", "pass a project folder or its torchship.toml")
+        raise SpecError(
+            str(path), "", "does not exist", "pass a project folder or its torchship.toml"
+        )
     return path
 
 
@@ -220,7 +251,12 @@ def load_spec(path: str | Path) -> Spec:
         tool = data.get("tool")
         table = tool.get("torchship") if isinstance(tool, dict) else None
         if not isinstance(table, dict):
-            raise SpecError(str(file), "tool.torchship", "missing or not a table", "add a [tool.torchship] table")
+            raise SpecError(
+                str(file),
+                "tool.torchship",
+                "missing or not a table",
+                "add a [tool.torchship] table",
+            )
         return spec_from_table(table, str(file), _safe_name(default_name), "tool.torchship.")
     return spec_from_table(data, str(file), _safe_name(default_name))
 

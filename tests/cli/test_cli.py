@@ -1,0 +1,199 @@
+"""The command line as a user meets it: exit codes, one-line errors with hints, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchship.cli import main
+from torchship.compat import load_matrix
+from torchship.doctor import probe
+from torchship.init import detect
+from torchship.spec import load_spec
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "torchship", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_resolve_json_contract() -> None:
+    out = run(
+        "resolve",
+        "--torch",
+        "2.9.1",
+        "--gpu",
+        "H100",
+        "--gpu",
+        "sm_89",
+        "--driver",
+        "550.54.15",
+        "--python",
+        "3.12",
+        "--json",
+    )
+    assert out.returncode == 0
+    data = json.loads(out.stdout)
+    assert {"ok", "compatible", "chosen", "base_image", "index_url", "rejected"} <= set(data)
+    assert data["ok"] and data["chosen"] == "2.9.1+cu128"
+    assert data["compatible"] == ["2.9.1+cu126", "2.9.1+cu128"]
+    assert data["rejected"] == [
+        {
+            "variant": "2.9.1+cu130",
+            "code": "driver-too-old",
+            "reason": "cu130 needs driver ≥ 580.65.06 (CUDA 13.x); target has 550.54.15; "
+            "forward compatibility is not available on non-data-center GPUs (sm_89)",
+        }
+    ]
+
+
+def test_nothing_fits_exits_1_with_what_would(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resolve", "--torch", "2.6", "--gpu", "RTX 5090"]) == 1
+    out = capsys.readouterr().out
+    assert "nothing fits." in out and "needs torch ≥ 2.7.0 with cu128 or newer" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "hint"),
+    [
+        (
+            ["resolve", "--torch", "2.9", "--gpu", "H10"],
+            "error: --gpu: unknown GPU 'H10'",
+            "hint: did you mean 'H100'",
+        ),
+        (["resolve", "--torch", "nine"], "error: --torch: 'nine' is not a torch version", "hint:"),
+        (["resolve", "--torch", "3.1"], "matches no release torchship knows", "hint: pick"),
+        (["resolve", "--torch", "2.9", "--driver", "x"], "error: --driver:", "hint:"),
+        (["resolve", "--torch", "2.9", "--cuda", "11"], "", ""),  # valid: any 11.x (exit 1)
+        (["resolve", "--gpu", "H100"], "error: target flags need --torch", "hint:"),
+        (["frobnicate"], "error: argument COMMAND: invalid choice", "hint: see `torchship --help`"),
+        (["lock", "/nonexistent/project"], "does not exist", "hint:"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], error: str, hint: str) -> None:
+    out = run(*args)
+    if not error:
+        assert out.returncode == 1
+        return
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in out.stderr
+    assert error in lines[0] and lines[1].startswith(hint)
+
+
+def test_malformed_spec_names_file_and_field(tmp_path: Path) -> None:
+    (tmp_path / "torchship.toml").write_text(
+        'torch = "2.9.1"\npython = "3.12"\n[targets]\ngpus = ["H100", "RTX 9090"]\n'
+    )
+    out = run("lock", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.splitlines()[0] == (
+        f"error: {tmp_path / 'torchship.toml'}:targets.gpus[1]: unknown GPU 'RTX 9090'"
+    )
+    assert out.stderr.splitlines()[1].startswith("hint: did you mean")
+    assert not (tmp_path / "torchship.lock").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    out = run("--debug", "lock", str(tmp_path))
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_lock_check_fails_when_the_spec_changed(tmp_path: Path) -> None:
+    from torchship.lock import resolve_spec, write_lock
+    from torchship.lock.compile import build_lock, parse_compiled, plan_compile
+
+    (tmp_path / "torchship.toml").write_text('torch = "2.13.0"\npython = "3.11"\n')
+    spec = load_spec(tmp_path)
+    res = resolve_spec(spec)
+    assert res.chosen is not None
+    pkgs = parse_compiled("torch==2.13.0 \\\n    --hash=sha256:" + "a" * 64 + "\n")
+    write_lock(
+        build_lock(spec, res, pkgs, plan_compile(spec, res.chosen)), tmp_path / "torchship.lock"
+    )
+    assert run("lock", "--check", str(tmp_path)).returncode == 0
+    (tmp_path / "torchship.toml").write_text('torch = "2.13.0"\npython = "3.12"\n')
+    out = run("lock", "--check", str(tmp_path))
+    assert out.returncode == 1
+    assert (
+        "out of date: python: '3.11' → '3.12'" in out.stderr
+        and "hint: run `torchship lock`" in out.stderr
+    )
+
+
+def test_lock_dry_run_prints_the_uv_call(capsys: pytest.CaptureFixture[str]) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    assert main(["lock", "--dry-run", str(repo / "examples/quickstart")]) == 0
+    out = capsys.readouterr().out
+    assert "would lock 2.13.0+cu130" in out and "uv pip compile - --generate-hashes" in out
+
+
+def test_init_writes_a_spec_that_loads(tmp_path: Path) -> None:
+    assert (
+        run("init", str(tmp_path / "proj"), "--torch", "2.9.1", "--python", "3.12").returncode == 0
+    )
+    spec = load_spec(tmp_path / "proj")
+    assert (spec.name, spec.torch, spec.python, spec.targets.gpus) == ("proj", "2.9.1", "3.12", ())
+    again = run("init", str(tmp_path / "proj"))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_init_detect_on_a_host_without_gpus(tmp_path: Path) -> None:
+    out = run("init", str(tmp_path), "--detect")
+    assert out.returncode == 0
+    text = (tmp_path / "torchship.toml").read_text()
+    assert "# detected: no NVIDIA driver found on this host" in text
+    assert "gpus = []" in text and "\ndriver =" not in text  # nothing assumed
+    load_spec(tmp_path)
+
+
+def test_detect_reads_sys_proc_and_nvidia_smi(tmp_path: Path) -> None:
+    (tmp_path / "sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "sys/module/nvidia/version").write_text("580.95.05\n")
+    smi = "NVIDIA H100 80GB HBM3, 9.0\nNVIDIA H100 80GB HBM3, 9.0\nNVIDIA Future X1, 13.0\n"
+
+    def runner(argv):  # type: ignore[no-untyped-def]
+        return smi if argv[0] == "nvidia-smi" else None
+
+    d = detect(
+        load_matrix(),
+        driver=lambda: probe.driver_version(tmp_path, runner, lambda: None),
+        gpus=lambda: probe.gpus(tmp_path, runner, lambda: None),
+    )
+    assert d.driver == probe.Fact("580.95.05", "/sys/module/nvidia/version")
+    assert d.gpus == ("H100", "sm_130")
+    assert any("from nvidia-smi" in n for n in d.notes)
+
+
+def test_driver_sources_in_order(tmp_path: Path) -> None:
+    (tmp_path / "proc/driver/nvidia").mkdir(parents=True)
+    (tmp_path / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  Tue Mar  5 22:23:56 UTC 2024\n"
+        "GCC version:  gcc version 12.2.0\n"
+    )
+    assert probe.driver_version(tmp_path, lambda a: None, lambda: None) == probe.Fact(
+        "550.54.15", "/proc/driver/nvidia/version"
+    )
+    empty = tmp_path / "empty"
+    assert probe.driver_version(empty, lambda a: None, lambda: "570.124.06") == probe.Fact(
+        "570.124.06", "nvml"
+    )
+    assert probe.driver_version(empty, lambda a: "565.57.01\n", lambda: None) == probe.Fact(
+        "565.57.01", "nvidia-smi"
+    )
+    assert probe.driver_version(empty, lambda a: None, lambda: None) is None
+
+
+def test_python_dash_m_and_version() -> None:
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("torchship ")
