@@ -86,11 +86,28 @@ class GPU:
     min_driver_uncertain: bool
 
 
+IMAGE_FLAVORS = ("base", "runtime", "devel", "cudnn-runtime", "cudnn-devel")
+
+
 @dataclass(frozen=True, slots=True)
 class CudaImage:
+    """One nvidia/cuda release. Tag scheme: `<X.Y.Z>-<flavor>-ubuntu<U>`, where the cuDNN
+    flavors are `cudnn8-…` up to 12.2.2, `cudnn9-…` for 12.3.2 and `cudnn-…` from 12.4.1 on."""
+
     cuda: NumVersion  # full release, (12, 8, 1)
     ubuntu: tuple[str, ...]
-    cudnn_tag: str
+    cudnn_tag: str  # "cudnn8" | "cudnn9" | "cudnn"
+
+    def tag(self, flavor: str = "base", ubuntu: str | None = None) -> str:
+        if flavor not in IMAGE_FLAVORS:
+            raise ValueError(f"unknown nvidia/cuda flavor {flavor!r}; one of {IMAGE_FLAVORS}")
+        os_version = ubuntu or self.ubuntu[-1]
+        if os_version not in self.ubuntu:
+            raise ValueError(
+                f"nvidia/cuda {'.'.join(map(str, self.cuda))} has no Ubuntu {os_version}"
+            )
+        part = flavor.replace("cudnn", self.cudnn_tag, 1)
+        return f"nvidia/cuda:{'.'.join(map(str, self.cuda))}-{part}-ubuntu{os_version}"
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity hash: caches key on the matrix
@@ -122,6 +139,11 @@ class Matrix:
             if bundled <= driver:
                 best = cuda
         return best
+
+    def cuda_image(self, cuda: NumVersion) -> CudaImage | None:
+        """The newest nvidia/cuda release of CUDA major.minor <= `cuda`, in the same major."""
+        same = [i for i in self.cuda_images if i.cuda[0] == cuda[0] and i.cuda[:2] <= cuda[:2]]
+        return max(same, key=lambda i: i.cuda) if same else None
 
     def toolkit_driver(self, cuda_minor: NumVersion) -> NumVersion | None:
         """The driver bundled with the GA release of CUDA major.minor."""

@@ -299,9 +299,8 @@ def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | N
         dc = m.driver_cuda(driver)
         if dc is not None and dc[0] == want[0] and dc[:2] < want:
             want = dc[:2]
-    same_major = [i for i in m.cuda_images if i.cuda[0] == want[0] and i.cuda[:2] <= want]
-    img = max(same_major, key=lambda i: i.cuda) if same_major else m.cuda_images[-1]
-    return f"nvidia/cuda:{version_str(img.cuda)}-base-ubuntu{img.ubuntu[-1]}"
+    img = m.cuda_image(want) or m.cuda_images[-1]
+    return img.tag("base")
 
 
 def _min_driver(m: Matrix, req: Request, v: Variant, ptx: bool) -> NumVersion | None:
