@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,3 +53,18 @@ def res(torch: str, gpus: Iterable[str] = (), **kw: object) -> Resolution:
 
 def codes(r: Resolution) -> dict[str, str]:
     return {x.variant: x.code for x in r.rejected}
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m torchship ARGS` as a user runs it (a separate process, real exit code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "torchship", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        check=False,
+    )

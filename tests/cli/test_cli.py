@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from torchship.cli import main
 from torchship.compat import load_matrix
 from torchship.doctor import probe
@@ -16,19 +15,8 @@ from torchship.init import detect
 from torchship.spec import load_spec
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "torchship", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_resolve_json_contract() -> None:
-    out = run(
+    out = run_cli(
         "resolve",
         "--torch",
         "2.9.1",
@@ -81,7 +69,7 @@ def test_nothing_fits_exits_1_with_what_would(capsys: pytest.CaptureFixture[str]
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], error: str, hint: str) -> None:
-    out = run(*args)
+    out = run_cli(*args)
     if not error:
         assert out.returncode == 1
         return
@@ -95,7 +83,7 @@ def test_malformed_spec_names_file_and_field(tmp_path: Path) -> None:
     (tmp_path / "torchship.toml").write_text(
         'torch = "2.9.1"\npython = "3.12"\n[targets]\ngpus = ["H100", "RTX 9090"]\n'
     )
-    out = run("lock", str(tmp_path))
+    out = run_cli("lock", str(tmp_path))
     assert out.returncode == 2
     assert out.stderr.splitlines()[0] == (
         f"error: {tmp_path / 'torchship.toml'}:targets.gpus[1]: unknown GPU 'RTX 9090'"
@@ -105,7 +93,7 @@ def test_malformed_spec_names_file_and_field(tmp_path: Path) -> None:
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    out = run("--debug", "lock", str(tmp_path))
+    out = run_cli("--debug", "lock", str(tmp_path))
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 
@@ -121,9 +109,9 @@ def test_lock_check_fails_when_the_spec_changed(tmp_path: Path) -> None:
     write_lock(
         build_lock(spec, res, pkgs, plan_compile(spec, res.chosen)), tmp_path / "torchship.lock"
     )
-    assert run("lock", "--check", str(tmp_path)).returncode == 0
+    assert run_cli("lock", "--check", str(tmp_path)).returncode == 0
     (tmp_path / "torchship.toml").write_text('torch = "2.13.0"\npython = "3.12"\n')
-    out = run("lock", "--check", str(tmp_path))
+    out = run_cli("lock", "--check", str(tmp_path))
     assert out.returncode == 1
     assert (
         "out of date: python: '3.11' → '3.12'" in out.stderr
@@ -140,16 +128,17 @@ def test_lock_dry_run_prints_the_uv_call(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_init_writes_a_spec_that_loads(tmp_path: Path) -> None:
     assert (
-        run("init", str(tmp_path / "proj"), "--torch", "2.9.1", "--python", "3.12").returncode == 0
+        run_cli("init", str(tmp_path / "proj"), "--torch", "2.9.1", "--python", "3.12").returncode
+        == 0
     )
     spec = load_spec(tmp_path / "proj")
     assert (spec.name, spec.torch, spec.python, spec.targets.gpus) == ("proj", "2.9.1", "3.12", ())
-    again = run("init", str(tmp_path / "proj"))
+    again = run_cli("init", str(tmp_path / "proj"))
     assert again.returncode == 2 and "--force" in again.stderr
 
 
 def test_init_detect_on_a_host_without_gpus(tmp_path: Path) -> None:
-    out = run("init", str(tmp_path), "--detect")
+    out = run_cli("init", str(tmp_path), "--detect")
     assert out.returncode == 0
     text = (tmp_path / "torchship.toml").read_text()
     assert "# detected: no NVIDIA driver found on this host" in text
@@ -195,5 +184,5 @@ def test_driver_sources_in_order(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_and_version() -> None:
-    out = run("--version")
+    out = run_cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("torchship ")

@@ -6,32 +6,21 @@ These run `torchship` as a subprocess, as a user would. They need PyPI (marker `
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCAL_TORCH_WHEELS, REPO
+from tests.conftest import LOCAL_TORCH_WHEELS, REPO, run_cli
 from torchship.compat import load_matrix
 from torchship.lock import read_lock
 
 pytestmark = pytest.mark.network
-ENV = {**os.environ, "UV_HTTP_RETRIES": "0"}
 
 
-def torchship(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "torchship", *args],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=600,
-        check=False,
-    )
+def torchship(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={"UV_HTTP_RETRIES": "0"})
 
 
 def test_quickstart_locks_from_pypi(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from torchship.compat.request import Request, check_torch_known
 from torchship.errors import UsageError
 from torchship.init import default_python, detect, render_spec, write_spec
 from torchship.spec.fields import parse_python, parse_torch
-from torchship.spec.load import _safe_name
+from torchship.spec.load import safe_name
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e), "see `torchship init --help`") from None
     check_torch_known(Request(torch=spec, torch_text=torch), m, "", "--torch")
-    name = _safe_name(args.name or folder.resolve().name)
+    name = safe_name(args.name or folder.resolve().name)
     detected = detect(m) if args.detect else None
     path = write_spec(folder, render_spec(name, torch, python, detected), args.force)
     if detected is not None:

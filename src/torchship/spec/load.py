@@ -257,10 +257,11 @@ def load_spec(path: str | Path) -> Spec:
                 "missing or not a table",
                 "add a [tool.torchship] table",
             )
-        return spec_from_table(table, str(file), _safe_name(default_name), "tool.torchship.")
-    return spec_from_table(data, str(file), _safe_name(default_name))
+        return spec_from_table(table, str(file), safe_name(default_name), "tool.torchship.")
+    return spec_from_table(data, str(file), safe_name(default_name))
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
+    """A folder or project name made fit for `name` (and image tags)."""
     cleaned = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")
     return cleaned[:63] or "project"
