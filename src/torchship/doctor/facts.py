@@ -82,6 +82,40 @@ def _tupled(value: Any) -> Any:
     return value
 
 
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str | None": (str, type(None)),
+    "str": (str,),
+    "int": (int,),
+    "int | None": (int, type(None)),
+    "float | None": (int, float, type(None)),
+    "bool | None": (bool, type(None)),
+}
+
+
+def _check_types(facts: Facts, where: str) -> None:
+    for f in fields(Facts):
+        value = getattr(facts, f.name)
+        kind = str(f.type)
+        ok = True
+        if kind in _TYPES:
+            ok = isinstance(value, _TYPES[kind]) and not (
+                isinstance(value, bool) and bool not in _TYPES[kind]
+            )
+        elif kind.startswith("tuple[str, ...]"):
+            ok = (value is None and kind.endswith("None")) or (
+                isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+            )
+        elif kind.startswith("dict[str, str]"):
+            ok = isinstance(value, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            )
+        if not ok:
+            raise UsageError(f"{where}: field {f.name!r} has the wrong type", "collect the facts again")
+    for g in facts.gpus:
+        if not isinstance(g.index, int) or not isinstance(g.name, str):
+            raise UsageError(f"{where}: a GPU entry is malformed", "collect the facts again")
+
+
 def facts_from_json(data: Any, where: str) -> Facts:
     """Validate a facts document; raises UsageError (exit 2) naming what is wrong."""
     if not isinstance(data, dict) or data.get("kind") != FACTS_KIND:
@@ -98,15 +132,13 @@ def facts_from_json(data: Any, where: str) -> Facts:
         if key in known:
             kwargs[key] = _tupled(value) if key not in ("env", "packages", "ulimits", "sources") else value
     try:
-        gpus = tuple(GPUFact(**g) for g in data.get("gpus") or ())
-        kwargs["gpus"] = gpus
+        kwargs["gpus"] = tuple(GPUFact(**g) for g in data.get("gpus") or ())
         facts = Facts(**kwargs)
     except TypeError as e:
-        raise UsageError(f"{where}: malformed facts ({e})", "collect them again: `torchship facts -o F`") from None
-    for name in ("env", "packages", "ulimits", "sources"):
-        value = getattr(facts, name)
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise UsageError(f"{where}: {name} must be a table of strings", "collect the facts again")
+        raise UsageError(
+            f"{where}: malformed facts ({e})", "collect them again: `torchship facts -o F`"
+        ) from None
+    _check_types(facts, where)
     return facts
 
 

@@ -1,22 +1,27 @@
 """Probing this host. All of the doctor's I/O lives here; every fact records where it came from.
 
-So far: the NVIDIA driver version and the GPUs (what `torchship init --detect` records). The
-doctor issue extends this module with the rest of the layers.
-
-Sources, in order (the first that answers wins, and is named in the result):
+`probe()` gathers every layer into Facts; nothing fails when a layer is missing (no driver, no
+torch, no /proc). Sources, in order (the first that answers wins, and is named in the result):
   driver: /sys/module/nvidia/version -> /proc/driver/nvidia/version -> NVML -> nvidia-smi
-  GPUs:   NVML (name + compute capability) -> nvidia-smi --query-gpu=name,compute_cap
-          -> /proc/driver/nvidia/gpus/*/information (name only)
+  GPUs:   NVML -> nvidia-smi --query-gpu=... -> /proc/driver/nvidia/gpus/*/information
+  torch:  package metadata and torch/version.py (fast); `import torch` only for runtime facts
+          (CUDA available, devices, cuDNN/NCCL as loaded, TF32 flags, mapped libraries), which
+          happens where an NVIDIA driver is present, or when asked (`runtime=True`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torchship.doctor.facts import Facts
 
 CommandRunner = Callable[[Sequence[str]], str | None]
 """Runs a command and returns its stdout, or None when it is missing or fails."""
@@ -144,3 +149,304 @@ def gpus(
         if m:
             result.append(ProbedGPU(m.group(1).strip(), None, str(info.relative_to(root))))
     return result
+
+
+# --- the whole machine ----------------------------------------------------------------------
+
+_ENV_PREFIXES = ("CUDA_", "NCCL_", "NVIDIA_", "TORCH_", "PYTORCH_", "CUDNN_", "CUBLAS_", "OMP_",
+                 "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_", "WORLD_SIZE", "RANK", "LOCAL_RANK",
+                 "KUBERNETES_SERVICE_HOST", "container", "HF_", "TRANSFORMERS_")
+_SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH)", re.IGNORECASE)
+_LIB_RE = re.compile(r"lib(cuda|cudart|cudnn[a-z_]*|nccl|cublas|cublasLt|nvrtc|cusparse|cufft)\.so[.\d]*$")
+_NVCC_RE = re.compile(r"release (\d+\.\d+), V(\d+\.\d+\.\d+)")
+
+
+def relevant_env(environ: dict[str, str]) -> dict[str, str]:
+    """Variables that change how CUDA, NCCL or torch behave; secrets are redacted."""
+    out = {}
+    for k, v in sorted(environ.items()):
+        if k.startswith(_ENV_PREFIXES):
+            out[k] = "<redacted>" if _SECRET.search(k) else v
+    return out
+
+
+def _os_release(root: Path) -> str | None:
+    text = _read(root / "etc/os-release") or ""
+    m = re.search(r'^PRETTY_NAME="?([^"\n]+)"?', text, re.MULTILINE)
+    return m.group(1) if m else None
+
+
+def container_kind(root: Path, environ: dict[str, str]) -> str | None:
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return "kubernetes"
+    if (root / "run/.containerenv").exists() or environ.get("container") == "podman":
+        return "podman"
+    if (root / ".dockerenv").exists():
+        return "docker"
+    cgroup = _read(root / "proc/1/cgroup") or ""
+    for kind in ("docker", "kubepods", "containerd", "lxc"):
+        if kind in cgroup:
+            return "kubernetes" if kind == "kubepods" else kind
+    return environ.get("container") or None
+
+
+def _cgroup_limits(root: Path) -> tuple[int | None, float | None]:
+    mem_text = (_read(root / "sys/fs/cgroup/memory.max") or "").strip()
+    mem = int(mem_text) if mem_text.isdigit() else None
+    cpu_text = (_read(root / "sys/fs/cgroup/cpu.max") or "").split()
+    cpus = None
+    if len(cpu_text) == 2 and cpu_text[0].isdigit() and cpu_text[1].isdigit():
+        cpus = int(cpu_text[0]) / int(cpu_text[1])
+    return mem, cpus
+
+
+def _shm_bytes(root: Path) -> int | None:
+    try:
+        st = os.statvfs(root / "dev/shm")
+    except OSError:
+        return None
+    return st.f_blocks * st.f_frsize
+
+
+def _ulimits() -> dict[str, str]:
+    import resource
+
+    out = {}
+    for name in ("RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_MEMLOCK", "RLIMIT_STACK"):
+        soft, _ = resource.getrlimit(getattr(resource, name))
+        out[name.removeprefix("RLIMIT_").lower()] = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+    return out
+
+
+def packages() -> dict[str, str]:
+    """Installed distributions via importlib.metadata (so uv virtualenvs work too)."""
+    from importlib import metadata
+
+    out: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name:
+            out[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+    return dict(sorted(out.items()))
+
+
+def _torch_files() -> tuple[str | None, str | None]:
+    """(__version__, cuda) from torch/version.py, read as text: no import."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None, None
+    if spec is None or not spec.submodule_search_locations:
+        return None, None
+    text = _read(Path(next(iter(spec.submodule_search_locations))) / "version.py") or ""
+    version = re.search(r"""^__version__\s*=\s*['"]([^'"]+)""", text, re.MULTILINE)
+    cuda = re.search(r"""^cuda(?:\s*:\s*[^=]+)?\s*=\s*(?:['"]([^'"]+)['"]|None)""", text, re.MULTILINE)
+    return (version.group(1) if version else None), (cuda.group(1) if cuda and cuda.group(1) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class TorchRuntime:
+    cuda_available: bool
+    device_count: int
+    arch: tuple[str, ...]
+    cudnn: str | None
+    nccl: str | None
+    backends: tuple[str, ...]
+    tf32_matmul: bool
+    tf32_cudnn: bool
+    devices: tuple[tuple[str, str], ...]  # (name, "major.minor") as torch sees them
+
+
+def torch_runtime() -> TorchRuntime | str:
+    """Import torch and ask it; the import error's text when it cannot be imported."""
+    try:
+        import torch
+    except Exception as e:  # ImportError, OSError from a missing libcudart: the doctor reports it
+        return f"{type(e).__name__}: {e}"
+    cuda_ok = bool(torch.cuda.is_available())
+    count = torch.cuda.device_count() if cuda_ok else 0
+    arch = tuple(torch.cuda.get_arch_list()) if torch.version.cuda else ()
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    nccl = None
+    if torch.version.cuda:
+        try:
+            v = torch.cuda.nccl.version()
+            nccl = ".".join(str(p) for p in v) if isinstance(v, tuple) else str(v)
+        except Exception:
+            nccl = None
+    dist = torch.distributed
+    backends = tuple(
+        b for b, ok in (("gloo", dist.is_gloo_available()), ("nccl", dist.is_nccl_available()),
+                        ("mpi", dist.is_mpi_available())) if ok
+    ) if dist.is_available() else ()
+    devices = tuple(
+        (torch.cuda.get_device_name(i), "{}.{}".format(*torch.cuda.get_device_capability(i)))
+        for i in range(count)
+    )
+    return TorchRuntime(
+        cuda_available=cuda_ok, device_count=count, arch=arch,
+        cudnn=_cudnn_str(cudnn), nccl=nccl, backends=backends,
+        tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+        tf32_cudnn=bool(torch.backends.cudnn.allow_tf32), devices=devices,
+    )
+
+
+def _cudnn_str(v: int | None) -> str | None:
+    """torch reports cuDNN 9.10.2 as 91002 (>= 9) or 8.9.2 as 8902."""
+    if v is None:
+        return None
+    if v >= 90000:
+        return f"{v // 10000}.{v % 10000 // 100}.{v % 100}"
+    return f"{v // 1000}.{v % 1000 // 100}.{v % 100}"
+
+
+def mapped_libraries(maps_text: str) -> tuple[str, ...]:
+    libs = {line.split()[-1] for line in maps_text.splitlines()
+            if line.strip() and _LIB_RE.search(line.split()[-1])}
+    return tuple(sorted(libs))
+
+
+def library_path_libraries(environ: dict[str, str]) -> tuple[str, ...]:
+    found = []
+    for folder in environ.get("LD_LIBRARY_PATH", "").split(":"):
+        if not folder:
+            continue
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        found += [str(Path(folder) / n) for n in names if _LIB_RE.search(n)]
+    return tuple(found)
+
+
+def gpu_details(run: CommandRunner = run_command) -> list[dict[str, str]]:
+    """nvidia-smi's per-GPU details (uuid, memory, MIG, ECC); [] without nvidia-smi."""
+    q = "index,name,uuid,compute_cap,memory.total,mig.mode.current,ecc.mode.current"
+    out = run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits"])
+    rows = []
+    for line in (out or "").strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 7:
+            rows.append(dict(zip(q.split(","), parts, strict=True)))
+    return rows
+
+
+def host_nvcc(run: CommandRunner = run_command) -> str | None:
+    out = run(["nvcc", "--version"]) or ""
+    m = _NVCC_RE.search(out)
+    return m.group(2) if m else None
+
+
+def _num(text: str | None) -> int | None:
+    return int(text) if text and text.isdigit() else None
+
+
+def probe(
+    runtime: bool | None = None,
+    root: Path = Path("/"),
+    run: CommandRunner = run_command,
+    environ: dict[str, str] | None = None,
+) -> Facts:
+    """Everything the doctor checks, from this machine. runtime=None: import torch only where
+    an NVIDIA driver is present; True: always; False: never (files and metadata only)."""
+    import platform
+    import socket
+
+    from torchship.doctor.facts import Facts, GPUFact
+
+    env = dict(os.environ if environ is None else environ)
+    sources: dict[str, str] = {}
+    drv = driver_version(root, run)
+    if drv:
+        sources["driver"] = drv.source
+    details = {d["index"]: d for d in gpu_details(run)} if drv else {}
+    gpu_list = []
+    for i, g in enumerate(gpus(root, run) if drv else []):
+        d = details.get(str(i), {})
+        gpu_list.append(GPUFact(
+            index=i, name=g.name, uuid=d.get("uuid"), cc=g.cc or d.get("compute_cap"),
+            memory_mib=_num(d.get("memory.total")), mig_mode=d.get("mig.mode.current"),
+            ecc=d.get("ecc.mode.current"),
+        ))
+    if gpu_list:
+        sources["gpus"] = next(iter(gpus(root, run))).source
+    pkgs = packages()
+    version, build_cuda = _torch_files()
+    if version:
+        sources["torch"] = "torch/version.py"
+    use_runtime = (drv is not None) if runtime is None else runtime
+    answer = torch_runtime() if (use_runtime and version) else None
+    rt = answer if isinstance(answer, TorchRuntime) else None
+    if isinstance(answer, str):
+        sources["torch_import_error"] = answer[:500]
+    mem, cpus = _cgroup_limits(root)
+    nvcc = host_nvcc(run)
+    cudnn = rt.cudnn if rt else _pkg_version(pkgs, "nvidia-cudnn-cu")
+    nccl = rt.nccl if rt else _pkg_version(pkgs, "nvidia-nccl-cu")
+    if cudnn:
+        sources["torch_cudnn"] = "torch.backends.cudnn.version()" if rt else "package metadata (nvidia-cudnn-*)"
+    if nccl:
+        sources["torch_nccl"] = "torch.cuda.nccl.version()" if rt else "package metadata (nvidia-nccl-*)"
+    if rt:
+        sources["torch_arch"] = "torch.cuda.get_arch_list()"
+        sources["cuda_available"] = "torch.cuda.is_available()"
+    if nvcc:
+        sources["host_nvcc"] = "nvcc --version (the host toolkit; torch does not use it)"
+    maps = _read(Path("/proc/self/maps")) if rt and root == Path("/") else None
+    return Facts(
+        origin="probe" if rt else "probe-fast",
+        hostname=socket.gethostname(),
+        os=_os_release(root),
+        kernel=platform.release(),
+        arch=platform.machine(),
+        glibc=_glibc(),
+        container=container_kind(root, env),
+        cgroup_memory_bytes=mem,
+        cgroup_cpus=cpus,
+        driver=drv.value if drv else None,
+        driver_cuda=_driver_cuda(run) if drv else None,
+        gpus=tuple(gpu_list),
+        device_nodes=tuple(sorted(str(p) for p in (root / "dev").glob("nvidia*"))),
+        env=relevant_env(env),
+        python=platform.python_version(),
+        packages=pkgs,
+        torch=version,
+        torch_cuda=build_cuda,
+        torch_arch=rt.arch if rt else None,
+        torch_cudnn=cudnn if (build_cuda or rt) else None,
+        torch_nccl=nccl if (build_cuda or rt) else None,
+        cuda_available=rt.cuda_available if rt else (False if version and not drv else None),
+        torch_device_count=rt.device_count if rt else None,
+        distributed_backends=rt.backends if rt else None,
+        tf32_matmul=rt.tf32_matmul if rt else None,
+        tf32_cudnn=rt.tf32_cudnn if rt else None,
+        loaded_libs=mapped_libraries(maps) if maps else (),
+        library_path_libs=library_path_libraries(env),
+        shm_bytes=_shm_bytes(root),
+        ulimits=_ulimits(),
+        host_nvcc=nvcc,
+        sources=sources,
+    )
+
+
+def _pkg_version(pkgs: dict[str, str], prefix: str) -> str | None:
+    for name, version in pkgs.items():
+        if name.startswith(prefix):
+            return version
+    return None
+
+
+def _glibc() -> str | None:
+    try:
+        text = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    except (ValueError, OSError):
+        return None
+    return text.split()[-1] if text.startswith("glibc") else None
+
+
+def _driver_cuda(run: CommandRunner) -> str | None:
+    out = run(["nvidia-smi"]) or ""
+    m = re.search(r"CUDA Version:\s*(\d+\.\d+)", out)
+    return m.group(1) if m else None
