@@ -11,7 +11,8 @@ from torchship.lock.model import Lock
 __all__ = ["Facts", "Finding", "diagnose"]
 
 
-def diagnose(facts: Facts, lock: Lock | None = None, error_log: str = "",
-             matrix: Matrix | None = None) -> list[Finding]:
+def diagnose(
+    facts: Facts, lock: Lock | None = None, error_log: str = "", matrix: Matrix | None = None
+) -> list[Finding]:
     """Every finding for these facts, in layer order."""
     return run_checks(Context(facts, matrix or load_matrix(), lock, error_log))

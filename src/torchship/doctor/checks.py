@@ -38,8 +38,13 @@ class Finding:
     layer: str = ""
 
     def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "severity": self.severity, "message": self.message,
-                "fix": self.fix, "layer": self.layer}
+        return {
+            "code": self.code,
+            "severity": self.severity,
+            "message": self.message,
+            "fix": self.fix,
+            "layer": self.layer,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Context:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
 
 def _target(m: Matrix, g: GPUFact) -> GPUTarget | None:
     try:
@@ -86,7 +92,9 @@ def torch_archs(ctx: Context) -> tuple[tuple[Arch, ...] | None, str]:
     f = ctx.facts
     if f.torch_arch is not None and (f.torch_arch or not f.is_cuda_build):
         source = f.sources.get("torch_arch", "torch")
-        return tuple(parse_arch(a) for a in f.torch_arch if a.startswith(("sm_", "compute_"))), source
+        return tuple(
+            parse_arch(a) for a in f.torch_arch if a.startswith(("sm_", "compute_"))
+        ), source
     if not f.torch:
         return None, ""
     rel = ctx.matrix.release(f.torch.split("+", 1)[0])
@@ -131,41 +139,98 @@ def fitting_build(ctx: Context, gpus: tuple[GPUTarget, ...]) -> str | None:
 
 # --- hardware ---------------------------------------------------------------------------------
 
+
 def no_gpu_visible(ctx: Context) -> list[Finding]:
     f = ctx.facts
     out = []
     cvd = _env(f, "CUDA_VISIBLE_DEVICES")
-    if cvd is not None and cvd.strip() in ("", "-1", "none", "NoDevFiles") and (f.gpus or f.is_cuda_build):
-        out.append(Finding("no-gpu-visible", ERROR, f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU",
-                           "unset CUDA_VISIBLE_DEVICES or list the GPUs to use (e.g. 0,1)"))
+    if (
+        cvd is not None
+        and cvd.strip() in ("", "-1", "none", "NoDevFiles")
+        and (f.gpus or f.is_cuda_build)
+    ):
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"CUDA_VISIBLE_DEVICES={cvd!r} hides every GPU",
+                "unset CUDA_VISIBLE_DEVICES or list the GPUs to use (e.g. 0,1)",
+            )
+        )
     nvd = _env(f, "NVIDIA_VISIBLE_DEVICES")
     if f.container and nvd is not None and nvd.strip() in ("", "void", "none"):
-        out.append(Finding("no-gpu-visible", ERROR, f"NVIDIA_VISIBLE_DEVICES={nvd!r}: the container "
-                           "runtime gives this container no GPU",
-                           "run with --gpus all (docker), a CDI device (podman) or an nvidia.com/gpu limit"))
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"NVIDIA_VISIBLE_DEVICES={nvd!r}: the container "
+                "runtime gives this container no GPU",
+                "run with --gpus all (docker), a CDI device (podman) or an nvidia.com/gpu limit",
+            )
+        )
     caps = _env(f, "NVIDIA_DRIVER_CAPABILITIES")
     if caps is not None and not {"compute", "all"} & {c.strip() for c in caps.split(",")}:
-        out.append(Finding("no-gpu-visible", ERROR, f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks "
-                           "'compute': CUDA cannot be used in this container",
-                           "set NVIDIA_DRIVER_CAPABILITIES=compute,utility"))
-    if f.container and f.origin.startswith("probe") and not f.device_nodes and not f.driver and (
-            f.is_cuda_build or (ctx.lock and ctx.lock.gpus)):
-        out.append(Finding("no-gpu-visible", ERROR, f"this {f.container} container has no NVIDIA "
-                           "device nodes (/dev/nvidia*) and no driver",
-                           "start it with GPU access: --gpus all, --device nvidia.com/gpu=all (CDI), "
-                           "or an nvidia.com/gpu resource limit"))
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"NVIDIA_DRIVER_CAPABILITIES={caps!r} lacks "
+                "'compute': CUDA cannot be used in this container",
+                "set NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+            )
+        )
+    if (
+        f.container
+        and f.origin.startswith("probe")
+        and not f.device_nodes
+        and not f.driver
+        and (f.is_cuda_build or (ctx.lock and ctx.lock.gpus))
+    ):
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"this {f.container} container has no NVIDIA "
+                "device nodes (/dev/nvidia*) and no driver",
+                "start it with GPU access: --gpus all, --device nvidia.com/gpu=all (CDI), "
+                "or an nvidia.com/gpu resource limit",
+            )
+        )
     if f.driver and not f.gpus and f.origin.startswith("probe"):
-        out.append(Finding("no-gpu-visible", ERROR, f"driver {f.driver} is loaded but shows no GPU",
-                           "check `nvidia-smi`; the GPU may have fallen off the bus (dmesg | grep -i xid)"))
-    if (f.is_cuda_build and f.gpus and f.cuda_available is False and not _too_old(ctx)
-            and not out):
-        out.append(Finding("no-gpu-visible", ERROR, f"torch {f.torch} cannot use the "
-                           f"{len(f.gpus)} GPU(s) here (torch.cuda.is_available() is False)",
-                           "run `torchship doctor --error-log` with the program's error output"))
-    if not f.driver and not f.container and ctx.lock and ctx.lock.gpus and f.origin.startswith("probe"):
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"driver {f.driver} is loaded but shows no GPU",
+                "check `nvidia-smi`; the GPU may have fallen off the bus (dmesg | grep -i xid)",
+            )
+        )
+    if f.is_cuda_build and f.gpus and f.cuda_available is False and not _too_old(ctx) and not out:
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                ERROR,
+                f"torch {f.torch} cannot use the "
+                f"{len(f.gpus)} GPU(s) here (torch.cuda.is_available() is False)",
+                "run `torchship doctor --error-log` with the program's error output",
+            )
+        )
+    if (
+        not f.driver
+        and not f.container
+        and ctx.lock
+        and ctx.lock.gpus
+        and f.origin.startswith("probe")
+    ):
         names = ", ".join(g.name for g in ctx.lock.gpus)
-        out.append(Finding("no-gpu-visible", WARNING, f"this machine has no NVIDIA driver; the lock "
-                           f"targets {names}", "run on a target machine, or lock with cuda = 'cpu' for CPU"))
+        out.append(
+            Finding(
+                "no-gpu-visible",
+                WARNING,
+                f"this machine has no NVIDIA driver; the lock targets {names}",
+                "run on a target machine, or lock with cuda = 'cpu' for CPU",
+            )
+        )
     return out
 
 
@@ -176,13 +241,19 @@ def mig_device_visibility(ctx: Context) -> list[Finding]:
     if not mig or "MIG-" in cvd:
         return []
     names = ", ".join(f"GPU {g.index}" for g in mig)
-    return [Finding("mig-device-visibility", WARNING,
-                    f"MIG is enabled on {names}: a CUDA process sees at most one MIG instance, "
-                    "and none unless it is named", "set CUDA_VISIBLE_DEVICES to MIG UUIDs from "
-                    "`nvidia-smi -L` (MIG-...), one per process")]
+    return [
+        Finding(
+            "mig-device-visibility",
+            WARNING,
+            f"MIG is enabled on {names}: a CUDA process sees at most one MIG instance, "
+            "and none unless it is named",
+            "set CUDA_VISIBLE_DEVICES to MIG UUIDs from `nvidia-smi -L` (MIG-...), one per process",
+        )
+    ]
 
 
 # --- driver -----------------------------------------------------------------------------------
+
 
 def _too_old(ctx: Context) -> tuple[str, tuple[int, ...]] | None:
     """(what needs it, floor) when the driver is below what torch's CUDA or the lock needs."""
@@ -210,27 +281,41 @@ def driver_too_old(ctx: Context) -> list[Finding]:
     what = hit[0] if hit else f"torch {f.torch}"
     gpus = targets(ctx)
     if gpus and all(t.gpu and t.gpu.forward_compat for _, t in gpus):
-        fix = "upgrade the driver, or install the cuda-compat package (forward compatibility, " \
-              "data-center GPUs); or use a build for this driver: `torchship resolve --driver " + \
-              f"{f.driver} ...`"
+        fix = (
+            "upgrade the driver, or install the cuda-compat package (forward compatibility, "
+            "data-center GPUs); or use a build for this driver: `torchship resolve --driver "
+            + f"{f.driver} ...`"
+        )
     else:
         build = fitting_build(ctx, tuple(t for _, t in gpus))
-        fix = "upgrade the driver" + (f", or install torch {build}: the newest build that runs on "
-                                      f"driver {f.driver}" if build else "")
+        fix = "upgrade the driver" + (
+            f", or install torch {build}: the newest build that runs on driver {f.driver}"
+            if build
+            else ""
+        )
     return [Finding("driver-too-old", ERROR, f"{what} {need}; this machine has {f.driver}", fix)]
 
 
 def forward_compat_unsupported(ctx: Context) -> list[Finding]:
     f = ctx.facts
-    compat = [p for p in (*f.loaded_libs, *f.library_path_libs) if "/compat/" in p and "libcuda.so" in p]
+    compat = [
+        p for p in (*f.loaded_libs, *f.library_path_libs) if "/compat/" in p and "libcuda.so" in p
+    ]
     geforce = [t for _, t in targets(ctx) if t.is_geforce]
-    if ctx.log(r"error 804|forward compatibility was attempted on non supported HW") or (compat and geforce):
+    if ctx.log(r"error 804|forward compatibility was attempted on non supported HW") or (
+        compat and geforce
+    ):
         where = compat[0] if compat else "the CUDA forward-compatibility libraries"
-        return [Finding("forward-compat-unsupported", ERROR,
-                        f"{where} are in use, but forward compatibility works only on data-center "
-                        "GPUs (CUDA error 804)",
-                        "remove the cuda-compat libraries from LD_LIBRARY_PATH (or use a base image "
-                        "whose CUDA the driver supports) and upgrade the driver instead")]
+        return [
+            Finding(
+                "forward-compat-unsupported",
+                ERROR,
+                f"{where} are in use, but forward compatibility works only on data-center "
+                "GPUs (CUDA error 804)",
+                "remove the cuda-compat libraries from LD_LIBRARY_PATH (or use a base image "
+                "whose CUDA the driver supports) and upgrade the driver instead",
+            )
+        ]
     return []
 
 
@@ -238,18 +323,31 @@ def fabric_manager_missing(ctx: Context) -> list[Finding]:
     f = ctx.facts
     sxm = [g for g in f.gpus if "SXM" in g.name.upper()]
     if ctx.log(r"error 802|system not yet initialized"):
-        return [Finding("fabric-manager-missing", ERROR, "CUDA reports 'system not yet initialized' "
-                        "(error 802): on NVSwitch systems the Fabric Manager must be running",
-                        "install nvidia-fabricmanager matching the driver and start it: "
-                        "systemctl enable --now nvidia-fabricmanager")]
+        return [
+            Finding(
+                "fabric-manager-missing",
+                ERROR,
+                "CUDA reports 'system not yet initialized' "
+                "(error 802): on NVSwitch systems the Fabric Manager must be running",
+                "install nvidia-fabricmanager matching the driver and start it: "
+                "systemctl enable --now nvidia-fabricmanager",
+            )
+        ]
     if len(sxm) >= 4 and f.cuda_available is False and not _too_old(ctx):
-        return [Finding("fabric-manager-missing", WARNING, f"{len(sxm)} SXM GPUs and CUDA is "
-                        "unavailable: NVSwitch systems need the Fabric Manager",
-                        "check `systemctl status nvidia-fabricmanager`")]
+        return [
+            Finding(
+                "fabric-manager-missing",
+                WARNING,
+                f"{len(sxm)} SXM GPUs and CUDA is "
+                "unavailable: NVSwitch systems need the Fabric Manager",
+                "check `systemctl status nvidia-fabricmanager`",
+            )
+        ]
     return []
 
 
 # --- CUDA runtime -----------------------------------------------------------------------------
+
 
 def cpu_only_build(ctx: Context) -> list[Finding]:
     f = ctx.facts
@@ -257,15 +355,29 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
         return []
     nvcc = f" (the host's nvcc {f.host_nvcc} is not used by torch)" if f.host_nvcc else ""
     if f.gpus:
-        return [Finding("cpu-only-build", ERROR, f"torch {f.torch} is a CPU-only build; the "
-                        f"{len(f.gpus)} GPU(s) here are unused{nvcc}",
-                        "install the CUDA build `torchship resolve` chooses for this GPU")]
-    return [Finding("cpu-only-build", INFO, f"torch {f.torch} is a CPU-only build: it uses no CUDA"
-                    f"{nvcc}", "nothing to do on a machine without GPUs")]
+        return [
+            Finding(
+                "cpu-only-build",
+                ERROR,
+                f"torch {f.torch} is a CPU-only build; the "
+                f"{len(f.gpus)} GPU(s) here are unused{nvcc}",
+                "install the CUDA build `torchship resolve` chooses for this GPU",
+            )
+        ]
+    return [
+        Finding(
+            "cpu-only-build",
+            INFO,
+            f"torch {f.torch} is a CPU-only build: it uses no CUDA{nvcc}",
+            "nothing to do on a machine without GPUs",
+        )
+    ]
 
 
-_MISSING_LIB = r"(lib(?:cudart|cublas\w*|cudnn\w*|nvrtc\w*|cusparse\w*|cufft\w*|nccl|nvJitLink)\.so[.\d]*)" \
+_MISSING_LIB = (
+    r"(lib(?:cudart|cublas\w*|cudnn\w*|nvrtc\w*|cusparse\w*|cufft\w*|nccl|nvJitLink)\.so[.\d]*)"
     r": cannot open shared object file"
+)
 
 
 def cuda_library_missing(ctx: Context) -> list[Finding]:
@@ -273,9 +385,15 @@ def cuda_library_missing(ctx: Context) -> list[Finding]:
     m = re.search(_MISSING_LIB, text)
     if not m:
         return []
-    return [Finding("cuda-library-missing", ERROR, f"{m.group(1)} cannot be loaded",
-                    "reinstall torch from its index so its nvidia-* wheels come with it, or install "
-                    "the matching CUDA libraries; do not point LD_LIBRARY_PATH at another CUDA")]
+    return [
+        Finding(
+            "cuda-library-missing",
+            ERROR,
+            f"{m.group(1)} cannot be loaded",
+            "reinstall torch from its index so its nvidia-* wheels come with it, or install "
+            "the matching CUDA libraries; do not point LD_LIBRARY_PATH at another CUDA",
+        )
+    ]
 
 
 # --- cuDNN / NCCL -----------------------------------------------------------------------------
@@ -286,18 +404,30 @@ _FAMILY = re.compile(r"lib(cudnn|nccl|cublas|cudart)")
 def library_path_shadowing(ctx: Context) -> list[Finding]:
     f = ctx.facts
     out = []
-    wheels = {fam for fam in ("cudnn", "nccl", "cublas", "cudart")
-              if any(p.startswith(f"nvidia-{fam}") or (fam == "cudart" and p.startswith("nvidia-cuda-runtime"))
-                     for p in f.packages)}
+    wheels = {
+        fam
+        for fam in ("cudnn", "nccl", "cublas", "cudart")
+        if any(
+            p.startswith(f"nvidia-{fam}")
+            or (fam == "cudart" and p.startswith("nvidia-cuda-runtime"))
+            for p in f.packages
+        )
+    }
     for lib in f.library_path_libs:
         m = _FAMILY.search(lib.rsplit("/", 1)[-1])
         if m and m.group(1) in wheels and "site-packages" not in lib:
-            loaded = any(lib.rsplit("/", 1)[-1] in x and "site-packages" not in x for x in f.loaded_libs)
-            out.append(Finding(
-                "library-path-shadowing", ERROR if loaded else WARNING,
-                f"LD_LIBRARY_PATH offers {lib}, which can shadow the {m.group(1)} torch's "
-                f"nvidia-* wheel provides" + (" (and it is the one loaded)" if loaded else ""),
-                "remove that folder from LD_LIBRARY_PATH for torch processes"))
+            loaded = any(
+                lib.rsplit("/", 1)[-1] in x and "site-packages" not in x for x in f.loaded_libs
+            )
+            out.append(
+                Finding(
+                    "library-path-shadowing",
+                    ERROR if loaded else WARNING,
+                    f"LD_LIBRARY_PATH offers {lib}, which can shadow the {m.group(1)} torch's "
+                    f"nvidia-* wheel provides" + (" (and it is the one loaded)" if loaded else ""),
+                    "remove that folder from LD_LIBRARY_PATH for torch processes",
+                )
+            )
     return out
 
 
@@ -308,46 +438,78 @@ def nccl_library_conflict(ctx: Context) -> list[Finding]:
     if not sym and not (foreign and any(p.startswith("nvidia-nccl") for p in f.packages)):
         return []
     what = f"undefined symbol {sym.group(1)}" if sym else f"{foreign[0]} is loaded"
-    return [Finding("nccl-library-conflict", ERROR, f"{what}: a different libnccl than the one torch "
-                    f"was built against{' (' + f.torch_nccl + ')' if f.torch_nccl else ''} is in use",
-                    "remove other NCCL builds from LD_LIBRARY_PATH/LD_PRELOAD, or reinstall the "
-                    "nvidia-nccl wheel torch pins")]
+    return [
+        Finding(
+            "nccl-library-conflict",
+            ERROR,
+            f"{what}: a different libnccl than the one torch "
+            f"was built against{' (' + f.torch_nccl + ')' if f.torch_nccl else ''} is in use",
+            "remove other NCCL builds from LD_LIBRARY_PATH/LD_PRELOAD, or reinstall the "
+            "nvidia-nccl wheel torch pins",
+        )
+    ]
 
 
 def nccl_transport_failure(ctx: Context) -> list[Finding]:
-    m = ctx.log(r"(NCCL error.*(unhandled system error|remote process exited|internal error))|"
-                r"ncclSystemError|ncclRemoteError|NCCL WARN (NET|Socket|Call to ibv)")
+    m = ctx.log(
+        r"(NCCL error.*(unhandled system error|remote process exited|internal error))|"
+        r"ncclSystemError|ncclRemoteError|NCCL WARN (NET|Socket|Call to ibv)"
+    )
     if not m:
         return []
     shm = ctx.facts.shm_bytes
     hint = " and /dev/shm is small" if shm is not None and shm < SHM_ADVISED else ""
-    return [Finding("nccl-transport-failure", ERROR, f"NCCL could not move data between ranks "
-                    f"({m.group(0).strip()[:80]}){hint}",
-                    "rerun with NCCL_DEBUG=INFO; pin the interface (NCCL_SOCKET_IFNAME), give "
-                    "containers --ipc=host or a large /dev/shm, and check InfiniBand/firewalls")]
+    return [
+        Finding(
+            "nccl-transport-failure",
+            ERROR,
+            f"NCCL could not move data between ranks ({m.group(0).strip()[:80]}){hint}",
+            "rerun with NCCL_DEBUG=INFO; pin the interface (NCCL_SOCKET_IFNAME), give "
+            "containers --ipc=host or a large /dev/shm, and check InfiniBand/firewalls",
+        )
+    ]
 
 
 # --- torch ------------------------------------------------------------------------------------
 
-def gpu_arch_unsupported(ctx: Context) -> list[Finding]:
-    f = ctx.facts
-    archs, source = torch_archs(ctx)
-    if not f.is_cuda_build or archs is None:
-        if ctx.log(r"no kernel image is available for execution on the device"):
-            return [Finding("gpu-arch-unsupported", ERROR, "CUDA reports 'no kernel image is "
-                            "available': torch was not built for this GPU",
-                            "install a build whose arch list covers it: `torchship resolve --gpu ...`")]
-        return []
+
+def _missing_kernels(ctx: Context, archs: tuple[Arch, ...], source: str) -> list[Finding]:
     out = []
     for g, t in targets(ctx):
-        if kernel_match(archs, t.cc) is None:
-            build = fitting_build(ctx, (t,))
-            fix = (f"install torch {build}: the newest build with kernels for {t.sm} that this "
-                   "driver runs" if build
-                   else f"no torch build covers {t.sm}; see `torchship resolve --gpu '{t.label}'`")
-            out.append(Finding("gpu-arch-unsupported", ERROR, f"torch {f.torch} has no kernels for "
-                               f"GPU {g.index} {t.display}: built for {_arch_span(archs)}"
-                               + (f" ({source})" if "inferred" in source else ""), fix))
+        if kernel_match(archs, t.cc) is not None:
+            continue
+        build = fitting_build(ctx, (t,))
+        fix = (
+            f"install torch {build}: the newest build with kernels for {t.sm} that this driver runs"
+            if build
+            else f"no torch build covers {t.sm}; see `torchship resolve --gpu '{t.label}'`"
+        )
+        inferred = f" ({source})" if "inferred" in source else ""
+        message = (
+            f"torch {ctx.facts.torch} has no kernels for GPU {g.index} {t.display}: "
+            f"built for {_arch_span(archs)}{inferred}"
+        )
+        out.append(Finding("gpu-arch-unsupported", ERROR, message, fix))
+    return out
+
+
+def gpu_arch_unsupported(ctx: Context) -> list[Finding]:
+    archs, source = torch_archs(ctx)
+    out = _missing_kernels(ctx, archs, source) if ctx.facts.is_cuda_build and archs else []
+    if not out and ctx.log(r"no kernel image is available for execution on the device"):
+        covered = (
+            f" although torch's arch list ({_arch_span(archs)}) covers the GPUs" if archs else ""
+        )
+        out.append(
+            Finding(
+                "gpu-arch-unsupported",
+                ERROR,
+                "CUDA reports 'no kernel image is "
+                f"available'{covered}: some CUDA code was not built for this GPU",
+                "rebuild custom CUDA extensions with this GPU in TORCH_CUDA_ARCH_LIST, "
+                "or install a torch build that covers it (`torchship resolve --gpu ...`)",
+            )
+        )
     return out
 
 
@@ -359,62 +521,101 @@ def cuda_visible_devices_late(ctx: Context) -> list[Finding]:
     wanted = len([d for d in cvd.split(",") if d.strip()])
     if f.torch_device_count <= wanted:
         return []
-    return [Finding("cuda-visible-devices-late", WARNING, f"CUDA_VISIBLE_DEVICES lists {wanted} "
-                    f"device(s) but torch sees {f.torch_device_count}: it was set after CUDA "
-                    "initialised", "set CUDA_VISIBLE_DEVICES before the process starts (or before "
-                    "the first torch.cuda call), not inside the training script")]
+    return [
+        Finding(
+            "cuda-visible-devices-late",
+            WARNING,
+            f"CUDA_VISIBLE_DEVICES lists {wanted} "
+            f"device(s) but torch sees {f.torch_device_count}: it was set after CUDA "
+            "initialised",
+            "set CUDA_VISIBLE_DEVICES before the process starts (or before "
+            "the first torch.cuda call), not inside the training script",
+        )
+    ]
 
 
 def shm_too_small(ctx: Context) -> list[Finding]:
     f = ctx.facts
-    logged = ctx.log(r"bus error|unable to write to file </torch_|shm_open|No space left on device.*shm")
+    logged = ctx.log(
+        r"bus error|unable to write to file </torch_|shm_open|No space left on device.*shm"
+    )
     size = f.shm_bytes
     mib = f"{size / 2**20:.0f} MiB" if size is not None else "unknown size"
     if logged or (size is not None and size <= SHM_DOCKER_DEFAULT):
         why = f"'{logged.group(0)}' with /dev/shm of {mib}" if logged else f"/dev/shm is {mib}"
-        return [Finding("shm-too-small", ERROR, f"{why}: DataLoader workers and NCCL's shared-memory "
-                        "transport need more", "run the container with --shm-size=16g or --ipc=host "
-                        "(Kubernetes: a memory-backed emptyDir at /dev/shm)")]
+        return [
+            Finding(
+                "shm-too-small",
+                ERROR,
+                f"{why}: DataLoader workers and NCCL's shared-memory transport need more",
+                "run the container with --shm-size=16g or --ipc=host "
+                "(Kubernetes: a memory-backed emptyDir at /dev/shm)",
+            )
+        ]
     if size is not None and size < SHM_ADVISED:
-        return [Finding("shm-too-small", WARNING, f"/dev/shm is {mib}: large batches with several "
-                        "DataLoader workers may not fit", "give the container --shm-size=16g")]
+        return [
+            Finding(
+                "shm-too-small",
+                WARNING,
+                f"/dev/shm is {mib}: large batches with several DataLoader workers may not fit",
+                "give the container --shm-size=16g",
+            )
+        ]
     return []
 
 
 def tf32_numerics(ctx: Context) -> list[Finding]:
     f = ctx.facts
     ampere = [t for _, t in targets(ctx) if t.cc >= (8, 0)]
-    overrides = {k: v for k, v in f.env.items()
-                 if k in ("NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")}
+    overrides = {
+        k: v
+        for k, v in f.env.items()
+        if k in ("NVIDIA_TF32_OVERRIDE", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+    }
     if overrides:
-        return [Finding("tf32-numerics", WARNING, "TF32 is forced by the environment ("
-                        + ", ".join(f"{k}={v}" for k, v in overrides.items()) + "): float32 results "
-                        "differ from machines without it", "unset it, or set it on every machine")]
+        return [
+            Finding(
+                "tf32-numerics",
+                WARNING,
+                "TF32 is forced by the environment ("
+                + ", ".join(f"{k}={v}" for k, v in overrides.items())
+                + "): float32 results "
+                "differ from machines without it",
+                "unset it, or set it on every machine",
+            )
+        ]
     if not ampere or not f.torch:
         return []
     matmul = f.tf32_matmul
     if matmul is None:
-        matmul = _torch_before(f.torch, (1, 12))  # TF32 matmul was on by default in 1.7–1.11
+        matmul = _torch_before(f.torch, (1, 12))  # TF32 matmul was on by default in 1.7-1.11
     cudnn = f.tf32_cudnn if f.tf32_cudnn is not None else True
     used = [n for n, on in (("matmul", matmul), ("cuDNN convolutions", cudnn)) if on]
     if not used:
         return []
-    return [Finding("tf32-numerics", INFO, f"{' and '.join(used)} run in TF32 on "
-                    f"{ampere[0].display} ({'measured' if f.tf32_matmul is not None else 'torch default'}):"
-                    " float32 results differ (~1e-3 relative) from pre-Ampere GPUs and CPUs",
-                    "for bitwise comparisons set torch.backends.cuda.matmul.allow_tf32 = False and "
-                    "torch.backends.cudnn.allow_tf32 = False on every machine")]
+    return [
+        Finding(
+            "tf32-numerics",
+            INFO,
+            f"{' and '.join(used)} run in TF32 on "
+            f"{ampere[0].display} ({'measured' if f.tf32_matmul is not None else 'torch default'}):"
+            " float32 results differ (~1e-3 relative) from pre-Ampere GPUs and CPUs",
+            "for bitwise comparisons set torch.backends.cuda.matmul.allow_tf32 = False and "
+            "torch.backends.cudnn.allow_tf32 = False on every machine",
+        )
+    ]
 
 
 def _torch_before(version: str, floor: tuple[int, int]) -> bool:
     try:
-        parts = tuple(int(p) for p in version.split("+")[0].split(".")[:2])
+        parts = tuple(int(p) for p in version.split("+", maxsplit=1)[0].split(".")[:2])
     except ValueError:
         return False
     return parts < floor
 
 
 # --- packages ---------------------------------------------------------------------------------
+
 
 def domain_library_mismatch(ctx: Context) -> list[Finding]:
     f = ctx.facts
@@ -426,13 +627,20 @@ def domain_library_mismatch(ctx: Context) -> list[Finding]:
         have = f.packages.get(lib)
         paired = getattr(rel, lib, ()) if rel else ()
         if have and paired and have.split("+")[0] not in paired:
-            out.append(Finding("domain-library-mismatch", ERROR, f"{lib} {have} is not the release "
-                               f"paired with torch {f.torch} ({', '.join(paired)})",
-                               f"install {lib}=={paired[-1]} (or re-lock with `torchship lock`)"))
+            out.append(
+                Finding(
+                    "domain-library-mismatch",
+                    ERROR,
+                    f"{lib} {have} is not the release "
+                    f"paired with torch {f.torch} ({', '.join(paired)})",
+                    f"install {lib}=={paired[-1]} (or re-lock with `torchship lock`)",
+                )
+            )
     return out
 
 
 # --- lock -------------------------------------------------------------------------------------
+
 
 def lock_mismatch(ctx: Context) -> list[Finding]:
     f, lock = ctx.facts, ctx.lock
@@ -453,9 +661,15 @@ def lock_mismatch(ctx: Context) -> list[Finding]:
     if not diffs:
         return []
     shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
-    return [Finding("lock-mismatch", ERROR, f"the installed stack differs from {lock.name}'s lock: "
-                    f"{shown}", "install from the lock: `torchship export requirements -o r.txt && "
-                    "pip install --require-hashes -r r.txt`, or run in the locked image")]
+    return [
+        Finding(
+            "lock-mismatch",
+            ERROR,
+            f"the installed stack differs from {lock.name}'s lock: {shown}",
+            "install from the lock: `torchship export requirements -o r.txt && "
+            "pip install --require-hashes -r r.txt`, or run in the locked image",
+        )
+    ]
 
 
 Check = Callable[[Context], list[Finding]]
@@ -484,7 +698,9 @@ def run_checks(ctx: Context) -> list[Finding]:
     findings: list[Finding] = []
     for layer, check in CHECKS:
         for finding in check(ctx):
-            findings.append(Finding(finding.code, finding.severity, finding.message, finding.fix, layer))
+            findings.append(
+                Finding(finding.code, finding.severity, finding.message, finding.fix, layer)
+            )
     return findings
 
 

@@ -88,8 +88,9 @@ def _cuda_of_build(torch: str | None, built_with: str | None) -> str | None:
     return None
 
 
-def _infer(matrix: Matrix, torch: str | None, cuda: str | None) -> tuple[tuple[str, ...] | None,
-                                                                      str | None, str | None, str]:
+def _infer(
+    matrix: Matrix, torch: str | None, cuda: str | None
+) -> tuple[tuple[str, ...] | None, str | None, str | None, str]:
     """(arch list, cuDNN, NCCL, where from) for a reported torch build, from the matrix."""
     if not torch:
         return None, None, None, ""
@@ -119,7 +120,7 @@ def parse_collect_env(text: str, matrix: Matrix, where: str = "report") -> Facts
     torch = _value(fields.get("PyTorch version"))
     cuda = _cuda_of_build(torch, _value(fields.get("CUDA used to build PyTorch")))
     arch, cudnn, nccl, inferred = _infer(matrix, torch, cuda)
-    sources = {k: "collect_env" for k in ("torch", "driver", "gpus", "host_nvcc")}
+    sources = dict.fromkeys(("torch", "driver", "gpus", "host_nvcc"), "collect_env")
     if inferred:
         sources["torch_arch"] = inferred
         if cuda:
@@ -141,10 +142,15 @@ def parse_collect_env(text: str, matrix: Matrix, where: str = "report") -> Facts
         torch_nccl=nccl if cuda else None,
         cuda_available=_bool(fields.get("Is CUDA available")),
         system_cudnn=tuple(
-            ln for ln in (c.removeprefix("Probably one of the following:").strip() for c in cudnn_lines)
+            ln
+            for ln in (
+                c.removeprefix("Probably one of the following:").strip() for c in cudnn_lines
+            )
             if _value(ln)
         ),
         host_nvcc=nvcc if nvcc and re.match(r"^\d+\.\d+", nvcc) else None,
-        env={"CUDA_MODULE_LOADING": v} if (v := _value(fields.get("CUDA_MODULE_LOADING set to"))) else {},
+        env={"CUDA_MODULE_LOADING": v}
+        if (v := _value(fields.get("CUDA_MODULE_LOADING set to")))
+        else {},
         sources=sources,
     )

@@ -14,7 +14,11 @@ from torchship.doctor.facts import Facts
 # (field, weight 0-100, consequence). Weight >= 50 "matters": it changes results or whether it runs.
 FIELDS: tuple[tuple[str, int, str], ...] = (
     ("driver", 100, "decides which CUDA builds run at all (driver floors, forward compatibility)"),
-    ("torch_cuda", 95, "a different CUDA build: other kernels, other libraries, other driver floor"),
+    (
+        "torch_cuda",
+        95,
+        "a different CUDA build: other kernels, other libraries, other driver floor",
+    ),
     ("torch_cudnn", 90, "cuDNN picks different convolution algorithms: numerics and speed differ"),
     ("torch_nccl", 85, "collectives differ; mixed NCCL versions across ranks can hang"),
     ("gpus", 80, "another GPU architecture: different kernels, TF32/bf16 support, memory"),
@@ -51,8 +55,14 @@ class Difference:
         return self.weight >= 50
 
     def to_json(self) -> dict[str, Any]:
-        return {"field": self.field, "a": self.a, "b": self.b, "weight": self.weight,
-                "matters": self.matters, "consequence": self.consequence}
+        return {
+            "field": self.field,
+            "a": self.a,
+            "b": self.b,
+            "weight": self.weight,
+            "matters": self.matters,
+            "consequence": self.consequence,
+        }
 
 
 def _value(f: Facts, field: str) -> Any:

@@ -110,7 +110,9 @@ def _check_types(facts: Facts, where: str) -> None:
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()
             )
         if not ok:
-            raise UsageError(f"{where}: field {f.name!r} has the wrong type", "collect the facts again")
+            raise UsageError(
+                f"{where}: field {f.name!r} has the wrong type", "collect the facts again"
+            )
     for g in facts.gpus:
         if not isinstance(g.index, int) or not isinstance(g.name, str):
             raise UsageError(f"{where}: a GPU entry is malformed", "collect the facts again")
@@ -119,7 +121,9 @@ def _check_types(facts: Facts, where: str) -> None:
 def facts_from_json(data: Any, where: str) -> Facts:
     """Validate a facts document; raises UsageError (exit 2) naming what is wrong."""
     if not isinstance(data, dict) or data.get("kind") != FACTS_KIND:
-        raise UsageError(f"{where}: not a torchship facts file", "create one with `torchship facts -o F`")
+        raise UsageError(
+            f"{where}: not a torchship facts file", "create one with `torchship facts -o F`"
+        )
     version = data.get("schema_version")
     if version != FACTS_SCHEMA_VERSION:
         raise UsageError(
@@ -130,7 +134,9 @@ def facts_from_json(data: Any, where: str) -> Facts:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key in known:
-            kwargs[key] = _tupled(value) if key not in ("env", "packages", "ulimits", "sources") else value
+            kwargs[key] = (
+                _tupled(value) if key not in ("env", "packages", "ulimits", "sources") else value
+            )
     try:
         kwargs["gpus"] = tuple(GPUFact(**g) for g in data.get("gpus") or ())
         facts = Facts(**kwargs)
@@ -150,5 +156,7 @@ def read_facts(path: Path) -> Facts:
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(f"{path}: not JSON ({e})", "pass a file written by `torchship facts -o F`") from None
+        raise UsageError(
+            f"{path}: not JSON ({e})", "pass a file written by `torchship facts -o F`"
+        ) from None
     return facts_from_json(data, str(path))

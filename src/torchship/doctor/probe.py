@@ -18,7 +18,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torchship.doctor.facts import Facts
@@ -153,11 +153,30 @@ def gpus(
 
 # --- the whole machine ----------------------------------------------------------------------
 
-_ENV_PREFIXES = ("CUDA_", "NCCL_", "NVIDIA_", "TORCH_", "PYTORCH_", "CUDNN_", "CUBLAS_", "OMP_",
-                 "LD_LIBRARY_PATH", "LD_PRELOAD", "MASTER_", "WORLD_SIZE", "RANK", "LOCAL_RANK",
-                 "KUBERNETES_SERVICE_HOST", "container", "HF_", "TRANSFORMERS_")
+_ENV_PREFIXES = (
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "TORCH_",
+    "PYTORCH_",
+    "CUDNN_",
+    "CUBLAS_",
+    "OMP_",
+    "LD_LIBRARY_PATH",
+    "LD_PRELOAD",
+    "MASTER_",
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "KUBERNETES_SERVICE_HOST",
+    "container",
+    "HF_",
+    "TRANSFORMERS_",
+)
 _SECRET = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH)", re.IGNORECASE)
-_LIB_RE = re.compile(r"lib(cuda|cudart|cudnn[a-z_]*|nccl|cublas|cublasLt|nvrtc|cusparse|cufft)\.so[.\d]*$")
+_LIB_RE = re.compile(
+    r"lib(cuda|cudart|cudnn[a-z_]*|nccl|cublas|cublasLt|nvrtc|cusparse|cufft)\.so[.\d]*$"
+)
 _NVCC_RE = re.compile(r"release (\d+\.\d+), V(\d+\.\d+\.\d+)")
 
 
@@ -214,7 +233,9 @@ def _ulimits() -> dict[str, str]:
     out = {}
     for name in ("RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_MEMLOCK", "RLIMIT_STACK"):
         soft, _ = resource.getrlimit(getattr(resource, name))
-        out[name.removeprefix("RLIMIT_").lower()] = "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        out[name.removeprefix("RLIMIT_").lower()] = (
+            "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
+        )
     return out
 
 
@@ -224,7 +245,7 @@ def packages() -> dict[str, str]:
 
     out: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.name
         if name:
             out[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
     return dict(sorted(out.items()))
@@ -242,8 +263,12 @@ def _torch_files() -> tuple[str | None, str | None]:
         return None, None
     text = _read(Path(next(iter(spec.submodule_search_locations))) / "version.py") or ""
     version = re.search(r"""^__version__\s*=\s*['"]([^'"]+)""", text, re.MULTILINE)
-    cuda = re.search(r"""^cuda(?:\s*:\s*[^=]+)?\s*=\s*(?:['"]([^'"]+)['"]|None)""", text, re.MULTILINE)
-    return (version.group(1) if version else None), (cuda.group(1) if cuda and cuda.group(1) else None)
+    cuda = re.search(
+        r"""^cuda(?:\s*:\s*[^=]+)?\s*=\s*(?:['"]([^'"]+)['"]|None)""", text, re.MULTILINE
+    )
+    return (version.group(1) if version else None), (
+        cuda.group(1) if cuda and cuda.group(1) else None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +287,10 @@ class TorchRuntime:
 def torch_runtime() -> TorchRuntime | str:
     """Import torch and ask it; the import error's text when it cannot be imported."""
     try:
-        import torch
+        import torch as torch_module
     except Exception as e:  # ImportError, OSError from a missing libcudart: the doctor reports it
         return f"{type(e).__name__}: {e}"
+    torch: Any = torch_module  # torch's own annotations are partial; keep strict mode quiet
     cuda_ok = bool(torch.cuda.is_available())
     count = torch.cuda.device_count() if cuda_ok else 0
     arch = tuple(torch.cuda.get_arch_list()) if torch.version.cuda else ()
@@ -277,19 +303,33 @@ def torch_runtime() -> TorchRuntime | str:
         except Exception:
             nccl = None
     dist = torch.distributed
-    backends = tuple(
-        b for b, ok in (("gloo", dist.is_gloo_available()), ("nccl", dist.is_nccl_available()),
-                        ("mpi", dist.is_mpi_available())) if ok
-    ) if dist.is_available() else ()
+    backends = (
+        tuple(
+            b
+            for b, ok in (
+                ("gloo", dist.is_gloo_available()),
+                ("nccl", dist.is_nccl_available()),
+                ("mpi", dist.is_mpi_available()),
+            )
+            if ok
+        )
+        if dist.is_available()
+        else ()
+    )
     devices = tuple(
         (torch.cuda.get_device_name(i), "{}.{}".format(*torch.cuda.get_device_capability(i)))
         for i in range(count)
     )
     return TorchRuntime(
-        cuda_available=cuda_ok, device_count=count, arch=arch,
-        cudnn=_cudnn_str(cudnn), nccl=nccl, backends=backends,
+        cuda_available=cuda_ok,
+        device_count=count,
+        arch=arch,
+        cudnn=_cudnn_str(cudnn),
+        nccl=nccl,
+        backends=backends,
         tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
-        tf32_cudnn=bool(torch.backends.cudnn.allow_tf32), devices=devices,
+        tf32_cudnn=bool(torch.backends.cudnn.allow_tf32),
+        devices=devices,
     )
 
 
@@ -303,8 +343,11 @@ def _cudnn_str(v: int | None) -> str | None:
 
 
 def mapped_libraries(maps_text: str) -> tuple[str, ...]:
-    libs = {line.split()[-1] for line in maps_text.splitlines()
-            if line.strip() and _LIB_RE.search(line.split()[-1])}
+    libs = {
+        line.split()[-1]
+        for line in maps_text.splitlines()
+        if line.strip() and _LIB_RE.search(line.split()[-1])
+    }
     return tuple(sorted(libs))
 
 
@@ -365,11 +408,17 @@ def probe(
     gpu_list = []
     for i, g in enumerate(gpus(root, run) if drv else []):
         d = details.get(str(i), {})
-        gpu_list.append(GPUFact(
-            index=i, name=g.name, uuid=d.get("uuid"), cc=g.cc or d.get("compute_cap"),
-            memory_mib=_num(d.get("memory.total")), mig_mode=d.get("mig.mode.current"),
-            ecc=d.get("ecc.mode.current"),
-        ))
+        gpu_list.append(
+            GPUFact(
+                index=i,
+                name=g.name,
+                uuid=d.get("uuid"),
+                cc=g.cc or d.get("compute_cap"),
+                memory_mib=_num(d.get("memory.total")),
+                mig_mode=d.get("mig.mode.current"),
+                ecc=d.get("ecc.mode.current"),
+            )
+        )
     if gpu_list:
         sources["gpus"] = next(iter(gpus(root, run))).source
     pkgs = packages()
@@ -386,9 +435,13 @@ def probe(
     cudnn = rt.cudnn if rt else _pkg_version(pkgs, "nvidia-cudnn-cu")
     nccl = rt.nccl if rt else _pkg_version(pkgs, "nvidia-nccl-cu")
     if cudnn:
-        sources["torch_cudnn"] = "torch.backends.cudnn.version()" if rt else "package metadata (nvidia-cudnn-*)"
+        sources["torch_cudnn"] = (
+            "torch.backends.cudnn.version()" if rt else "package metadata (nvidia-cudnn-*)"
+        )
     if nccl:
-        sources["torch_nccl"] = "torch.cuda.nccl.version()" if rt else "package metadata (nvidia-nccl-*)"
+        sources["torch_nccl"] = (
+            "torch.cuda.nccl.version()" if rt else "package metadata (nvidia-nccl-*)"
+        )
     if rt:
         sources["torch_arch"] = "torch.cuda.get_arch_list()"
         sources["cuda_available"] = "torch.cuda.is_available()"

@@ -1,0 +1,36 @@
+"""`torchship facts`: this machine's facts as versioned JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from torchship._atomic import write_text_atomic
+from torchship.doctor.probe import probe
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("facts", help="write this machine's facts as JSON")
+    p.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--runtime", action="store_true", help="import torch for its runtime facts")
+    mode.add_argument("--fast", action="store_true", help="files and package metadata only")
+    p.set_defaults(run=run)
+
+
+def runtime_mode(args: argparse.Namespace) -> bool | None:
+    return True if args.runtime else False if args.fast else None
+
+
+def run(args: argparse.Namespace) -> int:
+    facts = probe(runtime=runtime_mode(args))
+    text = json.dumps(facts.to_json(), indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        write_text_atomic(Path(args.output), text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,277 @@
+"""Each check over facts fixtures: it fires where it should, with a fix, and stays quiet on a
+healthy machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from torchship.compat import load_matrix
+from torchship.doctor import diagnose
+from torchship.doctor.checks import CHECKS
+from torchship.doctor.facts import Facts, GPUFact, facts_from_json
+from torchship.lock import read_lock
+
+REPO = Path(__file__).resolve().parents[2]
+
+HEALTHY = Facts(
+    origin="probe",
+    hostname="gpu1",
+    os="Ubuntu 24.04.1 LTS",
+    glibc="2.39",
+    driver="580.95.05",
+    driver_cuda="13.0",
+    gpus=(GPUFact(0, "NVIDIA H100 80GB HBM3", "GPU-1", "9.0", 81559, "Disabled"),),
+    device_nodes=("/dev/nvidia0", "/dev/nvidiactl"),
+    python="3.11.7",
+    packages={
+        "torch": "2.13.0",
+        "nvidia-cudnn-cu13": "9.20.0.48",
+        "nvidia-nccl-cu13": "2.29.7",
+        "numpy": "2.4.1",
+    },
+    torch="2.13.0+cu130",
+    torch_cuda="13.0",
+    torch_arch=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"),
+    torch_cudnn="9.20.0",
+    torch_nccl="2.29.7",
+    cuda_available=True,
+    torch_device_count=1,
+    tf32_matmul=False,
+    tf32_cudnn=False,
+    shm_bytes=32 * 2**30,
+)
+
+
+def codes(facts: Facts, log: str = "", lock=None) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {f.code: f.severity for f in diagnose(facts, lock, log, load_matrix())}
+
+
+def test_healthy_machine_has_no_findings() -> None:
+    assert codes(HEALTHY) == {}
+
+
+def with_(**kw: object) -> Facts:
+    return dataclasses.replace(HEALTHY, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("facts", "log", "code", "severity"),
+    [
+        (
+            with_(
+                gpus=(GPUFact(0, "NVIDIA GeForce RTX 5090", cc="12.0"),),
+                torch="2.6.0+cu124",
+                torch_cuda="12.4",
+                torch_arch=None,
+            ),
+            "",
+            "gpu-arch-unsupported",
+            "error",
+        ),
+        (
+            HEALTHY,
+            "RuntimeError: CUDA error: no kernel image is available for execution on the device",
+            "gpu-arch-unsupported",
+            "error",
+        ),
+        (with_(driver="550.54.15"), "", "driver-too-old", "error"),
+        (
+            HEALTHY,
+            "The NVIDIA driver on your system is too old (found version 12040)",
+            "driver-too-old",
+            "error",
+        ),
+        (with_(torch="2.13.0+cpu", torch_cuda=None, torch_arch=()), "", "cpu-only-build", "error"),
+        (with_(env={"CUDA_VISIBLE_DEVICES": ""}), "", "no-gpu-visible", "error"),
+        (
+            with_(container="docker", env={"NVIDIA_VISIBLE_DEVICES": "void"}),
+            "",
+            "no-gpu-visible",
+            "error",
+        ),
+        (
+            with_(container="docker", env={"NVIDIA_DRIVER_CAPABILITIES": "utility"}),
+            "",
+            "no-gpu-visible",
+            "error",
+        ),
+        (
+            with_(container="docker", driver=None, gpus=(), device_nodes=()),
+            "",
+            "no-gpu-visible",
+            "error",
+        ),
+        (with_(shm_bytes=64 * 2**20, container="docker"), "", "shm-too-small", "error"),
+        (with_(shm_bytes=512 * 2**20), "", "shm-too-small", "warning"),
+        (
+            HEALTHY,
+            "ERROR: Unexpected bus error encountered in worker. This might be caused by "
+            "insufficient shared memory (shm).",
+            "shm-too-small",
+            "error",
+        ),
+        (
+            HEALTHY,
+            "torch.distributed.DistBackendError: NCCL error in: ProcessGroupNCCL.cpp:1970, "
+            "unhandled system error (run with NCCL_DEBUG=INFO for details)",
+            "nccl-transport-failure",
+            "error",
+        ),
+        (
+            HEALTHY,
+            "ImportError: .../libtorch_cuda.so: undefined symbol: ncclCommRegister",
+            "nccl-library-conflict",
+            "error",
+        ),
+        (
+            with_(loaded_libs=("/usr/lib/x86_64-linux-gnu/libnccl.so.2",)),
+            "",
+            "nccl-library-conflict",
+            "error",
+        ),
+        (
+            with_(library_path_libs=("/usr/local/cuda/lib64/libcudnn.so.9",)),
+            "",
+            "library-path-shadowing",
+            "warning",
+        ),
+        (
+            HEALTHY,
+            "OSError: libcudnn.so.9: cannot open shared object file: No such file or directory",
+            "cuda-library-missing",
+            "error",
+        ),
+        (
+            with_(
+                sources={
+                    "torch_import_error": "ImportError: libcudart.so.13: cannot open shared "
+                    "object file: No such file or directory"
+                }
+            ),
+            "",
+            "cuda-library-missing",
+            "error",
+        ),
+        (
+            HEALTHY,
+            "CUDA error: forward compatibility was attempted on non supported HW (error 804)",
+            "forward-compat-unsupported",
+            "error",
+        ),
+        (
+            with_(
+                gpus=(GPUFact(0, "NVIDIA GeForce RTX 4090", cc="8.9"),),
+                library_path_libs=("/usr/local/cuda/compat/libcuda.so.1",),
+            ),
+            "",
+            "forward-compat-unsupported",
+            "error",
+        ),
+        (
+            HEALTHY,
+            "cudaGetDeviceCount: system not yet initialized (error 802)",
+            "fabric-manager-missing",
+            "error",
+        ),
+        (
+            with_(gpus=(GPUFact(0, "NVIDIA A100-SXM4-80GB", cc="8.0", mig_mode="Enabled"),)),
+            "",
+            "mig-device-visibility",
+            "warning",
+        ),
+        (
+            with_(env={"CUDA_VISIBLE_DEVICES": "0"}, torch_device_count=8),
+            "",
+            "cuda-visible-devices-late",
+            "warning",
+        ),
+        (with_(tf32_matmul=True), "", "tf32-numerics", "info"),
+        (with_(env={"NVIDIA_TF32_OVERRIDE": "0"}), "", "tf32-numerics", "warning"),
+        (
+            with_(packages={**HEALTHY.packages, "torchvision": "0.24.1"}),
+            "",
+            "domain-library-mismatch",
+            "error",
+        ),
+    ],
+)
+def test_check_fires(facts: Facts, log: str, code: str, severity: str) -> None:
+    found = codes(facts, log)
+    assert found.get(code) == severity, found
+
+
+def test_every_documented_code_is_produced_by_some_check() -> None:
+    required = {
+        "gpu-arch-unsupported",
+        "driver-too-old",
+        "cpu-only-build",
+        "no-gpu-visible",
+        "shm-too-small",
+        "nccl-transport-failure",
+        "nccl-library-conflict",
+        "library-path-shadowing",
+        "cuda-library-missing",
+        "forward-compat-unsupported",
+        "fabric-manager-missing",
+        "mig-device-visibility",
+        "cuda-visible-devices-late",
+        "tf32-numerics",
+        "lock-mismatch",
+    }
+    doc = (REPO / "docs/doctor.md").read_text()
+    for code in required:
+        assert f"`{code}`" in doc, code
+    sources = "".join(Path(c.__code__.co_filename).read_text() for _, c in CHECKS[:1])
+    for code in required:
+        assert f'"{code}"' in sources, code
+
+
+def test_fixes_name_a_concrete_build() -> None:
+    f = with_(
+        gpus=(GPUFact(0, "NVIDIA GeForce RTX 5090", cc="12.0"),),
+        torch="2.6.0+cu124",
+        torch_cuda="12.4",
+        torch_arch=None,
+        driver="570.124.06",
+    )
+    finding = next(
+        x for x in diagnose(f, None, "", load_matrix()) if x.code == "gpu-arch-unsupported"
+    )
+    assert "install torch 2.11.0+cu128" in finding.fix
+    assert "inferred from the matrix" in finding.message
+
+
+def test_lock_mismatch_lists_each_difference() -> None:
+    lock = read_lock(REPO / "examples/quickstart/torchship.lock")
+    f = with_(
+        torch="2.13.0+cpu",
+        torch_cuda=None,
+        torch_arch=(),
+        python="3.12.1",
+        packages={"numpy": "1.0"},
+    )
+    finding = next(x for x in diagnose(f, lock, "", load_matrix()) if x.code == "lock-mismatch")
+    assert "torch 2.13.0+cpu (locked 2.13.0+cu130)" in finding.message
+    assert "Python 3.12.1 (locked 3.11)" in finding.message and "and " in finding.message
+    ok = with_(packages={p.name: p.version for p in lock.packages})
+    assert "lock-mismatch" not in codes(ok, lock=lock)
+
+
+def test_layers_are_in_order() -> None:
+    order = ["hardware", "driver", "cuda", "cudnn-nccl", "torch", "packages", "lock"]
+    layers = [layer for layer, _ in CHECKS]
+    assert layers == sorted(layers, key=order.index)
+
+
+def test_findings_json_contract() -> None:
+    from torchship.doctor.checks import Context, report, run_checks
+
+    ctx = Context(with_(driver="550.54.15"), load_matrix())
+    data = json.loads(json.dumps(report(ctx, run_checks(ctx))))
+    assert set(data) == {"findings", "facts"}
+    assert set(data["findings"][0]) >= {"code", "severity", "message", "fix"}
+    assert facts_from_json(data["facts"], "x") == ctx.facts

@@ -1,0 +1,172 @@
+"""Facts files (versioned, validated, fuzzed), diff ordering, and the probe's file parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_doctor_checks import HEALTHY
+from torchship.doctor import probe
+from torchship.doctor.diff import diff
+from torchship.doctor.facts import facts_from_json, read_facts
+from torchship.errors import UsageError
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    p = tmp_path / "f.json"
+    p.write_text(json.dumps(HEALTHY.to_json()))
+    assert read_facts(p) == HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.update(schema_version=2), "schema_version 2"),
+        (lambda d: d.pop("kind"), "not a torchship facts file"),
+        (lambda d: d.update(torch=5), "'torch' has the wrong type"),
+        (lambda d: d.update(gpus=[{"index": 0}]), "malformed"),
+        (lambda d: d.update(env={"A": 1}), "'env' has the wrong type"),
+        (lambda d: d.update(cuda_available="yes"), "'cuda_available' has the wrong type"),
+    ],
+)
+def test_bad_facts(mutate, match: str) -> None:  # type: ignore[no-untyped-def]
+    d = json.loads(json.dumps(HEALTHY.to_json()))
+    mutate(d)
+    with pytest.raises(UsageError, match=match) as e:
+        facts_from_json(d, "f.json")
+    assert e.value.exit_code == 2
+
+
+def test_unreadable_facts(tmp_path: Path) -> None:
+    (tmp_path / "bin").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(UsageError, match="not JSON"):
+        read_facts(tmp_path / "bin")
+    with pytest.raises(UsageError, match="cannot read"):
+        read_facts(tmp_path / "absent")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "kind",
+                "schema_version",
+                "torch",
+                "gpus",
+                "env",
+                "driver",
+                "packages",
+                "torch_arch",
+                "shm_bytes",
+                "origin",
+            ]
+        ),
+        json_values,
+        max_size=8,
+    )
+)
+def test_fuzz_facts(d: dict[str, object]) -> None:
+    d = {"kind": "torchship-facts", "schema_version": 1, "origin": "probe", **d}
+    try:
+        facts_from_json(d, "fuzz.json")
+    except UsageError as e:
+        assert "\n" not in str(e)
+
+
+def test_diff_orders_by_consequence() -> None:
+    other = dataclasses.replace(
+        HEALTHY,
+        hostname="gpu2",
+        driver="570.124.06",
+        torch_cudnn="9.10.2",
+        packages={**HEALTHY.packages, "numpy": "1.26.4", "rich": "13"},
+        tf32_matmul=True,
+    )
+    d = diff(HEALTHY, other)
+    fields = [x.field for x in d]
+    assert fields == ["driver", "torch_cudnn", "tf32_matmul", "numpy", "packages", "hostname"]
+    assert d[0].matters and not d[-1].matters
+    assert d[4].a == {"rich": None} and d[4].b == {"rich": "13"}
+    assert diff(HEALTHY, HEALTHY) == []
+
+
+def test_diff_skips_what_one_side_did_not_observe() -> None:
+    report_like = dataclasses.replace(HEALTHY, tf32_matmul=None, torch_nccl=None)
+    assert [x.field for x in diff(HEALTHY, report_like)] == []
+
+
+def test_probe_reads_a_fake_host(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/os-release").write_text('PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\n')
+    (tmp_path / "sys/fs/cgroup").mkdir(parents=True)
+    (tmp_path / "sys/fs/cgroup/memory.max").write_text("17179869184\n")
+    (tmp_path / "sys/fs/cgroup/cpu.max").write_text("400000 100000\n")
+    (tmp_path / "proc/1").mkdir(parents=True)
+    (tmp_path / "proc/1/cgroup").write_text("0::/kubepods/burstable/pod1234/abcd\n")
+    (tmp_path / "dev/shm").mkdir(parents=True)
+    (tmp_path / "sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "sys/module/nvidia/version").write_text("580.95.05\n")
+    smi = {
+        "--query-gpu=name,compute_cap": "NVIDIA H100 80GB HBM3, 9.0\n",
+        "--query-gpu=index,name,uuid,compute_cap,memory.total,mig.mode.current,ecc.mode.current": (
+            "0, NVIDIA H100 80GB HBM3, GPU-abc, 9.0, 81559, Disabled, Enabled\n"
+        ),
+    }
+
+    def run(argv):  # type: ignore[no-untyped-def]
+        if argv[0] == "nvidia-smi":
+            flag = argv[1] if len(argv) > 1 else ""
+            return smi.get(
+                flag, "| NVIDIA-SMI 580.95.05  Driver Version: 580.95.05  CUDA Version: 13.0 |"
+            )
+        return None
+
+    env = {
+        "CUDA_VISIBLE_DEVICES": "0",
+        "HF_TOKEN": "hf_secret",
+        "HOME": "/root",
+        "NCCL_DEBUG": "INFO",
+        "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+    }
+    f = probe.probe(runtime=False, root=tmp_path, run=run, environ=env)
+    assert f.os == "Ubuntu 24.04.1 LTS" and f.container == "kubernetes"
+    assert f.cgroup_memory_bytes == 16 * 2**30 and f.cgroup_cpus == 4.0
+    assert f.driver == "580.95.05" and f.driver_cuda == "13.0"
+    assert (
+        f.gpus[0].uuid == "GPU-abc" and f.gpus[0].memory_mib == 81559 and f.gpus[0].ecc == "Enabled"
+    )
+    assert (
+        f.env["HF_TOKEN"] == "<redacted>" and "HOME" not in f.env and f.env["NCCL_DEBUG"] == "INFO"
+    )
+    assert f.sources["driver"] == "/sys/module/nvidia/version"
+
+
+def test_mapped_and_path_libraries(tmp_path: Path) -> None:
+    maps = (
+        "7f00-7f01 r-xp 0 08:01 1 "
+        "/venv/lib/python3.11/site-packages/nvidia/cudnn/lib/libcudnn.so.9\n"
+        "7f02-7f03 r-xp 0 08:01 2 /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "7f04-7f05 r-xp 0 08:01 3 /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n"
+    )
+    assert probe.mapped_libraries(maps) == (
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
+        "/venv/lib/python3.11/site-packages/nvidia/cudnn/lib/libcudnn.so.9",
+    )
+    (tmp_path / "libnccl.so.2").write_text("")
+    (tmp_path / "libfoo.so").write_text("")
+    assert probe.library_path_libraries({"LD_LIBRARY_PATH": f"{tmp_path}::/nonexistent"}) == (
+        str(tmp_path / "libnccl.so.2"),
+    )
