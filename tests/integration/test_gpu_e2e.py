@@ -1,0 +1,42 @@
+"""On a machine with an NVIDIA GPU and driver: facts and doctor against the real thing.
+
+Skipped (with the reason) where there is no NVIDIA driver, which is every CI machine of this
+project. Where it runs, it writes the facts it saw to $TORCHSHIP_GPU_FIXTURE_DIR (if set), so a
+session with a lent GPU can commit them as tests/data/facts/<gpu>.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from torchship.doctor.probe import driver_version
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(driver_version() is None, reason="no NVIDIA driver on this machine"),
+]
+
+
+def test_facts_and_doctor_on_a_real_gpu(tmp_path: Path) -> None:
+    facts_file = tmp_path / "facts.json"
+    assert run_cli("facts", "--runtime", "-o", str(facts_file)).returncode == 0
+    facts = json.loads(facts_file.read_text())
+    assert facts["driver"] and facts["gpus"], facts
+    assert all(g["cc"] for g in facts["gpus"])
+    out = run_cli("doctor", "--facts", str(facts_file), "--json")
+    findings = json.loads(out.stdout)["findings"]
+    if facts["torch_cuda"]:
+        assert facts["cuda_available"] is True, findings
+        assert not [f for f in findings if f["code"] == "gpu-arch-unsupported"], findings
+    fixture_dir = os.environ.get("TORCHSHIP_GPU_FIXTURE_DIR")
+    if fixture_dir:
+        name = facts["gpus"][0]["name"].lower().replace(" ", "-")
+        Path(fixture_dir, f"{name}.json").write_text(json.dumps(facts, indent=2) + "\n")
+        Path(fixture_dir, f"{name}.doctor.txt").write_text(
+            run_cli("doctor", "--facts", str(facts_file)).stdout
+        )
