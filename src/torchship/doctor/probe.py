@@ -62,7 +62,7 @@ def _read(path: Path) -> str | None:
 
 def _nvml_driver() -> str | None:
     try:
-        import pynvml  # type: ignore[import-not-found, unused-ignore]
+        import pynvml
     except ImportError:
         return None
     try:
