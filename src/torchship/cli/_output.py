@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from torchship._atomic import write_text_atomic
 
 
 def print_json(data: Any) -> None:
@@ -22,3 +25,12 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
         cells = [c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)] + [r[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def emit(text: str, output: str | None, what: str) -> None:
+    """Write `text` atomically to `output` (saying so on stderr), or to standard output."""
+    if output:
+        write_text_atomic(Path(output), text)
+        print(f"wrote {output} ({what})", file=sys.stderr)
+    else:
+        sys.stdout.write(text)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from torchship._atomic import write_text_atomic
+from torchship.cli._output import emit
 from torchship.cli.lock import lock_path
 from torchship.lock import export_requirements, read_lock
 
@@ -24,10 +23,5 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     lock = read_lock(lock_path(Path(args.project)))
-    text = export_requirements(lock)
-    if args.output:
-        write_text_atomic(Path(args.output), text)
-        print(f"wrote {args.output} ({len(lock.packages)} packages)", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    emit(export_requirements(lock), args.output, f"{len(lock.packages)} packages")
     return 0

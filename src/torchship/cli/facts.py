@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
-from torchship._atomic import write_text_atomic
+from torchship.cli._output import emit
 from torchship.doctor.probe import probe
 
 
@@ -28,9 +26,5 @@ def runtime_mode(args: argparse.Namespace) -> bool | None:
 def run(args: argparse.Namespace) -> int:
     facts = probe(runtime=runtime_mode(args))
     text = json.dumps(facts.to_json(), indent=2, ensure_ascii=False) + "\n"
-    if args.output:
-        write_text_atomic(Path(args.output), text)
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    emit(text, args.output, f"facts schema {facts.schema_version}, {facts.origin}")
     return 0
