@@ -280,7 +280,7 @@ class JobStore:
         return _job(rows[0]) if len(rows) == 1 else None
 
     def jobs(self, state: str | None = None, site: str | None = None) -> list[Job]:
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        sql, args = "SELECT * FROM jobs WHERE 1=1", list[str]()
         if state:
             sql, args = sql + " AND state = ?", [*args, state]
         if site:
