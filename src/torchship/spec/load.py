@@ -36,8 +36,9 @@ IMAGE_KEYS = ("jupyter", "ssh", "cuda_extensions", "system_packages")
 T = TypeVar("T")
 
 
-class _Reader:
-    """Walks one table, so that every error knows its file and field path."""
+class FieldReader:
+    """Walks one table, so that every error knows its file and field path (shared by the
+    project spec and the job spec)."""
 
     def __init__(self, file: str, table: dict[str, Any], prefix: str, allowed: tuple[str, ...]):
         self.file, self.table, self.prefix = file, table, prefix
@@ -74,6 +75,24 @@ class _Reader:
         except ValueError as e:
             raise self.fail(key, str(e), f"write {example}") from None
 
+    def integer(self, key: str, default: int, minimum: int, example: str) -> int:
+        value = self.table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"must be a whole number, not {_kind(value)}", f"write {example}")
+        if value < minimum:
+            raise self.fail(key, f"must be ≥ {minimum}, not {value}", f"write {example}")
+        return value
+
+    def number(self, key: str, minimum: float, example: str) -> float | None:
+        if key not in self.table:
+            return None
+        value = self.table[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"must be a number, not {_kind(value)}", f"write {example}")
+        if value < minimum:
+            raise self.fail(key, f"must be ≥ {minimum:g}, not {value}", f"write {example}")
+        return float(value)
+
     def boolean(self, key: str) -> bool:
         value = self.table.get(key, False)
         if not isinstance(value, bool):
@@ -98,13 +117,13 @@ class _Reader:
                 )
         return tuple(value)
 
-    def table_at(self, key: str, allowed: tuple[str, ...]) -> _Reader:
+    def table_at(self, key: str, allowed: tuple[str, ...]) -> FieldReader:
         value = self.table.get(key, {})
         if not isinstance(value, dict):
             raise self.fail(
                 key, f"must be a table, not {_kind(value)}", f"write [{key}] as a table"
             )
-        return _Reader(self.file, value, f"{self.path(key)}.", allowed)
+        return FieldReader(self.file, value, f"{self.path(key)}.", allowed)
 
 
 def _kind(value: Any) -> str:
@@ -118,7 +137,7 @@ def _kind(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _targets(r: _Reader) -> Targets:
+def _targets(r: FieldReader) -> Targets:
     t = r.table_at("targets", TARGET_KEYS)
     gpus = t.strings("gpus", 'gpus = ["H100", "RTX 4090", "sm_89"]')
     for i, g in enumerate(gpus):
@@ -134,7 +153,7 @@ def _targets(r: _Reader) -> Targets:
     )
 
 
-def _image(r: _Reader) -> ImageOptions:
+def _image(r: FieldReader) -> ImageOptions:
     im = r.table_at("image", IMAGE_KEYS)
     pkgs = im.strings("system_packages", 'system_packages = ["git", "libgl1"]')
     for i, p in enumerate(pkgs):
@@ -155,7 +174,7 @@ def _image(r: _Reader) -> ImageOptions:
 
 def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix: str = "") -> Spec:
     """Validate a parsed torchship.toml (prefix "") or [tool.torchship] ("tool.torchship.")."""
-    r = _Reader(file, table, prefix, TOP_KEYS)
+    r = FieldReader(file, table, prefix, TOP_KEYS)
     name = r.string("name", default_name, 'name = "my-project"') or default_name
     if not _NAME_RE.match(name):
         raise r.fail(
@@ -195,7 +214,7 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     )
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -242,7 +261,7 @@ def _has_tool_table(pyproject: Path) -> bool:
 def load_spec(path: str | Path) -> Spec:
     """Load and validate the spec at `path` (a file or a project folder)."""
     file = find_spec_file(Path(path))
-    data = _read_toml(file)
+    data = read_toml(file)
     default_name = file.resolve().parent.name.lower() or "project"
     if file.name == PYPROJECT:
         project = data.get("project")

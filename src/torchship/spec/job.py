@@ -1,0 +1,210 @@
+"""The job spec: `job.toml` (a `[job]` table). Validated once, with field-path errors.
+
+[job]
+name = "quickstart-train"
+workload = "reference"            # the built-in DDP workload, or:
+# command = ["python", "train.py", "--epochs", "3"]
+nodes = 1
+gpus_per_node = 0                 # 0: CPU processes
+processes_per_node = 2            # default: gpus_per_node, or 1
+gpu_models = []                   # acceptable GPU models ("H100", "A100", "sm_90")
+cpus = 2
+memory_gib = 4
+checkpoint_dir = "checkpoints"
+max_runtime_minutes = 30
+retries = 1
+budget_usd = 10.0
+
+[[job.data]]
+path = "data/corpus"              # where the data is, on the site
+mount = "/data/corpus"            # where the job sees it
+read_only = true
+class = "internal"                # public | internal | sensitive
+
+[job.env]
+HF_HUB_OFFLINE = "1"
+
+[job.workload_args]               # for the built-in workload
+steps = 200
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchship.errors import SpecError
+from torchship.spec.load import FieldReader, read_toml
+
+DATA_CLASSES = ("public", "internal", "sensitive")
+WORKLOADS = ("reference",)
+JOB_KEYS = (
+    "name",
+    "workload",
+    "command",
+    "nodes",
+    "gpus_per_node",
+    "processes_per_node",
+    "gpu_models",
+    "cpus",
+    "memory_gib",
+    "data",
+    "env",
+    "checkpoint_dir",
+    "max_runtime_minutes",
+    "retries",
+    "budget_usd",
+    "workload_args",
+)
+DATA_KEYS = ("path", "mount", "read_only", "class")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class DataMount:
+    path: str
+    mount: str
+    read_only: bool
+    data_class: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    name: str
+    command: tuple[str, ...] | None  # None: the built-in workload
+    workload: str | None
+    nodes: int
+    gpus_per_node: int
+    processes_per_node: int
+    gpu_models: tuple[str, ...] = ()
+    cpus: float | None = None
+    memory_gib: float | None = None
+    data: tuple[DataMount, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    checkpoint_dir: str | None = None
+    max_runtime_minutes: float | None = None
+    retries: int = 0
+    budget_usd: float | None = None
+    workload_args: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def sensitivity(self) -> str:
+        """The most sensitive data class the job reads ("public" when it reads none)."""
+        order = {c: i for i, c in enumerate(DATA_CLASSES)}
+        return max((d.data_class for d in self.data), key=order.__getitem__, default="public")
+
+
+def _command(r: FieldReader) -> tuple[tuple[str, ...] | None, str | None]:
+    has_cmd, has_wl = "command" in r.table, "workload" in r.table
+    if has_cmd == has_wl:
+        raise r.fail(
+            "command" if has_cmd else "workload",
+            "give exactly one of command and workload" if has_cmd else "missing",
+            'add command = ["python", "train.py"] or workload = "reference"',
+        )
+    if has_wl:
+        wl = r.string("workload", None, 'workload = "reference"')
+        if wl not in WORKLOADS:
+            raise r.fail("workload", f"unknown workload {wl!r}", f"one of: {', '.join(WORKLOADS)}")
+        return None, wl
+    cmd = r.strings("command", 'command = ["python", "train.py"]')
+    if not cmd or not cmd[0].strip():
+        raise r.fail("command", "is empty", 'write command = ["python", "train.py"]')
+    return cmd, None
+
+
+def _data(r: FieldReader) -> tuple[DataMount, ...]:
+    raw = r.table.get("data", [])
+    if not isinstance(raw, list):
+        raise r.fail("data", "must be a list of [[job.data]] tables", "write [[job.data]] blocks")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise r.fail(f"data[{i}]", "must be a table", "write a [[job.data]] block")
+        d = FieldReader(r.file, item, r.path(f"data[{i}]."), DATA_KEYS)
+        path = d.string("path", None, 'path = "data/corpus"')
+        if not path:
+            raise d.fail("path", "missing", 'add path = "data/corpus"')
+        mount = d.string("mount", None, 'mount = "/data/corpus"') or f"/data/{Path(path).name}"
+        if not mount.startswith("/"):
+            raise d.fail("mount", f"{mount!r} is not an absolute path", 'write mount = "/data/x"')
+        cls = d.string("class", "internal", 'class = "internal"') or "internal"
+        if cls not in DATA_CLASSES:
+            raise d.fail(
+                "class", f"unknown data class {cls!r}", f"one of: {', '.join(DATA_CLASSES)}"
+            )
+        read_only = item.get("read_only", True)
+        if not isinstance(read_only, bool):
+            raise d.fail("read_only", "must be true or false", "write read_only = true")
+        out.append(DataMount(path, mount, read_only, cls))
+    return tuple(out)
+
+
+def _env(r: FieldReader) -> dict[str, str]:
+    raw = r.table.get("env", {})
+    if not isinstance(raw, dict):
+        raise r.fail("env", "must be a table", 'write [job.env] with NAME = "value" lines')
+    for k, v in raw.items():
+        if not _ENV_NAME.match(k) or not isinstance(v, str):
+            raise r.fail(f"env.{k}", 'must be NAME = "string"', 'write OMP_NUM_THREADS = "4"')
+    return dict(raw)
+
+
+def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSpec:
+    r = FieldReader(file, table, "job.", JOB_KEYS)
+    command, workload = _command(r)
+    gpus = r.integer("gpus_per_node", 0, 0, "gpus_per_node = 1")
+    models = r.strings("gpu_models", 'gpu_models = ["H100", "A100"]')
+    if models and gpus == 0:
+        raise r.fail(
+            "gpu_models",
+            f"names GPU models ({', '.join(models)}) but gpus_per_node is 0",
+            "set gpus_per_node ≥ 1, or remove gpu_models for a CPU job",
+        )
+    procs = r.integer("processes_per_node", max(gpus, 1), 1, "processes_per_node = 2")
+    if gpus and procs > gpus:
+        raise r.fail(
+            "processes_per_node",
+            f"{procs} processes share {gpus} GPU(s)",
+            "use one process per GPU: processes_per_node = gpus_per_node",
+        )
+    args = r.table.get("workload_args", {})
+    if not isinstance(args, dict):
+        raise r.fail("workload_args", "must be a table", "write [job.workload_args]")
+    name = r.string("name", default_name, 'name = "train"') or default_name
+    return JobSpec(
+        name=name,
+        command=command,
+        workload=workload,
+        nodes=r.integer("nodes", 1, 1, "nodes = 1"),
+        gpus_per_node=gpus,
+        processes_per_node=procs,
+        gpu_models=models,
+        cpus=r.number("cpus", 0.1, "cpus = 4"),
+        memory_gib=r.number("memory_gib", 0.1, "memory_gib = 16"),
+        data=_data(r),
+        env=_env(r),
+        checkpoint_dir=r.string("checkpoint_dir", None, 'checkpoint_dir = "checkpoints"'),
+        max_runtime_minutes=r.number("max_runtime_minutes", 0.1, "max_runtime_minutes = 60"),
+        retries=r.integer("retries", 0, 0, "retries = 2"),
+        budget_usd=r.number("budget_usd", 0, "budget_usd = 100.0"),
+        workload_args=dict(args),
+        source=file,
+    )
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """A job.toml, or any TOML file with a [job] table."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "job.toml"
+    if not p.is_file():
+        raise SpecError(str(p), "", "does not exist", "pass a job.toml (see docs/jobs.md)")
+    data = read_toml(p)
+    table = data.get("job")
+    if not isinstance(table, dict):
+        raise SpecError(str(p), "job", "missing or not a table", "put the job under a [job] table")
+    return job_from_table(table, str(p), p.parent.resolve().name.lower() or "job")
