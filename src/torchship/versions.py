@@ -26,9 +26,3 @@ def driver_str(v: Version) -> str:
     """NVIDIA prints the third driver component zero-padded: (580, 65, 6) -> '580.65.06'."""
     parts = [str(p) for p in v[:2]] + [f"{p:02d}" for p in v[2:]]
     return ".".join(parts)
-
-
-def version_ge(a: Version, b: Version) -> bool:
-    """a >= b, padding the shorter with zeros (580 >= 580.0.0)."""
-    n = max(len(a), len(b))
-    return a + (0,) * (n - len(a)) >= b + (0,) * (n - len(b))

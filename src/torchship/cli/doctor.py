@@ -38,33 +38,28 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
-def _read_text(path: str, what: str) -> str:
+def _read_text(path: str, what: str, strict: bool = False) -> str:
+    """The file's text; with `strict`, binary content is bad input rather than replaced."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise UsageError(
             f"{path}: cannot read the {what} ({e.strerror})", "check the path"
         ) from None
-    return raw.decode("utf-8", errors="replace")
+    try:
+        return raw.decode("utf-8", errors="strict" if strict else "replace")
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"{path}: is binary, not a {what}",
+            "paste the whole output of `python -m torch.utils.collect_env`",
+        ) from None
 
 
 def gather(args: argparse.Namespace) -> Facts:
     if args.facts:
         return read_facts(Path(args.facts))
     if args.collect_env:
-        try:
-            raw = Path(args.collect_env).read_bytes()
-        except OSError as e:
-            raise UsageError(
-                f"{args.collect_env}: cannot read ({e.strerror})", "check the path"
-            ) from None
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageError(
-                f"{args.collect_env}: is binary, not a collect_env report",
-                "paste the whole output of `python -m torch.utils.collect_env`",
-            ) from None
+        text = _read_text(args.collect_env, "collect_env report", strict=True)
         return parse_collect_env(text, load_matrix(), args.collect_env)
     return probe(runtime=runtime_mode(args))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from torchship.versions import Version, driver_str, parse_version, version_ge, version_str
+from torchship.versions import Version, driver_str, parse_version, version_str
 
 __all__ = [
     "CC",
@@ -21,7 +21,6 @@ __all__ = [
     "parse_arch",
     "parse_cc",
     "parse_version",
-    "version_ge",
     "version_str",
 ]
 
@@ -63,10 +62,6 @@ def parse_cc(text: str) -> CC:
     if not m:
         raise ValueError(f"not a compute capability: {text!r} (expected X.Y or sm_XY)")
     return (int(m.group(1)), int(m.group(2)))
-
-
-def cc_str(cc: CC) -> str:
-    return f"{cc[0]}.{cc[1]}"
 
 
 def sm_str(cc: CC) -> str:

@@ -405,8 +405,9 @@ def probe(
     if drv:
         sources["driver"] = drv.source
     details = {d["index"]: d for d in gpu_details(run)} if drv else {}
+    found = gpus(root, run) if drv else []
     gpu_list = []
-    for i, g in enumerate(gpus(root, run) if drv else []):
+    for i, g in enumerate(found):
         d = details.get(str(i), {})
         gpu_list.append(
             GPUFact(
@@ -419,8 +420,8 @@ def probe(
                 ecc=d.get("ecc.mode.current"),
             )
         )
-    if gpu_list:
-        sources["gpus"] = next(iter(gpus(root, run))).source
+    if found:
+        sources["gpus"] = found[0].source
     pkgs = packages()
     version, build_cuda = _torch_files()
     if version:
