@@ -27,8 +27,9 @@ SCHEMA_VERSION = 1
 STATES = ("submitted", "pending", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ALLOWED: dict[str, frozenset[str]] = {
-    "submitted": frozenset({"pending", "running", "failed", "cancelled", "lost"}),
-    "pending": frozenset({"running", "failed", "cancelled", "lost"}),
+    # the site is the truth: a short job can end before anyone saw it run
+    "submitted": frozenset({"pending", "running", "succeeded", "failed", "cancelled", "lost"}),
+    "pending": frozenset({"running", "succeeded", "failed", "cancelled", "lost"}),
     "running": frozenset({"succeeded", "failed", "cancelled", "lost", "pending"}),
     "lost": frozenset({"pending", "running", "succeeded", "failed", "cancelled"}),
     "succeeded": frozenset(),
@@ -94,14 +95,18 @@ class Event:
     detail: dict[str, Any] | None
 
 
-def default_path() -> Path:
-    """The user's data dir (platformdirs), or $TORCHSHIP_HOME when set."""
+def data_dir() -> Path:
+    """$TORCHSHIP_HOME when set, else the user's data dir (platformdirs)."""
     home = os.environ.get("TORCHSHIP_HOME")
     if home:
-        return Path(home) / "jobs.db"
+        return Path(home)
     from platformdirs import user_data_dir
 
-    return Path(user_data_dir("torchship", appauthor=False)) / "jobs.db"
+    return Path(user_data_dir("torchship", appauthor=False))
+
+
+def default_path() -> Path:
+    return data_dir() / "jobs.db"
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -203,12 +208,13 @@ class JobStore:
         lock_hash: str | None = None,
         site: str | None = None,
         placement: dict[str, Any] | None = None,
+        job_id: str | None = None,
     ) -> tuple[Job, bool]:
         """(job, created). The same key returns the existing job unchanged."""
         if not key:
             raise UsageError("a submission needs a non-empty key", "pass a unique idempotency key")
         now = time.time()
-        job_id = new_job_id(now)
+        job_id = job_id or new_job_id(now)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO jobs (id, key, name, spec, lock_hash, site, placement, state,"

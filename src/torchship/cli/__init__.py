@@ -12,16 +12,32 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from torchship._version import __version__
+from torchship.cli import cancel as cancel_cmd
 from torchship.cli import diff as diff_cmd
 from torchship.cli import doctor as doctor_cmd
 from torchship.cli import export as export_cmd
 from torchship.cli import facts as facts_cmd
 from torchship.cli import init as init_cmd
 from torchship.cli import lock as lock_cmd
+from torchship.cli import logs as logs_cmd
 from torchship.cli import resolve as resolve_cmd
+from torchship.cli import run as run_cmd
+from torchship.cli import status as status_cmd
 from torchship.errors import TorchshipError, UsageError
 
-COMMANDS = (init_cmd, resolve_cmd, lock_cmd, export_cmd, facts_cmd, doctor_cmd, diff_cmd)
+COMMANDS = (
+    init_cmd,
+    resolve_cmd,
+    lock_cmd,
+    export_cmd,
+    facts_cmd,
+    doctor_cmd,
+    diff_cmd,
+    run_cmd,
+    status_cmd,
+    logs_cmd,
+    cancel_cmd,
+)
 
 
 class _Parser(argparse.ArgumentParser):

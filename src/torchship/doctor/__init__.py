@@ -12,7 +12,11 @@ __all__ = ["Facts", "Finding", "diagnose"]
 
 
 def diagnose(
-    facts: Facts, lock: Lock | None = None, error_log: str = "", matrix: Matrix | None = None
+    facts: Facts,
+    lock: Lock | None = None,
+    error_log: str = "",
+    matrix: Matrix | None = None,
+    cpu_job: bool = False,
 ) -> list[Finding]:
     """Every finding for these facts, in layer order."""
-    return run_checks(Context(facts, matrix or load_matrix(), lock, error_log))
+    return run_checks(Context(facts, matrix or load_matrix(), lock, error_log, cpu_job))

@@ -27,6 +27,9 @@ from torchship.versions import driver_str, parse_version
 ERROR, WARNING, INFO = "error", "warning", "info"
 SHM_DOCKER_DEFAULT = 64 * 2**20  # docker's default /dev/shm (moby daemon default shm size)
 SHM_ADVISED = 1 * 2**30  # DataLoader workers pass batches through /dev/shm
+# Wheels a CUDA build of torch depends on that a CPU build does not (torch's METADATA
+# Requires-Dist for the cu* variants: nvidia-*, cuda-* since cu13, triton).
+CUDA_RUNTIME_WHEELS = ("nvidia-", "cuda-", "triton")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class Context:
     matrix: Matrix
     lock: Lock | None = None
     error_log: str = ""
+    cpu_job: bool = False  # checking for a job that uses no GPU (a run's preflight)
 
     def log(self, pattern: str) -> re.Match[str] | None:
         return re.search(pattern, self.error_log, re.IGNORECASE | re.MULTILINE)
@@ -646,28 +650,41 @@ def lock_mismatch(ctx: Context) -> list[Finding]:
     f, lock = ctx.facts, ctx.lock
     if lock is None:
         return []
-    diffs = []
+    diffs, pins = [], []
     variant = torch_variant(f)
     locked_base = lock.torch.split("+", 1)[0]
-    if (f.torch or "").split("+", 1)[0] != locked_base or (variant and variant != lock.variant):
+    # A CPU job computes the same on any build of the locked torch version: the CUDA variant
+    # and the CUDA runtime wheels it pulls in do not matter to it.
+    other_variant = variant and variant != lock.variant and not ctx.cpu_job
+    torch_differs = (f.torch or "").split("+", 1)[0] != locked_base or bool(other_variant)
+    if torch_differs:
         diffs.append(f"torch {f.torch or 'missing'} (locked {locked_base}+{lock.variant})")
-    if f.python and not f.python.startswith(lock.python.rstrip("t") + "."):
+    python_differs = f.python is not None and not f.python.startswith(lock.python.rstrip("t") + ".")
+    if python_differs:
         diffs.append(f"Python {f.python} (locked {lock.python})")
     if f.origin != "collect-env":  # a report lists only a few packages
         for p in lock.packages:
             have = f.packages.get(p.name)
+            if ctx.cpu_job and p.name.startswith(CUDA_RUNTIME_WHEELS):
+                continue
             if p.name != "torch" and have != p.version:
                 diffs.append(f"{p.name} {have or 'missing'} (locked {p.version})")
+                pins.append(f"{p.name}=={p.version}")
     if not diffs:
         return []
     shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
+    fix = (
+        "install from the lock: `torchship export requirements -o r.txt && "
+        "pip install --require-hashes -r r.txt`, or run in the locked image"
+    )
+    if pins and not torch_differs and not python_differs and len(pins) <= 10:
+        fix = f"install the locked versions: `pip install {' '.join(pins)}`, or {fix}"
     return [
         Finding(
             "lock-mismatch",
             ERROR,
             f"the installed stack differs from {lock.name}'s lock: {shown}",
-            "install from the lock: `torchship export requirements -o r.txt && "
-            "pip install --require-hashes -r r.txt`, or run in the locked image",
+            fix,
         )
     ]
 

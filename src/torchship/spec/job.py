@@ -37,6 +37,7 @@ from typing import Any
 
 from torchship.errors import SpecError
 from torchship.spec.load import FieldReader, read_toml
+from torchship.workload.config import ArgError, check_table
 
 DATA_CLASSES = ("public", "internal", "sensitive")
 WORKLOADS = ("reference",)
@@ -174,6 +175,13 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
     args = r.table.get("workload_args", {})
     if not isinstance(args, dict):
         raise r.fail("workload_args", "must be a table", "write [job.workload_args]")
+    if args and workload is None:
+        raise r.fail("workload_args", "is for the built-in workload", "pass arguments in command")
+    if workload == "reference":
+        try:
+            check_table(args)
+        except ArgError as e:
+            raise r.fail(f"workload_args.{e.key}", str(e), e.hint) from None
     name = r.string("name", default_name, 'name = "train"') or default_name
     return JobSpec(
         name=name,

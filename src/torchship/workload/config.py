@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, fields
+from difflib import get_close_matches
 from typing import Any
 
 AMP_MODES = ("auto", "bf16", "off")
@@ -75,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        kind = {"int": int, "float": float}.get(str(f.type), str)
+        kind = _kind(f)
         choices = {"amp": AMP_MODES, "compile": COMPILE_MODES}.get(f.name)
         p.add_argument(flag, dest=f.name, type=kind, default=default, choices=choices)
     return p
@@ -90,29 +91,49 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         raise  # unreachable: error() exits
 
 
-def args_from_table(table: dict[str, Any]) -> list[str]:
-    """[job.workload_args] → command-line flags; unknown names and bad values raise ValueError."""
+class ArgError(ValueError):
+    """A bad [job.workload_args] entry: `key` names it, `hint` says what would be right."""
+
+    def __init__(self, key: str, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.key, self.hint = key, hint
+
+
+def _kind(f: Any) -> type:
+    return {"int": int, "float": float}.get(str(f.type), str)
+
+
+def check_table(table: dict[str, Any]) -> TrainConfig:
+    """Validate [job.workload_args] as the workload will read it; raises ArgError."""
     known = {f.name: f for f in fields(TrainConfig)}
-    out: list[str] = []
+    values = asdict(TrainConfig())
     for key, value in table.items():
         if key not in known:
-            raise ValueError(f"unknown workload argument {key!r}")
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ValueError(f"{key} must be a number or a string")
-        out += ["--" + key.replace("_", "-"), str(value)]
-    validate(TrainConfig(**{**asdict(TrainConfig()), **_typed(table, known)}))
-    return out
+            close = get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"one of: {', '.join(known)}"
+            raise ArgError(key, "unknown workload argument", hint)
+        kind = _kind(known[key])
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise ArgError(key, f"must be {_NOUN[kind]}", f"write {key} = {values[key]!r}")
+        values[key] = value
+    try:
+        return validate(TrainConfig(**values))
+    except ValueError as e:
+        bad = next((k for k in table if k in str(e)), next(iter(table), "steps"))
+        raise ArgError(bad, str(e), "see `python -m torchship.workload --help`") from None
 
 
-def _typed(table: dict[str, Any], known: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+_NOUN = {int: "an integer", float: "a number", str: "a string"}
+
+
+def args_from_table(table: dict[str, Any]) -> list[str]:
+    """[job.workload_args] → the workload's command-line flags (validated first)."""
+    check_table(table)
+    out: list[str] = []
     for key, value in table.items():
-        kind = str(known[key].type)
-        if kind == "int" and not isinstance(value, int):
-            raise ValueError(f"{key} must be an integer")
-        if kind == "float" and not isinstance(value, int | float):
-            raise ValueError(f"{key} must be a number")
-        if kind.startswith("str") and not isinstance(value, str):
-            raise ValueError(f"{key} must be a string")
-        out[key] = value
+        if value is not None:
+            out += ["--" + key.replace("_", "-"), str(value)]
     return out

@@ -1,0 +1,31 @@
+"""Site backends: one module per site kind behind the interface in base.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torchship.backends.base import Backend, Capabilities, Request, SiteStatus
+from torchship.errors import UsageError
+
+__all__ = ["REGISTRY", "Backend", "Capabilities", "Request", "SiteStatus", "create_backend"]
+
+
+def _local() -> Backend:
+    from torchship.backends.local import create
+
+    return create()
+
+
+REGISTRY: dict[str, Callable[[], Backend]] = {
+    "local": _local,
+}
+
+
+def create_backend(kind: str) -> Backend:
+    try:
+        factory = REGISTRY[kind]
+    except KeyError:
+        raise UsageError(
+            f"unknown site {kind!r}", f"one of: {', '.join(sorted(REGISTRY))}"
+        ) from None
+    return factory()

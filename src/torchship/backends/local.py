@@ -1,0 +1,255 @@
+"""The `local` site: the job runs as processes on this machine, under torchrun, in the
+current Python environment.
+
+plan() is pure: it turns (job, lock, job id) into the exact command, environment and folder.
+apply() starts the supervisor (torchship.backends.supervise) in a session of its own, its
+output going to <data dir>/runs/<job id>/log. The run folder is the site's truth:
+supervisor.json (a live pid) means running, exit.json says how it ended, neither means lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchship._atomic import write_text_atomic
+from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
+from torchship.backends.supervise import job_pids
+from torchship.errors import SpecError, UsageError
+from torchship.lock.model import Lock
+from torchship.spec.job import JobSpec
+from torchship.workload.config import ArgError, args_from_table
+
+SCHEME = "local"
+STARTING_S = 30.0  # a run folder without supervisor.json younger than this is still starting
+PYTHONS = frozenset({"python", "python3"})
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOptions:
+    python: str  # the interpreter of the current environment
+    home: Path  # the data dir: runs/<job id>/ lives here
+    host: str
+
+
+def run_dir(home: Path, job_id: str) -> Path:
+    return home / "runs" / job_id
+
+
+def torchrun_argv(python: str, job: JobSpec, job_id: str) -> list[str]:
+    # c10d rendezvous on the loopback address with a free port (":0"): several local jobs can
+    # run at once, and it works in a container without a network (no hostname lookup).
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc-per-node={job.processes_per_node}",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
+        f"--rdzv-id={job_id}",
+        f"--max-restarts={job.retries}",
+    ]
+
+
+def checkpoint_dir(job: JobSpec, run: Path) -> Path:
+    """Absolute: shared by every submission (resume across them); relative: per job run."""
+    if job.checkpoint_dir and Path(job.checkpoint_dir).expanduser().is_absolute():
+        return Path(job.checkpoint_dir).expanduser()
+    return run / (job.checkpoint_dir or "checkpoints")
+
+
+def workload_argv(job: JobSpec, run: Path) -> list[str]:
+    table: dict[str, Any] = {
+        **job.workload_args,
+        "checkpoint_dir": str(checkpoint_dir(job, run)),
+        "summary": str(run / "summary.json"),
+        "metrics": str(run / "metrics.jsonl"),
+    }
+    try:
+        return ["-m", "torchship.workload", *args_from_table(table)]
+    except ArgError as e:
+        raise SpecError(job.source, f"job.workload_args.{e.key}", str(e), e.hint) from None
+
+
+def job_env(job: JobSpec, job_id: str, run: Path) -> dict[str, str]:
+    env = {
+        "TORCHSHIP_JOB_ID": job_id,
+        "TORCHSHIP_RUN_DIR": str(run),
+        "TORCHSHIP_CHECKPOINT_DIR": str(checkpoint_dir(job, run)),
+        "PYTHONUNBUFFERED": "1",
+        # gloo binds to the address the hostname resolves to; a one-node job talks over loopback
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    if job.cpus:
+        env["OMP_NUM_THREADS"] = str(max(1, int(job.cpus // job.processes_per_node)))
+    return {**env, **job.env}
+
+
+class LocalBackend:
+    kind = SCHEME
+
+    def __init__(self, options: LocalOptions) -> None:
+        self.options = options
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, volumes=("host-path",)
+        )
+
+    def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
+        if job.nodes > 1:
+            raise UsageError(
+                f"{job.source}: job.nodes = {job.nodes}, but the local site runs one node",
+                "set nodes = 1, or run it on a Kubernetes site",
+            )
+        o = self.options
+        run = run_dir(o.home, job_id)
+        argv = torchrun_argv(o.python, job, job_id)
+        cwd = run
+        if job.command is None:
+            argv += workload_argv(job, run)
+        else:
+            cmd = [o.python if c in PYTHONS and i == 0 else c for i, c in enumerate(job.command)]
+            argv += ["--no-python", *cmd]
+            cwd = Path(job.source).resolve().parent
+        max_s = job.max_runtime_minutes * 60 if job.max_runtime_minutes else None
+        sup = [o.python, "-m", "torchship.backends.supervise", "--run-dir", str(run)]
+        sup += ["--job-id", job_id, *([f"--max-runtime-s={max_s:g}"] if max_s else []), "--"]
+        env = job_env(job, job_id, run)
+        text = f"cd {shlex.quote(str(cwd))} && " + shlex.join(
+            [*(f"{k}={v}" for k, v in env.items()), *argv]
+        )
+        return Request(
+            site=SCHEME,
+            kind=SCHEME,
+            job_id=job_id,
+            text=text,
+            argv=(*sup, *argv),
+            env=env,
+            cwd=str(cwd),
+            run_dir=str(run),
+            max_runtime_s=max_s,
+        )
+
+    def apply(self, request: Request) -> str:
+        run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2))
+        with open(run / "log", "ab") as log:
+            child = subprocess.Popen(
+                request.argv,
+                cwd=request.cwd,
+                env={**os.environ, **request.env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # the supervisor leads the job's process group
+            )
+        self._children.append(child)
+        return f"{SCHEME}://{self.options.host}/{request.job_id}"
+
+    def _run(self, handle: str) -> tuple[str, Path]:
+        host, job_id = parse_handle(handle, SCHEME)
+        if host != self.options.host:
+            raise UsageError(
+                f"{handle} ran on {host}, not on this machine ({self.options.host})",
+                f"run this command on {host}",
+            )
+        return job_id, run_dir(self.options.home, job_id)
+
+    def status(self, handle: str) -> SiteStatus:
+        for c in self._children:
+            c.poll()  # reap a finished supervisor we started, so its pid reads as gone
+        job_id, run = self._run(handle)
+        ended = _read_json(run / "exit.json")
+        if ended is not None:
+            return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""))
+        sup = _read_json(run / "supervisor.json")
+        if sup is not None and _alive(int(sup["pid"]), job_id):
+            return SiteStatus("running")
+        if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
+            return SiteStatus("pending", reason="starting")
+        return SiteStatus(
+            "lost",
+            reason="its supervisor ended without recording an exit (killed, or the machine "
+            "restarted)",
+        )
+
+    def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
+        _, run = self._run(handle)
+        path = run / "log"
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8", errors="replace") as f:
+            while True:
+                line = f.readline()
+                if line:
+                    yield line
+                    continue
+                if not follow or self.status(handle).state not in ("pending", "running"):
+                    yield from f  # whatever was written after the last read
+                    return
+                time.sleep(0.1)
+
+    def cancel(self, handle: str) -> None:
+        job_id, run = self._run(handle)
+        st = self.status(handle)
+        if st.state in ("succeeded", "failed", "cancelled"):
+            return
+        sup = _read_json(run / "supervisor.json")
+        if st.state == "running" and sup is not None:
+            os.kill(int(sup["pid"]), signal.SIGTERM)  # the supervisor stops the job, records it
+            return
+        for pid in job_pids(job_id):  # lost: no supervisor to ask; end what is left
+            os.kill(pid, signal.SIGKILL)
+        record = {"state": "cancelled", "exit_code": None, "reason": "cancelled after loss"}
+        write_text_atomic(run / "exit.json", json.dumps({**record, "ended_at": time.time()}))
+
+
+def _request_json(r: Request) -> dict[str, Any]:
+    return {"site": r.site, "job_id": r.job_id, "text": r.text, "argv": list(r.argv)}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _alive(pid: int, job_id: str) -> bool:
+    """The pid is running and is this job's supervisor (not a reused pid, not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process: our supervisor runs as us
+    proc = Path("/proc") / str(pid)
+    if not proc.is_dir():
+        return True  # no /proc (macOS): trust the signal check
+    try:
+        stat = (proc / "stat").read_text()
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and job_id.encode() in cmdline
+
+
+def create() -> LocalBackend:
+    from torchship.state import data_dir
+
+    return LocalBackend(LocalOptions(sys.executable, data_dir(), socket.gethostname()))

@@ -1,0 +1,26 @@
+"""`torchship logs JOB [-f]`: a job's output, from its site."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from torchship.jobs import get_job, logs
+from torchship.state import JobStore
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("logs", help="a job's output")
+    p.add_argument("job", help="a job id (or a unique prefix, or its key)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until it ends")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with JobStore() as store:
+        job = get_job(store, args.job)
+    for line in logs(job, follow=args.follow):
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,134 @@
+"""`torchship run JOB`: preflight, submit to a site, follow the logs, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torchship.cli._output import print_json
+from torchship.doctor.checks import Finding
+from torchship.jobs import PreflightError, Submission, cancel, logs, submit, wait
+from torchship.state import Job, JobStore
+
+_MARK = {"error": "✗", "warning": "!", "info": "·"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a job (job.toml) on a site, after a preflight")
+    p.add_argument("job", help="a job.toml, or a folder holding one")
+    p.add_argument("--site", default="local", help="where to run it (default: local)")
+    p.add_argument("--dry-run", action="store_true", help="print the preflight and the plan")
+    p.add_argument("--force", action="store_true", help="run despite preflight errors")
+    p.add_argument("--detach", "-d", action="store_true", help="start it and return")
+    p.add_argument("--key", help="idempotency key: the same key never starts a second job")
+    p.add_argument("--json", action="store_true", help="print the submission (and result) as JSON")
+    p.set_defaults(run=run)
+
+
+def findings_text(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        lines.append(f"{_MARK[f.severity]} [{f.layer}] {f.code}: {f.message}")
+        if f.severity != "info":
+            lines.append(f"    fix: {f.fix}")
+    errors = sum(f.severity == "error" for f in findings)
+    warnings = sum(f.severity == "warning" for f in findings)
+    lines.append(f"preflight: {errors} error(s), {warnings} warning(s)")
+    return "\n".join(lines)
+
+
+def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
+    head = f"job {job.id} {job.state} on {job.handle} in {elapsed_s:.1f} s"
+    if job.exit_code:
+        head += f" (exit code {job.exit_code})"
+    s = _summary(sub)
+    if not s:
+        return head
+    parts = []
+    if s.get("first_loss") is not None:
+        parts.append(f"loss {s['first_loss']:.4f} → {s['final_loss']:.4f}")
+    if s.get("tokens_per_s"):
+        parts.append(f"{s['tokens_per_s']:,.0f} tokens/s")
+    if s.get("mfu"):
+        parts.append(f"MFU {s['mfu']:.1%}")
+    parts.append(f"{s['world_size']} rank(s) on {s['device']} ({s['backend'] or 'single'})")
+    if s["world_size"] > 1:
+        same = "identical" if s.get("params_identical") else "DIFFERENT"
+        parts.append(f"parameters {same} on all ranks")
+    if s.get("resumed_from_step"):
+        parts.append(f"resumed from step {s['resumed_from_step']}")
+    return head + "\n  " + " · ".join(parts)
+
+
+def _summary(sub: Submission) -> dict[str, Any] | None:
+    if not sub.request.run_dir:
+        return None
+    try:
+        data = json.loads((Path(sub.request.run_dir) / "summary.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        sub = submit(args.job, args.site, dry_run=True, force=args.force)
+        would = not any(f.severity == "error" for f in sub.findings) or args.force
+        if args.json:
+            print_json(_json(sub, None))
+        else:
+            print(findings_text(sub.findings))
+            print(f"plan ({args.site}, lock {sub.lock_path or 'none'}):\n  {sub.request.text}")
+            print("would run" if would else "would refuse: preflight errors (--force runs anyway)")
+        return 0 if would else 1
+    with JobStore() as store:
+        try:
+            sub = submit(args.job, args.site, store=store, force=args.force, key=args.key)
+        except PreflightError as e:
+            print(findings_text(e.findings), file=sys.stderr)
+            raise
+        assert sub.job is not None
+        if not args.json:
+            print(findings_text(sub.findings))
+            verb = "started" if sub.created else "already submitted with this key"
+            print(f"job {sub.job.id} {verb}: {sub.job.handle}", flush=True)
+        if args.detach or not sub.created:
+            if args.json:
+                print_json(_json(sub, sub.job))
+            return 0
+        return _follow(store, sub, args.json)
+
+
+def _follow(store: JobStore, sub: Submission, as_json: bool) -> int:
+    assert sub.job is not None
+    started = time.time()
+    job = sub.job
+    try:
+        for line in logs(job, follow=True):
+            if not as_json:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+        job = wait(store, job, poll_s=0.2)
+    except KeyboardInterrupt:
+        print(f"\ncancelling job {job.id} …", file=sys.stderr)
+        job = cancel(store, job)
+    if as_json:
+        print_json(_json(sub, job))
+    else:
+        print(summary_text(job, sub, time.time() - started))
+    return 0 if job.state == "succeeded" else 1
+
+
+def _json(sub: Submission, job: Job | None) -> dict[str, Any]:
+    return {
+        "job": None if job is None else {"id": job.id, "state": job.state, "handle": job.handle},
+        "exit_code": None if job is None else job.exit_code,
+        "plan": sub.request.text,
+        "lock": None if sub.lock_path is None else str(sub.lock_path),
+        "findings": [f.to_json() for f in sub.findings],
+        "summary": _summary(sub),
+    }

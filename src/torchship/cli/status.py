@@ -1,0 +1,86 @@
+"""`torchship status [JOB]`: jobs as their sites report them (the store is reconciled first)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from torchship.cli._output import print_json, table
+from torchship.jobs import get_job, reconcile
+from torchship.state import TERMINAL, Job, JobStore
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("status", help="jobs and their states (one job: its history)")
+    p.add_argument("job", nargs="?", help="a job id (or a unique prefix, or its key)")
+    p.add_argument("--state", help="only jobs in this state")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=run)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _row(job: Job, now: float) -> list[str]:
+    took = job.updated_at - job.created_at if job.state in TERMINAL else now - job.created_at
+    return [
+        job.id,
+        job.name,
+        job.site or "-",
+        job.state,
+        "-" if job.exit_code is None else str(job.exit_code),
+        _age(now - job.created_at) + " ago",
+        _age(took),
+        job.handle or "-",
+    ]
+
+
+def _as_json(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "site": job.site,
+        "state": job.state,
+        "exit_code": job.exit_code,
+        "handle": job.handle,
+        "lock_hash": job.lock_hash,
+        "placement": job.placement,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    now = time.time()
+    with JobStore() as store:
+        if args.job:
+            job = reconcile(store, get_job(store, args.job))
+            events = store.events(job.id)
+            if args.json:
+                rows = [{"state": e.state, "at": e.at, "detail": e.detail} for e in events]
+                print_json({**_as_json(job), "events": rows})
+                return 0
+            header = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
+            print(table([_row(job, now)], header))
+            if job.placement:
+                print(f"placement: {job.placement.get('reason', '-')}")
+            for e in events:
+                reason = (e.detail or {}).get("reason")
+                detail = f"  {reason}" if reason else ""
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+                print(f"  {stamp}  {e.state}{detail}")
+            return 0
+        jobs = [reconcile(store, j) for j in store.jobs(state=args.state)]
+        if args.json:
+            print_json([_as_json(j) for j in jobs])
+        elif jobs:
+            header = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
+            print(table([_row(j, now) for j in jobs], header))
+        else:
+            print("no jobs yet: `torchship run examples/quickstart/job.toml`")
+    return 0

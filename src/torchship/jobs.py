@@ -1,0 +1,151 @@
+"""Jobs: submit a job.toml to a site, and keep the job store in step with what sites say.
+
+submit = preflight (doctor against the lock, read for the job) → plan (pure) → record in
+the store (idempotent key) → apply on the site. The store is a cache: `reconcile` asks the
+site for the truth and records any change as a state transition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torchship.backends import Backend, Request, create_backend
+from torchship.backends.preflight import blocking, preflight
+from torchship.doctor.checks import Finding
+from torchship.doctor.facts import Facts
+from torchship.errors import TorchshipError, UsageError
+from torchship.lock.model import LOCK_FILE, Lock, read_lock
+from torchship.spec.job import JobSpec, load_job
+from torchship.state import TERMINAL, Job, JobStore, new_job_id
+
+
+class PreflightError(TorchshipError):
+    """The preflight found errors; `findings` holds all of them."""
+
+    def __init__(self, message: str, hint: str, findings: list[Finding]) -> None:
+        super().__init__(message, hint)
+        self.findings = findings
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    spec: JobSpec
+    request: Request
+    findings: list[Finding]
+    lock_path: Path | None
+    job: Job | None = None  # None for a dry run
+    created: bool = False
+
+
+def find_lock(job_file: Path) -> Path | None:
+    """The nearest torchship.lock in the job file's folder or above it."""
+    for folder in [job_file.resolve().parent, *job_file.resolve().parents]:
+        if (folder / LOCK_FILE).is_file():
+            return folder / LOCK_FILE
+    return None
+
+
+def submit(
+    path: str | Path,
+    site: str = "local",
+    *,
+    store: JobStore | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+    key: str | None = None,
+    facts: Facts | None = None,
+    backend: Backend | None = None,
+) -> Submission:
+    spec = load_job(path)
+    lock_path = find_lock(Path(spec.source))
+    lock: Lock | None = read_lock(lock_path) if lock_path else None
+    if facts is None:
+        from torchship.doctor.probe import probe
+
+        facts = probe()
+    findings = preflight(spec, lock, facts)
+    backend = backend or create_backend(site)
+    job_id = new_job_id()
+    request = backend.plan(spec, lock, job_id)
+    if dry_run:
+        return Submission(spec, request, findings, lock_path)
+    errors = blocking(findings)
+    if errors and not force:
+        raise PreflightError(
+            f"preflight: {len(errors)} error(s) on this machine for {spec.name} "
+            f"({', '.join(sorted({f.code for f in errors}))})",
+            "fix them as shown, or pass --force to run anyway",
+            findings,
+        )
+    if store is None:
+        raise UsageError("submit needs a job store", "pass store=JobStore()")
+    placement = {"site": site, "reason": f"asked for with --site {site}", "rejected": []}
+    if errors:
+        placement["forced_past"] = sorted({f.code for f in errors})
+    job, created = store.submit(
+        key or job_id,
+        spec.name,
+        asdict(spec),
+        lock.content_hash if lock else None,
+        site,
+        placement,
+        job_id=job_id,
+    )
+    if not created:  # the same key again: the job that key started, untouched
+        return Submission(spec, request, findings, lock_path, job, created=False)
+    handle = backend.apply(request)
+    job = store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
+    return Submission(spec, request, findings, lock_path, job, created=True)
+
+
+def get_job(store: JobStore, ref: str) -> Job:
+    job = store.get(ref)
+    if job is None:
+        raise UsageError(f"no job {ref!r}", "see `torchship status` for the jobs there are")
+    return job
+
+
+def reconcile(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
+    """Ask the job's site how it is, and record any change."""
+    if job.state in TERMINAL or not job.handle or not job.site:
+        return job
+    st = (backend or create_backend(job.site)).status(job.handle)
+    if st.state == job.state:
+        return job
+    detail = {"reason": st.reason} if st.reason else None
+    return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail)
+
+
+def wait(store: JobStore, job: Job, poll_s: float = 0.5, backend: Backend | None = None) -> Job:
+    while job.state not in TERMINAL and job.state != "lost":
+        time.sleep(poll_s)
+        job = reconcile(store, job, backend)
+    return job
+
+
+def logs(job: Job, follow: bool = False, backend: Backend | None = None) -> Iterator[str]:
+    if not job.handle or not job.site:
+        raise UsageError(f"job {job.id} never started on a site", "see `torchship status`")
+    return (backend or create_backend(job.site)).logs(job.handle, follow)
+
+
+def cancel(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
+    job = reconcile(store, job, backend)
+    if job.state in TERMINAL:
+        return job
+    if not job.handle or not job.site:
+        return store.transition(job.id, "cancelled", detail={"reason": "cancelled before start"})
+    be = backend or create_backend(job.site)
+    be.cancel(job.handle)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        job = reconcile(store, job, be)
+        if job.state in TERMINAL:
+            return job
+        time.sleep(0.2)
+    raise TorchshipError(
+        f"job {job.id} did not stop within 60 s", f"see `torchship status {job.id}`"
+    )
