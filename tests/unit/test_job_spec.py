@@ -66,6 +66,21 @@ NCCL_DEBUG = "INFO"
         ('workload = "reference"\nnodes = 0', "job.nodes", "nodes ="),
         ('workload = "reference"\nnodes = 1.5', "job.nodes", "nodes ="),
         ('workload = "reference"\nretires = 2', "job.retires", "did you mean 'retries'"),
+        (
+            'workload = "reference"\n[job.workload_args]\nstepz = 3',
+            "job.workload_args.stepz",
+            "did you mean steps?",
+        ),
+        (
+            'workload = "reference"\n[job.workload_args]\nsteps = "many"',
+            "job.workload_args.steps",
+            "steps = 60",
+        ),
+        (
+            'command = ["python", "t.py"]\n[job.workload_args]\nsteps = 3',
+            "job.workload_args",
+            "command",
+        ),
         ('workload = "reference"\n[[job.data]]\nmount = "/d"', "job.data[0].path", "path ="),
         (
             'workload = "reference"\n[[job.data]]\npath = "d"\nclass = "secret"',

@@ -17,6 +17,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,37 @@ def setup() -> Dist:
         device, backend = torch.device("cpu"), "gloo"
     if world == 1:
         return Dist(0, 1, 0, device, None)
-    dist.init_process_group(backend, device_id=device if backend == "nccl" else None)
+    dist.init_process_group(
+        backend,
+        store=_attempt_store(world),
+        rank=rank,
+        world_size=world,
+        device_id=device if backend == "nccl" else None,
+    )
     return Dist(rank, world, local, device, backend)
+
+
+def _attempt_store(world: int) -> Any:
+    """Under torchrun, the agent's store with a prefix per restart attempt.
+
+    After torchrun restarts a worker group, the agent's store can still hold the previous
+    attempt's addresses; gloo's connectFullMesh then dials a dead worker's port and fails
+    (seen here in the SIGKILL-and-resume test). A per-attempt prefix makes every attempt
+    publish and read fresh keys.
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_PORT" not in env:
+        return None  # not under torchrun's agent: let init_process_group read env://
+    from torch.distributed import PrefixStore, TCPStore  # type: ignore[attr-defined]
+
+    base = TCPStore(
+        env["MASTER_ADDR"],
+        int(env["MASTER_PORT"]),
+        world,
+        is_master=False,
+        timeout=timedelta(minutes=10),
+    )
+    return PrefixStore(f"torchship/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}/", base)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -284,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     d = setup()
     try:
         summary = train(cfg, d)
+        if d.backend is not None:
+            dist.barrier()  # leave together: no rank tears gloo down under a peer's collective
     finally:
         if d.backend is not None:
             dist.destroy_process_group()

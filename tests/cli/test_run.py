@@ -1,0 +1,149 @@
+"""`torchship run/status/logs/cancel` end to end on the local site: real torchrun processes,
+a real SQLite store under a temporary TORCHSHIP_HOME, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from torchship.backends.supervise import job_pids
+
+pytest.importorskip("torch", reason="local runs start torchrun (pip install -e '.[dev]')")
+
+JOB = """
+[job]
+name = "tiny"
+workload = "reference"
+processes_per_node = 2
+retries = 0
+[job.workload_args]
+steps = {steps}
+d_model = 32
+layers = 1
+heads = 2
+seq_len = 32
+log_every = 10
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> dict[str, str]:
+    return {"TORCHSHIP_HOME": str(tmp_path / "home")}
+
+
+def job_file(tmp_path: Path, steps: int) -> Path:
+    path = tmp_path / "proj" / "job.toml"  # no torchship.lock up the tree: a warning only
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(JOB.format(steps=steps))
+    return path
+
+
+def status(home: dict[str, str], *args: str) -> object:
+    r = run_cli("status", "--json", *args, env=home)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_run_follows_the_job_and_ends_with_a_summary(tmp_path: Path, home: dict[str, str]) -> None:
+    r = run_cli("run", str(job_file(tmp_path, 20)), env=home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "! [lock] no-lock" in r.stdout and "preflight: 0 error(s), 1 warning(s)" in r.stdout
+    assert "step 20/20" in r.stdout
+    last = r.stdout.strip().splitlines()[-2:]
+    assert last[0].startswith("job ") and " succeeded on local://" in last[0]
+    assert "tokens/s" in last[1] and "2 rank(s) on cpu (gloo)" in last[1]
+    assert "parameters identical on all ranks" in last[1]
+    (job,) = status(home)  # type: ignore[misc]
+    assert job["state"] == "succeeded" and job["exit_code"] == 0 and job["site"] == "local"
+    detail = status(home, job["id"][:10])
+    assert [e["state"] for e in detail["events"]] == ["submitted", "pending", "succeeded"] or [  # type: ignore[index]
+        e["state"]
+        for e in detail["events"]  # type: ignore[index]
+    ] == ["submitted", "pending", "running", "succeeded"]
+    logs = run_cli("logs", job["id"], env=home)
+    assert "done: 20 steps" in logs.stdout and f"job {job['id']} succeeded" in logs.stdout
+
+
+def test_detach_then_cancel_ends_every_process(tmp_path: Path, home: dict[str, str]) -> None:
+    r = run_cli("run", str(job_file(tmp_path, 100_000)), "--detach", env=home)
+    assert r.returncode == 0, r.stderr
+    (job,) = status(home)  # type: ignore[misc]
+    deadline = time.time() + 60
+    while not job_pids(job["id"]) or "step 10/" not in run_cli("logs", job["id"], env=home).stdout:
+        assert time.time() < deadline, run_cli("logs", job["id"], env=home).stdout
+        time.sleep(0.2)
+    assert status(home, job["id"])["state"] == "running"  # type: ignore[index]
+    c = run_cli("cancel", job["id"], env=home)
+    assert c.returncode == 0 and f"job {job['id']} cancelled" in c.stdout
+    assert status(home, job["id"])["state"] == "cancelled"  # type: ignore[index]
+    assert job_pids(job["id"]) == []  # supervisor, torchrun and both workers are gone
+    again = run_cli("cancel", job["id"], env=home)
+    assert "had already ended: cancelled" in again.stdout
+
+
+def test_same_key_starts_one_job(tmp_path: Path, home: dict[str, str]) -> None:
+    path = str(job_file(tmp_path, 10))
+    first = run_cli("run", path, "--key", "nightly-1", env=home)
+    second = run_cli("run", path, "--key", "nightly-1", env=home)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "already submitted with this key" in second.stdout
+    assert len(status(home)) == 1  # type: ignore[arg-type]
+
+
+def test_preflight_refuses_a_gpu_job_here_and_dry_run_shows_the_plan(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    path = job_file(tmp_path, 10)
+    path.write_text(path.read_text().replace("retries = 0", "retries = 0\ngpus_per_node = 2"))
+    r = run_cli("run", str(path), env=home)
+    assert r.returncode == 1
+    assert "✗ [job] not-enough-gpus" in r.stderr
+    assert (
+        "error: preflight: " in r.stderr and "hint: fix them as shown, or pass --force" in r.stderr
+    )
+    assert status(home) == []  # nothing recorded, nothing started
+    d = run_cli("run", str(path), "--dry-run", env=home)
+    assert d.returncode == 1 and "would refuse" in d.stdout
+    assert "-m torch.distributed.run --nnodes=1 --nproc-per-node=2" in d.stdout
+
+
+def test_lost_supervisor_is_reconciled_as_lost(tmp_path: Path, home: dict[str, str]) -> None:
+    r = run_cli("run", str(job_file(tmp_path, 100_000)), "--detach", env=home)
+    assert r.returncode == 0, r.stderr
+    (job,) = status(home)  # type: ignore[misc]
+    run_dir = Path(home["TORCHSHIP_HOME"]) / "runs" / job["id"]
+    deadline = time.time() + 30
+    while not (run_dir / "supervisor.json").exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    sup = json.loads((run_dir / "supervisor.json").read_text())
+    os.kill(sup["pid"], signal.SIGKILL)  # the supervisor dies without writing exit.json
+    time.sleep(0.3)
+    assert status(home, job["id"])["state"] == "lost"  # type: ignore[index]
+    c = run_cli("cancel", job["id"], env=home)  # ends the orphaned torchrun and workers
+    assert c.returncode == 0, c.stderr
+    assert job_pids(job["id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["status", "nope"], "error: no job 'nope'"),
+        (["logs", "nope"], "error: no job 'nope'"),
+        (["run", "/nonexistent/job.toml"], "does not exist"),
+        (["run", "{job}", "--site", "mars"], "unknown site 'mars'"),
+    ],
+)
+def test_bad_input_is_one_clear_error(
+    tmp_path: Path, home: dict[str, str], args: list[str], words: str
+) -> None:
+    path = str(job_file(tmp_path, 10))
+    r = run_cli(*[a.replace("{job}", path) for a in args], env=home)
+    assert r.returncode in (1, 2) and words in r.stderr and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr
