@@ -40,3 +40,24 @@ def test_facts_and_doctor_on_a_real_gpu(tmp_path: Path) -> None:
         Path(fixture_dir, f"{name}.doctor.txt").write_text(
             run_cli("doctor", "--facts", str(facts_file)).stdout
         )
+
+
+def test_reference_workload_with_nccl_on_every_gpu(tmp_path: Path) -> None:
+    """DDP over NCCL on every GPU of the machine, bf16 autocast, MFU reported."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("this torch is a CPU build")
+    n = torch.cuda.device_count()
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'[job]\nname = "gpu-smoke"\nworkload = "reference"\ngpus_per_node = {n}\n'
+        "[job.workload_args]\nsteps = 60\nd_model = 512\nlayers = 4\nheads = 8\nseq_len = 512\n"
+    )
+    home = {"TORCHSHIP_HOME": str(tmp_path / "home")}
+    r = run_cli("run", str(job), "--json", "--force", env=home)  # --force: no lock here
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = json.loads(r.stdout)["summary"]
+    assert s["backend"] == ("nccl" if n > 1 else None) and s["world_size"] == n
+    assert s["params_identical"] and s["final_loss"] < s["first_loss"]
+    if s["peak_tflops_per_gpu"]:
+        assert 0 < s["mfu"] < 1, s
