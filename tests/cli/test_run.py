@@ -147,3 +147,22 @@ def test_bad_input_is_one_clear_error(
     r = run_cli(*[a.replace("{job}", path) for a in args], env=home)
     assert r.returncode in (1, 2) and words in r.stderr and "hint:" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_command_job_runs_under_torchrun(tmp_path: Path, home: dict[str, str]) -> None:
+    path = tmp_path / "cmd" / "job.toml"
+    path.parent.mkdir()
+    (path.parent / "hello.py").write_text(
+        # one write per line: the two ranks share the log, and unbuffered prints interleave
+        "import os, sys\nsys.stdout.write(f\"hello from rank {os.environ['RANK']} of "
+        "{os.environ['WORLD_SIZE']} in {os.path.basename(os.getcwd())}\\n\")\n"
+    )
+    path.write_text('[job]\ncommand = ["python", "hello.py"]\nprocesses_per_node = 2\n')
+    r = run_cli("run", str(path), env=home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (
+        "hello from rank 0 of 2 in cmd" in r.stdout and "hello from rank 1 of 2 in cmd" in r.stdout
+    )
+    path.write_text('[job]\ncommand = ["python", "-c", "raise SystemExit(7)"]\n')
+    bad = run_cli("run", str(path), env=home)
+    assert bad.returncode == 1 and " failed on local://" in bad.stdout

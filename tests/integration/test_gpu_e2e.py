@@ -54,7 +54,8 @@ def test_reference_workload_with_nccl_on_every_gpu(tmp_path: Path) -> None:
         "[job.workload_args]\nsteps = 60\nd_model = 512\nlayers = 4\nheads = 8\nseq_len = 512\n"
     )
     home = {"TORCHSHIP_HOME": str(tmp_path / "home")}
-    r = run_cli("run", str(job), "--json", "--force", env=home)  # --force: no lock here
+    # --force: this test is about the workload over NCCL, not about the host's other findings
+    r = run_cli("run", str(job), "--json", "--force", env=home)
     assert r.returncode == 0, r.stdout + r.stderr
     s = json.loads(r.stdout)["summary"]
     assert s["backend"] == ("nccl" if n > 1 else None) and s["world_size"] == n

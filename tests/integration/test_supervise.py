@@ -1,0 +1,69 @@
+"""The local site's supervisor with real processes: exit codes, max runtime, cancel, and the
+sweep of processes that left its process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from torchship.backends.supervise import job_pids
+
+
+def start(run: Path, job_id: str, *cmd: str, max_s: float | None = None) -> subprocess.Popen[bytes]:
+    run.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "torchship.backends.supervise", "--run-dir", str(run)]
+    argv += ["--job-id", job_id, *([f"--max-runtime-s={max_s}"] if max_s else []), "--", *cmd]
+    env = {**os.environ, "TORCHSHIP_JOB_ID": job_id}
+    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=subprocess.DEVNULL)
+
+
+def ended(run: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads((run / "exit.json").read_text())
+    return data
+
+
+def test_exit_code_is_recorded(tmp_path: Path) -> None:
+    p = start(tmp_path, "j-exit", sys.executable, "-c", "raise SystemExit(3)")
+    assert p.wait(30) == 3
+    e = ended(tmp_path)
+    assert (e["state"], e["exit_code"], e["reason"]) == ("failed", 3, "exit code 3")
+
+
+def test_success(tmp_path: Path) -> None:
+    assert start(tmp_path, "j-ok", sys.executable, "-c", "pass").wait(30) == 0
+    assert ended(tmp_path)["state"] == "succeeded"
+
+
+def test_max_runtime_stops_the_job(tmp_path: Path) -> None:
+    t0 = time.time()
+    p = start(tmp_path, "j-slow", "sleep", "60", max_s=1)
+    p.wait(40)
+    e = ended(tmp_path)
+    assert e["state"] == "failed" and "max runtime" in str(e["reason"])
+    assert time.time() - t0 < 30
+
+
+def test_sigterm_cancels_and_sweeps_processes_in_other_sessions(tmp_path: Path) -> None:
+    job_id = f"j-{uuid.uuid4().hex[:8]}"
+    # the child starts a grandchild in a session of its own, as torchrun does with workers
+    script = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+        "time.sleep(300)\n"
+    )
+    p = start(tmp_path, job_id, sys.executable, "-c", script)
+    deadline = time.time() + 30
+    while len(job_pids(job_id)) < 3:  # supervisor, child, grandchild
+        assert time.time() < deadline, job_pids(job_id)
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.wait(60)
+    assert ended(tmp_path)["state"] == "cancelled"
+    time.sleep(0.2)
+    assert job_pids(job_id) == []
