@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
+from torchship.doctor.checks import Finding
+
+MARKS = {"error": "✗", "warning": "!", "info": "·"}
 
 
 def print_json(data: Any) -> None:
@@ -34,3 +37,13 @@ def emit(text: str, output: str | None, what: str) -> None:
         print(f"wrote {output} ({what})", file=sys.stderr)
     else:
         sys.stdout.write(text)
+
+
+def findings_lines(findings: Sequence[Finding], info_fixes: bool = True) -> list[str]:
+    """One line per finding (mark, layer, code, message), then its fix, indented."""
+    lines = []
+    for f in findings:
+        lines.append(f"{MARKS[f.severity]} [{f.layer}] {f.code}: {f.message}")
+        if info_fixes or f.severity != "info":
+            lines.append(f"    fix: {f.fix}")
+    return lines

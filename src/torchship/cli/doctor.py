@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from torchship.cli._output import print_json
+from torchship.cli._output import findings_lines, print_json
 from torchship.cli.facts import runtime_mode
 from torchship.compat.matrix import load_matrix
 from torchship.doctor import diagnose
@@ -16,8 +16,6 @@ from torchship.doctor.facts import Facts, read_facts
 from torchship.doctor.probe import probe
 from torchship.errors import UsageError
 from torchship.lock import read_lock
-
-_MARK = {"error": "✗", "warning": "!", "info": "·"}
 
 
 def add_parser(sub: Any) -> None:
@@ -69,9 +67,7 @@ def render(facts: Facts, findings: list[Finding]) -> str:
         f"{facts.origin}: torch {facts.torch or '-'} · driver {facts.driver or '-'} · "
         f"{len(facts.gpus)} GPU(s) · Python {facts.python or '-'}"
     ]
-    for f in findings:
-        lines.append(f"{_MARK[f.severity]} [{f.layer}] {f.code}: {f.message}")
-        lines.append(f"    fix: {f.fix}")
+    lines += findings_lines(findings)
     errors = sum(f.severity == "error" for f in findings)
     lines.append(
         f"{errors} error(s), {sum(f.severity == 'warning' for f in findings)} warning(s)"

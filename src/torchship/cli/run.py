@@ -9,12 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torchship.cli._output import print_json
+from torchship.cli._output import findings_lines, print_json
 from torchship.doctor.checks import Finding
 from torchship.jobs import PreflightError, Submission, cancel, logs, submit, wait
 from torchship.state import Job, JobStore
-
-_MARK = {"error": "✗", "warning": "!", "info": "·"}
 
 
 def add_parser(sub: Any) -> None:
@@ -30,11 +28,7 @@ def add_parser(sub: Any) -> None:
 
 
 def findings_text(findings: list[Finding]) -> str:
-    lines = []
-    for f in findings:
-        lines.append(f"{_MARK[f.severity]} [{f.layer}] {f.code}: {f.message}")
-        if f.severity != "info":
-            lines.append(f"    fix: {f.fix}")
+    lines = findings_lines(findings, info_fixes=False)
     errors = sum(f.severity == "error" for f in findings)
     warnings = sum(f.severity == "warning" for f in findings)
     lines.append(f"preflight: {errors} error(s), {warnings} warning(s)")
