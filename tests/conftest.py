@@ -14,6 +14,14 @@ from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gp
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden", action="store_true", help="rewrite golden files from the current code"
+    )
+
+
 LOCAL_TORCH_WHEELS = Path("/opt/wheels")
 
 

@@ -103,6 +103,8 @@ def plan_compile(
             )
         else:
             reqs.append(p)
+    if spec.image.jupyter and "jupyterlab" not in {Requirement(r).name.lower() for r in reqs}:
+        reqs.append("jupyterlab")  # the jupyter image variant runs it, so it is locked too
     extra = None
     if not default and not find_links:
         extra = f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{v.name}"

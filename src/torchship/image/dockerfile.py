@@ -1,0 +1,273 @@
+"""Render a multi-stage Dockerfile and its build context from a lock. Pure: no I/O, no clients.
+
+    render(lock, RenderOptions(variant="runtime")) -> Rendered(dockerfile, files)
+
+builder stage: uv installs the locked requirements with their hashes into /opt/venv (with a
+uv-managed Python in /opt/python when the base has none). Final stage: the smallest base the
+lock allows (`nvidia/cuda:*-base`, whose CUDA libraries the torch wheels bring themselves, or
+`python:*-slim` for a CPU lock), the environment copied in read-only (root-owned), tini as PID 1,
+a non-root user, NVIDIA_* variables from the lock, OCI labels with the lock hash, /workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from torchship._version import __version__
+from torchship.errors import UsageError
+from torchship.lock.model import Lock, export_requirements
+
+VARIANTS = ("runtime", "jupyter", "ssh", "devel")
+# uv's own image, pinned by version (docs.astral.sh/uv/guides/integration/docker).
+UV_IMAGE = "ghcr.io/astral-sh/uv:0.9.5"
+JUPYTER_PORT = 8888
+SSH_PORT = 2222  # unprivileged: sshd runs as the non-root user
+_CUDA_TAG = re.compile(r"^nvidia/cuda:(\d+)\.(\d+)(?:\.\d+)?-")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    variant: str = "runtime"
+    base_image: str | None = None  # None: the lock's; e.g. a local image where no registry is
+    python: str | None = (
+        None  # the base's interpreter; None: the base's python (python:*), else uv's
+    )
+    uv_image: str = UV_IMAGE
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    dockerfile: str
+    files: dict[str, str]  # context files: name -> content
+    tag: str
+
+
+def image_tag(lock: Lock, name: str | None = None) -> str:
+    """`<name>:<torch>-<variant>-py<X.Y>-<lockhash8>`, never `latest`."""
+    torch = lock.torch.split("+", 1)[0]
+    return f"{name or lock.name}:{torch}-{lock.variant}-py{lock.python}-{lock.short_hash}"
+
+
+def _base_python(lock: Lock, opts: RenderOptions, base: str) -> str | None:
+    """The interpreter the base image already has, or None when uv must provide one."""
+    if opts.python:
+        return opts.python
+    if base.startswith("python:") and base.split(":", 1)[1].startswith(lock.python + "-"):
+        return f"/usr/local/bin/python{lock.python}"
+    return None
+
+
+def _require_cuda(base: str) -> str | None:
+    m = _CUDA_TAG.match(base)
+    return f"cuda>={m.group(1)}.{m.group(2)}" if m else None
+
+
+def _labels(lock: Lock, opts: RenderOptions, tag: str) -> dict[str, str]:
+    spec = json.dumps(lock.spec, sort_keys=True, separators=(",", ":"))
+    return {
+        "org.opencontainers.image.title": lock.name,
+        "org.opencontainers.image.version": tag.split(":", 1)[1],
+        "org.opencontainers.image.description": f"torch {lock.torch} for Python {lock.python}",
+        "org.opencontainers.image.base.name": opts.base_image or lock.base_image,
+        "io.torchship.lock-hash": lock.content_hash,
+        "io.torchship.variant": opts.variant,
+        "io.torchship.torch": lock.torch,
+        "io.torchship.spec": spec,
+        **opts.extra_labels,
+    }
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
+    opts = opts or RenderOptions()
+    if opts.variant not in VARIANTS:
+        raise UsageError(
+            f"unknown image variant {opts.variant!r}", f"one of: {', '.join(VARIANTS)}"
+        )
+    if opts.variant == "devel" and not lock.spec.get("image", {}).get("cuda_extensions"):
+        raise UsageError(
+            "the devel variant is for building CUDA extensions, and the spec does not ask for it",
+            "set [image] cuda_extensions = true in torchship.toml and re-lock",
+        )
+    if opts.variant == "jupyter" and not any(p.name == "jupyterlab" for p in lock.packages):
+        raise UsageError(
+            f"{lock.name}'s lock has no jupyterlab, so the jupyter variant cannot be built from it",
+            "set [image] jupyter = true in torchship.toml and run `torchship lock`",
+        )
+    base = opts.base_image or lock.base_image
+    if opts.variant == "devel" and base.startswith("nvidia/cuda:"):
+        base = base.replace("-base-", "-devel-")
+    tag = image_tag(lock)
+    python = _base_python(lock, opts, base)
+    files = {"requirements.txt": export_requirements(lock)}
+    parts = [
+        _header(lock, opts, base),
+        _builder(lock, opts, python),
+        _final(lock, opts, base, python, tag),
+    ]
+    if opts.variant == "jupyter":
+        files["jupyter_server_config.py"] = JUPYTER_CONFIG
+        files["healthcheck.py"] = HEALTHCHECK
+    if opts.variant == "ssh":
+        files["sshd_config"] = SSHD_CONFIG
+        files["ssh-start.sh"] = SSH_START
+    return Rendered("\n".join(parts), files, tag)
+
+
+def _header(lock: Lock, opts: RenderOptions, base: str) -> str:
+    return f"""# syntax=docker/dockerfile:1
+# Rendered by torchship {__version__} from {lock.name}'s torchship.lock ({lock.content_hash}),
+# variant {opts.variant}. Re-render, don't edit: `torchship image render --variant {opts.variant}`.
+ARG BASE_IMAGE={base}
+ARG UV_IMAGE={opts.uv_image}
+ARG SOURCE_DATE_EPOCH=0
+
+FROM ${{UV_IMAGE}} AS uv
+"""
+
+
+def _builder(lock: Lock, opts: RenderOptions, python: str | None) -> str:
+    index = f" --index-url {lock.index_url}" if "download.pytorch.org" not in lock.index_url else ""
+    extra = "" if index else f" --extra-index-url {lock.index_url}"
+    if python:
+        interpreter = f"uv venv /opt/venv --python {python}"
+    else:
+        interpreter = f"uv python install {lock.python} && uv venv /opt/venv --python {lock.python}"
+    return f"""# builder: the locked environment, each package checked against its lock sha256
+FROM ${{BASE_IMAGE}} AS builder
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \\
+    UV_COMPILE_BYTECODE=1 \\
+    UV_LINK_MODE=copy \\
+    UV_PYTHON_DOWNLOADS=automatic
+COPY requirements.txt /tmp/requirements.txt
+RUN --mount=type=cache,target=/root/.cache/uv \\
+    {interpreter} \\
+    && uv pip install --python /opt/venv/bin/python --require-hashes --no-deps{index}{extra} \\
+       -r /tmp/requirements.txt
+"""
+
+
+def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: str) -> str:
+    labels = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in _labels(lock, opts, tag).items())
+    env = ["PATH=/opt/venv/bin:$PATH", "PYTHONUNBUFFERED=1", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
+    require = _require_cuda(base)
+    if lock.variant != "cpu":
+        # the container toolkit refuses an old driver before torch fails on it
+        env += [
+            f'NVIDIA_REQUIRE_CUDA="{require}"' if require else "",
+            "NVIDIA_VISIBLE_DEVICES=all",
+            "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+        ]
+    env_text = " \\\n    ".join(e for e in env if e)
+    apt = ["tini", "ca-certificates", *(["openssh-server"] if opts.variant == "ssh" else [])]
+    apt += list(lock.spec.get("image", {}).get("system_packages", []))
+    copy_python = "" if python else "COPY --from=builder /opt/python /opt/python\n"
+    return f"""# final: the smallest base that runs the lock, non-root, tini as PID 1
+FROM ${{BASE_IMAGE}}
+ARG UID=1000
+ARG GID=1000
+LABEL {labels}
+ENV {env_text}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Apt packages are not pinned by version: Debian and Ubuntu archives drop superseded versions,
+# so pins break rebuilds; the base image itself is pinned by tag (and digest when locked).
+# hadolint ignore=DL3008
+RUN apt-get update \\
+    && apt-get install -y --no-install-recommends {" ".join(sorted(set(apt)))} \\
+    && rm -rf /var/lib/apt/lists/* \\
+    && if getent passwd "${{UID}}" >/dev/null; then userdel --remove \\
+       "$(getent passwd "${{UID}}" | cut -d: -f1)"; fi \\
+    && (getent group "${{GID}}" >/dev/null || groupadd --gid "${{GID}}" torchship) \\
+    && useradd --no-log-init --create-home --uid "${{UID}}" --gid "${{GID}}" \\
+       --shell /bin/bash torchship \\
+    && install -d -o "${{UID}}" -g "${{GID}}" /workspace
+{copy_python}COPY --from=builder /opt/venv /opt/venv
+{_variant_tail(opts.variant)}"""
+
+
+def _variant_tail(variant: str) -> str:
+    if variant == "jupyter":
+        return f"""COPY jupyter_server_config.py healthcheck.py /etc/jupyter/
+WORKDIR /workspace
+USER ${{UID}}:${{GID}}
+EXPOSE {JUPYTER_PORT}
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
+    CMD ["python", "/etc/jupyter/healthcheck.py"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["jupyter", "lab", "--config=/etc/jupyter/jupyter_server_config.py"]
+"""
+    if variant == "ssh":
+        return f"""COPY sshd_config /etc/ssh/torchship_sshd_config
+COPY --chmod=0755 ssh-start.sh /usr/local/bin/torchship-ssh-start
+WORKDIR /workspace
+USER ${{UID}}:${{GID}}
+EXPOSE {SSH_PORT}
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["/usr/local/bin/torchship-ssh-start"]
+"""
+    return """WORKDIR /workspace
+USER ${UID}:${GID}
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["python"]
+"""
+
+
+# Jupyter: a token is required (from JUPYTER_TOKEN, which `torchship jupyter` generates and
+# prints once); never an empty token or password-less access.
+JUPYTER_CONFIG = f"""# Rendered by torchship. The token comes from $JUPYTER_TOKEN; without one, the
+# server generates a random token and prints it: access is never open.
+c = get_config()  # noqa: F821
+c.ServerApp.ip = "0.0.0.0"  # inside the container; publish it to 127.0.0.1 on the host
+c.ServerApp.port = {JUPYTER_PORT}
+c.ServerApp.open_browser = False
+c.ServerApp.root_dir = "/workspace"
+c.IdentityProvider.token = __import__("os").environ.get("JUPYTER_TOKEN") or None
+c.ServerApp.allow_remote_access = True
+c.ServerApp.allow_root = False
+"""
+
+# sshd for the non-root user: keys only, no root, no passwords, host keys in the user's home.
+SSHD_CONFIG = f"""# Rendered by torchship: key-only sshd running as the non-root user.
+Port {SSH_PORT}
+HostKey /tmp/torchship-ssh/ssh_host_ed25519_key
+AuthorizedKeysFile .ssh/authorized_keys
+PidFile /tmp/sshd.pid
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+UsePAM no
+X11Forwarding no
+AllowTcpForwarding local
+"""
+
+# Healthy when the server answers HTTP at all: /api is 200 with the token, 403 without it.
+HEALTHCHECK = f"""import sys
+import urllib.error
+import urllib.request
+
+try:
+    urllib.request.urlopen("http://127.0.0.1:{JUPYTER_PORT}/api", timeout=4)
+except urllib.error.HTTPError as e:
+    sys.exit(e.code >= 500)
+except OSError:
+    sys.exit(1)
+"""
+
+# The host key is made when the container starts, so no image layer holds a private key.
+SSH_START = """#!/bin/sh
+# Rendered by torchship: key-only sshd as the non-root user. Mount your public key at
+# ~/.ssh/authorized_keys (read-only); the host key is generated per container, never baked in.
+set -eu
+mkdir -p /tmp/torchship-ssh && chmod 700 /tmp/torchship-ssh
+[ -f /tmp/torchship-ssh/ssh_host_ed25519_key ] || \\
+  ssh-keygen -q -t ed25519 -N '' -f /tmp/torchship-ssh/ssh_host_ed25519_key
+exec /usr/sbin/sshd -D -e -f /etc/ssh/torchship_sshd_config
+"""
