@@ -17,6 +17,7 @@ from torchship.cli import diff as diff_cmd
 from torchship.cli import doctor as doctor_cmd
 from torchship.cli import export as export_cmd
 from torchship.cli import facts as facts_cmd
+from torchship.cli import image as image_cmd
 from torchship.cli import init as init_cmd
 from torchship.cli import lock as lock_cmd
 from torchship.cli import logs as logs_cmd
@@ -33,6 +34,7 @@ COMMANDS = (
     facts_cmd,
     doctor_cmd,
     diff_cmd,
+    image_cmd,
     run_cmd,
     status_cmd,
     logs_cmd,

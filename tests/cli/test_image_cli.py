@@ -1,0 +1,63 @@
+"""`torchship image render|build` as a user runs them (no engine is needed for these)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli
+from torchship.errors import UsageError
+from torchship.image.build import build_argv, detect_engine
+
+GOLDEN = REPO / "tests/golden/dockerfiles"
+
+
+def test_render_to_stdout_is_the_golden_dockerfile() -> None:
+    r = run_cli("image", "render", "tests/data/locks/cu130", cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (GOLDEN / "cu130-runtime/Dockerfile").read_text()
+
+
+def test_render_ejects_the_whole_context(tmp_path: Path) -> None:
+    out = tmp_path / "ctx"
+    r = run_cli(
+        "image",
+        "render",
+        str(REPO / "tests/data/locks/cpu"),
+        "--variant",
+        "jupyter",
+        "-o",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    want = GOLDEN / "cpu-jupyter"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in want.iterdir())
+    for p in want.iterdir():
+        assert (out / p.name).read_text() == p.read_text(), p.name
+    assert "tag golden-cpu:2.13.0-cpu-py3.11-" in r.stderr
+
+
+def test_build_dry_run_prints_the_engine_command() -> None:
+    r = run_cli(
+        "image", "build", "tests/data/locks/cpu", "--engine", "podman", "--dry-run", cwd=REPO
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("podman build --tag golden-cpu:2.13.0-cpu-py3.11-")
+    assert r.stdout.strip().endswith("--file CONTEXT/Dockerfile CONTEXT")
+
+
+def test_no_engine_is_a_clear_error() -> None:
+    with pytest.raises(UsageError) as e:
+        detect_engine(which=lambda _: None)
+    assert "no container engine found" in e.value.message and "image render -o" in e.value.hint
+    assert (
+        detect_engine(which=lambda name: "/usr/bin/x" if name == "buildah" else None) == "buildah"
+    )
+    with pytest.raises(UsageError):
+        build_argv("rkt", Path("c"), "t:1")
+
+
+def test_jupyter_of_a_lock_without_jupyterlab_is_refused() -> None:
+    r = run_cli("image", "render", "examples/quickstart", "--variant", "jupyter", cwd=REPO)
+    assert r.returncode == 2 and "no jupyterlab" in r.stderr and "hint:" in r.stderr
