@@ -65,13 +65,13 @@ def _require_cuda(base: str) -> str | None:
     return f"cuda>={m.group(1)}.{m.group(2)}" if m else None
 
 
-def _labels(lock: Lock, opts: RenderOptions, tag: str) -> dict[str, str]:
+def _labels(lock: Lock, opts: RenderOptions, base: str, tag: str) -> dict[str, str]:
     spec = json.dumps(lock.spec, sort_keys=True, separators=(",", ":"))
     return {
         "org.opencontainers.image.title": lock.name,
         "org.opencontainers.image.version": tag.split(":", 1)[1],
         "org.opencontainers.image.description": f"torch {lock.torch} for Python {lock.python}",
-        "org.opencontainers.image.base.name": opts.base_image or lock.base_image,
+        "org.opencontainers.image.base.name": base,
         "io.torchship.lock-hash": lock.content_hash,
         "io.torchship.variant": opts.variant,
         "io.torchship.torch": lock.torch,
@@ -155,7 +155,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \\
 
 
 def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: str) -> str:
-    labels = " \\\n      ".join(f"{k}={_quote(v)}" for k, v in _labels(lock, opts, tag).items())
+    labels = " \\\n      ".join(
+        f"{k}={_quote(v)}" for k, v in _labels(lock, opts, base, tag).items()
+    )
     env = ["PATH=/opt/venv/bin:$PATH", "PYTHONUNBUFFERED=1", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
     require = _require_cuda(base)
     if lock.variant != "cpu":
