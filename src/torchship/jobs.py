@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from torchship.backends import Backend, Request, create_backend
 from torchship.backends.preflight import blocking, preflight
@@ -99,6 +100,13 @@ def submit(
     handle = backend.apply(request)
     job = store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
     return Submission(spec, request, findings, lock_path, job, created=True)
+
+
+def workload_summary(sub: Submission) -> dict[str, Any] | None:
+    """The reference workload's summary.json from the run folder, when the run wrote one."""
+    from torchship.backends.local import read_json
+
+    return read_json(Path(sub.request.run_dir) / "summary.json") if sub.request.run_dir else None
 
 
 def get_job(store: JobStore, ref: str) -> Job:

@@ -173,10 +173,10 @@ class LocalBackend:
         for c in self._children:
             c.poll()  # reap a finished supervisor we started, so its pid reads as gone
         job_id, run = self._run(handle)
-        ended = _read_json(run / "exit.json")
+        ended = read_json(run / "exit.json")
         if ended is not None:
             return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""))
-        sup = _read_json(run / "supervisor.json")
+        sup = read_json(run / "supervisor.json")
         if sup is not None and _alive(int(sup["pid"]), job_id):
             return SiteStatus("running")
         if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
@@ -208,7 +208,7 @@ class LocalBackend:
         st = self.status(handle)
         if st.state in ("succeeded", "failed", "cancelled"):
             return
-        sup = _read_json(run / "supervisor.json")
+        sup = read_json(run / "supervisor.json")
         if st.state == "running" and sup is not None:
             os.kill(int(sup["pid"]), signal.SIGTERM)  # the supervisor stops the job, records it
             return
@@ -222,7 +222,8 @@ def _request_json(r: Request) -> dict[str, Any]:
     return {"site": r.site, "job_id": r.job_id, "text": r.text, "argv": list(r.argv)}
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from a run-folder file, or None when it is missing or not (yet) whole."""
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):

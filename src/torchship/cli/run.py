@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from torchship.cli._output import findings_lines, print_json
 from torchship.doctor.checks import Finding
-from torchship.jobs import PreflightError, Submission, cancel, logs, submit, wait
+from torchship.jobs import (
+    PreflightError,
+    Submission,
+    cancel,
+    logs,
+    submit,
+    wait,
+    workload_summary,
+)
 from torchship.state import Job, JobStore
 
 
@@ -39,7 +45,7 @@ def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
     head = f"job {job.id} {job.state} on {job.handle} in {elapsed_s:.1f} s"
     if job.exit_code:
         head += f" (exit code {job.exit_code})"
-    s = _summary(sub)
+    s = workload_summary(sub)
     if not s:
         return head
     parts = []
@@ -56,16 +62,6 @@ def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
     if s.get("resumed_from_step"):
         parts.append(f"resumed from step {s['resumed_from_step']}")
     return head + "\n  " + " · ".join(parts)
-
-
-def _summary(sub: Submission) -> dict[str, Any] | None:
-    if not sub.request.run_dir:
-        return None
-    try:
-        data = json.loads((Path(sub.request.run_dir) / "summary.json").read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,5 +120,5 @@ def _json(sub: Submission, job: Job | None) -> dict[str, Any]:
         "plan": sub.request.text,
         "lock": None if sub.lock_path is None else str(sub.lock_path),
         "findings": [f.to_json() for f in sub.findings],
-        "summary": _summary(sub),
+        "summary": workload_summary(sub),
     }
