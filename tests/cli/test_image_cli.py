@@ -32,19 +32,28 @@ def test_render_ejects_the_whole_context(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     want = GOLDEN / "cpu-jupyter"
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in want.iterdir())
+    got = sorted(p.name for p in out.iterdir())
+    assert got == sorted([*(p.name for p in want.iterdir()), "torchship-agent"])
+    assert (out / "torchship-agent/lib/torchship/doctor/__init__.py").is_file()
+    assert (out / "torchship-agent/lib/packaging/version.py").is_file()
     for p in want.iterdir():
         assert (out / p.name).read_text() == p.read_text(), p.name
     assert "tag golden-cpu:2.13.0-cpu-py3.11-" in r.stderr
 
 
-def test_build_dry_run_prints_the_engine_command() -> None:
-    r = run_cli(
-        "image", "build", "tests/data/locks/cpu", "--engine", "podman", "--dry-run", cwd=REPO
-    )
+def test_build_dry_run_prints_the_engine_command(tmp_path: Path) -> None:
+    argv = ("image", "build", "tests/data/locks/cpu", "--engine", "podman", "--dry-run")
+    r = run_cli(*argv, cwd=REPO, env={"SSL_CERT_FILE": ""})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("podman build --tag golden-cpu:2.13.0-cpu-py3.11-")
     assert r.stdout.strip().endswith("--file CONTEXT/Dockerfile CONTEXT")
+    # the host's CA bundle reaches the build as a secret, never a layer
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    r = run_cli(*argv, "--engine-arg=--network=host", cwd=REPO, env={"SSL_CERT_FILE": str(ca)})
+    assert f"--secret id=ca-bundle,src={ca} --network=host CONTEXT" in r.stdout, r.stdout
+    r = run_cli(*argv, "--ca-bundle", str(tmp_path / "nope.pem"), cwd=REPO)
+    assert r.returncode == 2 and "no such file" in r.stderr
 
 
 def test_no_engine_is_a_clear_error() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ def add_parser(sub: Any) -> None:
         metavar="F",
         help="check a pasted `python -m torch.utils.collect_env` report",
     )
-    p.add_argument("--lock", metavar="L", help="also compare the installed stack with this lock")
+    p.add_argument(
+        "--lock",
+        metavar="L",
+        default=os.environ.get("TORCHSHIP_LOCK") or None,
+        help="also compare the installed stack with this lock (default: $TORCHSHIP_LOCK, "
+        "which torchship images set to the lock they were built from)",
+    )
     p.add_argument("--error-log", metavar="F", help="the failing program's error output")
     p.add_argument("--json", action="store_true", help="print JSON (findings and facts)")
     mode = p.add_mutually_exclusive_group()

@@ -1,4 +1,5 @@
-"""`torchship image render|build`: eject a plain Dockerfile, or build it with the local engine."""
+"""`torchship image render|build|pin-base`: eject a plain Dockerfile, build it with the local
+engine, or pin the lock's base image by digest."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from torchship.cli.lock import lock_path
-from torchship.image import VARIANTS, RenderOptions, render
-from torchship.image.build import ENGINES, build, build_argv, detect_engine, write_context
+from torchship.errors import UsageError
+from torchship.image import VARIANTS, Rendered, RenderOptions, render
+from torchship.image.build import (
+    ENGINES,
+    base_digest,
+    build,
+    build_argv,
+    default_ca_bundle,
+    detect_engine,
+    write_context,
+)
 from torchship.lock import read_lock
+from torchship.lock.model import pin_base
 
 
 def add_parser(sub: Any) -> None:
@@ -28,36 +39,96 @@ def add_parser(sub: Any) -> None:
         q.add_argument("--variant", default="runtime", choices=VARIANTS)
         q.add_argument("--base-image", help="use this base instead of the lock's")
         q.add_argument("--python", help="the base image's Python interpreter, when it has one")
+        q.add_argument("--uv-image", help="an image holding /uv (default: uv's pinned image)")
+        q.add_argument(
+            "--find-links", metavar="DIR", help="wheels uv may take (their hashes are checked)"
+        )
+        q.add_argument(
+            "--pytorch-index",
+            metavar="URL",
+            help="a mirror of the lock's PyTorch index ('none': only --find-links wheels)",
+        )
+        q.add_argument(
+            "--no-agent", action="store_true", help="leave torchship itself out of the image"
+        )
         q.set_defaults(run=run)
         if name == "render":
             q.add_argument("-o", "--output", metavar="DIR", help="write into DIR (else stdout)")
         else:
             q.add_argument("--engine", choices=ENGINES, help="default: the first one installed")
             q.add_argument("--tag", help="default: <name>:<torch>-<variant>-py<X.Y>-<lockhash8>")
+            q.add_argument(
+                "--ca-bundle",
+                metavar="FILE",
+                help="CA bundle for a TLS-intercepting proxy, as a build secret "
+                "(default: $SSL_CERT_FILE when set)",
+            )
+            q.add_argument(
+                "--engine-arg",
+                action="append",
+                default=[],
+                metavar="ARG",
+                help="passed to the engine as is (repeat), e.g. --engine-arg=--network=host",
+            )
             q.add_argument("--dry-run", action="store_true", help="print the engine command")
+    q = isub.add_parser("pin-base", help="record the base image's digest in the lock")
+    q.add_argument("project", nargs="?", default=".", help="project folder (default: .)")
+    q.add_argument("--digest", help="sha256:… (default: ask the engine for the pulled base's)")
+    q.add_argument("--engine", choices=ENGINES, help="default: the first one installed")
+    q.set_defaults(run=run_pin_base)
 
 
 def run(args: argparse.Namespace) -> int:
-    lock = read_lock(lock_path(Path(args.project)))
-    opts = RenderOptions(variant=args.variant, base_image=args.base_image, python=args.python)
+    project = Path(args.project)
+    lock = read_lock(lock_path(project))
+    opts = RenderOptions(
+        variant=args.variant,
+        base_image=args.base_image,
+        python=args.python,
+        agent=not args.no_agent,
+        find_links="wheels" if args.find_links else None,
+        pytorch_index="" if args.pytorch_index == "none" else args.pytorch_index,
+        **({"uv_image": args.uv_image} if args.uv_image else {}),
+    )
     rendered = render(lock, opts)
     if args.image_command == "render":
         if not args.output:
             sys.stdout.write(rendered.dockerfile)
             return 0
-        write_context(rendered, Path(args.output))
-        names = ", ".join(["Dockerfile", *rendered.files])
+        write_context(rendered, Path(args.output), wheels=args.find_links)
+        names = ", ".join(["Dockerfile", *rendered.files, *_dirs(rendered, args.find_links)])
         print(f"wrote {args.output}: {names} (tag {rendered.tag})", file=sys.stderr)
         return 0
     tag = args.tag or rendered.tag
     engine = args.engine or detect_engine()
+    ca = Path(args.ca_bundle) if args.ca_bundle else default_ca_bundle(os.environ)
+    if ca is not None and not ca.is_file():
+        raise UsageError(f"--ca-bundle {ca}: no such file", "give the path of a PEM bundle")
+    secrets = {"ca-bundle": ca} if ca else {}
     if args.dry_run:
-        print(shlex.join(build_argv(engine, Path("CONTEXT"), tag)))
+        argv = build_argv(engine, Path("CONTEXT"), tag, secrets=secrets, extra=args.engine_arg)
+        print(shlex.join(argv))
         return 0
     context = Path(tempfile.mkdtemp(prefix="torchship-image-"))
-    argv = build_argv(engine, context, tag)
-    write_context(rendered, context)
-    print(f"building {tag} with {argv[0]} (context {context})", file=sys.stderr)
+    argv = build_argv(engine, context, tag, secrets=secrets, extra=args.engine_arg)
+    write_context(rendered, context, wheels=args.find_links)
+    print(f"building {tag} with {engine} (context {context})", file=sys.stderr)
     build(argv, context / "build.log", env={**os.environ, "DOCKER_BUILDKIT": "1"})
     print(f"built {tag}")
+    return 0
+
+
+def _dirs(rendered: Rendered, wheels: str | None) -> list[str]:
+    return [
+        *(["torchship-agent/"] if rendered.agent_files else []),
+        *(["wheels/"] if wheels else []),
+    ]
+
+
+def run_pin_base(args: argparse.Namespace) -> int:
+    path = lock_path(Path(args.project))
+    lock = read_lock(path)
+    digest = args.digest or base_digest(args.engine or detect_engine(), lock.base_image)
+    pinned = pin_base(lock, digest, path)
+    print(f"{path}: base {pinned.base_image}@{digest} (lock {pinned.short_hash})")
     return 0

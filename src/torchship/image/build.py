@@ -6,9 +6,10 @@ context and runs it, keeping the whole log and showing its tail when the build f
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from torchship._atomic import write_text_atomic
@@ -34,23 +35,44 @@ def detect_engine(which: Callable[[str], str | None] = shutil.which) -> str:
 
 
 def build_argv(
-    engine: str, context: Path, tag: str, build_args: dict[str, str] | None = None
+    engine: str,
+    context: Path,
+    tag: str,
+    build_args: dict[str, str] | None = None,
+    secrets: dict[str, Path] | None = None,
+    extra: Sequence[str] = (),
 ) -> list[str]:
+    """The engine's build command. `secrets` (id -> file) reach RUN steps only, never a layer;
+    `extra` is passed as is (e.g. `--network host`, `--runtime runc`)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}", f"one of: {', '.join(ENGINES)}")
-    head = {"docker": ["docker", "build"], "podman": ["podman", "build"]}.get(
-        engine, ["buildah", "build"]
-    )
-    argv = [*head, "--tag", tag, "--file", str(context / "Dockerfile")]
+    argv = [engine, "build", "--tag", tag, "--file", str(context / "Dockerfile")]
     for key, value in sorted((build_args or {}).items()):
         argv += ["--build-arg", f"{key}={value}"]
-    return [*argv, str(context)]
+    for key, path in sorted((secrets or {}).items()):
+        argv += ["--secret", f"id={key},src={path}"]
+    return [*argv, *extra, str(context)]
 
 
-def write_context(rendered: Rendered, context: Path) -> None:
+def default_ca_bundle(environ: Mapping[str, str]) -> Path | None:
+    """The CA bundle the host trusts (SSL_CERT_FILE), for builds behind a TLS-intercepting proxy."""
+    value = environ.get("SSL_CERT_FILE")
+    return Path(value) if value and Path(value).is_file() else None
+
+
+def write_context(rendered: Rendered, context: Path, wheels: str | Path | None = None) -> None:
+    """Dockerfile, context files, the agent and (with `wheels`) that folder's *.whl in wheels/."""
     context.mkdir(parents=True, exist_ok=True)
+    if wheels is not None:
+        found = sorted(Path(wheels).glob("*.whl"))
+        if not found:
+            raise UsageError(f"--find-links {wheels}: no .whl files there", "give a wheel folder")
+        (context / "wheels").mkdir(exist_ok=True)
+        for whl in found:
+            shutil.copyfile(whl, context / "wheels" / whl.name)
     write_text_atomic(context / "Dockerfile", rendered.dockerfile)
-    for name, text in rendered.files.items():
+    for name, text in {**rendered.files, **rendered.agent_files}.items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(context / name, text)
 
 
@@ -64,3 +86,32 @@ def build(argv: list[str], log_path: Path, env: dict[str, str] | None = None) ->
             f"{argv[0]} build failed (exit {proc.returncode}); last lines:\n  " + "\n  ".join(tail),
             f"the whole log is {log_path}",
         )
+
+
+def base_digest(
+    engine: str,
+    image: str,
+    runner: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> str:
+    """The registry digest of `image` as pulled by `engine` (from its RepoDigests)."""
+    argv = [engine, "image", "inspect", "--format", "{{json .RepoDigests}}", image]
+    proc = runner(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UsageError(
+            f"{engine} does not have {image} ({why})",
+            f"pull it first (`{engine} pull {image}`), or pass --digest sha256:…",
+        )
+    try:
+        digests = json.loads(proc.stdout or "null") or []
+    except json.JSONDecodeError:
+        digests = []
+    repo = image.rsplit(":", 1)[0]
+    for entry in digests:
+        name, _, digest = str(entry).partition("@")
+        if digest.startswith("sha256:") and (name == repo or name.endswith("/" + repo)):
+            return digest
+    raise UsageError(
+        f"{engine} has {image} but no registry digest for it (built locally?)",
+        "pull it from its registry, or pass --digest sha256:…",
+    )

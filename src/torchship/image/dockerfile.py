@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 
 from torchship._version import __version__
 from torchship.errors import UsageError
+from torchship.image.agent import AGENT_CONTEXT, AGENT_DIR, agent_files
 from torchship.lock.model import Lock, export_requirements
 
 VARIANTS = ("runtime", "jupyter", "ssh", "devel")
 # uv's own image, pinned by version (docs.astral.sh/uv/guides/integration/docker).
 UV_IMAGE = "ghcr.io/astral-sh/uv:0.9.5"
+LOCK_IN_IMAGE = "/etc/torchship/torchship.lock"  # doctor reads it via $TORCHSHIP_LOCK
 JUPYTER_PORT = 8888
 SSH_PORT = 2222  # unprivileged: sshd runs as the non-root user
+_CA = "if [ -s /run/secrets/ca-bundle ]; then export SSL_CERT_FILE=/run/secrets/ca-bundle; fi"
 _CUDA_TAG = re.compile(r"^nvidia/cuda:(\d+)\.(\d+)(?:\.\d+)?-")
 
 
@@ -36,6 +39,9 @@ class RenderOptions:
     )
     uv_image: str = UV_IMAGE
     extra_labels: dict[str, str] = field(default_factory=dict)
+    agent: bool = True  # torchship itself in /opt/torchship (doctor, workload), off the venv
+    find_links: str | None = None  # a context folder of wheels uv may take (hashes still checked)
+    pytorch_index: str | None = None  # a mirror of the lock's PyTorch index; "" = none (wheels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,7 @@ class Rendered:
     dockerfile: str
     files: dict[str, str]  # context files: name -> content
     tag: str
+    agent_files: dict[str, str] = field(default_factory=dict)  # torchship-agent/…, see agent.py
 
 
 def image_tag(lock: Lock, name: str | None = None) -> str:
@@ -71,11 +78,13 @@ def _labels(lock: Lock, opts: RenderOptions, base: str, tag: str) -> dict[str, s
         "org.opencontainers.image.title": lock.name,
         "org.opencontainers.image.version": tag.split(":", 1)[1],
         "org.opencontainers.image.description": f"torch {lock.torch} for Python {lock.python}",
-        "org.opencontainers.image.base.name": base,
+        "org.opencontainers.image.base.name": base.split("@", 1)[0],
+        **({"org.opencontainers.image.base.digest": base.split("@", 1)[1]} if "@" in base else {}),
         "io.torchship.lock-hash": lock.content_hash,
         "io.torchship.variant": opts.variant,
         "io.torchship.torch": lock.torch,
         "io.torchship.spec": spec,
+        **({"io.torchship.agent": __version__} if opts.agent else {}),
         **opts.extra_labels,
     }
 
@@ -103,9 +112,14 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     base = opts.base_image or lock.base_image
     if opts.variant == "devel" and base.startswith("nvidia/cuda:"):
         base = base.replace("-base-", "-devel-")
+    elif lock.base_digest and not opts.base_image:
+        base = f"{base}@{lock.base_digest}"  # the digest pins the tag's content
     tag = image_tag(lock)
     python = _base_python(lock, opts, base)
-    files = {"requirements.txt": export_requirements(lock)}
+    files = {
+        "requirements.txt": export_requirements(lock, index=False),
+        "torchship.lock": lock.to_toml(),
+    }
     parts = [
         _header(lock, opts, base),
         _builder(lock, opts, python),
@@ -114,10 +128,12 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     if opts.variant == "jupyter":
         files["jupyter_server_config.py"] = JUPYTER_CONFIG
         files["healthcheck.py"] = HEALTHCHECK
+        files["overrides.json"] = JUPYTER_OVERRIDES
     if opts.variant == "ssh":
         files["sshd_config"] = SSHD_CONFIG
         files["ssh-start.sh"] = SSH_START
-    return Rendered("\n".join(parts), files, tag)
+    agent = agent_files() if opts.agent else {}
+    return Rendered("\n".join(parts), files, tag, agent)
 
 
 def _header(lock: Lock, opts: RenderOptions, base: str) -> str:
@@ -133,13 +149,27 @@ FROM ${{UV_IMAGE}} AS uv
 
 
 def _builder(lock: Lock, opts: RenderOptions, python: str | None) -> str:
-    index = f" --index-url {lock.index_url}" if "download.pytorch.org" not in lock.index_url else ""
-    extra = "" if index else f" --extra-index-url {lock.index_url}"
+    url = lock.index_url if opts.pytorch_index is None else opts.pytorch_index
+    pypi = "download.pytorch.org" not in lock.index_url  # the lock's torch comes from PyPI
+    index = f" --index-url {url}" if pypi and url else ""
+    extra = f" --extra-index-url {url}" if url and not pypi else ""
     if python:
         interpreter = f"uv venv /opt/venv --python {python}"
     else:
         interpreter = f"uv python install {lock.python} && uv venv /opt/venv --python {lock.python}"
-    return f"""# builder: the locked environment, each package checked against its lock sha256
+    pth = (
+        f" \\\n    && echo {AGENT_DIR}/lib > /opt/venv/lib/python{lock.python}/site-packages/"
+        "zz_torchship_agent.pth"
+        if opts.agent
+        else ""
+    )
+    wheels = ""
+    if opts.find_links:
+        wheels = f"    --mount=type=bind,source={opts.find_links},target=/tmp/wheels \\\n"
+        extra += " --find-links /tmp/wheels"
+    return f"""# builder: the locked environment, each package checked against its lock sha256.
+# A CA bundle for a TLS-intercepting proxy comes in as a build secret (`--secret
+# id=ca-bundle,src=FILE`), never as a layer.
 FROM ${{BASE_IMAGE}} AS builder
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \\
@@ -148,9 +178,11 @@ ENV UV_PYTHON_INSTALL_DIR=/opt/python \\
     UV_PYTHON_DOWNLOADS=automatic
 COPY requirements.txt /tmp/requirements.txt
 RUN --mount=type=cache,target=/root/.cache/uv \\
-    {interpreter} \\
+    --mount=type=secret,id=ca-bundle \\
+{wheels}    {_CA} \\
+    && {interpreter} \\
     && uv pip install --python /opt/venv/bin/python --require-hashes --no-deps{index}{extra} \\
-       -r /tmp/requirements.txt
+       -r /tmp/requirements.txt{pth}
 """
 
 
@@ -158,7 +190,13 @@ def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: 
     labels = " \\\n      ".join(
         f"{k}={_quote(v)}" for k, v in _labels(lock, opts, base, tag).items()
     )
-    env = ["PATH=/opt/venv/bin:$PATH", "PYTHONUNBUFFERED=1", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
+    path = f"/opt/venv/bin:{AGENT_DIR}/bin:$PATH" if opts.agent else "/opt/venv/bin:$PATH"
+    env = [
+        f"PATH={path}",
+        f"TORCHSHIP_LOCK={LOCK_IN_IMAGE}",
+        "PYTHONUNBUFFERED=1",
+        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+    ]
     require = _require_cuda(base)
     if lock.variant != "cpu":
         # the container toolkit refuses an old driver before torch fails on it
@@ -171,6 +209,11 @@ def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: 
     apt = ["tini", "ca-certificates", *(["openssh-server"] if opts.variant == "ssh" else [])]
     apt += list(lock.spec.get("image", {}).get("system_packages", []))
     copy_python = "" if python else "COPY --from=builder /opt/python /opt/python\n"
+    if opts.agent:
+        copy_python += (
+            f"COPY {AGENT_CONTEXT}/lib {AGENT_DIR}/lib\n"
+            f"COPY --chmod=0755 {AGENT_CONTEXT}/bin/torchship {AGENT_DIR}/bin/torchship\n"
+        )
     return f"""# final: the smallest base that runs the lock, non-root, tini as PID 1
 FROM ${{BASE_IMAGE}}
 ARG UID=1000
@@ -190,6 +233,7 @@ RUN apt-get update \\
     && useradd --no-log-init --create-home --uid "${{UID}}" --gid "${{GID}}" \\
        --shell /bin/bash torchship \\
     && install -d -o "${{UID}}" -g "${{GID}}" /workspace
+COPY torchship.lock {LOCK_IN_IMAGE}
 {copy_python}COPY --from=builder /opt/venv /opt/venv
 {_variant_tail(opts.variant)}"""
 
@@ -197,6 +241,7 @@ RUN apt-get update \\
 def _variant_tail(variant: str) -> str:
     if variant == "jupyter":
         return f"""COPY jupyter_server_config.py healthcheck.py /etc/jupyter/
+COPY overrides.json /opt/venv/share/jupyter/lab/settings/overrides.json
 WORKDIR /workspace
 USER ${{UID}}:${{GID}}
 EXPOSE {JUPYTER_PORT}
@@ -233,6 +278,18 @@ c.ServerApp.root_dir = "/workspace"
 c.IdentityProvider.token = __import__("os").environ.get("JUPYTER_TOKEN") or None
 c.ServerApp.allow_remote_access = True
 c.ServerApp.allow_root = False
+# Every endpoint needs the token except those Jupyter marks public (/api: the version only;
+# the login page).
+c.ServerApp.allow_unauthenticated_access = False
+"""
+
+# JupyterLab fetches news and update checks from the internet at start; off (air-gapped sites).
+JUPYTER_OVERRIDES = """{
+  "@jupyterlab/apputils-extension:notification": {
+    "checkForUpdates": false,
+    "fetchNews": "false"
+  }
+}
 """
 
 # sshd for the non-root user: keys only, no root, no passwords, host keys in the user's home.

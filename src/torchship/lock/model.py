@@ -7,8 +7,9 @@ the file, so a hand-edited lock is detected; `spec_hash` covers the spec it was 
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ class Lock:
     driver_target: str | None
     packages: tuple[LockedPackage, ...]
     torchship_version: str = __version__
+    base_digest: str | None = None  # "sha256:…" of base_image, set by `torchship image pin-base`
 
     def body(self) -> dict[str, Any]:
         """The lock's content without its own hash, in file order."""
@@ -75,6 +77,7 @@ class Lock:
                 "platform": self.platform,
                 "index_url": self.index_url,
                 "base_image": self.base_image,
+                "base_digest": self.base_digest,
                 "min_driver": self.min_driver,
                 "glibc_min": self.glibc_min,
                 "cudnn": self.cudnn,
@@ -177,6 +180,7 @@ def read_lock(path: Path) -> Lock:
                 for p in _need(data, "package", list, "", path)
             ),
             torchship_version=str(data.get("torchship_version", "")),
+            base_digest=_digest(env.get("base_digest"), path),
         )
     except (KeyError, TypeError) as e:
         raise LockFileError(
@@ -189,6 +193,30 @@ def read_lock(path: Path) -> Lock:
             "regenerate it with `torchship lock`",
         )
     return lock
+
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _digest(value: object, path: Path) -> str | None:
+    if value is None or (isinstance(value, str) and _DIGEST.match(value)):
+        return value
+    raise LockFileError(
+        f"{path}: environment.base_digest {value!r} is not sha256:<64 hex digits>",
+        "set it with `torchship image pin-base`, or remove the line and re-lock",
+    )
+
+
+def pin_base(lock: Lock, digest: str, path: Path) -> Lock:
+    """The lock with its base image pinned by `digest`, written atomically to `path`."""
+    if not _DIGEST.match(digest):
+        raise LockFileError(
+            f"base digest {digest!r} is not sha256:<64 hex digits>",
+            "copy it from `docker buildx imagetools inspect IMAGE` or the registry",
+        )
+    pinned = replace(lock, base_digest=digest)
+    write_lock(pinned, path)
+    return pinned
 
 
 def spec_changes(spec: Spec, lock: Lock) -> list[str]:
@@ -218,13 +246,14 @@ def check_lock(spec: Spec, lock: Lock, lock_path: Path) -> None:
         )
 
 
-def export_requirements(lock: Lock) -> str:
-    """requirements.txt with hashes, installable with `pip install --require-hashes -r`."""
+def export_requirements(lock: Lock, index: bool = True) -> str:
+    """requirements.txt with hashes, installable with `pip install --require-hashes -r`.
+    `index=False` leaves out the PyTorch index line (the Dockerfile passes its own)."""
     lines = [
         f"# exported from {LOCK_FILE} ({lock.content_hash}) by torchship {__version__}",
         f"# torch {lock.torch} for Python {lock.python} on {lock.platform}",
     ]
-    if lock.index_url.startswith("https://download.pytorch.org/"):
+    if index and lock.index_url.startswith("https://download.pytorch.org/"):
         lines.append(f"--extra-index-url {lock.index_url}")
     for p in lock.packages:
         hashes = " \\\n    ".join(f"--hash={h}" for h in p.hashes)

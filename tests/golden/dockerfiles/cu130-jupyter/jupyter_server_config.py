@@ -8,3 +8,6 @@ c.ServerApp.root_dir = "/workspace"
 c.IdentityProvider.token = __import__("os").environ.get("JUPYTER_TOKEN") or None
 c.ServerApp.allow_remote_access = True
 c.ServerApp.allow_root = False
+# Every endpoint needs the token except those Jupyter marks public (/api: the version only;
+# the login page).
+c.ServerApp.allow_unauthenticated_access = False
