@@ -10,19 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.podman_env import LOCAL_TORCH_WHEELS
 from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gpu, resolve
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_torch
 
 REPO = Path(__file__).resolve().parents[1]
+__all__ = ["LOCAL_TORCH_WHEELS", "REPO", "run_cli"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--regen-golden", action="store_true", help="rewrite golden files from the current code"
     )
-
-
-LOCAL_TORCH_WHEELS = Path("/opt/wheels")
 
 
 @pytest.fixture(scope="session")

@@ -67,8 +67,11 @@ def submit(
         from torchship.doctor.probe import probe
 
         facts = probe()
-    findings = preflight(spec, lock, facts)
     backend = backend or create_backend(site)
+    findings = preflight(spec, lock, facts, containers=backend.capabilities().containers)
+    site_findings = getattr(backend, "site_findings", None)  # checks only that site can make
+    if site_findings is not None:
+        findings += site_findings(spec, lock)
     job_id = new_job_id()
     request = backend.plan(spec, lock, job_id)
     if dry_run:

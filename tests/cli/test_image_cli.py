@@ -63,6 +63,12 @@ def test_no_engine_is_a_clear_error() -> None:
     assert (
         detect_engine(which=lambda name: "/usr/bin/x" if name == "buildah" else None) == "buildah"
     )
+    # a docker client without its daemon is passed over for podman, or named when alone
+    everything = lambda name: f"/usr/bin/{name}"  # noqa: E731
+    assert detect_engine(everything, works=lambda e: e != "docker") == "podman"
+    with pytest.raises(UsageError) as e:
+        detect_engine(lambda n: "/x" if n == "docker" else None, works=lambda e: False)
+    assert "daemon does not answer" in e.value.message
     with pytest.raises(UsageError):
         build_argv("rkt", Path("c"), "t:1")
 

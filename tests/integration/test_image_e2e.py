@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,96 +27,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import LOCAL_TORCH_WHEELS, REPO
+from tests.conftest import REPO, run_cli
+from tests.podman_env import CPU_LOCK, ENGINE_ARGS, prepare, sh
+from tests.podman_env import build as build_image
+from torchship.image import image_tag
 from torchship.lock import read_lock
 
 pytestmark = pytest.mark.slow
-
-CPU_LOCK = REPO / "tests/data/locks/cpu"
-WORK = Path("/var/tmp/torchship-e2e")  # debootstrap root, reused between runs
-BASE = "localhost/torchship-e2e-base:bookworm"
-UV = "localhost/torchship-e2e-uv:local"
-
-
-def _limits() -> list[str]:
-    """podman's default ulimits exceed what this sandbox may set (no CAP_SYS_RESOURCE)."""
-    out = []
-    for name, which in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
-        hard = resource.getrlimit(which)[1]
-        n = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
-        out.append(f"--ulimit={name}={n}:{n}")
-    return out
-
-
-# crun cannot create containers under this kernel's hybrid cgroups; runc can.
-ENGINE_ARGS = ["--runtime=runc", *_limits()]
-
-
-def sh(*argv: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} → {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def _install_tools() -> str | None:
-    """podman, runc and debootstrap, installed with apt when missing; the reason when not."""
-    missing = [t for t in ("podman", "runc", "debootstrap") if not shutil.which(t)]
-    if not missing:
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return f"needs {', '.join(missing)} (root with apt-get installs them)"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *missing]):
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, env=env, timeout=900, check=False
-        )
-        if proc.returncode != 0:
-            return f"{' '.join(argv)} failed: {proc.stderr.strip()[-300:]}"
-    return None
-
-
-def _base_image() -> None:
-    if sh("podman", "image", "exists", BASE, check=False).returncode == 0:
-        return
-    rootfs = WORK / "rootfs"
-    if not (rootfs / "usr/bin/python3.11").exists():
-        shutil.rmtree(rootfs, ignore_errors=True)
-        sh(
-            "debootstrap",
-            "--variant=minbase",
-            "--include=python3,ca-certificates",
-            "bookworm",
-            str(rootfs),
-            "http://deb.debian.org/debian",
-        )
-        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    sh_in = subprocess.run(
-        ["podman", "import", "-", BASE], stdin=tar.stdout, capture_output=True, check=False
-    )
-    tar.wait()
-    assert sh_in.returncode == 0, sh_in.stderr
-
-
-def _uv_image() -> None:
-    """uv's own image holds /uv; here it is built FROM scratch from this env's uv binary."""
-    import uv
-
-    ctx = WORK / "uv"
-    ctx.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(uv.find_uv_bin(), ctx / "uv")
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY uv /uv\n")
-    sh("podman", "build", *ENGINE_ARGS, "--tag", UV, str(ctx))
-
-
-def _build(variant: str, tag: str) -> None:
-    argv = [sys.executable, "-m", "torchship", "image", "build", str(CPU_LOCK)]
-    argv += ["--engine", "podman", "--variant", variant, "--tag", tag]
-    argv += ["--base-image", BASE, "--python", "/usr/bin/python3.11", "--uv-image", UV]
-    argv += ["--find-links", str(LOCAL_TORCH_WHEELS), "--pytorch-index", "none"]
-    argv += [f"--engine-arg={a}" for a in ["--network=host", *ENGINE_ARGS]]
-    sh(*argv)
 
 
 @dataclass(frozen=True)
@@ -129,21 +44,14 @@ class Images:
 
 @pytest.fixture(scope="module")
 def images() -> Images:
-    if not LOCAL_TORCH_WHEELS.is_dir():
-        pytest.skip(f"needs the local torch 2.13.0 CPU wheel in {LOCAL_TORCH_WHEELS}")
-    reason = _install_tools()
+    reason = prepare()
     if reason:
         pytest.skip(reason)
-    WORK.mkdir(parents=True, exist_ok=True)
-    _base_image()
-    _uv_image()
     lock = read_lock(CPU_LOCK / "torchship.lock")
-    out = Images(
-        f"localhost/e2e-cpu:runtime-{lock.short_hash}",
-        f"localhost/e2e-cpu:jupyter-{lock.short_hash}",
-    )
-    _build("runtime", out.runtime)
-    _build("jupyter", out.jupyter)
+    # the tags `torchship image build` gives, which the docker site and `jupyter` look for
+    out = Images(f"localhost/{image_tag(lock)}", f"localhost/{image_tag(lock, 'jupyter')}")
+    build_image("runtime", out.runtime)
+    build_image("jupyter", out.jupyter)
     return out
 
 
@@ -295,3 +203,79 @@ def _chromium(tmp: Path, *args: str) -> str:
         ["chromium", *flags, *args], capture_output=True, text=True, timeout=120, check=False
     )
     return proc.stdout
+
+
+# --- the docker site and the launch commands, through the CLI, on podman --------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CPU lock with a job file, and the docker site pointed at podman with this sandbox's
+    flags, no network for jobs, and a data dir of its own."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(CPU_LOCK / "torchship.lock", proj / "torchship.lock")
+    (proj / "job.toml").write_text(
+        '[job]\nname = "docker-e2e"\nworkload = "reference"\nprocesses_per_node = 2\n'
+        "cpus = 2\nmemory_gib = 4\nmax_runtime_minutes = 10\n\n[job.workload_args]\n"
+        "steps = STEPS\nd_model = 64\nlayers = 2\nheads = 2\ncheckpoint_every = 10\n"
+    )
+    monkeypatch.setenv("TORCHSHIP_ENGINE", "podman")
+    monkeypatch.setenv("TORCHSHIP_ENGINE_ARGS", " ".join(ENGINE_ARGS))
+    monkeypatch.setenv("TORCHSHIP_DOCKER_NETWORK", "none")
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "home"))
+    return proj
+
+
+def _steps(proj: Path, n: int) -> Path:
+    job = proj / "job.toml"
+    job.write_text(job.read_text().replace("STEPS", str(n)))
+    return job
+
+
+def test_run_on_the_docker_site(images: Images, project: Path) -> None:
+    job = _steps(project, 20)
+    r = run_cli("run", str(job), "--site", "docker")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "succeeded on docker://" in r.stdout and "parameters identical on all ranks" in r.stdout
+    job_id = r.stdout.split("job ", 1)[1].split()[0]
+    labels = sh("podman", "ps", "-a", "--filter", f"label=io.torchship.job-id={job_id}",
+                "--format", "{{.Labels}}").stdout  # fmt: skip
+    assert "io.torchship.lock-hash" in labels  # found again by its labels
+    status = run_cli("status", job_id)
+    assert status.returncode == 0 and "succeeded" in status.stdout
+
+
+def test_cancel_stops_the_container(images: Images, project: Path) -> None:
+    job = _steps(project, 100000)
+    r = run_cli("run", str(job), "--site", "docker", "--detach")
+    assert r.returncode == 0, r.stdout + r.stderr
+    job_id = r.stdout.split("job ", 1)[1].split()[0]
+    deadline = time.monotonic() + 60
+    while "step 10/" not in run_cli("logs", job_id).stdout:
+        assert time.monotonic() < deadline, run_cli("logs", job_id).stdout
+        time.sleep(1)
+    assert run_cli("cancel", job_id).returncode == 0
+    deadline = time.monotonic() + 60
+    while "cancelled" not in (out := run_cli("status", job_id).stdout):
+        assert time.monotonic() < deadline, out
+        time.sleep(1)
+
+
+def test_exec_and_jupyter_commands(images: Images, project: Path) -> None:
+    r = run_cli(
+        "exec", str(project), "--", "python", "-c", "import torch; print(torch.__version__)"
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "2.13.0+cpu", r.stdout + r.stderr
+    port = _free_port()
+    r = run_cli("jupyter", str(project), "--port", str(port))
+    assert r.returncode == 0, r.stdout + r.stderr
+    url = r.stdout.split()[2]
+    name = r.stdout.split("(", 1)[1].split(")", 1)[0]
+    try:
+        token = url.split("token=", 1)[1]
+        assert url.startswith(f"http://127.0.0.1:{port}/lab?token=") and len(token) >= 24
+        assert _status(f"http://127.0.0.1:{port}/api/status") == 403
+        assert _status(f"http://127.0.0.1:{port}/api/status", token) == 200
+    finally:
+        sh("podman", "stop", name, check=False)

@@ -16,8 +16,15 @@ def _local() -> Backend:
     return create()
 
 
+def _docker() -> Backend:
+    from torchship.backends.docker import create
+
+    return create()
+
+
 REGISTRY: dict[str, Callable[[], Backend]] = {
     "local": _local,
+    "docker": _docker,
 }
 
 

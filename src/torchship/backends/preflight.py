@@ -21,6 +21,9 @@ from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
 
 GPU_LAYERS = frozenset({"hardware", "driver", "cuda", "cudnn-nccl"})
+# In a container the image (built from the lock) brings CUDA libraries, torch and packages; the
+# host contributes only the GPUs and the driver, checked against the lock's driver floor.
+IMAGE_LAYERS = frozenset({"cuda", "cudnn-nccl", "torch", "packages", "lock"})
 GPU_CODES = frozenset({"gpu-arch-unsupported", "cuda-visible-devices-late", "tf32-numerics"})
 
 
@@ -99,13 +102,18 @@ def preflight(
     facts: Facts,
     matrix: Matrix | None = None,
     exists: Callable[[Path], bool] = Path.exists,
+    containers: bool = False,
 ) -> list[Finding]:
+    """`containers`: the site runs the job in the project's image, not in this environment."""
     m = matrix or load_matrix()
     cpu = job.gpus_per_node == 0
     found = diagnose(facts, lock, matrix=m, cpu_job=cpu)
     if cpu:
         found = [f for f in found if f.layer not in GPU_LAYERS and f.code not in GPU_CODES]
-    found += job_findings(job, facts, m, exists)
+    if containers:
+        found = [f for f in found if f.layer not in IMAGE_LAYERS]
+    job_found = job_findings(job, facts, m, exists)
+    found += [f for f in job_found if not (containers and f.code == "torch-missing")]
     if lock is None:
         found.append(
             Finding(

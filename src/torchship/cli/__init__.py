@@ -13,6 +13,7 @@ from typing import NoReturn
 
 from torchship._version import __version__
 from torchship.cli import cancel as cancel_cmd
+from torchship.cli import container as container_cmd
 from torchship.cli import diff as diff_cmd
 from torchship.cli import doctor as doctor_cmd
 from torchship.cli import export as export_cmd
@@ -35,6 +36,7 @@ COMMANDS = (
     doctor_cmd,
     diff_cmd,
     image_cmd,
+    container_cmd,
     run_cmd,
     status_cmd,
     logs_cmd,

@@ -37,6 +37,11 @@ def add_parser(sub: Any) -> None:
 
 
 def lock_path(project: Path) -> Path:
+    """The project's lock: next to its spec, or a lock file or folder holding one alone."""
+    if project.is_file() and project.name == LOCK_FILE:
+        return project
+    if project.is_dir() and (project / LOCK_FILE).is_file():
+        return project / LOCK_FILE
     return find_spec_file(project).parent / LOCK_FILE
 
 

@@ -19,16 +19,47 @@ from torchship.image.dockerfile import Rendered
 ENGINES = ("docker", "podman", "buildah")
 
 
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
 class BuildError(TorchshipError):
     """The engine ran and the build failed."""
 
 
-def detect_engine(which: Callable[[str], str | None] = shutil.which) -> str:
-    for engine in ENGINES:
-        if which(engine):
+def engine_works(engine: str, runner: Runner = subprocess.run) -> bool:
+    """docker needs its daemon (the client alone is common); podman and buildah need none."""
+    if engine != "docker":
+        return True
+    try:
+        proc = runner(
+            ["docker", "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+def detect_engine(
+    which: Callable[[str], str | None] = shutil.which,
+    works: Callable[[str], bool] = engine_works,
+    engines: Sequence[str] = ENGINES,
+) -> str:
+    """The first engine installed whose daemon (if it has one) answers."""
+    installed = [e for e in engines if which(e)]
+    for engine in installed:
+        if works(engine):
             return engine
+    if installed:
+        raise UsageError(
+            f"{', '.join(installed)} installed, but the docker daemon does not answer",
+            "start it (`systemctl start docker`), or install podman (daemonless)",
+        )
     raise UsageError(
-        "no container engine found (looked for docker, podman, buildah on PATH)",
+        f"no container engine found (looked for {', '.join(engines)} on PATH)",
         "install one (e.g. `apt-get install podman`), or eject the Dockerfile with "
         "`torchship image render -o DIR` and build it elsewhere",
     )

@@ -52,10 +52,12 @@ class Rendered:
     agent_files: dict[str, str] = field(default_factory=dict)  # torchship-agent/…, see agent.py
 
 
-def image_tag(lock: Lock, name: str | None = None) -> str:
-    """`<name>:<torch>-<variant>-py<X.Y>-<lockhash8>`, never `latest`."""
+def image_tag(lock: Lock, variant: str = "runtime", name: str | None = None) -> str:
+    """`<name>:<torch>-<cuda variant>-py<X.Y>-<lockhash8>` for the runtime image, with
+    `-<variant>` after it for the others; never `latest`."""
     torch = lock.torch.split("+", 1)[0]
-    return f"{name or lock.name}:{torch}-{lock.variant}-py{lock.python}-{lock.short_hash}"
+    suffix = "" if variant == "runtime" else f"-{variant}"
+    return f"{name or lock.name}:{torch}-{lock.variant}-py{lock.python}-{lock.short_hash}{suffix}"
 
 
 def _base_python(lock: Lock, opts: RenderOptions, base: str) -> str | None:
@@ -114,7 +116,7 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
         base = base.replace("-base-", "-devel-")
     elif lock.base_digest and not opts.base_image:
         base = f"{base}@{lock.base_digest}"  # the digest pins the tag's content
-    tag = image_tag(lock)
+    tag = image_tag(lock, opts.variant)
     python = _base_python(lock, opts, base)
     files = {
         "requirements.txt": export_requirements(lock, index=False),
@@ -226,7 +228,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \\
     && apt-get install -y --no-install-recommends {" ".join(sorted(set(apt)))} \\
-    && rm -rf /var/lib/apt/lists/* \\
+    && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \\
     && if getent passwd "${{UID}}" >/dev/null; then userdel --remove \\
        "$(getent passwd "${{UID}}" | cut -d: -f1)"; fi \\
     && (getent group "${{GID}}" >/dev/null || groupadd --gid "${{GID}}" torchship) \\

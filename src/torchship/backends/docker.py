@@ -1,0 +1,374 @@
+"""The `docker` site: jobs (and Jupyter, a shell, one command) in the project's image on this
+machine's container engine, docker or podman (same `run` syntax; podman reaches GPUs by CDI).
+
+plan() is pure: the exact `<engine> run` command. The container carries labels (job id, lock
+hash, site) and is found again by them: status reads `<engine> ps -a --filter label=…`, logs
+are the engine's, cancel is `<engine> stop` (SIGTERM through tini to torchrun, then SIGKILL
+after the grace period). The job's run folder on the host is mounted at /torchship/run, so
+summary.json, metrics and checkpoints land where the local site puts them.
+
+Defaults are the safe ones: the image's non-root user (or the host user's UID/GID when it is
+not root, so files in mounts stay yours), no new privileges, all capabilities dropped, data
+read-only unless asked, /dev/shm sized for DataLoader workers and NCCL (the engines' 64 MB
+default breaks them), Jupyter published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torchship._atomic import write_text_atomic
+from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
+from torchship.backends.local import checkpoint_dir, job_env, run_dir, workload_argv
+from torchship.backends.preflight import data_path
+from torchship.doctor.checks import ERROR, Finding
+from torchship.errors import TorchshipError, UsageError
+from torchship.image.build import detect_engine
+from torchship.image.dockerfile import image_tag
+from torchship.lock.model import Lock
+from torchship.spec.job import JobSpec
+
+SCHEME = "docker"
+ENGINES = ("docker", "podman")
+RUN_MOUNT = "/torchship/run"  # the job's run folder inside the container
+WORKSPACE = "/workspace"
+IMAGE_UID = 1000  # the rendered images' non-root user (ARG UID)
+STOP_GRACE_S = 20
+CANCELLED = "cancel-requested"  # in the run folder: a stopped container was cancelled
+LABEL_JOB = "io.torchship.job-id"
+LABEL_LOCK = "io.torchship.lock-hash"
+LABEL_SITE = "io.torchship.site"
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class DockerOptions:
+    engine: str  # "docker" | "podman"
+    home: Path  # the data dir: runs/<job id>/ lives here
+    host: str
+    uid: int  # the host user; 0 (root) runs as the image's non-root user instead
+    gid: int
+    shm_size: str | None = None  # None: sized from the job; with ipc_host, unused
+    ipc_host: bool = False
+    engine_args: tuple[str, ...] = ()  # appended to every `run` as is (e.g. --runtime=runc)
+    network: str | None = None  # jobs' --network (e.g. "none"); None: the engine's default
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """One container, as `<engine> run` will start it."""
+
+    image: str
+    name: str
+    command: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    env_from_host: tuple[str, ...] = ()  # `-e NAME`: the value comes from the caller's env
+    volumes: tuple[tuple[str, str, bool], ...] = ()  # (host, container, read_only)
+    ports: tuple[str, ...] = ()  # `127.0.0.1:8888:8888`
+    gpus: int = 0  # 0: none; -1: all
+    memory_gib: float | None = None
+    cpus: float | None = None
+    workdir: str = WORKSPACE
+    detach: bool = True
+    interactive: bool = False
+    remove: bool = False
+    read_only_root: bool = False
+    network: str | None = None
+
+
+def user_flag(o: DockerOptions) -> str:
+    """The host user, so files written to mounts stay theirs; never root in the container."""
+    if o.uid == 0:
+        return f"{IMAGE_UID}:{IMAGE_UID}"
+    return f"{o.uid}:{o.gid}"
+
+
+def shm_size(memory_gib: float | None) -> str:
+    """Half the job's memory, at least 1 GiB, at most 16 GiB (8 GiB when the job says none)."""
+    if not memory_gib:
+        return "8g"
+    return f"{max(1, min(16, int(memory_gib // 2)))}g"
+
+
+def gpu_flags(engine: str, gpus: int) -> list[str]:
+    if gpus == 0:
+        return []
+    if engine == "podman":  # CDI: `nvidia-ctk cdi generate` names them nvidia.com/gpu=N|all
+        names = ["all"] if gpus < 0 else [str(i) for i in range(gpus)]
+        return [f"--device=nvidia.com/gpu={n}" for n in names]
+    return ["--gpus", "all" if gpus < 0 else f'"device={",".join(map(str, range(gpus)))}"']
+
+
+def run_argv(o: DockerOptions, launch: Launch) -> list[str]:
+    """The exact `<engine> run` command for `launch`. Pure."""
+    argv = [o.engine, "run"]
+    argv += ["--detach"] if launch.detach else []
+    argv += ["--interactive", "--tty"] if launch.interactive else []
+    argv += ["--rm"] if launch.remove else []
+    argv += ["--name", launch.name]
+    for k, v in sorted(launch.labels.items()):
+        argv += ["--label", f"{k}={v}"]
+    argv += ["--user", user_flag(o), "--workdir", launch.workdir]
+    argv += ["--security-opt=no-new-privileges", "--cap-drop=ALL"]
+    if launch.read_only_root:
+        argv += ["--read-only", "--tmpfs=/tmp:rw,exec,size=2g"]
+    argv += ["--ipc=host"] if o.ipc_host else [f"--shm-size={o.shm_size or '8g'}"]
+    argv += gpu_flags(o.engine, launch.gpus)
+    if launch.memory_gib:
+        argv += [f"--memory={launch.memory_gib:g}g"]
+    if launch.cpus:
+        argv += [f"--cpus={launch.cpus:g}"]
+    if launch.network:
+        argv += [f"--network={launch.network}"]
+    for host, inside, ro in launch.volumes:
+        argv += ["--volume", f"{host}:{inside}" + (":ro" if ro else "")]
+    for port in launch.ports:
+        argv += ["--publish", port]
+    for k, v in sorted(launch.env.items()):
+        argv += ["--env", f"{k}={v}"]
+    for k in launch.env_from_host:
+        argv += ["--env", k]
+    return [*argv, *o.engine_args, launch.image, *launch.command]
+
+
+def container_name(job_id: str) -> str:
+    return f"torchship-{job_id}"
+
+
+class DockerBackend:
+    kind = SCHEME
+
+    def __init__(self, options: DockerOptions, runner: Runner = subprocess.run) -> None:
+        self.options = options
+        self.runner = runner
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, containers=True,
+            volumes=("bind",),
+        )  # fmt: skip
+
+    def image_for(self, lock: Lock | None, job: JobSpec) -> str:
+        if lock is None:
+            raise UsageError(
+                f"{job.source}: the docker site runs the project's image, built from its lock, "
+                "and there is no torchship.lock",
+                "run `torchship lock` and `torchship image build` in the project folder",
+            )
+        return image_tag(lock)
+
+    def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
+        if job.nodes > 1:
+            raise UsageError(
+                f"{job.source}: job.nodes = {job.nodes}, but the docker site runs one node",
+                "set nodes = 1, or run it on a Kubernetes site",
+            )
+        o = self.options
+        image = self.image_for(lock, job)
+        run = run_dir(o.home, job_id)
+        inside = Path(RUN_MOUNT)
+        cmd = [
+            "python", "-m", "torch.distributed.run", "--nnodes=1",
+            f"--nproc-per-node={job.processes_per_node}", "--rdzv-backend=c10d",
+            "--rdzv-endpoint=127.0.0.1:0", f"--rdzv-id={job_id}",
+            f"--max-restarts={job.retries}",
+        ]  # fmt: skip
+        volumes: list[tuple[str, str, bool]] = [(str(run), RUN_MOUNT, False)]
+        ckpt = checkpoint_dir(job, run)
+        if not ckpt.is_relative_to(run):  # a shared checkpoint folder: same path inside
+            volumes.append((str(ckpt), str(ckpt), False))
+        if job.command is None:
+            cmd += workload_argv(job, inside)  # an absolute checkpoint_dir keeps its path
+        else:
+            cmd += ["--no-python", *job.command]
+            volumes.append((str(Path(job.source).resolve().parent), WORKSPACE, False))
+        volumes += [(str(data_path(job, d.path)), d.mount, d.read_only) for d in job.data]
+        if job.max_runtime_minutes:
+            grace = f"--kill-after={STOP_GRACE_S}"
+            cmd = ["timeout", grace, f"{job.max_runtime_minutes * 60:g}", *cmd]
+        env = job_env(job, job_id, inside)
+        labels = {LABEL_JOB: job_id, LABEL_SITE: SCHEME}
+        if lock is not None:
+            labels[LABEL_LOCK] = lock.content_hash
+        launch = Launch(
+            image=image,
+            name=container_name(job_id),
+            command=tuple(cmd),
+            labels=labels,
+            env=env,
+            volumes=tuple(volumes),
+            gpus=job.gpus_per_node,
+            memory_gib=job.memory_gib,
+            cpus=job.cpus,
+            read_only_root=True,
+            network=o.network,
+        )
+        opts = o if o.shm_size or o.ipc_host else _with_shm(o, shm_size(job.memory_gib))
+        argv = run_argv(opts, launch)
+        return Request(
+            site=SCHEME,
+            kind=SCHEME,
+            job_id=job_id,
+            text=shlex.join(argv),
+            argv=tuple(argv),
+            run_dir=str(run),
+            max_runtime_s=job.max_runtime_minutes * 60 if job.max_runtime_minutes else None,
+        )
+
+    def site_findings(self, job: JobSpec, lock: Lock | None) -> list[Finding]:
+        """What only this site checks: the engine is there and the image is built."""
+        o = self.options
+        if shutil.which(o.engine) is None:
+            return [_finding("engine-missing", f"{o.engine} is not installed on this machine",
+                             "install docker or podman, or run on another site")]  # fmt: skip
+        if lock is None:
+            return []
+        image = image_tag(lock)
+        probe = self._engine("image", "inspect", "--format", "{{json .Config.Labels}}", image)
+        if probe.returncode != 0:
+            folder = Path(job.source).parent
+            return [
+                _finding(
+                    "image-missing",
+                    f"the image {image} is not built on this machine",
+                    f"build it: `torchship image build {folder}`",
+                )
+            ]
+        labels = json.loads(probe.stdout or "null") or {}
+        if labels.get(LABEL_LOCK) != lock.content_hash:
+            return [_finding("image-not-from-lock",
+                             f"{image} was not built from this lock ({labels.get(LABEL_LOCK)})",
+                             "rebuild it: `torchship image build`")]  # fmt: skip
+        return []
+
+    def apply(self, request: Request) -> str:
+        run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
+        run.mkdir(parents=True, exist_ok=True)
+        if self.options.uid == 0:  # the container runs as the image's user; let it write
+            os.chown(run, IMAGE_UID, IMAGE_UID)
+        proc = self.runner(list(request.argv), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise TorchshipError(
+                f"{self.options.engine} could not start the job: {_last(proc.stderr)}",
+                f"run the command to see more: {request.text}",
+            )
+        return f"{SCHEME}://{self.options.host}/{request.job_id}"
+
+    def _engine(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.runner(
+            [self.options.engine, *args], capture_output=True, text=True, check=False
+        )
+
+    def _job(self, handle: str) -> str:
+        host, job_id = parse_handle(handle, SCHEME)
+        if host != self.options.host:
+            raise UsageError(
+                f"{handle} ran on {host}, not on this machine ({self.options.host})",
+                f"run this command on {host}",
+            )
+        return job_id
+
+    def status(self, handle: str) -> SiteStatus:
+        job_id = self._job(handle)
+        fmt = "{{.ID}}"
+        found = self._engine("ps", "-a", "--filter", f"label={LABEL_JOB}={job_id}", "--format", fmt)
+        ids = found.stdout.split()
+        if found.returncode != 0 or not ids:
+            return SiteStatus("lost", reason=f"no container labelled {LABEL_JOB}={job_id}")
+        state = self._engine("inspect", "--format", "{{json .State}}", ids[0])
+        try:
+            st = json.loads(state.stdout)
+        except json.JSONDecodeError:
+            return SiteStatus(
+                "lost", reason=f"{self.options.engine} inspect: {_last(state.stderr)}"
+            )
+        site = container_state(st)
+        cancelled = run_dir(self.options.home, job_id) / CANCELLED
+        if site.state in ("failed", "cancelled") and cancelled.exists():
+            # torchrun turns the SIGTERM of `stop` into exit 1; the marker says it was asked
+            return SiteStatus("cancelled", site.exit_code, "cancelled")
+        return site
+
+    def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
+        name = container_name(self._job(handle))
+        argv = [self.options.engine, "logs", *(["--follow"] if follow else []), name]
+        with subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as proc:
+            assert proc.stdout is not None
+            yield from proc.stdout
+
+    def cancel(self, handle: str) -> None:
+        job_id = self._job(handle)
+        run = run_dir(self.options.home, job_id)
+        if self.status(handle).state in ("succeeded", "failed", "cancelled"):
+            return
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / CANCELLED, f"{time.time()}\n")
+        self._engine("stop", "--time", str(STOP_GRACE_S), container_name(job_id))
+
+
+def container_state(st: dict[str, object]) -> SiteStatus:
+    """An engine's `.State` → a site state. Exit 124/137 after `timeout`: over max runtime."""
+    status = str(st.get("Status", "")).lower()
+    code = st.get("ExitCode")
+    exit_code = int(code) if isinstance(code, int) else None
+    if status in ("created", "configured", "initialized"):
+        return SiteStatus("pending", reason="created")
+    if status in ("running", "restarting", "paused", "stopping"):
+        return SiteStatus("running")
+    if status in ("exited", "stopped", "dead"):
+        if exit_code == 0:
+            return SiteStatus("succeeded", 0)
+        if exit_code == 124:
+            return SiteStatus("failed", 124, "stopped at its max_runtime_minutes")
+        if exit_code == 143 or (exit_code == 137 and st.get("OOMKilled") is not True):
+            return SiteStatus("cancelled", exit_code, "stopped")
+        if st.get("OOMKilled") is True:
+            return SiteStatus("failed", exit_code, "killed: out of memory (raise memory_gib)")
+        return SiteStatus("failed", exit_code, str(st.get("Error") or ""))
+    return SiteStatus("lost", exit_code, f"unknown container state {status!r}")
+
+
+def _with_shm(o: DockerOptions, size: str) -> DockerOptions:
+    from dataclasses import replace
+
+    return replace(o, shm_size=size)
+
+
+def _finding(code: str, message: str, fix: str) -> Finding:
+    return Finding(code, ERROR, message, fix, "job")
+
+
+def _last(text: str) -> str:
+    lines = [x for x in text.strip().splitlines() if x.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def options(engine: str | None = None, engine_args: Sequence[str] = ()) -> DockerOptions:
+    from torchship.state import data_dir
+
+    return DockerOptions(
+        engine=engine or os.environ.get("TORCHSHIP_ENGINE") or detect_engine(engines=ENGINES),
+        home=data_dir(),
+        host=socket.gethostname(),
+        uid=os.getuid(),
+        gid=os.getgid(),
+        engine_args=tuple(engine_args)
+        or tuple(shlex.split(os.environ.get("TORCHSHIP_ENGINE_ARGS", ""))),
+        network=os.environ.get("TORCHSHIP_DOCKER_NETWORK") or None,
+    )
+
+
+def create() -> DockerBackend:
+    return DockerBackend(options())
