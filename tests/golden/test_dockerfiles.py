@@ -81,3 +81,24 @@ def test_jupyter_needs_jupyterlab_in_the_lock() -> None:
     with pytest.raises(UsageError) as e:
         render(read_lock(REPO / "examples/quickstart/torchship.lock"), RenderOptions("jupyter"))
     assert "no jupyterlab" in e.value.message and "jupyter = true" in e.value.hint
+
+
+EXAMPLES = sorted(REPO.glob("examples/pytorch-cuda-*/image/*/Dockerfile"))
+
+
+@pytest.mark.parametrize("dockerfile", EXAMPLES, ids=lambda p: f"{p.parts[-4]}/{p.parts[-2]}")
+def test_committed_example_images_are_what_their_locks_render(dockerfile: Path) -> None:
+    """examples/pytorch-cuda-*/image/<variant>/ is `torchship image render -o` of the example's
+    lock (the agent folder, torchship's own source, is left out of git)."""
+    ctx, project = dockerfile.parent, dockerfile.parents[2]
+    r = render(read_lock(project / "torchship.lock"), RenderOptions(variant=ctx.name))
+    committed = {p.name: p.read_text() for p in ctx.iterdir() if p.is_file()}
+    assert committed == {"Dockerfile": r.dockerfile, **r.files}, "re-render the example"
+
+
+def test_examples_cover_both_torch_versions_and_three_variants() -> None:
+    assert {(p.parts[-4], p.parts[-2]) for p in EXAMPLES} == {
+        (f"pytorch-cuda-{v}", variant)
+        for v in ("2.9", "2.6")
+        for variant in ("runtime", "jupyter", "ssh")
+    }

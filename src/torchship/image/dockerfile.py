@@ -124,7 +124,7 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     }
     parts = [
         _header(lock, opts, base),
-        _builder(lock, opts, python),
+        _builder(lock, opts, python, base),
         _final(lock, opts, base, python, tag),
     ]
     if opts.variant == "jupyter":
@@ -142,15 +142,13 @@ def _header(lock: Lock, opts: RenderOptions, base: str) -> str:
     return f"""# syntax=docker/dockerfile:1
 # Rendered by torchship {__version__} from {lock.name}'s torchship.lock ({lock.content_hash}),
 # variant {opts.variant}. Re-render, don't edit: `torchship image render --variant {opts.variant}`.
-ARG BASE_IMAGE={base}
-ARG UV_IMAGE={opts.uv_image}
 ARG SOURCE_DATE_EPOCH=0
 
-FROM ${{UV_IMAGE}} AS uv
+FROM {opts.uv_image} AS uv
 """
 
 
-def _builder(lock: Lock, opts: RenderOptions, python: str | None) -> str:
+def _builder(lock: Lock, opts: RenderOptions, python: str | None, base: str) -> str:
     url = lock.index_url if opts.pytorch_index is None else opts.pytorch_index
     pypi = "download.pytorch.org" not in lock.index_url  # the lock's torch comes from PyPI
     index = f" --index-url {url}" if pypi and url else ""
@@ -172,7 +170,7 @@ def _builder(lock: Lock, opts: RenderOptions, python: str | None) -> str:
     return f"""# builder: the locked environment, each package checked against its lock sha256.
 # A CA bundle for a TLS-intercepting proxy comes in as a build secret (`--secret
 # id=ca-bundle,src=FILE`), never as a layer.
-FROM ${{BASE_IMAGE}} AS builder
+FROM {base} AS builder
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \\
     UV_COMPILE_BYTECODE=1 \\
@@ -217,7 +215,7 @@ def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: 
             f"COPY --chmod=0755 {AGENT_CONTEXT}/bin/torchship {AGENT_DIR}/bin/torchship\n"
         )
     return f"""# final: the smallest base that runs the lock, non-root, tini as PID 1
-FROM ${{BASE_IMAGE}}
+FROM {base}
 ARG UID=1000
 ARG GID=1000
 LABEL {labels}
@@ -258,11 +256,15 @@ COPY --chmod=0755 ssh-start.sh /usr/local/bin/torchship-ssh-start
 WORKDIR /workspace
 USER ${{UID}}:${{GID}}
 EXPOSE {SSH_PORT}
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \\
+    CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', {SSH_PORT}), 4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["/usr/local/bin/torchship-ssh-start"]
 """
     return """WORKDIR /workspace
 USER ${UID}:${GID}
+# A batch job has no service to probe: its health is its exit code, which the site reads.
+HEALTHCHECK NONE
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python"]
 """
