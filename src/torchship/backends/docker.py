@@ -23,12 +23,18 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torchship._atomic import write_text_atomic
 from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
-from torchship.backends.local import checkpoint_dir, job_env, run_dir, workload_argv
+from torchship.backends.local import (
+    checkpoint_dir,
+    job_env,
+    run_dir,
+    torchrun_argv,
+    workload_argv,
+)
 from torchship.backends.preflight import data_path
 from torchship.doctor.checks import ERROR, Finding
 from torchship.errors import TorchshipError, UsageError
@@ -177,12 +183,7 @@ class DockerBackend:
         image = self.image_for(lock, job)
         run = run_dir(o.home, job_id)
         inside = Path(RUN_MOUNT)
-        cmd = [
-            "python", "-m", "torch.distributed.run", "--nnodes=1",
-            f"--nproc-per-node={job.processes_per_node}", "--rdzv-backend=c10d",
-            "--rdzv-endpoint=127.0.0.1:0", f"--rdzv-id={job_id}",
-            f"--max-restarts={job.retries}",
-        ]  # fmt: skip
+        cmd = torchrun_argv("python", job, job_id)  # the image's python
         volumes: list[tuple[str, str, bool]] = [(str(run), RUN_MOUNT, False)]
         ckpt = checkpoint_dir(job, run)
         if not ckpt.is_relative_to(run):  # a shared checkpoint folder: same path inside
@@ -213,7 +214,7 @@ class DockerBackend:
             read_only_root=True,
             network=o.network,
         )
-        opts = o if o.shm_size or o.ipc_host else _with_shm(o, shm_size(job.memory_gib))
+        opts = o if o.shm_size or o.ipc_host else replace(o, shm_size=shm_size(job.memory_gib))
         argv = run_argv(opts, launch)
         return Request(
             site=SCHEME,
@@ -338,12 +339,6 @@ def container_state(st: dict[str, object]) -> SiteStatus:
             return SiteStatus("failed", exit_code, "killed: out of memory (raise memory_gib)")
         return SiteStatus("failed", exit_code, str(st.get("Error") or ""))
     return SiteStatus("lost", exit_code, f"unknown container state {status!r}")
-
-
-def _with_shm(o: DockerOptions, size: str) -> DockerOptions:
-    from dataclasses import replace
-
-    return replace(o, shm_size=size)
 
 
 def _finding(code: str, message: str, fix: str) -> Finding:
