@@ -1,0 +1,239 @@
+"""Kubernetes objects for a job, rendered as plain dicts (pure; YAML by `to_yaml`).
+
+One node: a batch/v1 Job and a NetworkPolicy. The pod template meets Pod Security "restricted"
+(runAsNonRoot, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault) and
+more: a read-only root filesystem with writable emptyDirs (/tmp, the run folder), /dev/shm as a
+memory emptyDir sized from the job, no service-account token, `nvidia.com/gpu` limits as string
+quantities, data only from PersistentVolumeClaims (`pvc://CLAIM[/SUBPATH]`; never hostPath),
+labels (job id, lock hash, site), `ttlSecondsAfterFinished` so finished jobs release what they
+hold. The NetworkPolicy lets the job's pods reach each other and DNS, nothing else.
+
+This is the rendering the Kubernetes site (applying through the official client, multi-node
+JobSet/PyTorchJob) builds on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from torchship.backends.local import torchrun_argv, workload_argv
+from torchship.errors import SpecError
+from torchship.image.dockerfile import image_tag
+from torchship.lock.model import Lock
+from torchship.spec.job import JobSpec
+
+RUN_MOUNT = "/torchship/run"
+IMAGE_UID = 1000
+TTL_AFTER_FINISHED_S = 3600
+LABEL_JOB = "torchship.io/job-id"
+LABEL_LOCK = "torchship.io/lock-hash"
+LABEL_SITE = "torchship.io/site"
+LABEL_NAME = "app.kubernetes.io/name"
+
+
+@dataclass(frozen=True, slots=True)
+class KubeOptions:
+    namespace: str = "default"
+    site: str = "kubernetes"
+    image: str | None = None  # None: the lock's image tag, from `registry`
+    registry: str = ""  # e.g. "registry.example.com/team/"
+    queue: str | None = None  # a Kueue LocalQueue
+    ttl_after_finished_s: int = TTL_AFTER_FINISHED_S
+
+
+def dns_name(text: str, limit: int = 63) -> str:
+    """A DNS-1123 label from a job name: lower case, [a-z0-9-], starts and ends alphanumeric."""
+    out = "".join(c if c.isalnum() else "-" for c in text.lower())
+    out = "-".join(p for p in out.split("-") if p)[:limit].strip("-")
+    return out or "job"
+
+
+def pvc_volume(job: JobSpec, i: int, path: str) -> tuple[str, str | None]:
+    """`pvc://CLAIM[/SUBPATH]` → (claim, subpath). Anything else is refused: no hostPath."""
+    if not path.startswith("pvc://") or not path[6:].split("/", 1)[0]:
+        raise SpecError(
+            job.source,
+            f"job.data[{i}].path",
+            f"{path!r} is not a PersistentVolumeClaim, and Kubernetes sites never mount host paths",
+            "write path = 'pvc://CLAIM' or 'pvc://CLAIM/sub/path' for a Kubernetes site",
+        )
+    claim, _, sub = path[6:].partition("/")
+    return claim, sub or None
+
+
+def _labels(job: JobSpec, job_id: str, lock: Lock | None, o: KubeOptions) -> dict[str, str]:
+    labels = {LABEL_NAME: dns_name(job.name), LABEL_JOB: job_id, LABEL_SITE: dns_name(o.site)}
+    if lock is not None:
+        labels[LABEL_LOCK] = lock.short_hash
+    if o.queue:
+        labels["kueue.x-k8s.io/queue-name"] = o.queue
+    return labels
+
+
+def _shm_mib(job: JobSpec) -> int:
+    """/dev/shm: half the job's memory, 1–16 GiB (8 GiB when the job says none)."""
+    if not job.memory_gib:
+        return 8192
+    return int(max(1024, min(16384, job.memory_gib * 1024 // 2)))
+
+
+def _command(job: JobSpec, job_id: str) -> list[str]:
+    argv = torchrun_argv("python", job, job_id)  # the image's python
+    if job.command is None:
+        return [*argv, *workload_argv(job, Path(RUN_MOUNT))]
+    return [*argv, "--no-python", *job.command]
+
+
+def _resources(job: JobSpec) -> dict[str, Any]:
+    limits: dict[str, str] = {}
+    requests: dict[str, str] = {}
+    if job.cpus:
+        requests["cpu"] = limits["cpu"] = f"{job.cpus:g}"
+    if job.memory_gib:
+        requests["memory"] = limits["memory"] = f"{int(job.memory_gib * 1024)}Mi"
+    if job.gpus_per_node:
+        limits["nvidia.com/gpu"] = str(job.gpus_per_node)  # a string quantity, as the API wants
+    return {"limits": limits, "requests": requests}
+
+
+def pod_spec(job: JobSpec, job_id: str, image: str) -> dict[str, Any]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_mib(job)}Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "run", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "run", "mountPath": RUN_MOUNT},
+    ]
+    for i, d in enumerate(job.data):
+        claim, sub = pvc_volume(job, i, d.path)
+        name = f"data-{i}"
+        volumes.append(
+            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": d.read_only}}
+        )
+        mount: dict[str, Any] = {"name": name, "mountPath": d.mount, "readOnly": d.read_only}
+        if sub:
+            mount["subPath"] = sub
+        mounts.append(mount)
+    env = [
+        {"name": "TORCHSHIP_JOB_ID", "value": job_id},
+        {"name": "TORCHSHIP_RUN_DIR", "value": RUN_MOUNT},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HOME", "value": "/tmp"},
+        *({"name": k, "value": v} for k, v in sorted(job.env.items())),
+    ]
+    container = {
+        "name": "train",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": _command(job, job_id),
+        "env": env,
+        "resources": _resources(job),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "fsGroup": IMAGE_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def image_for(lock: Lock | None, job: JobSpec, o: KubeOptions) -> str:
+    if o.image:
+        return o.image
+    if lock is None:
+        raise SpecError(
+            job.source,
+            "job",
+            "a Kubernetes site runs the project's image, and there is no torchship.lock",
+            "run `torchship lock`, then build and push the image",
+        )
+    return o.registry + image_tag(lock)
+
+
+def render_one_node(
+    job: JobSpec, lock: Lock | None, job_id: str, o: KubeOptions | None = None
+) -> list[dict[str, Any]]:
+    """[batch/v1 Job, networking.k8s.io/v1 NetworkPolicy] for a one-node job."""
+    o = o or KubeOptions()
+    name = f"{dns_name(job.name, 40)}-{job_id[-8:].lower()}"
+    labels = _labels(job, job_id, lock, o)
+    meta = {"name": name, "namespace": o.namespace, "labels": labels}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": job.retries,
+        "ttlSecondsAfterFinished": o.ttl_after_finished_s,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": pod_spec(job, job_id, image_for(lock, job, o)),
+        },
+    }
+    if job.max_runtime_minutes:
+        job_spec["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
+    if o.queue:
+        job_spec["suspend"] = True  # Kueue admits (unsuspends) it
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": {LABEL_JOB: job_id}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]}],
+            "egress": [
+                {"to": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]},
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                },
+            ],
+        },
+    }
+    return [
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec},
+        policy,
+    ]
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """No `&id001` anchors: every object reads on its own, as `kubectl` users expect."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(
+        objects, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=100
+    )
