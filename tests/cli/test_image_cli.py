@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 from torchship.errors import UsageError
-from torchship.image.build import build_argv, detect_engine
+from torchship.image.build import BuildError, build, build_argv, detect_engine
 
 GOLDEN = REPO / "tests/golden/dockerfiles"
 
@@ -46,7 +46,9 @@ def test_build_dry_run_prints_the_engine_command(tmp_path: Path) -> None:
     r = run_cli(*argv, cwd=REPO, env={"SSL_CERT_FILE": ""})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("podman build --tag golden-cpu:2.13.0-cpu-py3.11-")
-    assert r.stdout.strip().endswith("--file CONTEXT/Dockerfile CONTEXT")
+    assert r.stdout.strip().endswith(
+        "--file CONTEXT/Dockerfile --build-arg SOURCE_DATE_EPOCH=0 CONTEXT"
+    )
     # the host's CA bundle reaches the build as a secret, never a layer
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
@@ -76,3 +78,20 @@ def test_no_engine_is_a_clear_error() -> None:
 def test_jupyter_of_a_lock_without_jupyterlab_is_refused() -> None:
     r = run_cli("image", "render", "examples/quickstart", "--variant", "jupyter", cwd=REPO)
     assert r.returncode == 2 and "no jupyterlab" in r.stderr and "hint:" in r.stderr
+
+
+def test_build_shows_steps_keeps_the_log_and_fails_with_its_tail(tmp_path: Path) -> None:
+    """A stand-in engine (a real process) that prints podman-style steps and fails."""
+    script = tmp_path / "engine"
+    script.write_text(
+        "#!/bin/sh\necho 'STEP 1/2: FROM base'\necho noise\necho 'STEP 2/2: RUN uv pip install'\n"
+        "echo 'error: hash mismatch for torch'\nexit 3\n"
+    )
+    script.chmod(0o755)
+    seen: list[str] = []
+    with pytest.raises(BuildError) as e:
+        build([str(script)], tmp_path / "build.log", progress=seen.append)
+    assert seen == ["STEP 1/2: FROM base", "STEP 2/2: RUN uv pip install"]
+    assert "exit 3" in e.value.message and "hash mismatch for torch" in e.value.message
+    assert "noise" in (tmp_path / "build.log").read_text()
+    assert str(tmp_path / "build.log") in e.value.hint

@@ -105,15 +105,18 @@ def run(args: argparse.Namespace) -> int:
     if ca is not None and not ca.is_file():
         raise UsageError(f"--ca-bundle {ca}: no such file", "give the path of a PEM bundle")
     secrets = {"ca-bundle": ca} if ca else {}
+    # reproducible timestamps: BuildKit and buildah clamp file and image times to this
+    build_args = {"SOURCE_DATE_EPOCH": "0"}
+    kw: dict[str, Any] = {"build_args": build_args, "secrets": secrets, "extra": args.engine_arg}
     if args.dry_run:
-        argv = build_argv(engine, Path("CONTEXT"), tag, secrets=secrets, extra=args.engine_arg)
-        print(shlex.join(argv))
+        print(shlex.join(build_argv(engine, Path("CONTEXT"), tag, **kw)))
         return 0
     context = Path(tempfile.mkdtemp(prefix="torchship-image-"))
-    argv = build_argv(engine, context, tag, secrets=secrets, extra=args.engine_arg)
+    argv = build_argv(engine, context, tag, **kw)
     write_context(rendered, context, wheels=args.find_links)
     print(f"building {tag} with {engine} (context {context})", file=sys.stderr)
-    build(argv, context / "build.log", env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    build(argv, context / "build.log", env=env, progress=lambda s: print(f"  {s}", file=sys.stderr))
     print(f"built {tag}")
     return 0
 

@@ -7,6 +7,7 @@ context and runs it, keeping the whole log and showing its tail when the build f
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +21,8 @@ ENGINES = ("docker", "podman", "buildah")
 
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
+# a new build step in docker (BuildKit: "#7 [builder 3/5] RUN …"), podman or buildah ("STEP 3/5:")
+_STEP = re.compile(r"STEP \d+/\d+|^#\d+ \[[^\]]+\d+/\d+\]")
 
 
 class BuildError(TorchshipError):
@@ -107,10 +110,25 @@ def write_context(rendered: Rendered, context: Path, wheels: str | Path | None =
         write_text_atomic(context / name, text)
 
 
-def build(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-    """Run the engine, streaming its output to `log_path`; BuildError with the tail on failure."""
+def build(
+    argv: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    progress: Callable[[str], object] | None = None,
+) -> None:
+    """Run the engine, its output into `log_path` and, line by line, to `progress` (the
+    step lines, e.g. `STEP 5/9: RUN …`, so a long build shows where it is); BuildError with
+    the tail on failure."""
     with open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if progress is not None and _STEP.search(line):
+                progress(line.rstrip()[:160])
+        proc.wait()
     if proc.returncode != 0:
         tail = log_path.read_text("utf-8", errors="replace").splitlines()[-15:]
         raise BuildError(
