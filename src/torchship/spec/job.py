@@ -20,6 +20,7 @@ path = "data/corpus"              # where the data is, on the site
 mount = "/data/corpus"            # where the job sees it
 read_only = true
 class = "internal"                # public | internal | sensitive
+size_gb = 120                     # for the egress cost of placing the job away from the data
 
 [job.env]
 HF_HUB_OFFLINE = "1"
@@ -59,7 +60,7 @@ JOB_KEYS = (
     "budget_usd",
     "workload_args",
 )
-DATA_KEYS = ("path", "mount", "read_only", "class")
+DATA_KEYS = ("path", "mount", "read_only", "class", "size_gb")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -69,6 +70,7 @@ class DataMount:
     mount: str
     read_only: bool
     data_class: str
+    size_gb: float = 0.0  # what a site outside the data's home pays to move it (egress)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,8 @@ def _data(r: FieldReader) -> tuple[DataMount, ...]:
         read_only = item.get("read_only", True)
         if not isinstance(read_only, bool):
             raise d.fail("read_only", "must be true or false", "write read_only = true")
-        out.append(DataMount(path, mount, read_only, cls))
+        size = d.number("size_gb", 0, "size_gb = 120") or 0.0
+        out.append(DataMount(path, mount, read_only, cls, size))
     return tuple(out)
 
 

@@ -1,0 +1,244 @@
+"""Placement, pure and explained: policy first, then tiers, then cost.
+
+    place(demand, sites, loads) -> Placement
+
+1. Hard filters, per site, in this order (the first that fails is the reason given):
+   data class against the site's allowed classes (public sites never get sensitive data, even
+   when only they have room), GPU model, GPUs per node, nodes, total capacity, budget.
+2. Ordered tiers: the lowest tier whose sites can start the job within their wait budget wins;
+   a higher tier is tried only when every allowed site of the lower ones would make it wait
+   longer than its budget ("burst").
+3. Cost, within that tier: GPU-hours × price + egress of the data it reads (when the site is
+   not where the data lives), then the shorter wait, then the name.
+
+When no tier can start the job within budget, the job queues where it will start soonest
+(decision "queue"); when no site passes the filters, it is refused with every reason. The
+Placement keeps every rejected site and why: the "why here" record stored with the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torchship.errors import UnknownGPUError
+from torchship.place.sites import Site, canonical_gpu
+from torchship.spec.job import JobSpec
+
+SENSITIVITY = {"public": 0, "internal": 1, "sensitive": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What placement needs to know of a job (from a JobSpec, or a trace row)."""
+
+    name: str
+    gpus_per_node: int
+    nodes: int = 1
+    gpu_models: frozenset[str] = frozenset()  # canonical names; empty: any
+    data_class: str = "public"  # the most sensitive class it reads
+    hours: float = 1.0  # expected run time (max_runtime_minutes, or the trace's duration)
+    data_gb: float = 0.0
+    data_site: str | None = None  # where its data lives (egress is free there)
+    budget_usd: float | None = None
+
+    @property
+    def gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLoad:
+    """A site's state when placing: free GPUs now, and the wait until this job would start."""
+
+    free_gpus: int
+    wait_minutes: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    site: str
+    code: str  # data-class | gpu-model | gpus-per-node | nodes | capacity | over-budget | wait
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    job: str
+    decision: str  # run | queue | refused
+    site: str | None
+    reason: str
+    cost_usd: float = 0.0
+    wait_minutes: float = 0.0
+    rejected: tuple[Rejection, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "decision": self.decision,
+            "site": self.site,
+            "reason": self.reason,
+            "cost_usd": round(self.cost_usd, 2),
+            "wait_minutes": round(self.wait_minutes, 1),
+            "rejected": [
+                {"site": r.site, "code": r.code, "reason": r.reason} for r in self.rejected
+            ],
+        }
+
+
+def cost(d: Demand, s: Site) -> float:
+    egress = 0.0 if d.data_site in (None, s.name) else d.data_gb * _egress_price(d, s)
+    return d.gpus * d.hours * s.price_per_gpu_hour + egress
+
+
+def _egress_price(d: Demand, s: Site) -> float:
+    # Moving data is paid where it leaves; with no inventory of the data's home here, the
+    # destination's egress price stands in (clouds charge both ways about alike).
+    return s.egress_per_gb
+
+
+def _usable(d: Demand, s: Site) -> tuple[int, int]:
+    """(GPUs of an accepted model at the site, the most of them on one node)."""
+    total = per_node = 0
+    for g in s.gpus:
+        if not d.gpu_models or g.model in d.gpu_models:
+            total += g.count
+            per_node = max(per_node, g.per_node)
+    return total, per_node
+
+
+def hard_filter(d: Demand, s: Site) -> Rejection | None:
+    """The first policy or fit rule the site breaks for this job, or None."""
+    if d.data_class not in s.data_classes:
+        allowed = ", ".join(sorted(s.data_classes, key=SENSITIVITY.__getitem__))
+        return Rejection(
+            s.name,
+            "data-class",
+            f"{d.data_class} data may not go to {s.name} ({s.trust} site; allows {allowed})",
+        )
+    if d.gpus_per_node:
+        total, per_node = _usable(d, s)
+        if total == 0:
+            want = ", ".join(sorted(d.gpu_models)) or "any GPU"
+            have = ", ".join(sorted({g.model for g in s.gpus})) or "no GPUs"
+            return Rejection(s.name, "gpu-model", f"needs {want}; {s.name} has {have}")
+        if per_node < d.gpus_per_node:
+            return Rejection(
+                s.name,
+                "gpus-per-node",
+                f"needs {d.gpus_per_node} GPUs on a node; {s.name}'s largest node has {per_node}",
+            )
+        if d.nodes > s.max_nodes:
+            return Rejection(
+                s.name, "nodes", f"needs {d.nodes} nodes; {s.name} runs at most {s.max_nodes}"
+            )
+        if total < d.gpus:
+            return Rejection(
+                s.name, "capacity", f"needs {d.gpus} GPUs; {s.name} has {total} in all"
+            )
+    elif d.nodes > s.max_nodes:
+        return Rejection(
+            s.name, "nodes", f"needs {d.nodes} nodes; {s.name} runs at most {s.max_nodes}"
+        )
+    if d.budget_usd is not None:
+        c = cost(d, s)
+        if c > d.budget_usd:
+            return Rejection(
+                s.name, "over-budget", f"would cost ${c:,.2f}, over the ${d.budget_usd:,.2f} budget"
+            )
+    return None
+
+
+def wait_minutes(d: Demand, s: Site, load: SiteLoad | None) -> float:
+    """When the job would start here: now (plus start-up) if the GPUs are free, else the
+    site's estimate. A site with no load given is taken as idle."""
+    if load is None or load.free_gpus >= d.gpus:
+        return s.startup_minutes
+    return max(load.wait_minutes, 0.0) + s.startup_minutes
+
+
+def place(
+    d: Demand, sites: Sequence[Site], loads: Mapping[str, SiteLoad] | None = None
+) -> Placement:
+    loads = loads or {}
+    rejected: list[Rejection] = []
+    allowed: list[Site] = []
+    for s in sites:
+        r = hard_filter(d, s)
+        if r is None:
+            allowed.append(s)
+        else:
+            rejected.append(r)
+    if not allowed:
+        codes = sorted({r.code for r in rejected})
+        return Placement(
+            d.name, "refused", None, f"no site may run it ({', '.join(codes)})", 0.0, 0.0,
+            tuple(rejected),
+        )  # fmt: skip
+    queue_best: tuple[float, int, str, Site] | None = None
+    for tier in sorted({s.tier for s in allowed}):
+        ready: list[tuple[float, float, str, Site]] = []
+        for s in allowed:
+            if s.tier != tier:
+                continue
+            w = wait_minutes(d, s, loads.get(s.name))
+            key = (w, s.tier, s.name, s)
+            if queue_best is None or key[:3] < queue_best[:3]:
+                queue_best = key
+            if w <= s.wait_budget_minutes:
+                ready.append((cost(d, s), w, s.name, s))
+            else:
+                rejected.append(
+                    Rejection(
+                        s.name,
+                        "wait",
+                        f"would wait {w:.0f} min, over its {s.wait_budget_minutes:.0f} min budget",
+                    )
+                )
+        if ready:
+            ready.sort(key=lambda t: t[:3])
+            c, w, _, best = ready[0]
+            for c2, _, name, _ in ready[1:]:
+                rejected.append(
+                    Rejection(name, "cost", f"${c2:,.2f} against ${c:,.2f} at {best.name}")
+                )
+            for later in allowed:
+                if later.tier > tier:
+                    why_not = f"tier {later.tier}: not needed, tier {tier} has room"
+                    rejected.append(Rejection(later.name, "tier", why_not))
+            why = f"tier {tier}: starts in {w:.0f} min (budget {best.wait_budget_minutes:.0f})"
+            if len(ready) > 1:
+                why += f", cheapest of {len(ready)} (${c:,.2f})"
+            elif tier > min(s.tier for s in allowed):
+                why += f", after the lower tiers' wait budgets ran out (${c:,.2f})"
+            else:
+                why += f" (${c:,.2f})"
+            return Placement(d.name, "run", best.name, why, c, w, tuple(rejected))
+    assert queue_best is not None
+    w, _, name, site = queue_best
+    why = "every allowed site would wait past its budget; "
+    why += f"queued where it starts soonest ({w:.0f} min)"
+    return Placement(d.name, "queue", name, why, cost(d, site), w, tuple(rejected))
+
+
+def demand_from_job(job: JobSpec, default_hours: float = 1.0) -> Demand:
+    """A job's demand: GPU models in the matrix's names, its most sensitive data class, its
+    max runtime as the expected duration (else `default_hours`), the data it reads."""
+    models = set()
+    for m in job.gpu_models:
+        try:
+            models.add(canonical_gpu(m))
+        except UnknownGPUError:
+            models.add(m)  # the job spec already named the field; an unknown model matches none
+    hours = job.max_runtime_minutes / 60 if job.max_runtime_minutes else default_hours
+    return Demand(
+        name=job.name,
+        gpus_per_node=job.gpus_per_node,
+        nodes=job.nodes,
+        gpu_models=frozenset(models),
+        data_class=job.sensitivity,
+        hours=hours,
+        data_gb=sum(d.size_gb for d in job.data),
+        budget_usd=job.budget_usd,
+    )

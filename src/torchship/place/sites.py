@@ -1,0 +1,231 @@
+"""Sites: where jobs can run, as data. `sites.toml` holds one `[[site]]` table per site.
+
+[[site]]
+name = "onprem-a100"
+kind = "kubernetes"               # local | docker | kubernetes | skypilot
+tier = 1                          # 0 local, 1 on-prem cluster, 2 cloud …: lower tiers first
+trust = "private"                 # private (our network) | public (a cloud)
+data_classes = ["public", "internal", "sensitive"]
+region = "eu-west"
+gpus = [{ model = "A100", count = 32, per_node = 8 }]
+max_nodes = 4                     # nodes one job may span (1 for local and docker)
+price_per_gpu_hour = 1.10         # amortised capex + power on-prem; catalog price in clouds
+price_as_of = "2026-11-01"
+price_source = "finance: 4-year amortisation of the DGX A100 nodes + 0.9 kW per GPU"
+egress_per_gb = 0.0               # moving data out of the site holding it
+wait_budget_minutes = 60          # how long a job may wait here before a higher tier is tried
+startup_minutes = 0               # time to get capacity when it is free (VM boot, image pull)
+queue = "team-a"                  # a Kueue LocalQueue, when the cluster has Kueue
+context = "onprem"                # kubeconfig context (kubernetes)
+namespace = "ml"
+operator = "jobset"               # multi-node objects: jobset | kubeflow
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchship.compat.gpus import lookup_gpu
+from torchship.compat.matrix import load_matrix
+from torchship.errors import SpecError, UnknownGPUError, UsageError
+from torchship.spec.job import DATA_CLASSES
+from torchship.spec.load import FieldReader
+
+KINDS = ("local", "docker", "kubernetes", "skypilot")
+TRUST = ("private", "public")
+OPERATORS = ("jobset", "kubeflow")
+SITE_KEYS = (
+    "name", "kind", "tier", "trust", "data_classes", "region", "gpus", "max_nodes",
+    "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
+    "wait_budget_minutes", "startup_minutes", "queue", "context", "namespace", "operator",
+    "registry",
+)  # fmt: skip
+GPU_KEYS = ("model", "count", "per_node")
+SINGLE_NODE_KINDS = frozenset({"local", "docker"})
+
+
+@dataclass(frozen=True, slots=True)
+class GPUPool:
+    model: str  # as the matrix names it ("H100"); "" for a CPU-only site
+    count: int  # GPUs of this model at the site in all
+    per_node: int  # the most one node has
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    kind: str
+    tier: int
+    trust: str
+    data_classes: frozenset[str]
+    region: str = ""
+    gpus: tuple[GPUPool, ...] = ()
+    max_nodes: int = 1
+    price_per_gpu_hour: float = 0.0
+    price_as_of: str = ""
+    price_source: str = ""
+    egress_per_gb: float = 0.0
+    wait_budget_minutes: float = 0.0
+    startup_minutes: float = 0.0
+    queue: str | None = None
+    context: str | None = None
+    namespace: str = "default"
+    operator: str = "jobset"
+    registry: str = ""
+
+    @property
+    def total_gpus(self) -> int:
+        return sum(g.count for g in self.gpus)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "tier": self.tier,
+            "trust": self.trust,
+            "data_classes": sorted(self.data_classes),
+            "region": self.region,
+            "gpus": [
+                {"model": g.model, "count": g.count, "per_node": g.per_node} for g in self.gpus
+            ],
+            "max_nodes": self.max_nodes,
+            "price_per_gpu_hour": self.price_per_gpu_hour,
+            "price_as_of": self.price_as_of,
+            "price_source": self.price_source,
+            "egress_per_gb": self.egress_per_gb,
+            "wait_budget_minutes": self.wait_budget_minutes,
+            "startup_minutes": self.startup_minutes,
+            "queue": self.queue,
+        }
+
+
+def canonical_gpu(name: str) -> str:
+    """The matrix's name for a GPU ("h100-80gb" → "H100"); UnknownGPUError when it has none."""
+    t = lookup_gpu(load_matrix(), name)
+    return t.gpu.name if t.gpu else name
+
+
+def _gpus(r: FieldReader) -> tuple[GPUPool, ...]:
+    raw = r.table.get("gpus", [])
+    if not isinstance(raw, list):
+        raise r.fail(
+            "gpus", "must be a list of tables", 'write gpus = [{ model = "H100", count = 8 }]'
+        )
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise r.fail(f"gpus[{i}]", "must be a table", 'write { model = "H100", count = 8 }')
+        g = FieldReader(r.file, item, r.path(f"gpus[{i}]."), GPU_KEYS)
+        model = g.string("model", None, 'model = "H100"')
+        if not model:
+            raise g.fail("model", "missing", 'add model = "H100"')
+        try:
+            model = canonical_gpu(model)
+        except UnknownGPUError as e:
+            raise g.fail("model", e.message, e.hint) from None
+        if "count" not in item:
+            raise g.fail("count", "missing", "add count = 8")
+        count = g.integer("count", 0, 1, "count = 8")
+        per_node = g.integer("per_node", min(count, 8), 1, "per_node = 8")
+        if per_node > count:
+            raise g.fail("per_node", f"{per_node} is more than count = {count}", "lower it")
+        out.append(GPUPool(model, count, per_node))
+    return tuple(out)
+
+
+def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
+    r = FieldReader(file, table, prefix, SITE_KEYS)
+    name = r.string("name", None, 'name = "onprem"')
+    if not name:
+        raise r.fail("name", "missing", 'add name = "onprem"')
+    kind = r.string("kind", None, 'kind = "kubernetes"') or ""
+    if kind not in KINDS:
+        raise r.fail("kind", f"{kind!r} is not a site kind", f"one of: {', '.join(KINDS)}")
+    trust = r.string("trust", "private" if kind in SINGLE_NODE_KINDS else None, 'trust = "private"')
+    if trust not in TRUST:
+        raise r.fail("trust", f"{trust!r} is not a trust level", "one of: private, public")
+    default_classes = ("public", "internal", "sensitive") if trust == "private" else ("public",)
+    classes = (
+        r.strings("data_classes", 'data_classes = ["public", "internal"]')
+        if ("data_classes" in table)
+        else default_classes
+    )
+    for c in classes:
+        if c not in DATA_CLASSES:
+            raise r.fail(
+                "data_classes", f"unknown data class {c!r}", f"use {', '.join(DATA_CLASSES)}"
+            )
+    tier = r.integer("tier", 0 if kind in SINGLE_NODE_KINDS else 1, 0, "tier = 1")
+    max_nodes = r.integer("max_nodes", 1, 1, "max_nodes = 4")
+    if kind in SINGLE_NODE_KINDS and max_nodes > 1:
+        raise r.fail("max_nodes", f"a {kind} site runs one node", "set max_nodes = 1")
+    operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
+    if operator not in OPERATORS:
+        raise r.fail("operator", f"{operator!r} is not supported", "one of: jobset, kubeflow")
+    price = r.number("price_per_gpu_hour", 0, "price_per_gpu_hour = 2.5") or 0.0
+    if price and not (table.get("price_as_of") and table.get("price_source")):
+        raise r.fail(
+            "price_per_gpu_hour",
+            "a price needs its date and source",
+            'add price_as_of = "2026-11-01" and price_source = "…" (where the figure comes from)',
+        )
+    return Site(
+        name=name,
+        kind=kind,
+        tier=tier,
+        trust=str(trust),
+        data_classes=frozenset(classes),
+        region=r.string("region", "", 'region = "eu-west"') or "",
+        gpus=_gpus(r),
+        max_nodes=max_nodes,
+        price_per_gpu_hour=price,
+        price_as_of=r.string("price_as_of", "", 'price_as_of = "2026-11-01"') or "",
+        price_source=r.string("price_source", "", 'price_source = "…"') or "",
+        egress_per_gb=r.number("egress_per_gb", 0, "egress_per_gb = 0.09") or 0.0,
+        wait_budget_minutes=r.number("wait_budget_minutes", 0, "wait_budget_minutes = 30") or 0.0,
+        startup_minutes=r.number("startup_minutes", 0, "startup_minutes = 5") or 0.0,
+        queue=r.string("queue", None, 'queue = "team-a"'),
+        context=r.string("context", None, 'context = "onprem"'),
+        namespace=r.string("namespace", "default", 'namespace = "ml"') or "default",
+        operator=operator,
+        registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
+    )
+
+
+def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(file, "", f"not valid TOML ({e})", "fix the syntax") from None
+    unknown = sorted(set(data) - {"site"})
+    if unknown:
+        raise SpecError(file, unknown[0], "unknown table", "sites.toml holds [[site]] tables only")
+    raw = data.get("site", [])
+    if not isinstance(raw, list) or not raw:
+        raise SpecError(file, "site", "no [[site]] tables", "add one: `torchship site add`")
+    sites = []
+    for i, table in enumerate(raw):
+        sites.append(site_from_table(table, file, f"site[{i}]."))
+    names = [s.name for s in sites]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise SpecError(file, "site", f"two sites are named {dup!r}", "give each site its own name")
+    return tuple(sites)
+
+
+def load_sites(path: str | Path) -> tuple[Site, ...]:
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no sites file", "create one with `torchship site add`") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{p}: cannot be read ({e})", "check the path and permissions") from None
+    return sites_from_toml(text, str(p))
+
+
+LOCAL = Site(name="local", kind="local", tier=0, trust="private",
+             data_classes=frozenset(DATA_CLASSES))  # fmt: skip
