@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tests.conftest import REPO
 from torchship.errors import SpecError, UsageError
 from torchship.place import Demand, SiteLoad, load_sites, place
-from torchship.place.policy import demand_from_job
+from torchship.place.policy import Placer, demand_from_job
 from torchship.place.sites import sites_from_toml
 from torchship.spec.job import load_job
 
@@ -183,3 +183,28 @@ def test_placement_never_breaks_policy(gpus: int, nodes: int, cls: str, busy: li
 def test_demand_defaults() -> None:
     d = dataclasses.replace(demand(), gpus_per_node=0)
     assert place(d, SITES, {}).site == "workstation"  # a CPU job runs locally
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 8),
+            st.integers(1, 5),
+            st.sampled_from(["public", "internal", "sensitive"]),
+            st.one_of(st.none(), st.floats(1, 500)),
+            st.lists(st.booleans(), min_size=4, max_size=4),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_a_reused_placer_decides_as_a_fresh_one(
+    rows: list[tuple[int, int, str, float | None, list[bool]]],
+) -> None:
+    """The per-shape cache never changes a decision (budgets and loads are per job)."""
+    placer = Placer(SITES)
+    for gpus, nodes, cls, budget, busy in rows:
+        d = demand(gpus_per_node=gpus, nodes=nodes, data_class=cls, budget_usd=budget)
+        loads = {s.name: BUSY for s, b in zip(SITES, busy, strict=True) if b}
+        assert placer.place(d, loads).to_dict() == place(d, SITES, loads).to_dict()

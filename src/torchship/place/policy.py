@@ -109,7 +109,13 @@ def _usable(d: Demand, s: Site) -> tuple[int, int]:
 
 
 def hard_filter(d: Demand, s: Site) -> Rejection | None:
-    """The first policy or fit rule the site breaks for this job, or None."""
+    """The first policy, fit or budget rule the site breaks for this job, or None."""
+    return fit_filter(d, s) or budget_filter(d, s)
+
+
+def fit_filter(d: Demand, s: Site) -> Rejection | None:
+    """Data class, GPU model, GPUs per node, nodes, capacity: these depend only on the job's
+    shape, so a Placer decides them once per shape."""
     if d.data_class not in s.data_classes:
         allowed = ", ".join(sorted(s.data_classes, key=SENSITIVITY.__getitem__))
         return Rejection(
@@ -141,13 +147,18 @@ def hard_filter(d: Demand, s: Site) -> Rejection | None:
         return Rejection(
             s.name, "nodes", f"needs {d.nodes} nodes; {s.name} runs at most {s.max_nodes}"
         )
-    if d.budget_usd is not None:
-        c = cost(d, s)
-        if c > d.budget_usd:
-            return Rejection(
-                s.name, "over-budget", f"would cost ${c:,.2f}, over the ${d.budget_usd:,.2f} budget"
-            )
     return None
+
+
+def budget_filter(d: Demand, s: Site) -> Rejection | None:
+    if d.budget_usd is None:
+        return None
+    c = cost(d, s)
+    if c <= d.budget_usd:
+        return None
+    return Rejection(
+        s.name, "over-budget", f"would cost ${c:,.2f}, over the ${d.budget_usd:,.2f} budget"
+    )
 
 
 def wait_minutes(d: Demand, s: Site, load: SiteLoad | None) -> float:
@@ -158,68 +169,104 @@ def wait_minutes(d: Demand, s: Site, load: SiteLoad | None) -> float:
     return max(load.wait_minutes, 0.0) + s.startup_minutes
 
 
-def place(
-    d: Demand, sites: Sequence[Site], loads: Mapping[str, SiteLoad] | None = None
-) -> Placement:
-    loads = loads or {}
-    rejected: list[Rejection] = []
-    allowed: list[Site] = []
-    for s in sites:
-        r = hard_filter(d, s)
+Shape = tuple[str, frozenset[str], int, int]
+
+
+class Placer:
+    """Places jobs on one set of sites. The fit filters depend only on a job's shape (data
+    class, accepted models, GPUs per node, nodes), so their verdicts are kept per shape: a
+    stream of jobs costs one pass over the sites per shape, then only budgets, waits and costs.
+    """
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self.sites = tuple(sites)
+        self._shapes: dict[Shape, tuple[tuple[Rejection, ...], tuple[Site, ...]]] = {}
+        self._tiers: dict[tuple[str, int], Rejection] = {}
+
+    def _not_needed(self, s: Site, tier: int) -> Rejection:
+        r = self._tiers.get((s.name, tier))
         if r is None:
-            allowed.append(s)
-        else:
-            rejected.append(r)
-    if not allowed:
-        codes = sorted({r.code for r in rejected})
-        return Placement(
-            d.name, "refused", None, f"no site may run it ({', '.join(codes)})", 0.0, 0.0,
-            tuple(rejected),
-        )  # fmt: skip
-    queue_best: tuple[float, int, str, Site] | None = None
-    for tier in sorted({s.tier for s in allowed}):
-        ready: list[tuple[float, float, str, Site]] = []
-        for s in allowed:
-            if s.tier != tier:
-                continue
-            w = wait_minutes(d, s, loads.get(s.name))
-            key = (w, s.tier, s.name, s)
-            if queue_best is None or key[:3] < queue_best[:3]:
-                queue_best = key
-            if w <= s.wait_budget_minutes:
-                ready.append((cost(d, s), w, s.name, s))
+            why = f"tier {s.tier}: not needed, tier {tier} has room"
+            r = self._tiers[(s.name, tier)] = Rejection(s.name, "tier", why)
+        return r
+
+    def _fit(self, d: Demand) -> tuple[tuple[Rejection, ...], tuple[Site, ...]]:
+        key = (d.data_class, d.gpu_models, d.gpus_per_node, d.nodes)
+        hit = self._shapes.get(key)
+        if hit is None:
+            rejected: list[Rejection] = []
+            allowed: list[Site] = []
+            for s in self.sites:
+                r = fit_filter(d, s)
+                if r is None:
+                    allowed.append(s)
+                else:
+                    rejected.append(r)
+            allowed.sort(key=lambda s: s.tier)  # stable: sites-file order within a tier
+            hit = self._shapes[key] = (tuple(rejected), tuple(allowed))
+        return hit
+
+    def place(self, d: Demand, loads: Mapping[str, SiteLoad] | None = None) -> Placement:
+        loads = loads or {}
+        unfit, fitting = self._fit(d)
+        rejected = list(unfit)
+        allowed: list[Site] = []
+        for s in fitting:
+            r = budget_filter(d, s) if d.budget_usd is not None else None
+            if r is None:
+                allowed.append(s)
             else:
-                rejected.append(
-                    Rejection(
-                        s.name,
-                        "wait",
-                        f"would wait {w:.0f} min, over its {s.wait_budget_minutes:.0f} min budget",
-                    )
-                )
-        if ready:
+                rejected.append(r)
+        if not allowed:
+            codes = sorted({r.code for r in rejected})
+            why = f"no site may run it ({', '.join(codes)})"
+            return Placement(d.name, "refused", None, why, 0.0, 0.0, tuple(rejected))
+        lowest = allowed[0].tier
+        i = 0
+        while i < len(allowed):
+            tier = allowed[i].tier
+            ready: list[tuple[float, float, str, Site]] = []
+            while i < len(allowed) and allowed[i].tier == tier:
+                s = allowed[i]
+                i += 1
+                w = wait_minutes(d, s, loads.get(s.name))
+                if w <= s.wait_budget_minutes:
+                    ready.append((cost(d, s), w, s.name, s))
+                else:
+                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, s)))
+            if not ready:
+                continue
             ready.sort(key=lambda t: t[:3])
             c, w, _, best = ready[0]
             for c2, _, name, _ in ready[1:]:
                 rejected.append(
                     Rejection(name, "cost", f"${c2:,.2f} against ${c:,.2f} at {best.name}")
                 )
-            for later in allowed:
-                if later.tier > tier:
-                    why_not = f"tier {later.tier}: not needed, tier {tier} has room"
-                    rejected.append(Rejection(later.name, "tier", why_not))
+            rejected += [self._not_needed(later, tier) for later in allowed[i:]]
             why = f"tier {tier}: starts in {w:.0f} min (budget {best.wait_budget_minutes:.0f})"
             if len(ready) > 1:
                 why += f", cheapest of {len(ready)} (${c:,.2f})"
-            elif tier > min(s.tier for s in allowed):
+            elif tier > lowest:
                 why += f", after the lower tiers' wait budgets ran out (${c:,.2f})"
             else:
                 why += f" (${c:,.2f})"
             return Placement(d.name, "run", best.name, why, c, w, tuple(rejected))
-    assert queue_best is not None
-    w, _, name, site = queue_best
-    why = "every allowed site would wait past its budget; "
-    why += f"queued where it starts soonest ({w:.0f} min)"
-    return Placement(d.name, "queue", name, why, cost(d, site), w, tuple(rejected))
+        waits = [(wait_minutes(d, s, loads.get(s.name)), s.tier, s.name, s) for s in allowed]
+        w, _, name, site = min(waits, key=lambda t: t[:3])
+        why = "every allowed site would wait past its budget; "
+        why += f"queued where it starts soonest ({w:.0f} min)"
+        return Placement(d.name, "queue", name, why, cost(d, site), w, tuple(rejected))
+
+
+def _wait_reason(w: float, s: Site) -> str:
+    return f"would wait {w:.0f} min, over its {s.wait_budget_minutes:.0f} min budget"
+
+
+def place(
+    d: Demand, sites: Sequence[Site], loads: Mapping[str, SiteLoad] | None = None
+) -> Placement:
+    """One job, once. For many jobs over the same sites, use a Placer."""
+    return Placer(sites).place(d, loads)
 
 
 def demand_from_job(job: JobSpec, default_hours: float = 1.0) -> Demand:
