@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from torchship.backends.local import torchrun_argv, workload_argv
-from torchship.errors import SpecError
+from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
@@ -181,6 +181,12 @@ def render_one_node(
 ) -> list[dict[str, Any]]:
     """[batch/v1 Job, networking.k8s.io/v1 NetworkPolicy] for a one-node job."""
     o = o or KubeOptions()
+    if job.nodes > 1:
+        raise UsageError(
+            f"{job.source}: job.nodes = {job.nodes}: multi-node objects (JobSet / PyTorchJob) "
+            "are not rendered yet",
+            "run it on one node for now (nodes = 1), or render it by hand",
+        )
     name = f"{dns_name(job.name, 40)}-{job_id[-8:].lower()}"
     labels = _labels(job, job_id, lock, o)
     meta = {"name": name, "namespace": o.namespace, "labels": labels}

@@ -22,8 +22,10 @@ from torchship.cli import image as image_cmd
 from torchship.cli import init as init_cmd
 from torchship.cli import lock as lock_cmd
 from torchship.cli import logs as logs_cmd
+from torchship.cli import plan as plan_cmd
 from torchship.cli import resolve as resolve_cmd
 from torchship.cli import run as run_cmd
+from torchship.cli import site as site_cmd
 from torchship.cli import status as status_cmd
 from torchship.errors import TorchshipError, UsageError
 
@@ -37,6 +39,8 @@ COMMANDS = (
     diff_cmd,
     image_cmd,
     container_cmd,
+    site_cmd,
+    plan_cmd,
     run_cmd,
     status_cmd,
     logs_cmd,

@@ -23,6 +23,7 @@ operator = "jobset"               # multi-node objects: jobset | kubeflow
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,12 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         if ("data_classes" in table)
         else default_classes
     )
+    if trust == "public" and "sensitive" in classes:
+        raise r.fail(
+            "data_classes",
+            "a public site may not accept sensitive data",
+            'remove "sensitive", or set trust = "private" if the site is on your network',
+        )
     for c in classes:
         if c not in DATA_CLASSES:
             raise r.fail(
@@ -225,6 +232,25 @@ def load_sites(path: str | Path) -> tuple[Site, ...]:
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{p}: cannot be read ({e})", "check the path and permissions") from None
     return sites_from_toml(text, str(p))
+
+
+def default_sites_path() -> Path:
+    """$TORCHSHIP_SITES, else sites.toml in torchship's data dir."""
+    from torchship.state import data_dir
+
+    env = os.environ.get("TORCHSHIP_SITES")
+    return Path(env) if env else data_dir() / "sites.toml"
+
+
+def sites_or_default(path: str | Path | None) -> tuple[tuple[Site, ...], str]:
+    """The sites of `path` (or the default file); with no file at the default path, the
+    embedded default: this machine only."""
+    if path is not None:
+        return load_sites(path), str(path)
+    default = default_sites_path()
+    if default.exists():
+        return load_sites(default), str(default)
+    return (LOCAL,), "the embedded default (this machine only)"
 
 
 LOCAL = Site(name="local", kind="local", tier=0, trust="private",

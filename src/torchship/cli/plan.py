@@ -1,0 +1,77 @@
+"""`torchship plan JOB [--sites S] [-o DIR]`: where the job would run, why, and what would be
+applied there (written into DIR: the Kubernetes objects as YAML, or the command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from torchship._atomic import write_text_atomic
+from torchship.backends.kubernetes import KubeOptions, render_one_node, to_yaml
+from torchship.cli._output import print_json, table
+from torchship.jobs import find_lock
+from torchship.lock import read_lock
+from torchship.place.policy import Placement, demand_from_job, place
+from torchship.place.sites import Site, sites_or_default
+from torchship.spec.job import load_job
+from torchship.state import new_job_id
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("plan", help="place a job across the sites and explain the choice")
+    p.add_argument("job", help="a job.toml, or a folder holding one")
+    p.add_argument("--sites", metavar="S", help="sites file (default: see `torchship site list`)")
+    p.add_argument("-o", "--output", metavar="DIR", help="write what would be applied into DIR")
+    p.add_argument("--json", action="store_true", help="print the placement as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    job = load_job(args.job)
+    sites, source = sites_or_default(args.sites)
+    placement = place(demand_from_job(job), sites)
+    lock_path = find_lock(Path(job.source))
+    lock = read_lock(lock_path) if lock_path else None
+    if args.json:
+        print_json({"sites": source, "placement": placement.to_dict()})
+    else:
+        print(render(placement, source))
+    site = next((s for s in sites if s.name == placement.site), None)
+    if args.output and site is not None:
+        for w in write_plan(Path(args.output), job, lock, site):
+            print(f"wrote {w}", file=sys.stderr)
+    return 0 if placement.decision != "refused" else 1
+
+
+def render(p: Placement, source: str) -> str:
+    head = {
+        "run": f"{p.job} → {p.site}: {p.reason}",
+        "queue": f"{p.job} → queued at {p.site}: {p.reason}",
+        "refused": f"{p.job}: refused: {p.reason}",
+    }[p.decision]
+    rows = [[r.site, r.code, r.reason] for r in p.rejected]
+    lines = [f"sites from {source}", head]
+    if rows:
+        lines += ["", "not chosen:", table(rows, ["SITE", "WHY", "DETAIL"])]
+    return "\n".join(lines)
+
+
+def write_plan(out: Path, job: Any, lock: Any, site: Site) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    if site.kind == "kubernetes":
+        opts = KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
+                           queue=site.queue)  # fmt: skip
+        path = out / f"{job.name}.yaml"
+        write_text_atomic(path, to_yaml(render_one_node(job, lock, new_job_id(), opts)))
+        return [str(path)]
+    from torchship.backends import create_backend
+
+    kind = site.kind if site.kind in ("local", "docker") else None
+    if kind is None:
+        return []
+    request = create_backend(kind).plan(job, lock, new_job_id())
+    path = out / f"{job.name}.{kind}.sh"
+    write_text_atomic(path, request.text + "\n")
+    return [str(path)]

@@ -1,0 +1,64 @@
+"""`torchship site list|check` and `torchship plan` as a user runs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import yaml
+
+from tests.conftest import REPO, run_cli
+
+HYBRID = REPO / "examples/hybrid"
+SITES = str(HYBRID / "sites.toml")
+
+
+def test_site_list_and_check() -> None:
+    r = run_cli("site", "list", "--sites", SITES)
+    assert r.returncode == 0 and "workstation" in r.stdout and "64×H100" in r.stdout
+    r = run_cli("site", "check", "--sites", SITES)
+    assert r.returncode == 0 and "4 site(s) ok" in r.stdout
+    assert "aws-p5: price is" in r.stdout  # dated prices are re-checked when they age
+
+
+def test_embedded_default_is_this_machine(tmp_path: Path) -> None:
+    r = run_cli("site", "list", env={"TORCHSHIP_HOME": str(tmp_path)})
+    assert r.returncode == 0 and "embedded default" in r.stdout and "local" in r.stdout
+
+
+def test_plan_explains_and_writes_what_it_would_apply(tmp_path: Path) -> None:
+    r = run_cli("plan", str(HYBRID / "job-2node.toml"), "--sites", SITES)
+    assert r.returncode == 0, r.stderr
+    assert "pretrain-2node → onprem" in r.stdout
+    assert "sensitive data may not go to aws-p5" in r.stdout
+    # on-prem only: the one-node job's Kubernetes objects, valid for the API
+    onprem = tmp_path / "sites.toml"
+    text = (HYBRID / "sites.toml").read_text()
+    onprem.write_text(
+        text[text.index('[[site]]\nname = "onprem"') : text.index('[[site]]\nname = "aws-p5"')]
+    )
+    out = tmp_path / "out"
+    r = run_cli("plan", str(HYBRID / "job-1node.toml"), "--sites", str(onprem), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    objs = list(yaml.safe_load_all((out / "finetune-1node.yaml").read_text()))
+    assert [o["kind"] for o in objs] == ["Job", "NetworkPolicy"]
+    for o in objs:
+        kubernetes_validate.validate(o, "1.33.0", strict=True)
+    job = objs[0]
+    assert job["metadata"]["namespace"] == "ml" and job["spec"]["suspend"] is True  # Kueue
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("registry.internal.example/ml/pytorch-cuda:2.9.1-cu128-py3.12-")
+
+
+def test_refused_exits_1_and_bad_sites_exit_2(tmp_path: Path) -> None:
+    clouds = tmp_path / "clouds.toml"
+    text = (HYBRID / "sites.toml").read_text()
+    clouds.write_text(text[text.index('[[site]]\nname = "aws-p5"') :])
+    r = run_cli("plan", str(HYBRID / "job-2node.toml"), "--sites", str(clouds))
+    assert r.returncode == 1 and "refused" in r.stdout and "data-class" in r.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[site]]\nname = "x"\nkind = "kubernetes"\ntrust = "public"\n'
+                   'data_classes = ["sensitive"]\n')  # fmt: skip
+    r = run_cli("site", "check", "--sites", str(bad))
+    assert r.returncode == 2 and "site[0].data_classes" in r.stderr and "public site" in r.stderr
+    assert "Traceback" not in r.stderr
