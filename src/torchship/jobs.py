@@ -59,8 +59,13 @@ def submit(
     key: str | None = None,
     facts: Facts | None = None,
     backend: Backend | None = None,
+    sites: str | Path | None = None,
 ) -> Submission:
     spec = load_job(path)
+    placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
+    placement["rejected"] = []
+    if site == "auto":
+        site, placement = choose_site(spec, sites)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
     if facts is None:
@@ -86,7 +91,6 @@ def submit(
         )
     if store is None:
         raise UsageError("submit needs a job store", "pass store=JobStore()")
-    placement = {"site": site, "reason": f"asked for with --site {site}", "rejected": []}
     if errors:
         placement["forced_past"] = sorted({f.code for f in errors})
     job, created = store.submit(
@@ -103,6 +107,30 @@ def submit(
     handle = backend.apply(request)
     job = store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
     return Submission(spec, request, findings, lock_path, job, created=True)
+
+
+def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """`--site auto`: place the job across the sites; the site kind to run on and the
+    placement record (decision, reason, every rejected site) stored with the job."""
+    from torchship.place.policy import demand_from_job, place
+    from torchship.place.sites import sites_or_default
+
+    sites, source = sites_or_default(sites_file)
+    p = place(demand_from_job(spec), sites)
+    record = {**p.to_dict(), "sites": source}
+    if p.decision == "refused":
+        raise UsageError(
+            f"{spec.source}: no site may run {spec.name}: {p.reason}",
+            f"see why: `torchship plan {spec.source}`",
+        )
+    chosen = next(x for x in sites if x.name == p.site)
+    if chosen.kind not in ("local", "docker"):
+        raise UsageError(
+            f"placement chose {chosen.name} ({chosen.kind}), and applying to {chosen.kind} sites "
+            "is not built yet",
+            f"`torchship plan {spec.source} -o DIR` writes its objects for `kubectl apply -f DIR`",
+        )
+    return chosen.kind, record
 
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import kubernetes_validate
@@ -62,3 +63,20 @@ def test_refused_exits_1_and_bad_sites_exit_2(tmp_path: Path) -> None:
     r = run_cli("site", "check", "--sites", str(bad))
     assert r.returncode == 2 and "site[0].data_classes" in r.stderr and "public site" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text('[[site]]\nname = "this-box"\nkind = "local"\nwait_budget_minutes = 10\n')
+    env = {"TORCHSHIP_HOME": str(tmp_path / "home")}
+    job = str(REPO / "examples/quickstart")
+    r = run_cli("run", job, "--site", "auto", "--sites", str(sites), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_cli("status", "--json", env=env)
+    (row,) = json.loads(r.stdout)
+    assert row["site"] == "local" and row["state"] == "succeeded"
+    assert row["placement"]["site"] == "this-box" and row["placement"]["decision"] == "run"
+    # a Kubernetes choice is not applied yet: said so, with the way to do it by hand
+    r = run_cli("run", str(HYBRID / "job-2node.toml"), "--site", "auto", "--sites", SITES, env=env)
+    assert r.returncode == 2 and "applying to kubernetes sites is not built yet" in r.stderr
+    assert "plan" in r.stderr and "Traceback" not in r.stderr

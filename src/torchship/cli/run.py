@@ -24,7 +24,12 @@ from torchship.state import Job, JobStore
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="run a job (job.toml) on a site, after a preflight")
     p.add_argument("job", help="a job.toml, or a folder holding one")
-    p.add_argument("--site", default="local", help="where to run it (default: local)")
+    p.add_argument(
+        "--site",
+        default="local",
+        help="local, docker, or auto: placed across the sites file (default: local)",
+    )
+    p.add_argument("--sites", metavar="S", help="sites file for --site auto")
     p.add_argument("--dry-run", action="store_true", help="print the preflight and the plan")
     p.add_argument("--force", action="store_true", help="run despite preflight errors")
     p.add_argument("--detach", "-d", action="store_true", help="start it and return")
@@ -66,18 +71,20 @@ def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        sub = submit(args.job, args.site, dry_run=True, force=args.force)
+        sub = submit(args.job, args.site, dry_run=True, force=args.force, sites=args.sites)
         would = not any(f.severity == "error" for f in sub.findings) or args.force
         if args.json:
             print_json(_json(sub, None))
         else:
             print(findings_text(sub.findings))
-            print(f"plan ({args.site}, lock {sub.lock_path or 'none'}):\n  {sub.request.text}")
+            print(f"plan ({sub.request.site}, lock {sub.lock_path or 'none'}):\n  {sub.request.text}")
             print("would run" if would else "would refuse: preflight errors (--force runs anyway)")
         return 0 if would else 1
     with JobStore() as store:
         try:
-            sub = submit(args.job, args.site, store=store, force=args.force, key=args.key)
+            sub = submit(
+                args.job, args.site, store=store, force=args.force, key=args.key, sites=args.sites
+            )
         except PreflightError as e:
             print(findings_text(e.findings), file=sys.stderr)
             raise
