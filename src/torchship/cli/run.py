@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             print_json(_json(sub, None))
         else:
             print(findings_text(sub.findings))
-            print(f"plan ({sub.request.site}, lock {sub.lock_path or 'none'}):\n  {sub.request.text}")
+            where = f"{sub.request.site}, lock {sub.lock_path or 'none'}"
+            print(f"plan ({where}):\n  {sub.request.text}")
             print("would run" if would else "would refuse: preflight errors (--force runs anyway)")
         return 0 if would else 1
     with JobStore() as store:
