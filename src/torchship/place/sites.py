@@ -110,16 +110,8 @@ def canonical_gpu(name: str) -> str:
 
 
 def _gpus(r: FieldReader) -> tuple[GPUPool, ...]:
-    raw = r.table.get("gpus", [])
-    if not isinstance(raw, list):
-        raise r.fail(
-            "gpus", "must be a list of tables", 'write gpus = [{ model = "H100", count = 8 }]'
-        )
     out = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise r.fail(f"gpus[{i}]", "must be a table", 'write { model = "H100", count = 8 }')
-        g = FieldReader(r.file, item, r.path(f"gpus[{i}]."), GPU_KEYS)
+    for g in r.tables("gpus", GPU_KEYS, 'gpus = [{ model = "H100", count = 8 }]'):
         model = g.string("model", None, 'model = "H100"')
         if not model:
             raise g.fail("model", "missing", 'add model = "H100"')
@@ -127,7 +119,7 @@ def _gpus(r: FieldReader) -> tuple[GPUPool, ...]:
             model = canonical_gpu(model)
         except UnknownGPUError as e:
             raise g.fail("model", e.message, e.hint) from None
-        if "count" not in item:
+        if "count" not in g.table:
             raise g.fail("count", "missing", "add count = 8")
         count = g.integer("count", 0, 1, "count = 8")
         per_node = g.integer("per_node", min(count, 8), 1, "per_node = 8")

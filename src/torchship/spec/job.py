@@ -120,14 +120,8 @@ def _command(r: FieldReader) -> tuple[tuple[str, ...] | None, str | None]:
 
 
 def _data(r: FieldReader) -> tuple[DataMount, ...]:
-    raw = r.table.get("data", [])
-    if not isinstance(raw, list):
-        raise r.fail("data", "must be a list of [[job.data]] tables", "write [[job.data]] blocks")
     out = []
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise r.fail(f"data[{i}]", "must be a table", "write a [[job.data]] block")
-        d = FieldReader(r.file, item, r.path(f"data[{i}]."), DATA_KEYS)
+    for d in r.tables("data", DATA_KEYS, "[[job.data]] blocks"):
         path = d.string("path", None, 'path = "data/corpus"')
         if not path:
             raise d.fail("path", "missing", 'add path = "data/corpus"')
@@ -139,7 +133,7 @@ def _data(r: FieldReader) -> tuple[DataMount, ...]:
             raise d.fail(
                 "class", f"unknown data class {cls!r}", f"one of: {', '.join(DATA_CLASSES)}"
             )
-        read_only = item.get("read_only", True)
+        read_only = d.table.get("read_only", True)
         if not isinstance(read_only, bool):
             raise d.fail("read_only", "must be true or false", "write read_only = true")
         size = d.number("size_gb", 0, "size_gb = 120") or 0.0

@@ -117,6 +117,18 @@ class FieldReader:
                 )
         return tuple(value)
 
+    def tables(self, key: str, allowed: tuple[str, ...], example: str) -> list[FieldReader]:
+        """A list of tables (`[[job.data]]`, `gpus = [{…}]`), a reader for each."""
+        raw = self.table.get(key, [])
+        if not isinstance(raw, list):
+            raise self.fail(key, f"must be a list of tables, not {_kind(raw)}", f"write {example}")
+        out = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{i}]", "must be a table", f"write {example}")
+            out.append(FieldReader(self.file, item, self.path(f"{key}[{i}]."), allowed))
+        return out
+
     def table_at(self, key: str, allowed: tuple[str, ...]) -> FieldReader:
         value = self.table.get(key, {})
         if not isinstance(value, dict):
