@@ -8,12 +8,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from tests.conftest import REPO
-from torchship.backends.kubernetes import KubeOptions, pvc_volume, render_one_node, to_yaml
+from torchship.backends.kubernetes import (
+    KubeOptions,
+    pvc_volume,
+    render,
+    render_one_node,
+    to_yaml,
+)
 from torchship.errors import SpecError
 from torchship.lock import read_lock
 from torchship.spec.job import job_from_table, load_job
@@ -114,3 +121,74 @@ def test_kueue_queue_suspends_and_labels() -> None:
 def test_files_exist_for_each_example() -> None:
     for example in EXAMPLES:
         assert Path(REPO / "examples" / example / "k8s/job.yaml").is_file()
+
+
+# --- several nodes: JobSet, PyTorchJob ------------------------------------------------------
+
+CRDS = REPO.parent / "shared/reference/k8s-crds"
+HYBRID = REPO / "examples/hybrid"
+
+
+def crd_schema(file: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / file).read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def multi_node(operator: str) -> list[dict[str, Any]]:
+    job = load_job(HYBRID / "job-2node.toml")
+    job = dataclasses.replace(job, source="examples/hybrid/job-2node.toml")
+    o = KubeOptions(namespace="ml", site="onprem", registry="registry.internal.example/ml/")
+    return render(job, read_lock(HYBRID / "torchship.lock"), JOB_ID, o, operator)
+
+
+def _pods(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    if obj["kind"] == "JobSet":
+        return [r["template"]["spec"]["template"]["spec"] for r in obj["spec"]["replicatedJobs"]]
+    if obj["kind"] == "PyTorchJob":
+        return [r["template"]["spec"] for r in obj["spec"]["pytorchReplicaSpecs"].values()]
+    return _pod_templates(obj)
+
+
+@pytest.mark.parametrize(
+    ("operator", "crd"),
+    [("jobset", "jobset.x-k8s.io_jobsets.yaml"), ("kubeflow", "kubeflow.org_pytorchjobs.yaml")],
+)
+def test_two_nodes_valid_against_the_crd_and_restricted(
+    operator: str, crd: str, request: pytest.FixtureRequest
+) -> None:
+    if not CRDS.is_dir():
+        pytest.skip(f"the CRD schemas are not at {CRDS}")
+    objs = multi_node(operator)
+    path = HYBRID / f"k8s/pretrain-2node.{operator}.yaml"
+    text = to_yaml(objs)
+    if request.config.getoption("--regen-golden"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; --regen-golden"
+    main, policy = objs
+    jsonschema.validate(main, crd_schema(crd))
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    for pod in _pods(main):
+        # each pod template is a valid Pod, and restricted
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": pod},
+            K8S_VERSION,
+            strict=True,
+        )
+        c = pod["containers"][0]
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert pod["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "records-sensitive"
+    if operator == "jobset":
+        command = _pods(main)[0]["containers"][0]["command"]
+        name = main["metadata"]["name"]
+        assert f"--master-addr={name}-node-0-0.{name}" in command
+        assert "--node-rank=$(JOB_COMPLETION_INDEX)" in command and "--nnodes=2" in command
+        assert main["spec"]["network"] == {"enableDNSHostnames": True, "subdomain": name}
+        assert main["spec"]["replicatedJobs"][0]["template"]["spec"]["completions"] == 2
+    else:
+        specs = main["spec"]["pytorchReplicaSpecs"]
+        assert (specs["Master"]["replicas"], specs["Worker"]["replicas"]) == (1, 1)
+        assert main["spec"]["nprocPerNode"] == "8"

@@ -81,8 +81,15 @@ def _shm_mib(job: JobSpec) -> int:
     return int(max(1024, min(16384, job.memory_gib * 1024 // 2)))
 
 
-def _command(job: JobSpec, job_id: str) -> list[str]:
+def object_name(job: JobSpec, job_id: str) -> str:
+    return f"{dns_name(job.name, 40)}-{job_id[-8:].lower()}"
+
+
+def _command(job: JobSpec, job_id: str, rendezvous: list[str] | None = None) -> list[str]:
     argv = torchrun_argv("python", job, job_id)  # the image's python
+    if rendezvous is not None:  # several nodes: the static rendezvous through node 0's DNS name
+        argv = [a for a in argv if not a.startswith(("--nnodes=", "--rdzv-"))]
+        argv[3:3] = rendezvous
     if job.command is None:
         return [*argv, *workload_argv(job, Path(RUN_MOUNT))]
     return [*argv, "--no-python", *job.command]
@@ -100,7 +107,9 @@ def _resources(job: JobSpec) -> dict[str, Any]:
     return {"limits": limits, "requests": requests}
 
 
-def pod_spec(job: JobSpec, job_id: str, image: str) -> dict[str, Any]:
+def pod_spec(
+    job: JobSpec, job_id: str, image: str, rendezvous: list[str] | None = None
+) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_mib(job)}Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
@@ -132,7 +141,7 @@ def pod_spec(job: JobSpec, job_id: str, image: str) -> dict[str, Any]:
         "name": "train",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": _command(job, job_id),
+        "command": _command(job, job_id, rendezvous),
         "env": env,
         "resources": _resources(job),
         "volumeMounts": mounts,
@@ -183,11 +192,10 @@ def render_one_node(
     o = o or KubeOptions()
     if job.nodes > 1:
         raise UsageError(
-            f"{job.source}: job.nodes = {job.nodes}: multi-node objects (JobSet / PyTorchJob) "
-            "are not rendered yet",
-            "run it on one node for now (nodes = 1), or render it by hand",
+            f"{job.source}: job.nodes = {job.nodes}, and a batch/v1 Job is one node",
+            "use render(), which makes a JobSet or PyTorchJob for several nodes",
         )
-    name = f"{dns_name(job.name, 40)}-{job_id[-8:].lower()}"
+    name = object_name(job, job_id)
     labels = _labels(job, job_id, lock, o)
     meta = {"name": name, "namespace": o.namespace, "labels": labels}
     job_spec: dict[str, Any] = {
@@ -202,7 +210,15 @@ def render_one_node(
         job_spec["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
     if o.queue:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it
-    policy = {
+    return [
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec},
+        network_policy(meta, job_id),
+    ]
+
+
+def network_policy(meta: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """Only the job's own pods (rendezvous, NCCL: any port between them) and DNS."""
+    return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": meta,
@@ -226,10 +242,108 @@ def render_one_node(
             ],
         },
     }
-    return [
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec},
-        policy,
+
+
+MASTER_PORT = 29500
+REPLICATED_JOB = "node"
+
+
+def render_jobset(
+    job: JobSpec, lock: Lock | None, job_id: str, o: KubeOptions | None = None
+) -> list[dict[str, Any]]:
+    """[jobset.x-k8s.io/v1alpha2 JobSet, NetworkPolicy] for several nodes: one Indexed Job of
+    `nodes` pods; JobSet's headless Service (enableDNSHostnames) gives node 0 the name
+    `<name>-node-0-0.<name>`, which every node's torchrun uses as its rendezvous."""
+    o = o or KubeOptions()
+    name = object_name(job, job_id)
+    labels = _labels(job, job_id, lock, o)
+    meta = {"name": name, "namespace": o.namespace, "labels": labels}
+    master = f"{name}-{REPLICATED_JOB}-0-0.{name}"
+    rendezvous = [
+        f"--nnodes={job.nodes}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={master}",
+        f"--master-port={MASTER_PORT}",
     ]
+    pod = pod_spec(job, job_id, image_for(lock, job, o), rendezvous)
+    indexed = {
+        "parallelism": job.nodes,
+        "completions": job.nodes,
+        "completionMode": "Indexed",
+        "backoffLimit": 0,  # one node failing restarts the whole set (failurePolicy)
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    }
+    if job.max_runtime_minutes:
+        indexed["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
+    spec: dict[str, Any] = {
+        "ttlSecondsAfterFinished": o.ttl_after_finished_s,
+        "network": {"enableDNSHostnames": True, "subdomain": name},
+        "failurePolicy": {"maxRestarts": job.retries},
+        "replicatedJobs": [{"name": REPLICATED_JOB, "replicas": 1, "template": {"spec": indexed}}],
+    }
+    if o.queue:
+        spec["suspend"] = True
+    jobset = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": meta,
+              "spec": spec}  # fmt: skip
+    return [jobset, network_policy(meta, job_id)]
+
+
+def render_pytorchjob(
+    job: JobSpec, lock: Lock | None, job_id: str, o: KubeOptions | None = None
+) -> list[dict[str, Any]]:
+    """[kubeflow.org/v1 PyTorchJob, NetworkPolicy] for sites with the Kubeflow training
+    operator: a Master and nodes-1 Workers. With `nprocPerNode` set, the operator makes their
+    Services and gives every pod torchrun's settings as PET_NNODES, PET_NODE_RANK,
+    PET_MASTER_ADDR and PET_MASTER_PORT."""
+    o = o or KubeOptions()
+    name = object_name(job, job_id)
+    labels = _labels(job, job_id, lock, o)
+    meta = {"name": name, "namespace": o.namespace, "labels": labels}
+    rendezvous = [
+        "--nnodes=$(PET_NNODES)",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(PET_MASTER_ADDR)",
+        "--master-port=$(PET_MASTER_PORT)",
+    ]
+    pod = pod_spec(job, job_id, image_for(lock, job, o), rendezvous)
+    pod["containers"][0]["name"] = "pytorch"  # the operator finds the container by this name
+
+    def replica(n: int) -> dict[str, Any]:
+        return {"replicas": n, "restartPolicy": "Never",
+                "template": {"metadata": {"labels": labels}, "spec": pod}}  # fmt: skip
+
+    run_policy: dict[str, Any] = {
+        "backoffLimit": job.retries,
+        "ttlSecondsAfterFinished": o.ttl_after_finished_s,
+        "cleanPodPolicy": "None",
+    }
+    if job.max_runtime_minutes:
+        run_policy["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
+    if o.queue:
+        run_policy["suspend"] = True
+    spec = {
+        "nprocPerNode": str(job.processes_per_node),
+        "runPolicy": run_policy,
+        "pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(job.nodes - 1)},
+    }
+    obj = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta, "spec": spec}
+    return [obj, network_policy(meta, job_id)]
+
+
+def render(
+    job: JobSpec,
+    lock: Lock | None,
+    job_id: str,
+    o: KubeOptions | None = None,
+    operator: str = "jobset",
+) -> list[dict[str, Any]]:
+    """The objects for a job: a batch/v1 Job for one node; a JobSet (or, where the site runs
+    the Kubeflow training operator, a PyTorchJob) for several."""
+    if job.nodes == 1:
+        return render_one_node(job, lock, job_id, o)
+    if operator == "kubeflow":
+        return render_pytorchjob(job, lock, job_id, o)
+    return render_jobset(job, lock, job_id, o)
 
 
 class _PlainDumper(yaml.SafeDumper):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
-from torchship.backends.kubernetes import KubeOptions, render_one_node, to_yaml
+from torchship.backends import kubernetes as k8s
 from torchship.cli._output import print_json, table
 from torchship.jobs import find_lock
 from torchship.lock import read_lock
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"sites": source, "placement": placement.to_dict()})
     else:
-        print(render(placement, source))
+        print(explain(placement, source))
     site = next((s for s in sites if s.name == placement.site), None)
     if args.output and site is not None:
         for w in write_plan(Path(args.output), job, lock, site):
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if placement.decision != "refused" else 1
 
 
-def render(p: Placement, source: str) -> str:
+def explain(p: Placement, source: str) -> str:
     head = {
         "run": f"{p.job} → {p.site}: {p.reason}",
         "queue": f"{p.job} → queued at {p.site}: {p.reason}",
@@ -61,10 +61,11 @@ def render(p: Placement, source: str) -> str:
 def write_plan(out: Path, job: Any, lock: Any, site: Site) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     if site.kind == "kubernetes":
-        opts = KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
+        opts = k8s.KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
                            queue=site.queue)  # fmt: skip
         path = out / f"{job.name}.yaml"
-        write_text_atomic(path, to_yaml(render_one_node(job, lock, new_job_id(), opts)))
+        objects = k8s.render(job, lock, new_job_id(), opts, site.operator)
+        write_text_atomic(path, k8s.to_yaml(objects))
         return [str(path)]
     from torchship.backends import create_backend
 
