@@ -80,3 +80,23 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     r = run_cli("run", str(HYBRID / "job-2node.toml"), "--site", "auto", "--sites", SITES, env=env)
     assert r.returncode == 2 and "applying to kubernetes sites is not built yet" in r.stderr
     assert "plan" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_site_add_validates_and_appends(tmp_path: Path) -> None:
+    f = str(tmp_path / "sites.toml")
+    r = run_cli("site", "add", "box", "--kind", "local", "--gpu", "A100:4:4", "--sites", f)
+    assert r.returncode == 0 and "added box (1 site(s))" in r.stdout, r.stderr
+    cloud = ["--kind", "kubernetes", "--trust", "public", "--gpu", "h100:64:8", "--price", "6.88"]
+    r = run_cli("site", "add", "aws", *cloud, "--sites", f)
+    assert r.returncode == 2 and "needs its date and source" in r.stderr  # nothing written
+    dated = ["--price-as-of", "2025-06-01", "--price-source", "AWS on-demand, us-east-1"]
+    r = run_cli("site", "add", "aws", *cloud, *dated, "--sites", f)
+    assert r.returncode == 0, r.stderr
+    r = run_cli("site", "add", "aws", "--kind", "docker", "--sites", f)
+    assert r.returncode == 2 and "two sites are named 'aws'" in r.stderr
+    r = run_cli("site", "add", "k", "--kind", "kubernetes", "--sites", f)
+    assert r.returncode == 2 and "trust" in r.stderr and "missing" in r.stderr
+    r = run_cli("site", "list", "--sites", f, "--json")
+    sites = json.loads(r.stdout)["sites"]
+    assert [s["name"] for s in sites] == ["box", "aws"]
+    assert sites[1]["gpus"] == [{"model": "H100", "count": 64, "per_node": 8}]  # canonical name

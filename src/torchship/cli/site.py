@@ -1,19 +1,30 @@
-"""`torchship site list|check`: the sites placement may use (sites.toml)."""
+"""`torchship site add|list|check`: the sites placement may use (sites.toml)."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import tomli_w
+
+from torchship._atomic import write_text_atomic
 from torchship.cli._output import print_json, table
-from torchship.place.sites import Site, sites_or_default
+from torchship.errors import UsageError
+from torchship.place.sites import (
+    KINDS,
+    Site,
+    default_sites_path,
+    sites_from_toml,
+    sites_or_default,
+)
 
 STALE_PRICE_DAYS = 180
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("site", help="list or check the sites placement may use")
+    p = sub.add_parser("site", help="add, list or check the sites placement may use")
     ssub = p.add_subparsers(dest="site_command", metavar="ACTION", required=True)
     for name, helptext in (
         ("list", "the sites, one line each"),
@@ -24,6 +35,69 @@ def add_parser(sub: Any) -> None:
                        "the data dir's sites.toml; else this machine only)")  # fmt: skip
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(run=run)
+    _add_parser(ssub)
+
+
+def _add_parser(ssub: Any) -> None:
+    q = ssub.add_parser("add", help="add a site to the sites file (validated, written atomically)")
+    q.add_argument("name")
+    q.add_argument("--kind", required=True, choices=KINDS)
+    q.add_argument("--sites", metavar="S", help="sites file (default: see `site list`)")
+    q.add_argument("--tier", type=int)
+    q.add_argument("--trust", choices=("private", "public"))
+    q.add_argument("--data-classes", metavar="A,B", help="e.g. public,internal")
+    q.add_argument("--gpu", action="append", default=[], metavar="MODEL:COUNT[:PER_NODE]")
+    q.add_argument("--max-nodes", type=int)
+    q.add_argument("--price", type=float, metavar="USD", help="per GPU-hour")
+    q.add_argument("--price-as-of", metavar="YYYY-MM-DD")
+    q.add_argument("--price-source", metavar="TEXT")
+    q.add_argument("--egress", type=float, metavar="USD", help="per GB")
+    q.add_argument("--wait-budget", type=float, metavar="MIN")
+    q.add_argument("--startup", type=float, metavar="MIN")
+    for key in ("region", "queue", "context", "namespace", "operator", "registry"):
+        q.add_argument(f"--{key}")
+    q.set_defaults(run=run_add)
+
+
+def _gpu_arg(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]):
+        raise UsageError(f"--gpu {text!r} is not MODEL:COUNT[:PER_NODE]", "e.g. --gpu H100:64:8")
+    gpu: dict[str, Any] = {"model": parts[0], "count": int(parts[1])}
+    if len(parts) == 3:
+        gpu["per_node"] = int(parts[2])
+    return gpu
+
+
+def site_table(args: argparse.Namespace) -> dict[str, Any]:
+    """The [[site]] table the flags describe (validated by the sites parser, not here)."""
+    table: dict[str, Any] = {"name": args.name, "kind": args.kind}
+    flags = {
+        "tier": args.tier, "trust": args.trust, "max_nodes": args.max_nodes,
+        "price_per_gpu_hour": args.price, "price_as_of": args.price_as_of,
+        "price_source": args.price_source, "egress_per_gb": args.egress,
+        "wait_budget_minutes": args.wait_budget, "startup_minutes": args.startup,
+        "region": args.region, "queue": args.queue, "context": args.context,
+        "namespace": args.namespace, "operator": args.operator, "registry": args.registry,
+    }  # fmt: skip
+    table.update({k: v for k, v in flags.items() if v is not None})
+    if args.data_classes:
+        table["data_classes"] = [c.strip() for c in args.data_classes.split(",") if c.strip()]
+    if args.gpu:
+        table["gpus"] = [_gpu_arg(g) for g in args.gpu]
+    return table
+
+
+def run_add(args: argparse.Namespace) -> int:
+    path = Path(args.sites) if args.sites else default_sites_path()
+    old = path.read_text("utf-8") if path.exists() else ""
+    block = "[[site]]\n" + tomli_w.dumps(site_table(args))
+    text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block
+    sites = sites_from_toml(text, str(path))  # the whole file must still be valid
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+    print(f"{path}: added {args.name} ({len(sites)} site(s))")
+    return 0
 
 
 def _gpus(s: Site) -> str:

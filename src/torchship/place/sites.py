@@ -138,6 +138,12 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
     if kind not in KINDS:
         raise r.fail("kind", f"{kind!r} is not a site kind", f"one of: {', '.join(KINDS)}")
     trust = r.string("trust", "private" if kind in SINGLE_NODE_KINDS else None, 'trust = "private"')
+    if trust is None:
+        raise r.fail(
+            "trust",
+            "missing: is the site on your network (private) or a cloud (public)?",
+            'add trust = "private" or trust = "public"',
+        )
     if trust not in TRUST:
         raise r.fail("trust", f"{trust!r} is not a trust level", "one of: private, public")
     default_classes = ("public", "internal", "sensitive") if trust == "private" else ("public",)
