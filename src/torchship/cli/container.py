@@ -18,6 +18,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +98,7 @@ def run(args: argparse.Namespace) -> int:
     lock = read_lock(lock_path(project))
     variant = "jupyter" if args.command == "jupyter" else "runtime"
     image = args.image or image_tag(lock, variant)
-    base = options(args.engine)
-    o = DockerOptions(
-        engine=base.engine,
-        home=base.home,
-        host=base.host,
-        uid=base.uid,
-        gid=base.gid,
-        shm_size=args.shm_size,
-        ipc_host=args.ipc_host,
-        engine_args=base.engine_args,
-    )
+    o = replace(options(args.engine), shm_size=args.shm_size, ipc_host=args.ipc_host)
     labels = {LABEL_SITE: SCHEME, LABEL_LOCK: lock.content_hash, "io.torchship.role": variant}
     volumes = ((str(project), WORKSPACE, False), *(parse_data(d) for d in args.data))
     common: dict[str, Any] = {
