@@ -41,9 +41,10 @@ def sh(*argv: str, timeout: float = 900, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def install_tools() -> str | None:
-    """podman, runc and debootstrap, installed with apt when missing; the reason when not."""
-    missing = [t for t in ("podman", "runc", "debootstrap") if not shutil.which(t)]
+def install_tools(tools: tuple[str, ...] = ("podman", "runc", "debootstrap")) -> str | None:
+    """Debian packages named as their commands (podman, runc, debootstrap, chromium), installed
+    with apt when missing; the reason when they cannot be."""
+    missing = [t for t in tools if not shutil.which(t)]
     if not missing:
         return None
     if os.geteuid() != 0 or not shutil.which("apt-get"):

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
-from tests.podman_env import CPU_LOCK, ENGINE_ARGS, prepare, sh
+from tests.podman_env import CPU_LOCK, ENGINE_ARGS, install_tools, prepare, sh
 from tests.podman_env import build as build_image
 from torchship.image import image_tag
 from torchship.lock import read_lock
@@ -164,13 +164,18 @@ def jupyter(images: Images) -> Iterator[tuple[str, str]]:
         sh("podman", "rm", "-f", name, check=False)
 
 
-def test_jupyter_needs_its_token(jupyter: tuple[str, str], tmp_path: Path) -> None:
+def test_jupyter_needs_its_token(jupyter: tuple[str, str]) -> None:
     base, token = jupyter
     assert _status(f"{base}/api/status") == 403
     assert _status(f"{base}/api/status", token) == 200
     assert _status(f"{base}/api/contents", "wrong-token") == 403
-    if shutil.which("chromium") is None:
-        return  # the screenshot in docs/ was taken where Chromium is installed
+
+
+def test_jupyterlab_renders_in_headless_chromium(jupyter: tuple[str, str], tmp_path: Path) -> None:
+    reason = install_tools(("chromium",))
+    if reason:
+        pytest.skip(reason)
+    base, token = jupyter
     lab = _chromium(tmp_path, "--dump-dom", f"{base}/lab?token={token}")
     card = re.compile(r'class="[^"]*jp-LauncherCard')  # an element, not a CSS rule
     assert card.search(lab), lab[-2000:]  # JupyterLab rendered, its launcher open
