@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,24 @@ def test_build_shows_steps_keeps_the_log_and_fails_with_its_tail(tmp_path: Path)
     assert "exit 3" in e.value.message and "hash mismatch for torch" in e.value.message
     assert "noise" in (tmp_path / "build.log").read_text()
     assert str(tmp_path / "build.log") in e.value.hint
+
+
+def test_build_cleans_its_context_and_keeps_it_on_failure(tmp_path: Path) -> None:
+    """A stand-in `podman` on PATH (a real process): success leaves no context behind (it
+    holds copies of the wheels), failure keeps it with the log."""
+    bin_dir, tmp = tmp_path / "bin", tmp_path / "tmp"
+    bin_dir.mkdir()
+    tmp.mkdir()
+    engine = bin_dir / "podman"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "TMPDIR": str(tmp), "SSL_CERT_FILE": ""}
+    argv = ("image", "build", str(REPO / "tests/data/locks/cpu"), "--engine", "podman")
+    engine.write_text("#!/bin/sh\necho 'STEP 1/1: FROM x'\nexit 0\n")
+    engine.chmod(0o755)
+    r = run_cli(*argv, env=env)
+    assert r.returncode == 0 and "built golden-cpu:" in r.stdout, r.stderr
+    assert "STEP 1/1: FROM x" in r.stderr and list(tmp.iterdir()) == []
+    engine.write_text("#!/bin/sh\necho 'boom'\nexit 1\n")
+    r = run_cli(*argv, env=env)
+    assert r.returncode == 1 and "boom" in r.stderr
+    (kept,) = tmp.iterdir()
+    assert (kept / "build.log").read_text().strip() == "boom" and (kept / "Dockerfile").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"building {tag} with {engine} (context {context})", file=sys.stderr)
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
     build(argv, context / "build.log", env=env, progress=lambda s: print(f"  {s}", file=sys.stderr))
+    shutil.rmtree(context)  # the context holds the wheels (hundreds of MB); kept only on failure
     print(f"built {tag}")
     return 0
 
