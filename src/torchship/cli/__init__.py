@@ -25,6 +25,7 @@ from torchship.cli import logs as logs_cmd
 from torchship.cli import plan as plan_cmd
 from torchship.cli import resolve as resolve_cmd
 from torchship.cli import run as run_cmd
+from torchship.cli import simulate as simulate_cmd
 from torchship.cli import site as site_cmd
 from torchship.cli import status as status_cmd
 from torchship.errors import TorchshipError, UsageError
@@ -41,6 +42,7 @@ COMMANDS = (
     container_cmd,
     site_cmd,
     plan_cmd,
+    simulate_cmd,
     run_cmd,
     status_cmd,
     logs_cmd,

@@ -230,10 +230,10 @@ class Placer:
                 s = allowed[i]
                 i += 1
                 w = wait_minutes(d, s, loads.get(s.name))
-                if w <= s.wait_budget_minutes:
+                if w <= wait_budget(d, s):
                     ready.append((cost(d, s), w, s.name, s))
                 else:
-                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, s)))
+                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, wait_budget(d, s))))
             if not ready:
                 continue
             ready.sort(key=lambda t: t[:3])
@@ -243,7 +243,7 @@ class Placer:
                     Rejection(name, "cost", f"${c2:,.2f} against ${c:,.2f} at {best.name}")
                 )
             rejected += [self._not_needed(later, tier) for later in allowed[i:]]
-            why = f"tier {tier}: starts in {w:.0f} min (budget {best.wait_budget_minutes:.0f})"
+            why = f"tier {tier}: starts in {w:.0f} min (budget {wait_budget(d, best):.0f})"
             if len(ready) > 1:
                 why += f", cheapest of {len(ready)} (${c:,.2f})"
             elif tier > lowest:
@@ -258,8 +258,15 @@ class Placer:
         return Placement(d.name, "queue", name, why, cost(d, site), w, tuple(rejected))
 
 
-def _wait_reason(w: float, s: Site) -> str:
-    return f"would wait {w:.0f} min, over its {s.wait_budget_minutes:.0f} min budget"
+def _wait_reason(w: float, budget: float) -> str:
+    return f"would wait {w:.0f} min, over its {budget:.0f} min budget"
+
+
+def wait_budget(d: Demand, s: Site) -> float:
+    """Minutes the job may wait at `s` before a higher tier is tried: the site's budget, or
+    its `wait_share` of the job's expected run time when that is longer (a week-long job is not
+    worth sending to a cloud at several times the price to save an hour)."""
+    return max(s.wait_budget_minutes, s.wait_share * d.hours * 60)
 
 
 def place(

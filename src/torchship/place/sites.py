@@ -14,6 +14,7 @@ price_as_of = "2026-11-01"
 price_source = "finance: 4-year amortisation of the DGX A100 nodes + 0.9 kW per GPU"
 egress_per_gb = 0.0               # moving data out of the site holding it
 wait_budget_minutes = 60          # how long a job may wait here before a higher tier is tried
+wait_share = 0.1                  # … or this share of the job's expected run time, when longer
 startup_minutes = 0               # time to get capacity when it is free (VM boot, image pull)
 queue = "team-a"                  # a Kueue LocalQueue, when the cluster has Kueue
 context = "onprem"                # kubeconfig context (kubernetes)
@@ -41,8 +42,8 @@ OPERATORS = ("jobset", "kubeflow")
 SITE_KEYS = (
     "name", "kind", "tier", "trust", "data_classes", "region", "gpus", "max_nodes",
     "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
-    "wait_budget_minutes", "startup_minutes", "queue", "context", "namespace", "operator",
-    "registry",
+    "wait_budget_minutes", "wait_share", "startup_minutes", "queue", "context", "namespace",
+    "operator", "registry",
 )  # fmt: skip
 GPU_KEYS = ("model", "count", "per_node")
 SINGLE_NODE_KINDS = frozenset({"local", "docker"})
@@ -70,6 +71,7 @@ class Site:
     price_source: str = ""
     egress_per_gb: float = 0.0
     wait_budget_minutes: float = 0.0
+    wait_share: float = 0.0  # or this share of the job's run time, when longer
     startup_minutes: float = 0.0
     queue: str | None = None
     context: str | None = None
@@ -98,6 +100,7 @@ class Site:
             "price_source": self.price_source,
             "egress_per_gb": self.egress_per_gb,
             "wait_budget_minutes": self.wait_budget_minutes,
+            "wait_share": self.wait_share,
             "startup_minutes": self.startup_minutes,
             "queue": self.queue,
         }
@@ -191,6 +194,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         price_source=r.string("price_source", "", 'price_source = "…"') or "",
         egress_per_gb=r.number("egress_per_gb", 0, "egress_per_gb = 0.09") or 0.0,
         wait_budget_minutes=r.number("wait_budget_minutes", 0, "wait_budget_minutes = 30") or 0.0,
+        wait_share=r.number("wait_share", 0, "wait_share = 0.1") or 0.0,
         startup_minutes=r.number("startup_minutes", 0, "startup_minutes = 5") or 0.0,
         queue=r.string("queue", None, 'queue = "team-a"'),
         context=r.string("context", None, 'context = "onprem"'),

@@ -1,0 +1,338 @@
+"""Job traces for `torchship simulate`: a CSV reader and a generator fitted to a published study.
+
+A trace is a CSV with a header; one row a job:
+
+    name,submit_s,gpus,duration_s,data_class,gpu_model,data_gb,data_site
+    j0001,0,1,204,public,,20,onprem
+
+`name`, `submit_s` (seconds from the trace's start), `gpus` and `duration_s` are required;
+`data_class` defaults to public, `gpu_model` to any, `data_gb` to 0, `data_site` to none (the
+data is everywhere, so no site pays egress). Jobs of more than 8 GPUs span nodes of 8.
+
+The generator (`generate_week`) draws a week of jobs whose distributions come from the Helios
+study: Hu et al., "Characterization and Prediction of Deep Learning Workloads in Large-Scale GPU
+Datacenters", SC '21, through its artifact's per-cluster summary
+(github.com/S-Lab-System-Group/HeliosArtifact, analysis/1_compare with Philly trace/
+helios_cluster_summary.csv, row Venus): 125,303 GPU jobs on 1,022 GPUs over 2020-04-01 to
+2020-09-28 (181 days); GPU job run time mean 13,040.6 s, median 204 s; GPUs per job mean
+6.736, median 1. How each figure is used is in `HELIOS_VENUS` and docs/placement.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+from torchship.errors import SpecError, UnknownGPUError, UsageError
+from torchship.place.sites import canonical_gpu
+from torchship.spec.job import DATA_CLASSES
+
+COLUMNS = ("name", "submit_s", "gpus", "duration_s", "data_class", "gpu_model", "data_gb",
+           "data_site")  # fmt: skip
+REQUIRED = COLUMNS[:4]
+GPUS_PER_NODE = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TraceJob:
+    name: str
+    submit_s: float
+    gpus: int
+    duration_s: float
+    data_class: str = "public"
+    gpu_model: str = ""  # "" accepts any model
+    data_gb: float = 0.0
+    data_site: str | None = None
+
+    @property
+    def nodes(self) -> int:
+        return max(1, math.ceil(self.gpus / GPUS_PER_NODE))
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.gpus // self.nodes if self.gpus % self.nodes == 0 else GPUS_PER_NODE
+
+
+def read_trace(path: str | Path) -> tuple[TraceJob, ...]:
+    p = Path(path)
+    try:
+        text = p.read_text("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no trace file", "give the path of a trace CSV") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{p}: cannot be read ({e})", "check the path and permissions") from None
+    return parse_trace(text, str(p))
+
+
+def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
+    rows = csv.reader(text.splitlines())
+    header = next(rows, None)
+    if not header:
+        raise SpecError(file, "line 1", "empty trace", f"start with a header: {','.join(COLUMNS)}")
+    header = [h.strip() for h in header]
+    for col in REQUIRED:
+        if col not in header:
+            raise SpecError(file, "line 1", f"no {col!r} column", f"header: {','.join(COLUMNS)}")
+    unknown = [h for h in header if h not in COLUMNS]
+    if unknown:
+        raise SpecError(file, "line 1", f"unknown column {unknown[0]!r}",
+                        f"columns: {','.join(COLUMNS)}")  # fmt: skip
+    jobs: list[TraceJob] = []
+    names: set[str] = set()
+    for n, row in enumerate(rows, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != len(header):
+            raise SpecError(file, f"line {n}", f"{len(row)} fields, the header has {len(header)}",
+                            "one value per column (leave optional ones empty)")  # fmt: skip
+        job = _row(dict(zip(header, (v.strip() for v in row), strict=True)), file, n)
+        if job.name in names:
+            raise SpecError(file, f"line {n}.name", f"{job.name!r} appears twice",
+                            "give each job its own name")  # fmt: skip
+        names.add(job.name)
+        jobs.append(job)
+    if not jobs:
+        raise SpecError(file, "line 2", "no jobs", "add one row per job under the header")
+    return tuple(sorted(jobs, key=lambda j: j.submit_s))
+
+
+def _row(v: dict[str, str], file: str, n: int) -> TraceJob:
+    def num(col: str, lo: float, default: float | None = None) -> float:
+        raw = v.get(col, "")
+        if raw == "" and default is not None:
+            return default
+        try:
+            x = float(raw)
+        except ValueError:
+            raise SpecError(file, f"line {n}.{col}", f"{raw!r} is not a number",
+                            f"{col} = a number ≥ {lo:g}") from None  # fmt: skip
+        if not math.isfinite(x) or x < lo:
+            raise SpecError(file, f"line {n}.{col}", f"{raw} is out of range",
+                            f"{col} = a number ≥ {lo:g}")  # fmt: skip
+        return x
+
+    if not v["name"]:
+        raise SpecError(file, f"line {n}.name", "empty", "name each job")
+    gpus = num("gpus", 1)
+    if gpus != int(gpus):
+        raise SpecError(file, f"line {n}.gpus", f"{v['gpus']} is not a whole number",
+                        "gpus = 1, 2, 4 …")  # fmt: skip
+    data_class = v.get("data_class") or "public"
+    if data_class not in DATA_CLASSES:
+        raise SpecError(file, f"line {n}.data_class", f"unknown data class {data_class!r}",
+                        f"use {', '.join(DATA_CLASSES)}")  # fmt: skip
+    model = v.get("gpu_model", "")
+    if model:
+        try:
+            model = canonical_gpu(model)
+        except UnknownGPUError as e:
+            raise SpecError(file, f"line {n}.gpu_model", e.message, e.hint) from None
+    return TraceJob(
+        name=v["name"],
+        submit_s=num("submit_s", 0),
+        gpus=int(gpus),
+        duration_s=num("duration_s", 1),
+        data_class=data_class,
+        gpu_model=model,
+        data_gb=num("data_gb", 0, 0.0),
+        data_site=v.get("data_site") or None,
+    )
+
+
+def write_trace(jobs: Iterable[TraceJob]) -> str:
+    lines = [",".join(COLUMNS)]
+    for j in jobs:
+        lines.append(
+            f"{j.name},{j.submit_s:.0f},{j.gpus},{j.duration_s:.0f},{j.data_class},"
+            f"{j.gpu_model},{j.data_gb:g},{j.data_site or ''}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStudy:
+    """The published figures a generated trace follows, with where each comes from."""
+
+    source: str
+    gpu_jobs: int
+    gpus: int
+    days: float
+    duration_mean_s: float
+    duration_median_s: float
+    gpus_mean: float
+    gpus_median: int
+    gpu_seconds: float  # GPU time the GPU jobs used over the period
+
+
+HELIOS_VENUS = TraceStudy(
+    source=(
+        "Hu et al., SC '21, Helios cluster Venus (HeliosArtifact "
+        "analysis/1_compare with Philly trace/helios_cluster_summary.csv)"
+    ),
+    gpu_jobs=125_303,
+    gpus=1_022,
+    days=181,  # 2020-04-01 .. 2020-09-28, the artifact's date_range in analysis/trace_parser.py
+    duration_mean_s=13_040.598,
+    duration_median_s=204.0,
+    gpus_mean=6.736,
+    gpus_median=1,
+    gpu_seconds=6_373_315_670 + 4_920_266_598 + 1_052_030_340,  # complete + cancel + fail
+)
+
+SIZES = (1, 2, 4, 8, 16, 32)  # a job spans at most 4 nodes of 8 (the example cluster's max)
+MAX_DURATION_S = 6 * 24 * 3600.0  # a week-long trace cannot hold a longer job
+
+
+def size_distribution(study: TraceStudy = HELIOS_VENUS) -> tuple[float, ...]:
+    """P(size) over SIZES: the maximum-entropy distribution with the study's median and mean.
+
+    A median of 1 GPU says P(1) ≥ 0.5; with no further figure the least-committal choice is
+    P(1) = 0.5 and, over the multi-GPU sizes, p(s) ∝ exp(-λ·s) with λ set so that the mean is the
+    study's (maximum entropy under a mean constraint).
+    """
+    p1 = 0.5
+    rest = SIZES[1:]
+    target = (study.gpus_mean - p1 * 1) / (1 - p1)
+
+    def mean(lam: float) -> float:
+        w = [math.exp(-lam * s) for s in rest]
+        return sum(s * x for s, x in zip(rest, w, strict=True)) / sum(w)
+
+    lo, hi = -2.0, 2.0
+    for _ in range(100):  # mean(λ) falls as λ grows
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean(mid) > target else (lo, mid)
+    w = [math.exp(-lo * s) for s in rest]
+    return (p1, *(x / sum(w) * (1 - p1) for x in w))
+
+
+def duration_sigma(study: TraceStudy = HELIOS_VENUS) -> float:
+    """Run times as a log-normal through the published median and mean: mean = median·e^(σ²/2)."""
+    return math.sqrt(2 * math.log(study.duration_mean_s / study.duration_median_s))
+
+
+def capped_mean_duration_s(
+    study: TraceStudy = HELIOS_VENUS, cap_s: float = MAX_DURATION_S
+) -> float:
+    """E[min(X, cap)] for the log-normal run time X."""
+    sigma = duration_sigma(study)
+    mu = math.log(study.duration_median_s)
+    z = NormalDist()
+    below = math.exp(mu + sigma**2 / 2) * z.cdf((math.log(cap_s) - mu - sigma**2) / sigma)
+    return below + cap_s * (1 - z.cdf((math.log(cap_s) - mu) / sigma))
+
+
+def study_utilisation(study: TraceStudy = HELIOS_VENUS) -> float:
+    """The share of the cluster's GPU time its GPU jobs used: completed + cancelled + failed GPU
+    time (the summary's *_gpu_time columns) over GPUs × days."""
+    return study.gpu_seconds / (study.gpus * study.days * 86_400)
+
+
+def generate_week(
+    private_gpus: int,
+    seed: int = 2021,
+    days: float = 7.0,
+    data_classes: Sequence[tuple[str, float]] = (
+        ("public", 0.4),
+        ("internal", 0.3),
+        ("sensitive", 0.3),
+    ),
+    data_gb: float = 20.0,
+    data_site: str | None = "onprem",
+    study: TraceStudy = HELIOS_VENUS,
+) -> tuple[TraceJob, ...]:
+    """A seeded trace that loads `private_gpus` GPUs as much as the study's cluster was loaded.
+
+    Arrivals: a Poisson process; its rate offers the study's utilisation of `private_gpus`
+    (GPU-seconds per job = mean size × mean capped run time, taken as independent: the study
+    publishes no joint figure). Given n arrivals in the window, a Poisson process's arrival
+    times are n sorted uniform draws, which is how they are drawn. Sizes, run times and data
+    classes are stratified (each job takes its own quantile, then shuffled), so that a week of
+    ~200 jobs follows the published distributions rather than one lucky or unlucky draw of a
+    heavy tail. Data classes, data size and data site are not in the study: parameters.
+    """
+    rng = random.Random(seed)
+    probs = size_distribution(study)
+    gpu_seconds_per_job = sum(s * p for s, p in zip(SIZES, probs, strict=True)) * (
+        capped_mean_duration_s(study)
+    )
+    rate_per_s = study_utilisation(study) * private_gpus / gpu_seconds_per_job
+    n = _poisson(rng, rate_per_s * days * 86_400)
+    submits = sorted(rng.uniform(0, days * 86_400) for _ in range(n))
+    sizes = _stratified_choice(rng, SIZES, probs, n)
+    classes = _stratified_choice(rng, [c for c, _ in data_classes], [w for _, w in data_classes], n)
+    sigma = duration_sigma(study)
+    mu = math.log(study.duration_median_s)
+    quantiles = [(i + rng.random()) / n for i in range(n)]
+    rng.shuffle(quantiles)
+    z = NormalDist()
+    return tuple(
+        TraceJob(
+            name=f"j{i + 1:04d}",
+            submit_s=round(submits[i]),
+            gpus=sizes[i],
+            duration_s=round(
+                max(60.0, min(MAX_DURATION_S, math.exp(mu + sigma * z.inv_cdf(quantiles[i]))))
+            ),
+            data_class=classes[i],
+            data_gb=data_gb,
+            data_site=data_site,
+        )
+        for i in range(n)
+    )
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson draw by counting unit-rate exponential gaps (mean is a few hundred here)."""
+    n, t = 0, rng.expovariate(1.0)
+    while t < mean:
+        n += 1
+        t += rng.expovariate(1.0)
+    return n
+
+
+def _stratified_choice(
+    rng: random.Random, values: Sequence[Any], weights: Sequence[float], n: int
+) -> list[Any]:
+    """n values in the weights' proportions (largest remainder), in random order."""
+    total = sum(weights)
+    exact = [w / total * n for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(values)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in by_remainder[: n - sum(counts)]:
+        counts[i] += 1
+    out = [v for v, c in zip(values, counts, strict=True) for _ in range(c)]
+    rng.shuffle(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m torchship.place.trace --private-gpus 36 [--seed 2021] [--days 7] [-o FILE]"""
+    import argparse
+    import sys
+
+    from torchship._atomic import write_text_atomic
+
+    p = argparse.ArgumentParser(prog="python -m torchship.place.trace", description=__doc__)
+    p.add_argument("--private-gpus", type=int, required=True, help="GPUs the trace should load")
+    p.add_argument("--seed", type=int, default=2021)
+    p.add_argument("--days", type=float, default=7.0)
+    p.add_argument("--data-site", default="onprem", help="the site holding the jobs' data")
+    p.add_argument("-o", "--output", help="write the CSV here (default: standard output)")
+    a = p.parse_args(argv)
+    text = write_trace(generate_week(a.private_gpus, a.seed, a.days, data_site=a.data_site))
+    if a.output:
+        write_text_atomic(Path(a.output), text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
