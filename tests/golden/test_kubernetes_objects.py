@@ -14,14 +14,14 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from torchship.backends.kubernetes import (
+from torchship.errors import SpecError
+from torchship.k8s.render import (
     KubeOptions,
     pvc_volume,
     render,
     render_one_node,
     to_yaml,
 )
-from torchship.errors import SpecError
 from torchship.lock import read_lock
 from torchship.spec.job import job_from_table, load_job
 

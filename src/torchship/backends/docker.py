@@ -28,18 +28,13 @@ from pathlib import Path
 
 from torchship._atomic import write_text_atomic
 from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
-from torchship.backends.local import (
-    checkpoint_dir,
-    job_env,
-    run_dir,
-    torchrun_argv,
-    workload_argv,
-)
+from torchship.backends.local import run_dir
 from torchship.backends.preflight import data_path
 from torchship.doctor.checks import ERROR, Finding
 from torchship.errors import TorchshipError, UsageError
 from torchship.image.build import detect_engine
 from torchship.image.dockerfile import image_tag
+from torchship.launch import checkpoint_dir, job_env, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
-from torchship.backends import kubernetes as k8s
 from torchship.cli._output import print_json, table
 from torchship.jobs import find_lock
+from torchship.k8s import render as k8s
 from torchship.lock import read_lock
 from torchship.place.policy import Placement, demand_from_job, place
 from torchship.place.sites import Site, sites_or_default

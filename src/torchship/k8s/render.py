@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from torchship.backends.local import torchrun_argv, workload_argv
 from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
+from torchship.launch import torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
 

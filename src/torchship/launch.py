@@ -1,0 +1,62 @@
+"""How a job is launched, whatever the site: torchrun's arguments, the reference workload's
+arguments, the environment. Shared by the local, docker and Kubernetes sites (imports nothing
+from them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torchship.errors import SpecError
+from torchship.spec.job import JobSpec
+from torchship.workload.config import ArgError, args_from_table
+
+
+def torchrun_argv(python: str, job: JobSpec, job_id: str) -> list[str]:
+    # c10d rendezvous on the loopback address with a free port (":0"): several local jobs can
+    # run at once, and it works in a container without a network (no hostname lookup).
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc-per-node={job.processes_per_node}",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=127.0.0.1:0",
+        f"--rdzv-id={job_id}",
+        f"--max-restarts={job.retries}",
+    ]
+
+
+def checkpoint_dir(job: JobSpec, run: Path) -> Path:
+    """Absolute: shared by every submission (resume across them); relative: per job run."""
+    if job.checkpoint_dir and Path(job.checkpoint_dir).expanduser().is_absolute():
+        return Path(job.checkpoint_dir).expanduser()
+    return run / (job.checkpoint_dir or "checkpoints")
+
+
+def workload_argv(job: JobSpec, run: Path) -> list[str]:
+    table: dict[str, Any] = {
+        **job.workload_args,
+        "checkpoint_dir": str(checkpoint_dir(job, run)),
+        "summary": str(run / "summary.json"),
+        "metrics": str(run / "metrics.jsonl"),
+    }
+    try:
+        return ["-m", "torchship.workload", *args_from_table(table)]
+    except ArgError as e:
+        raise SpecError(job.source, f"job.workload_args.{e.key}", str(e), e.hint) from None
+
+
+def job_env(job: JobSpec, job_id: str, run: Path) -> dict[str, str]:
+    env = {
+        "TORCHSHIP_JOB_ID": job_id,
+        "TORCHSHIP_RUN_DIR": str(run),
+        "TORCHSHIP_CHECKPOINT_DIR": str(checkpoint_dir(job, run)),
+        "PYTHONUNBUFFERED": "1",
+        # gloo binds to the address the hostname resolves to; a one-node job talks over loopback
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    if job.cpus:
+        env["OMP_NUM_THREADS"] = str(max(1, int(job.cpus // job.processes_per_node)))
+    return {**env, **job.env}
