@@ -1,4 +1,5 @@
-"""checkov's Dockerfile checks all pass on every rendered Dockerfile (goldens and examples).
+"""checkov's checks pass on every rendered Dockerfile and Kubernetes manifest (goldens and
+examples).
 
 checkov pins many packages of its own, so the test installs it into a venv of its own
 (/var/tmp/torchship-checkov, reused) from PyPI; skipped with the reason where pip cannot.
@@ -48,3 +49,37 @@ def test_every_rendered_dockerfile_passes_checkov(checkov_exe: str) -> None:
         if failed:
             failures[str(path.relative_to(REPO))] = ids
     assert failures == {}
+
+
+def test_every_rendered_manifest_passes_checkov(checkov_exe: str) -> None:
+    """checkov's Kubernetes checks on every golden manifest (custom resources' pod templates
+    scanned as batch Jobs, which checkov cannot look into). The goldens name the image by tag,
+    so CKV_K8S_43 (image by digest) is the one check they may fail; rendered with the pushed
+    image's digest (`plan --image-digest`), every check passes."""
+    import yaml
+    from tools.scan_manifests import as_scannable
+    from tools.scan_manifests import checkov as checkov_k8s
+
+    from torchship.k8s.render import options_for, render
+    from torchship.lock import read_lock
+    from torchship.place import load_sites
+    from torchship.spec.job import load_job
+
+    manifests = sorted(REPO.glob("examples/*/k8s/*.yaml"))
+    assert len(manifests) >= 4
+    for path in manifests:
+        objs = as_scannable(list(yaml.safe_load_all(path.read_text())))
+        passed, _, ids = checkov_k8s(checkov_exe, objs)
+        assert passed > 60, f"{path}: checkov ran {passed} checks"
+        assert set(ids) <= {"CKV_K8S_43"}, f"{path}: {ids}"
+    hybrid = REPO / "examples/hybrid"
+    onprem = next(s for s in load_sites(hybrid / "sites.toml") if s.name == "onprem")
+    opts = options_for(onprem, "sha256:" + "0f" * 32)
+    lock = read_lock(hybrid / "torchship.lock")
+    for job_file, operator in (("job-1node.toml", "jobset"), ("job-2node.toml", "jobset"),
+                               ("job-2node.toml", "kubeflow")):  # fmt: skip
+        job = load_job(hybrid / job_file)
+        objs = as_scannable(render(job, lock, "01example0000000000", opts, operator))
+        passed, failed, ids = checkov_k8s(checkov_exe, objs)
+        assert (failed, ids) == (0, []), f"{job_file} {operator}: {ids}"
+        assert passed > 60

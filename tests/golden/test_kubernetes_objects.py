@@ -12,17 +12,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from tools.scan_manifests import pod_templates, restricted_violations
 
 from tests.conftest import REPO
-from torchship.errors import SpecError
+from torchship.errors import SpecError, UsageError
 from torchship.k8s.render import (
     KubeOptions,
+    options_for,
     pvc_volume,
     render,
     render_one_node,
     to_yaml,
 )
 from torchship.lock import read_lock
+from torchship.place import load_sites
 from torchship.spec.job import job_from_table, load_job
 
 EXAMPLES = ["pytorch-cuda-2.9", "pytorch-cuda-2.6"]
@@ -138,8 +141,8 @@ def crd_schema(file: str) -> dict[str, Any]:
 def multi_node(operator: str) -> list[dict[str, Any]]:
     job = load_job(HYBRID / "job-2node.toml")
     job = dataclasses.replace(job, source="examples/hybrid/job-2node.toml")
-    o = KubeOptions(namespace="ml", site="onprem", registry="registry.internal.example/ml/")
-    return render(job, read_lock(HYBRID / "torchship.lock"), JOB_ID, o, operator)
+    onprem = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "onprem")
+    return render(job, read_lock(HYBRID / "torchship.lock"), JOB_ID, options_for(onprem), operator)
 
 
 def _pods(obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,6 +182,13 @@ def test_two_nodes_valid_against_the_crd_and_restricted(
         assert c["securityContext"]["readOnlyRootFilesystem"] is True
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "8"
         assert pod["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "records-sensitive"
+        # the run folder (checkpoints) on the site's claim, one sub-folder per job: a restarted
+        # pod resumes from the last checkpoint
+        run = next(v for v in pod["volumes"] if v["name"] == "run")
+        assert run == {"name": "run", "persistentVolumeClaim": {"claimName": "ml-runs"}}
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "run")
+        assert mount == {"name": "run", "mountPath": "/torchship/run",
+                         "subPath": main["metadata"]["name"]}  # fmt: skip
     if operator == "jobset":
         command = _pods(main)[0]["containers"][0]["command"]
         name = main["metadata"]["name"]
@@ -190,3 +200,47 @@ def test_two_nodes_valid_against_the_crd_and_restricted(
         specs = main["spec"]["pytorchReplicaSpecs"]
         assert (specs["Master"]["replicas"], specs["Worker"]["replicas"]) == (1, 1)
         assert main["spec"]["nprocPerNode"] == "8"
+
+
+GOLDEN_MANIFESTS = sorted(REPO.glob("examples/*/k8s/*.yaml"))
+
+
+@pytest.mark.parametrize("path", GOLDEN_MANIFESTS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_pod_template_is_restricted(path: Path) -> None:
+    """Pod Security "restricted", field by field, on every pod template of every golden (Job,
+    JobSet, PyTorchJob), plus what we add: read-only root, no token, a high UID, no host paths,
+    images pulled on every start, a NetworkPolicy beside the pods."""
+    objs = list(yaml.safe_load_all(path.read_text()))
+    pods = [pod for o in objs for _, pod in pod_templates(o)]
+    assert pods and any(o["kind"] == "NetworkPolicy" for o in objs)
+    for pod in pods:
+        assert restricted_violations(pod) == []
+        assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        assert pod["securityContext"]["runAsGroup"] >= 10000
+        for c in pod["containers"]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["imagePullPolicy"] == "Always"
+            env = {e["name"]: e["value"] for e in c["env"]}
+            assert env["HOME"] == "/tmp" and env["USER"] == "torchship"  # no passwd entry needed
+
+
+def test_the_restricted_check_can_fail() -> None:
+    guide = list(yaml.safe_load_all((REPO / "benchmarks/k8s-compare/guide.yaml").read_text()))
+    ((where, pod),) = [t for o in guide for t in pod_templates(o)]
+    assert where == "Deployment/pytorch-cuda"
+    assert set(restricted_violations(pod)) == {"allowPrivilegeEscalation", "capabilities.drop-ALL",
+                                               "runAsNonRoot", "seccompProfile",
+                                               "volume:hostPath"}  # fmt: skip
+
+
+def test_image_digest_pins_the_image() -> None:
+    onprem = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "onprem")
+    digest = "sha256:" + "ab" * 32
+    objs = render(load_job(HYBRID / "job-1node.toml"), read_lock(HYBRID / "torchship.lock"),
+                  JOB_ID, options_for(onprem, digest))  # fmt: skip
+    image = objs[0]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.startswith("registry.internal.example/ml/") and image.endswith("@" + digest)
+    with pytest.raises(UsageError) as e:
+        options_for(onprem, "sha256:short")
+    assert "64 hex digits" in e.value.hint

@@ -25,6 +25,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--sites", metavar="S", help="sites file (default: see `torchship site list`)")
     p.add_argument("-o", "--output", metavar="DIR", help="write what would be applied into DIR")
     p.add_argument("--json", action="store_true", help="print the placement as JSON")
+    p.add_argument("--image-digest", metavar="sha256:…",
+                   help="the pushed image's digest: Kubernetes pulls it by digest")  # fmt: skip
     p.set_defaults(run=run)
 
 
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(explain(placement, source))
     site = next((s for s in sites if s.name == placement.site), None)
     if args.output and site is not None:
-        for w in write_plan(Path(args.output), job, lock, site):
+        for w in write_plan(Path(args.output), job, lock, site, args.image_digest):
             print(f"wrote {w}", file=sys.stderr)
     return 0 if placement.decision != "refused" else 1
 
@@ -58,11 +60,12 @@ def explain(p: Placement, source: str) -> str:
     return "\n".join(lines)
 
 
-def write_plan(out: Path, job: Any, lock: Any, site: Site) -> list[str]:
+def write_plan(
+    out: Path, job: Any, lock: Any, site: Site, image_digest: str | None = None
+) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     if site.kind == "kubernetes":
-        opts = k8s.KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
-                           queue=site.queue)  # fmt: skip
+        opts = k8s.options_for(site, image_digest)
         path = out / f"{job.name}.yaml"
         objects = k8s.render(job, lock, new_job_id(), opts, site.operator)
         write_text_atomic(path, k8s.to_yaml(objects))

@@ -14,6 +14,7 @@ JobSet/PyTorchJob) builds on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,16 @@ from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.launch import torchrun_argv, workload_argv
 from torchship.lock.model import Lock
+from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
 
 RUN_MOUNT = "/torchship/run"
-IMAGE_UID = 1000
+# Pods run as 10001, not the image's user (1000): a UID above the range hosts hand to people
+# (checkov CKV_K8S_40), so a process that ever escaped its container owns nothing on the node.
+# The image needs no passwd entry for it: HOME is /tmp, USER/LOGNAME are set (getpass, which
+# torch's compile cache calls, reads them first), and everything written goes to emptyDirs or
+# the checkpoint claim (fsGroup makes them writable).
+POD_UID = 10001
 TTL_AFTER_FINISHED_S = 3600
 LABEL_JOB = "torchship.io/job-id"
 LABEL_LOCK = "torchship.io/lock-hash"
@@ -43,6 +50,23 @@ class KubeOptions:
     registry: str = ""  # e.g. "registry.example.com/team/"
     queue: str | None = None  # a Kueue LocalQueue
     ttl_after_finished_s: int = TTL_AFTER_FINISHED_S
+    image_digest: str | None = None  # "sha256:…" of the pushed image: pulled by digest
+    checkpoint_claim: str | None = None  # a PVC holding run folders, so a retry resumes
+
+
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def options_for(site: Site, image_digest: str | None = None) -> KubeOptions:
+    """A Kubernetes site's rendering options."""
+    if image_digest is not None and not DIGEST.fullmatch(image_digest):
+        raise UsageError(
+            f"{image_digest!r} is not an image digest",
+            "give the pushed image's digest: sha256: and 64 hex digits",
+        )
+    return KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
+                       queue=site.queue, image_digest=image_digest,
+                       checkpoint_claim=site.checkpoint_claim)  # fmt: skip
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -107,18 +131,34 @@ def _resources(job: JobSpec) -> dict[str, Any]:
     return {"limits": limits, "requests": requests}
 
 
+def _run_volume(name: str, claim: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run folder (summary, metrics, checkpoints): an emptyDir, gone with the pod; or the
+    site's checkpoint claim, one sub-folder per job, so a restarted pod resumes from its last
+    checkpoint (several nodes need a ReadWriteMany claim)."""
+    mount: dict[str, Any] = {"name": "run", "mountPath": RUN_MOUNT}
+    if claim is None:
+        return {"name": "run", "emptyDir": {}}, mount
+    mount["subPath"] = name
+    return {"name": "run", "persistentVolumeClaim": {"claimName": claim}}, mount
+
+
 def pod_spec(
-    job: JobSpec, job_id: str, image: str, rendezvous: list[str] | None = None
+    job: JobSpec,
+    job_id: str,
+    image: str,
+    rendezvous: list[str] | None = None,
+    run: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    run_volume, run_mount = run or _run_volume("", None)
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_mib(job)}Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-        {"name": "run", "emptyDir": {}},
+        run_volume,
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
-        {"name": "run", "mountPath": RUN_MOUNT},
+        run_mount,
     ]
     for i, d in enumerate(job.data):
         claim, sub = pvc_volume(job, i, d.path)
@@ -135,12 +175,16 @@ def pod_spec(
         {"name": "TORCHSHIP_RUN_DIR", "value": RUN_MOUNT},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": "/tmp"},
+        {"name": "USER", "value": "torchship"},
+        {"name": "LOGNAME", "value": "torchship"},
         *({"name": k, "value": v} for k, v in sorted(job.env.items())),
     ]
     container = {
         "name": "train",
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        # Always: the registry checks this pod's pull credentials on every start, so a node's
+        # cached copy of a private image is not handed to a pod that may not pull it.
+        "imagePullPolicy": "Always",
         "command": _command(job, job_id, rendezvous),
         "env": env,
         "resources": _resources(job),
@@ -151,8 +195,8 @@ def pod_spec(
             "privileged": False,
             "readOnlyRootFilesystem": True,
             "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
+            "runAsUser": POD_UID,
+            "runAsGroup": POD_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
@@ -162,9 +206,9 @@ def pod_spec(
         "enableServiceLinks": False,
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": IMAGE_UID,
-            "runAsGroup": IMAGE_UID,
-            "fsGroup": IMAGE_UID,
+            "runAsUser": POD_UID,
+            "runAsGroup": POD_UID,
+            "fsGroup": POD_UID,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
@@ -173,8 +217,9 @@ def pod_spec(
 
 
 def image_for(lock: Lock | None, job: JobSpec, o: KubeOptions) -> str:
+    """The lock's tag under the site's registry, `@sha256:…` when the pushed digest is known."""
     if o.image:
-        return o.image
+        return o.image if not o.image_digest else f"{o.image}@{o.image_digest}"
     if lock is None:
         raise SpecError(
             job.source,
@@ -182,7 +227,8 @@ def image_for(lock: Lock | None, job: JobSpec, o: KubeOptions) -> str:
             "a Kubernetes site runs the project's image, and there is no torchship.lock",
             "run `torchship lock`, then build and push the image",
         )
-    return o.registry + image_tag(lock)
+    ref = o.registry + image_tag(lock)
+    return f"{ref}@{o.image_digest}" if o.image_digest else ref
 
 
 def render_one_node(
@@ -203,7 +249,9 @@ def render_one_node(
         "ttlSecondsAfterFinished": o.ttl_after_finished_s,
         "template": {
             "metadata": {"labels": labels},
-            "spec": pod_spec(job, job_id, image_for(lock, job, o)),
+            "spec": pod_spec(
+                job, job_id, image_for(lock, job, o), None, _run_volume(name, o.checkpoint_claim)
+            ),
         },
     }
     if job.max_runtime_minutes:
@@ -265,7 +313,9 @@ def render_jobset(
         f"--master-addr={master}",
         f"--master-port={MASTER_PORT}",
     ]
-    pod = pod_spec(job, job_id, image_for(lock, job, o), rendezvous)
+    pod = pod_spec(
+        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim)
+    )
     indexed = {
         "parallelism": job.nodes,
         "completions": job.nodes,
@@ -305,7 +355,9 @@ def render_pytorchjob(
         "--master-addr=$(PET_MASTER_ADDR)",
         "--master-port=$(PET_MASTER_PORT)",
     ]
-    pod = pod_spec(job, job_id, image_for(lock, job, o), rendezvous)
+    pod = pod_spec(
+        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim)
+    )
     pod["containers"][0]["name"] = "pytorch"  # the operator finds the container by this name
 
     def replica(n: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ queue = "team-a"                  # a Kueue LocalQueue, when the cluster has Kue
 context = "onprem"                # kubeconfig context (kubernetes)
 namespace = "ml"
 operator = "jobset"               # multi-node objects: jobset | kubeflow
+checkpoint_claim = "ml-runs"      # a PVC for run folders, so a retried pod resumes (kubernetes)
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ SITE_KEYS = (
     "name", "kind", "tier", "trust", "data_classes", "region", "gpus", "max_nodes",
     "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
     "wait_budget_minutes", "wait_share", "startup_minutes", "queue", "context", "namespace",
-    "operator", "registry",
+    "operator", "registry", "checkpoint_claim",
 )  # fmt: skip
 GPU_KEYS = ("model", "count", "per_node")
 SINGLE_NODE_KINDS = frozenset({"local", "docker"})
@@ -78,6 +79,7 @@ class Site:
     namespace: str = "default"
     operator: str = "jobset"
     registry: str = ""
+    checkpoint_claim: str | None = None
 
     @property
     def total_gpus(self) -> int:
@@ -201,6 +203,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         namespace=r.string("namespace", "default", 'namespace = "ml"') or "default",
         operator=operator,
         registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
+        checkpoint_claim=r.string("checkpoint_claim", None, 'checkpoint_claim = "ml-runs"'),
     )
 
 
