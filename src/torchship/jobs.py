@@ -19,6 +19,7 @@ from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
 from torchship.errors import TorchshipError, UsageError
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
+from torchship.place.sites import Site
 from torchship.spec.job import JobSpec, load_job
 from torchship.state import TERMINAL, Job, JobStore, new_job_id
 
@@ -65,7 +66,12 @@ def submit(
     placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
     placement["rejected"] = []
     if site == "auto":
-        site, placement = choose_site(spec, sites)
+        chosen, placement = choose_site(spec, sites)
+        site = chosen.kind
+        if backend is None and chosen.kind == "kubernetes":
+            from torchship.backends.kubernetes import KubernetesBackend
+
+            backend = KubernetesBackend(chosen)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
     if facts is None:
@@ -73,7 +79,9 @@ def submit(
 
         facts = probe()
     backend = backend or create_backend(site)
-    findings = preflight(spec, lock, facts, containers=backend.capabilities().containers)
+    caps = backend.capabilities()
+    # A remote site's nodes are not this machine: its preflight would judge the wrong host.
+    findings = [] if caps.remote else preflight(spec, lock, facts, containers=caps.containers)
     site_findings = getattr(backend, "site_findings", None)  # checks only that site can make
     if site_findings is not None:
         findings += site_findings(spec, lock)
@@ -109,9 +117,9 @@ def submit(
     return Submission(spec, request, findings, lock_path, job, created=True)
 
 
-def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[str, dict[str, Any]]:
-    """`--site auto`: place the job across the sites; the site kind to run on and the
-    placement record (decision, reason, every rejected site) stored with the job."""
+def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dict[str, Any]]:
+    """`--site auto`: place the job across the sites; the site to run on and the placement
+    record (decision, reason, every rejected site) stored with the job."""
     from torchship.place.policy import demand_from_job, place
     from torchship.place.sites import sites_or_default
 
@@ -124,13 +132,12 @@ def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[str, dict
             f"see why: `torchship plan {spec.source}`",
         )
     chosen = next(x for x in sites if x.name == p.site)
-    if chosen.kind not in ("local", "docker"):
+    if chosen.kind not in ("local", "docker", "kubernetes"):
         raise UsageError(
-            f"placement chose {chosen.name} ({chosen.kind}), and applying to {chosen.kind} sites "
-            "is not built yet",
-            f"`torchship plan {spec.source} -o DIR` writes its objects for `kubectl apply -f DIR`",
+            f"placement chose {chosen.name} ({chosen.kind}), which torchship does not launch on",
+            f"`torchship plan {spec.source} -o DIR` writes its SkyPilot task for `sky launch`",
         )
-    return chosen.kind, record
+    return chosen, record
 
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:

@@ -76,10 +76,12 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     (row,) = json.loads(r.stdout)
     assert row["site"] == "local" and row["state"] == "succeeded"
     assert row["placement"]["site"] == "this-box" and row["placement"]["decision"] == "run"
-    # a Kubernetes choice is not applied yet: said so, with the way to do it by hand
+    # a Kubernetes choice with no kubeconfig for its context: said so in one line, with the fix
+    env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
     r = run_cli("run", str(HYBRID / "job-2node.toml"), "--site", "auto", "--sites", SITES, env=env)
-    assert r.returncode == 2 and "applying to kubernetes sites is not built yet" in r.stderr
-    assert "plan" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: cannot use kubeconfig context 'onprem'")
+    assert "kubectl config get-contexts" in r.stderr
 
 
 def test_site_add_validates_and_appends(tmp_path: Path) -> None:

@@ -22,9 +22,16 @@ def _docker() -> Backend:
     return create()
 
 
+def _kubernetes() -> Backend:
+    from torchship.backends.kubernetes import create
+
+    return create()
+
+
 REGISTRY: dict[str, Callable[[], Backend]] = {
     "local": _local,
     "docker": _docker,
+    "kubernetes": _kubernetes,
 }
 
 

@@ -33,6 +33,7 @@ class Capabilities:
     gang_scheduling: bool = False
     volumes: tuple[str, ...] = ()  # how data reaches the job: "host-path", "bind", "pvc", "csi"
     restarts: bool = True  # restarts workers from the last checkpoint on failure
+    remote: bool = False  # runs elsewhere: this machine's preflight says nothing about it
 
 
 @dataclass(frozen=True, slots=True)

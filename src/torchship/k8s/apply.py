@@ -1,0 +1,169 @@
+"""Create, read and delete torchship's objects through the official `kubernetes` client.
+
+The client is imported only when a Kubernetes site is used (`pip install
+'torchship[kubernetes]'`). `Cluster` takes a `kubernetes.client.ApiClient` (from a kubeconfig
+context by `connect`, or any other) and speaks plain REST through it: the objects it sends are
+exactly the rendered ones (`torchship plan -o` shows them). API errors become one-line errors
+with the cause (exists, forbidden, no such CRD) and a hint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torchship.errors import TorchshipError, UsageError
+
+# kind → (group, version, plural); batch, networking and the CRDs share the /apis/ path shape.
+KINDS = {
+    "Job": ("batch", "v1", "jobs"),
+    "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+}
+OPERATOR_HINT = {
+    "JobSet": 'install JobSet (jobset.sigs.k8s.io), or set operator = "kubeflow" for the site',
+    "PyTorchJob": 'install the Kubeflow training operator, or set operator = "jobset"',
+}
+
+
+class ClusterError(TorchshipError):
+    """The cluster refused or could not be reached."""
+
+
+def connect(context: str | None) -> Any:
+    """An ApiClient for a kubeconfig context (None: the current one)."""
+    try:
+        from kubernetes import config
+    except ImportError:
+        raise UsageError(
+            "Kubernetes sites need the kubernetes client, which is not installed",
+            "pip install 'torchship[kubernetes]'",
+        ) from None
+    try:
+        return config.new_client_from_config(context=context)
+    except (config.ConfigException, OSError, TypeError, ValueError) as e:
+        raise UsageError(
+            f"cannot use kubeconfig context {context or '(current)'!r}: {e}",
+            "check `kubectl config get-contexts` ($KUBECONFIG) and the site's context",
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class PodState:
+    name: str
+    phase: str  # Pending | Running | Succeeded | Failed | Unknown
+    exit_code: int | None
+    reason: str
+
+
+class Cluster:
+    def __init__(self, api: Any) -> None:
+        from kubernetes import client
+
+        self._custom = client.CustomObjectsApi(api)
+        self._core = client.CoreV1Api(api)
+        self._exc = client.ApiException
+
+    def _route(self, kind: str) -> tuple[str, str, str]:
+        try:
+            return KINDS[kind]
+        except KeyError:
+            raise UsageError(f"torchship does not apply {kind} objects", "report this") from None
+
+    def create(self, obj: dict[str, Any]) -> None:
+        group, version, plural = self._route(obj["kind"])
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        try:
+            self._custom.create_namespaced_custom_object(group, version, ns, plural, obj)
+        except self._exc as e:
+            raise self._error(e, f"create {obj['kind']} {ns}/{name}", obj["kind"]) from None
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version, plural = self._route(kind)
+        try:
+            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                group, version, namespace, plural, name
+            )
+        except self._exc as e:
+            if e.status == 404:
+                return None
+            raise self._error(e, f"read {kind} {namespace}/{name}", kind) from None
+        return obj
+
+    def delete(self, kind: str, namespace: str, name: str) -> bool:
+        """Delete with its pods (background propagation); False when it was not there."""
+        group, version, plural = self._route(kind)
+        try:
+            self._custom.delete_namespaced_custom_object(
+                group, version, namespace, plural, name, propagation_policy="Background"
+            )
+        except self._exc as e:
+            if e.status == 404:
+                return False
+            raise self._error(e, f"delete {kind} {namespace}/{name}", kind) from None
+        return True
+
+    def pods(self, namespace: str, selector: str) -> list[PodState]:
+        try:
+            items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+        except self._exc as e:
+            raise self._error(e, f"list pods in {namespace}", "Pod") from None
+        out = []
+        for p in sorted(items, key=lambda p: p.metadata.name):
+            code, reason = None, p.status.reason or ""
+            for cs in p.status.container_statuses or []:
+                term = cs.state.terminated if cs.state else None
+                if term is not None:
+                    code, reason = term.exit_code, term.reason or reason
+            out.append(PodState(p.metadata.name, p.status.phase or "Unknown", code, reason))
+        return out
+
+    def logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
+        """The pod's log as it arrives (lines keep their newlines, as the local site's do)."""
+        try:
+            if follow:
+                resp = self._core.read_namespaced_pod_log(
+                    pod, namespace, follow=True, _preload_content=False
+                )
+                for chunk in resp.stream():
+                    yield chunk.decode(errors="replace")
+                return
+            text = self._core.read_namespaced_pod_log(pod, namespace)
+        except self._exc as e:
+            raise self._error(e, f"read the log of {namespace}/{pod}", "Pod") from None
+        yield from str(text).splitlines(keepends=True)
+
+    def gpu_nodes(self) -> list[tuple[str, str, int]]:
+        """(node, GPU product, allocatable GPUs) from NVIDIA's feature-discovery label
+        `nvidia.com/gpu.product` and `status.allocatable["nvidia.com/gpu"]`."""
+        try:
+            items = self._core.list_node().items
+        except self._exc as e:
+            raise self._error(e, "list nodes", "Node") from None
+        out = []
+        for n in items:
+            labels = n.metadata.labels or {}
+            count = int((n.status.allocatable or {}).get("nvidia.com/gpu", "0") or 0)
+            if count:
+                product = labels.get("nvidia.com/gpu.product", "")
+                out.append((n.metadata.name, product, count))
+        return out
+
+    def _error(self, e: Any, what: str, kind: str) -> ClusterError:
+        status = getattr(e, "status", None)
+        if status == 409:
+            return ClusterError(f"{what}: it already exists", "cancel it first, or submit anew")
+        if status == 403:
+            return ClusterError(
+                f"{what}: forbidden for this kubeconfig user",
+                "ask the cluster admin for a Role that allows it in this namespace",
+            )
+        if status == 404 and kind in OPERATOR_HINT:
+            return ClusterError(f"{what}: the cluster has no {kind} resource", OPERATOR_HINT[kind])
+        if status in (None, 0):
+            return ClusterError(f"{what}: the API server did not answer ({e})",
+                                "check the site's context and that the cluster is up")  # fmt: skip
+        return ClusterError(f"{what}: HTTP {status} {getattr(e, 'reason', '')}".rstrip(),
+                            "see the API server's message with --debug")  # fmt: skip

@@ -1,0 +1,148 @@
+"""A small Kubernetes API server on 127.0.0.1 for tests: real HTTP and JSON, so torchship's
+calls go through the official client unchanged (URL routes, bodies, label selectors, errors).
+It stores what is created, lists and deletes it, and serves the pods, logs and nodes a test
+puts in; it runs no controllers (the test plays the cluster by setting status and pods)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}  # collection path + "/" + name
+        self.pods: dict[str, list[dict[str, Any]]] = {}  # namespace → pods
+        self.logs: dict[str, str] = {}  # pod name → log text
+        self.nodes: list[dict[str, Any]] = []
+        self.missing_groups: set[str] = set()  # API groups the cluster lacks (no CRD)
+        self.forbidden: set[str] = set()  # HTTP methods answered 403
+        self.requests: list[tuple[str, str]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> FakeKube:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def api_client(self) -> Any:
+        from kubernetes import client
+
+        cfg = client.Configuration()
+        cfg.host = self.url
+        return client.ApiClient(cfg)
+
+    def kubeconfig(self, path: Path, context: str = "fake") -> Path:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": context,
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {"token": "test"}}],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        }))  # fmt: skip
+        return path
+
+    def find(self, kind_plural: str) -> list[dict[str, Any]]:
+        return [o for k, o in self.objects.items() if f"/{kind_plural}/" in k]
+
+    def add_pod(self, namespace: str, name: str, labels: dict[str, str], phase: str,
+                exit_code: int | None = None, log: str = "") -> None:  # fmt: skip
+        state: dict[str, Any] = {"running": {}}
+        if exit_code is not None:
+            state = {"terminated": {"exitCode": exit_code, "reason": "Completed" if exit_code == 0
+                                    else "Error"}}  # fmt: skip
+        self.pods.setdefault(namespace, []).append({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "status": {"phase": phase, "containerStatuses": [{
+                "name": "train", "image": "img", "imageID": "", "ready": phase == "Running",
+                "restartCount": 0, "state": state}]},
+        })  # fmt: skip
+        self.logs[name] = log
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, code: int, body: Any, ctype: str = "application/json") -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _status(self, code: int, reason: str) -> None:
+                self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                  "reason": reason, "code": code})  # fmt: skip
+
+            def _route(self, method: str) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.body = self.rfile.read(length) if length else b""
+                parts = urlsplit(self.path)
+                fake.requests.append((method, parts.path))
+                if method in fake.forbidden:
+                    return self._status(403, "Forbidden")
+                seg = parts.path.strip("/").split("/")
+                if seg[0] == "apis" and seg[1] in fake.missing_groups:
+                    return self._status(404, "NotFound")
+                if parts.path == "/api/v1/nodes":
+                    return self._send(200, {"kind": "NodeList", "items": fake.nodes})
+                if seg[:2] == ["api", "v1"] and len(seg) >= 5 and seg[4] == "pods":
+                    return self._pods(seg, parse_qs(parts.query))
+                if seg[0] == "apis" and len(seg) in (6, 7):
+                    return self._objects(method, parts.path, seg)
+                return self._status(404, "NotFound")
+
+            def _pods(self, seg: list[str], query: dict[str, list[str]]) -> None:
+                if len(seg) == 7 and seg[6] == "log":
+                    return self._send(200, fake.logs.get(seg[5], ""), "text/plain")
+                want = dict(s.split("=", 1) for s in query.get("labelSelector", [""])[0].split(",")
+                            if "=" in s)  # fmt: skip
+                items = [
+                    p
+                    for p in fake.pods.get(seg[3], [])
+                    if all(p["metadata"]["labels"].get(k) == v for k, v in want.items())
+                ]
+                return self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})
+
+            def _objects(self, method: str, path: str, seg: list[str]) -> None:
+                if method == "POST" and len(seg) == 6:
+                    body = json.loads(self.body)
+                    key = f"{path}/{body['metadata']['name']}"
+                    if key in fake.objects:
+                        return self._status(409, "AlreadyExists")
+                    fake.objects[key] = body
+                    return self._send(201, body)
+                if len(seg) != 7:
+                    return self._status(405, "MethodNotAllowed")
+                if path not in fake.objects:
+                    return self._status(404, "NotFound")
+                if method == "DELETE":
+                    del fake.objects[path]
+                    return self._send(200, {"kind": "Status", "status": "Success"})
+                return self._send(200, fake.objects[path])
+
+            def do_GET(self) -> None:
+                self._route("GET")
+
+            def do_POST(self) -> None:
+                self._route("POST")
+
+            def do_DELETE(self) -> None:
+                self._route("DELETE")
+
+        return Handler

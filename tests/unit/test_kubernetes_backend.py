@@ -1,0 +1,148 @@
+"""The Kubernetes site through the official client, against a small API server on
+127.0.0.1 (tests/fake_kube.py): what apply sends, how status reads conditions and pods, logs,
+cancel, the errors a real cluster gives, and `torchship run --site auto` end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, run_cli
+from tests.fake_kube import FakeKube
+from torchship.backends.kubernetes import KubernetesBackend, make_handle, parse_handle
+from torchship.errors import UsageError
+from torchship.k8s.apply import Cluster, ClusterError
+from torchship.lock import read_lock
+from torchship.place import load_sites
+from torchship.spec.job import load_job
+
+HYBRID = REPO / "examples/hybrid"
+ONPREM = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "onprem")
+JOBS = "/apis/batch/v1/namespaces/ml/jobs"
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    with FakeKube() as k:
+        yield k
+
+
+def backend(kube: FakeKube) -> KubernetesBackend:
+    return KubernetesBackend(ONPREM, connector=lambda _ctx: kube.api_client())
+
+
+def submit(kube: FakeKube, job_file: str = "job-1node.toml") -> tuple[KubernetesBackend, str]:
+    be = backend(kube)
+    request = be.plan(load_job(HYBRID / job_file), read_lock(HYBRID / "torchship.lock"), "01jobid")
+    return be, be.apply(request)
+
+
+def test_apply_sends_exactly_the_rendered_objects_policy_first(kube: FakeKube) -> None:
+    be = backend(kube)
+    request = be.plan(load_job(HYBRID / "job-1node.toml"), read_lock(HYBRID / "torchship.lock"),
+                      "01jobid")  # fmt: skip
+    handle = be.apply(request)
+    name = "finetune-1node-01jobid"
+    assert handle == f"k8s://onprem/ml/job/{name}"
+    posts = [p for m, p in kube.requests if m == "POST"]
+    assert posts == ["/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies", JOBS]
+    rendered = list(yaml.safe_load_all(request.text))
+    assert kube.objects[f"{JOBS}/{name}"] == rendered[0]
+    assert (
+        kube.objects[f"/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies/{name}"]
+        == (rendered[1])
+    )
+
+
+def test_status_follows_kueue_pods_and_conditions(kube: FakeKube) -> None:
+    be, handle = submit(kube)
+    st = be.status(handle)
+    assert (st.state, st.reason) == ("pending", "waiting for admission in Kueue queue team-a")
+    obj = kube.objects[f"{JOBS}/finetune-1node-01jobid"]
+    obj["spec"]["suspend"] = False  # Kueue admitted it
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    assert be.status(handle).state == "pending"
+    kube.add_pod("ml", "finetune-1node-01jobid-x7k2p", labels, "Running", log="step 1\nstep 2\n")
+    kube.add_pod("ml", "unrelated", {"torchship.io/job-id": "other"}, "Running")
+    assert be.status(handle).state == "running"
+    assert list(be.logs(handle)) == ["step 1\n", "step 2\n"]
+    failed = {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+              "message": "Job has reached the specified backoff limit"}  # fmt: skip
+    obj["status"] = {"conditions": [failed]}
+    st = be.status(handle)
+    assert (st.state, st.exit_code) == ("failed", 1)
+    assert st.reason.startswith("BackoffLimitExceeded: Job has reached")
+    obj["status"] = {"conditions": [{"type": "SuccessCriteriaMet", "status": "True"},
+                                    {"type": "Complete", "status": "True"}]}  # fmt: skip
+    assert (be.status(handle).state, be.status(handle).exit_code) == ("succeeded", 0)
+
+
+def test_jobset_conditions_and_cancel(kube: FakeKube) -> None:
+    be, handle = submit(kube, "job-2node.toml")
+    assert parse_handle(handle) == ("onprem", "ml", "JobSet", "pretrain-2node-01jobid")
+    path = "/apis/jobset.x-k8s.io/v1alpha2/namespaces/ml/jobsets/pretrain-2node-01jobid"
+    kube.objects[path]["spec"]["suspend"] = False
+    kube.objects[path]["status"] = {"conditions": [{"type": "Completed", "status": "False"}]}
+    assert be.status(handle).state == "pending"
+    be.cancel(handle)
+    assert path not in kube.objects and not kube.find("networkpolicies")
+    assert be.status(handle).state == "cancelled"
+    st = backend(kube).status(handle)  # another process: it only sees the job gone
+    assert st.state == "lost" and "gone from the cluster" in st.reason
+
+
+def test_cluster_errors_say_what_and_how(kube: FakeKube) -> None:
+    submit(kube)
+    with pytest.raises(ClusterError) as e:
+        submit(kube)
+    assert "already exists" in e.value.message
+    kube.missing_groups.add("jobset.x-k8s.io")
+    with pytest.raises(ClusterError) as e:
+        submit(kube, "job-2node.toml")
+    assert "no JobSet resource" in e.value.message and "install JobSet" in e.value.hint
+    kube.forbidden.add("POST")
+    with pytest.raises(ClusterError) as e:
+        Cluster(kube.api_client()).create(kube.find("jobs")[0])
+    assert "forbidden" in e.value.message and "Role" in e.value.hint
+    with pytest.raises(UsageError):
+        parse_handle("k8s://ctx/ns/deployment/x")
+    assert make_handle(None, "ns", "PyTorchJob", "x") == "k8s://-/ns/pytorchjob/x"
+
+
+def test_gpu_inventory_from_node_labels(kube: FakeKube) -> None:
+    kube.nodes = [
+        {"metadata": {"name": "dgx-1",
+                      "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+         "status": {"allocatable": {"nvidia.com/gpu": "8", "cpu": "128"}}},
+        {"metadata": {"name": "cpu-1", "labels": {}}, "status": {"allocatable": {"cpu": "64"}}},
+    ]  # fmt: skip
+    assert Cluster(kube.api_client()).gpu_nodes() == [("dgx-1", "NVIDIA-A100-SXM4-80GB", 8)]
+
+
+def test_run_site_auto_applies_to_the_cluster(kube: FakeKube, tmp_path: Path) -> None:
+    """The whole command: placement picks the on-prem cluster (its kubeconfig context is the
+    fake server), the objects are created, the job is stored with its k8s:// handle, and
+    status/cancel reach the cluster again from another process."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text((HYBRID / "sites.toml").read_text().replace('context = "onprem"',
+                     'context = "fake"'))  # fmt: skip
+    env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
+           "TORCHSHIP_HOME": str(tmp_path / "home")}  # fmt: skip
+    job = tmp_path / "job-2node.toml"
+    job.write_text((HYBRID / "job-2node.toml").read_text())
+    (tmp_path / "torchship.lock").write_text((HYBRID / "torchship.lock").read_text())
+    r = run_cli("run", str(job), "--site", "auto", "--sites", str(sites), "--detach", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "preflight: 0 error(s)" in r.stdout  # this machine's GPUs are not the cluster's
+    assert "k8s://fake/ml/jobset/pretrain-2node-" in r.stdout
+    (jobset,) = kube.find("jobsets")
+    assert jobset["spec"]["replicatedJobs"][0]["replicas"] == 1
+    r = run_cli("status", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert '"pending"' in r.stdout
+    r = run_cli("cancel", jobset["metadata"]["labels"]["torchship.io/job-id"], env=env)
+    assert r.returncode == 0, r.stderr
+    assert not kube.find("jobsets")
