@@ -102,3 +102,20 @@ def test_site_add_validates_and_appends(tmp_path: Path) -> None:
     sites = json.loads(r.stdout)["sites"]
     assert [s["name"] for s in sites] == ["box", "aws"]
     assert sites[1]["gpus"] == [{"model": "H100", "count": 64, "per_node": 8}]  # canonical name
+
+
+def test_plan_for_a_skypilot_site_writes_the_task_and_launch(tmp_path: Path) -> None:
+    text = (HYBRID / "sites.toml").read_text()
+    clouds = "[[site]]" + "[[site]]".join(
+        part for part in text.split("[[site]]")[1:] if 'kind = "skypilot"' in part
+    )
+    sites = tmp_path / "sites.toml"
+    sites.write_text(clouds)
+    out = tmp_path / "plan"
+    r = run_cli("plan", str(HYBRID / "job-1node.toml"), "--sites", str(sites), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "finetune-1node → gcp-a2" in r.stdout
+    task = yaml.safe_load((out / "finetune-1node.sky.yaml").read_text())
+    assert task["resources"]["accelerators"] == {"A100": 4}
+    launch = (out / "finetune-1node.sky-launch.sh").read_text().split()
+    assert launch[:5] == ["sky", "launch", "--yes", "--down", "--cluster"]

@@ -244,3 +244,30 @@ def test_image_digest_pins_the_image() -> None:
     with pytest.raises(UsageError) as e:
         options_for(onprem, "sha256:short")
     assert "64 hex digits" in e.value.hint
+
+
+# --- clouds without Kubernetes: a SkyPilot task -----------------------------------------------
+
+
+@pytest.mark.parametrize("job_file", ["job-1node.toml", "job-2node.toml"])
+def test_skypilot_task(job_file: str, request: pytest.FixtureRequest) -> None:
+    from torchship.k8s.sky import launch_command, sky_task
+
+    gcp = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "gcp-a2")
+    job = load_job(HYBRID / job_file)
+    task = sky_task(job, read_lock(HYBRID / "torchship.lock"), JOB_ID, gcp)
+    path = HYBRID / f"sky/{job.name}.sky.yaml"
+    text = to_yaml([task])
+    if request.config.getoption("--regen-golden"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; --regen-golden"
+    res = task["resources"]
+    assert res["image_id"] == "docker:pytorch-cuda:2.9.1-cu128-py3.12-53ac2e3f"
+    assert res["accelerators"] == {"A100": 8 if job.nodes == 2 else 4}
+    assert res["autostop"] == {"idle_minutes": 10, "down": True}  # released when it ends
+    assert task["num_nodes"] == job.nodes and task["envs"]["TORCHSHIP_JOB_ID"] == JOB_ID
+    assert "--nnodes=${SKYPILOT_NUM_NODES} --node-rank=${SKYPILOT_NODE_RANK}" in task["run"]
+    assert "|" in text.split("run:")[1].splitlines()[0]  # a literal block, readable
+    assert launch_command("t.yaml", "c") == ["sky", "launch", "--yes", "--down", "--cluster",
+                                             "c", "t.yaml"]  # fmt: skip

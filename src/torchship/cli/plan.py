@@ -4,6 +4,7 @@ applied there (written into DIR: the Kubernetes objects as YAML, or the command)
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,15 @@ def write_plan(
         objects = k8s.render(job, lock, new_job_id(), opts, site.operator)
         write_text_atomic(path, k8s.to_yaml(objects))
         return [str(path)]
+    if site.kind == "skypilot":
+        from torchship.k8s.sky import launch_command, sky_task
+
+        task = out / f"{job.name}.sky.yaml"
+        write_text_atomic(task, k8s.to_yaml([sky_task(job, lock, new_job_id(), site)]))
+        script = out / f"{job.name}.sky-launch.sh"
+        write_text_atomic(script, shlex.join(launch_command(str(task), k8s.dns_name(job.name)))
+                          + "\n")  # fmt: skip
+        return [str(task), str(script)]
     from torchship.backends import create_backend
 
     kind = site.kind if site.kind in ("local", "docker") else None

@@ -405,6 +405,15 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
+def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    """Multi-line strings (a SkyPilot task's `run`) as literal blocks, readable as written."""
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_PlainDumper.add_representer(str, _str)
+
+
 def to_yaml(objects: list[dict[str, Any]]) -> str:
     return yaml.dump_all(
         objects, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=100
