@@ -208,3 +208,27 @@ def test_a_reused_placer_decides_as_a_fresh_one(
         d = demand(gpus_per_node=gpus, nodes=nodes, data_class=cls, budget_usd=budget)
         loads = {s.name: BUSY for s, b in zip(SITES, busy, strict=True) if b}
         assert placer.place(d, loads).to_dict() == place(d, SITES, loads).to_dict()
+
+
+def test_cloud_price_table_is_dated_sourced_and_matches_the_example() -> None:
+    import datetime as dt
+
+    from torchship.place.prices import catalog, lookup
+    from torchship.place.sites import canonical_gpu
+
+    rows = catalog()
+    keys = {p.key for p in rows}
+    for want in ("aws:p4d.24xlarge", "aws:p5.48xlarge", "aws:g5.xlarge", "gcp:a2-highgpu-1g",
+                 "gcp:a3-highgpu-8g", "azure:ND96asr_v4", "azure:ND96isr_H100_v5"):  # fmt: skip
+        assert want in keys
+    for p in rows:
+        assert dt.date.fromisoformat(p.as_of) <= dt.date(2026, 11, 22)
+        assert len(p.source) > 20 and p.usd_per_hour > 0 and p.gpus >= 1
+        assert canonical_gpu(p.gpu) == p.gpu  # the matrix's own name
+    p5 = lookup("AWS:P5.48XLARGE")
+    assert p5.price_per_gpu_hour == 6.88
+    aws = next(s for s in SITES if s.name == "aws-p5")
+    assert aws.price_per_gpu_hour == p5.price_per_gpu_hour
+    with pytest.raises(UsageError) as e:
+        lookup("aws:p9")
+    assert "aws:p5.48xlarge" in e.value.hint

@@ -26,6 +26,9 @@ STALE_PRICE_DAYS = 180
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("site", help="add, list or check the sites placement may use")
     ssub = p.add_subparsers(dest="site_command", metavar="ACTION", required=True)
+    q = ssub.add_parser("prices", help="the dated cloud price table, with sources")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(run=run_prices)
     for name, helptext in (
         ("list", "the sites, one line each"),
         ("check", "validate sites.toml and warn about stale prices"),
@@ -49,6 +52,11 @@ def _add_parser(ssub: Any) -> None:
     q.add_argument("--gpu", action="append", default=[], metavar="MODEL:COUNT[:PER_NODE]")
     q.add_argument("--max-nodes", type=int)
     q.add_argument("--price", type=float, metavar="USD", help="per GPU-hour")
+    q.add_argument(
+        "--catalog",
+        metavar="PROVIDER:INSTANCE",
+        help="take price, date and source from `site prices` (e.g. aws:p5.48xlarge)",
+    )
     q.add_argument("--price-as-of", metavar="YYYY-MM-DD")
     q.add_argument("--price-source", metavar="TEXT")
     q.add_argument("--egress", type=float, metavar="USD", help="per GB")
@@ -80,6 +88,17 @@ def site_table(args: argparse.Namespace) -> dict[str, Any]:
         "region": args.region, "queue": args.queue, "context": args.context,
         "namespace": args.namespace, "operator": args.operator, "registry": args.registry,
     }  # fmt: skip
+    if args.catalog:  # the catalog's dated price and source, unless given explicitly
+        from torchship.place.prices import lookup
+
+        p = lookup(args.catalog)
+        flags["price_per_gpu_hour"] = args.price or p.price_per_gpu_hour
+        flags["price_as_of"] = args.price_as_of or p.as_of
+        flags["price_source"] = (
+            args.price_source
+            or f"{p.key} {p.region}, ${p.usd_per_hour}/h for {p.gpus} × {p.gpu}: {p.source}"
+        )
+        flags["region"] = args.region or p.region
     table.update({k: v for k, v in flags.items() if v is not None})
     if args.data_classes:
         table["data_classes"] = [c.strip() for c in args.data_classes.split(",") if c.strip()]
@@ -152,4 +171,21 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(f"sites from {source}")
     print(table(rows, header))
+    return 0
+
+
+def run_prices(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from torchship.place.prices import catalog
+
+    rows = catalog()
+    if args.json:
+        print_json([{**asdict(p), "price_per_gpu_hour": p.price_per_gpu_hour} for p in rows])
+        return 0
+    header = ["INSTANCE", "GPUS", "REGION", "PER HOUR", "PER GPU-HOUR", "AS OF", "VERIFIED"]
+    print(table([[p.key, f"{p.gpus} × {p.gpu}", p.region, f"${p.usd_per_hour:,.2f}",
+                  f"${p.price_per_gpu_hour:,.2f}", p.as_of, "yes" if p.verified else "no"]
+                 for p in rows], header))  # fmt: skip
+    print("sources: `torchship site prices --json`; re-read them before relying on a price")
     return 0
