@@ -146,3 +146,23 @@ def test_run_site_auto_applies_to_the_cluster(kube: FakeKube, tmp_path: Path) ->
     r = run_cli("cancel", jobset["metadata"]["labels"]["torchship.io/job-id"], env=env)
     assert r.returncode == 0, r.stderr
     assert not kube.find("jobsets")
+
+
+def test_site_check_live_reads_the_nodes(kube: FakeKube, tmp_path: Path) -> None:
+    a100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    kube.nodes = [
+        {"metadata": {"name": f"dgx-{i}", "labels": a100},
+         "status": {"allocatable": {"nvidia.com/gpu": "8"}}}
+        for i in range(3)
+    ] + [{"metadata": {"name": "l40s-0", "labels": {"nvidia.com/gpu.product": "NVIDIA-L40S"}},
+          "status": {"allocatable": {"nvidia.com/gpu": "4"}}}]  # fmt: skip
+    sites = tmp_path / "sites.toml"
+    onprem = (HYBRID / "sites.toml").read_text().split("[[site]]")[2]
+    sites.write_text("[[site]]" + onprem.replace('context = "onprem"', 'context = "fake"'))
+    env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+    r = run_cli("site", "check", "--live", "--sites", str(sites), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "onprem: the cluster has 24×A100, 4×L40S" in r.stdout
+    assert ("warning: onprem: sites.toml lists 32 A100 (8 per node); the cluster has 24 "
+            "(8 per node)") in r.stdout  # fmt: skip
+    assert "warning: onprem: the cluster has 4 L40S not in sites.toml" in r.stdout

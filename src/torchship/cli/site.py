@@ -38,6 +38,9 @@ def add_parser(sub: Any) -> None:
                        "the data dir's sites.toml; else this machine only)")  # fmt: skip
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(run=run)
+        if name == "check":
+            q.add_argument("--live", action="store_true",
+                           help="also read each Kubernetes site's GPUs from its nodes")  # fmt: skip
     _add_parser(ssub)
 
 
@@ -146,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.site_command == "check":
         notes = warnings(sites, dt.date.today())
+        if getattr(args, "live", False):
+            notes += live_differences(sites)
         for n in notes:
             print(f"warning: {n}")
         print(f"{source}: {len(sites)} site(s) ok, {len(notes)} warning(s)")
@@ -189,3 +194,19 @@ def run_prices(args: argparse.Namespace) -> int:
                  for p in rows], header))  # fmt: skip
     print("sources: `torchship site prices --json`; re-read them before relying on a price")
     return 0
+
+
+def live_differences(sites: tuple[Site, ...]) -> list[str]:
+    """Each Kubernetes site's nodes, read through its kubeconfig context, against sites.toml."""
+    from torchship.k8s.apply import Cluster, connect
+    from torchship.place.live import differences, inventory
+
+    out = []
+    for s in sites:
+        if s.kind != "kubernetes":
+            continue
+        live = inventory(Cluster(connect(s.context)).gpu_nodes())
+        found = ", ".join(f"{g.count}×{g.model}" for g in live) or "no GPUs"
+        print(f"{s.name}: the cluster has {found}")
+        out += differences(s, live)
+    return out
