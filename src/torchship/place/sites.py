@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchship._files import read_user_text
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
-from torchship.errors import SpecError, UnknownGPUError, UsageError
+from torchship.errors import SpecError, UnknownGPUError
 from torchship.spec.job import DATA_CLASSES
 from torchship.spec.load import FieldReader
 
@@ -229,14 +230,8 @@ def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
 
 
 def load_sites(path: str | Path) -> tuple[Site, ...]:
-    p = Path(path)
-    try:
-        text = p.read_text("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no sites file", "create one with `torchship site add`") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{p}: cannot be read ({e})", "check the path and permissions") from None
-    return sites_from_toml(text, str(p))
+    text = read_user_text(path, "sites file", "create one with `torchship site add`")
+    return sites_from_toml(text, str(path))
 
 
 def default_sites_path() -> Path:

@@ -29,7 +29,8 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from torchship.errors import SpecError, UnknownGPUError, UsageError
+from torchship._files import read_user_text
+from torchship.errors import SpecError, UnknownGPUError
 from torchship.place.sites import canonical_gpu
 from torchship.spec.job import DATA_CLASSES
 
@@ -60,14 +61,8 @@ class TraceJob:
 
 
 def read_trace(path: str | Path) -> tuple[TraceJob, ...]:
-    p = Path(path)
-    try:
-        text = p.read_text("utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no trace file", "give the path of a trace CSV") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"{p}: cannot be read ({e})", "check the path and permissions") from None
-    return parse_trace(text, str(p))
+    text = read_user_text(path, "trace file", "give the path of a trace CSV")
+    return parse_trace(text, str(path))
 
 
 def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
