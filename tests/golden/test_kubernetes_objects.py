@@ -271,3 +271,23 @@ def test_skypilot_task(job_file: str, request: pytest.FixtureRequest) -> None:
     assert "|" in text.split("run:")[1].splitlines()[0]  # a literal block, readable
     assert launch_command("t.yaml", "c") == ["sky", "launch", "--yes", "--down", "--cluster",
                                              "c", "t.yaml"]  # fmt: skip
+
+
+def test_declared_egress_is_the_only_way_out() -> None:
+    table = {"workload": "reference", "egress": ["10.20.0.0/16:443", "192.168.7.9"]}
+    job = job_from_table(table, "/p/job.toml", "p")
+    policy = render_one_node(job, None, "j", dataclasses.replace(OPTS, image="img:1"))[1]
+    rules = policy["spec"]["egress"]
+    assert rules[2:] == [
+        {
+            "to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+            "ports": [{"protocol": "TCP", "port": 443}],
+        },
+        {"to": [{"ipBlock": {"cidr": "192.168.7.9/32"}}]},
+    ]
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    for bad, what in (("10.0.0.0/33", "not an IP network"), ("10.0.0.0/8:0", "not a port"),
+                      ("example.com:443", "not an IP network")):  # fmt: skip
+        with pytest.raises(SpecError) as e:
+            job_from_table({"workload": "reference", "egress": [bad]}, "/p/job.toml", "p")
+        assert e.value.field == "job.egress[0]" and what in e.value.message

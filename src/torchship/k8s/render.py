@@ -260,12 +260,21 @@ def render_one_node(
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it
     return [
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec},
-        network_policy(meta, job_id),
+        network_policy(meta, job_id, job.egress),
     ]
 
 
-def network_policy(meta: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """Only the job's own pods (rendezvous, NCCL: any port between them) and DNS."""
+def network_policy(
+    meta: dict[str, Any], job_id: str, egress: tuple[tuple[str, int | None], ...] = ()
+) -> dict[str, Any]:
+    """Only the job's own pods (rendezvous, NCCL: any port between them, as NCCL picks ephemeral
+    ones), DNS, and the egress the job declares (`egress = ["CIDR[:PORT]"]`, TCP)."""
+    declared: list[dict[str, Any]] = []
+    for cidr, port in egress:
+        rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}}]}
+        if port is not None:
+            rule["ports"] = [{"protocol": "TCP", "port": port}]
+        declared.append(rule)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -287,6 +296,7 @@ def network_policy(meta: dict[str, Any], job_id: str) -> dict[str, Any]:
                     ],
                     "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
                 },
+                *declared,
             ],
         },
     }
@@ -335,7 +345,7 @@ def render_jobset(
         spec["suspend"] = True
     jobset = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": meta,
               "spec": spec}  # fmt: skip
-    return [jobset, network_policy(meta, job_id)]
+    return [jobset, network_policy(meta, job_id, job.egress)]
 
 
 def render_pytorchjob(
@@ -379,7 +389,7 @@ def render_pytorchjob(
         "pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(job.nodes - 1)},
     }
     obj = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta, "spec": spec}
-    return [obj, network_policy(meta, job_id)]
+    return [obj, network_policy(meta, job_id, job.egress)]
 
 
 def render(

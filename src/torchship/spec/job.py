@@ -14,6 +14,7 @@ checkpoint_dir = "checkpoints"
 max_runtime_minutes = 30
 retries = 1
 budget_usd = 10.0
+egress = ["10.20.0.0/16:443"]     # Kubernetes: where the pods may connect beyond the job and DNS
 
 [[job.data]]
 path = "data/corpus"              # where the data is, on the site
@@ -31,6 +32,7 @@ steps = 200
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,7 @@ JOB_KEYS = (
     "retries",
     "budget_usd",
     "workload_args",
+    "egress",
 )
 DATA_KEYS = ("path", "mount", "read_only", "class", "size_gb")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -91,6 +94,7 @@ class JobSpec:
     retries: int = 0
     budget_usd: float | None = None
     workload_args: dict[str, Any] = field(default_factory=dict)
+    egress: tuple[tuple[str, int | None], ...] = ()  # (CIDR, TCP port or None for any)
     source: str = ""
 
     @property
@@ -197,8 +201,26 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
         retries=r.integer("retries", 0, 0, "retries = 2"),
         budget_usd=r.number("budget_usd", 0, "budget_usd = 100.0"),
         workload_args=dict(args),
+        egress=_egress(r),
         source=file,
     )
+
+
+def _egress(r: FieldReader) -> tuple[tuple[str, int | None], ...]:
+    """`"CIDR"` or `"CIDR:PORT"` (TCP) entries, each checked."""
+    out = []
+    example = 'egress = ["10.20.0.0/16:443"]'
+    for i, item in enumerate(r.strings("egress", example)):
+        cidr, _, port = item.rpartition(":") if item.count(":") == 1 else (item, "", "")
+        where = f"{r.path('egress')}[{i}]"
+        try:
+            net = str(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:
+            raise SpecError(r.file, where, f"{cidr!r} is not an IP network", example) from None
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise SpecError(r.file, where, f"{port!r} is not a port (1–65535)", example)
+        out.append((net, int(port) if port else None))
+    return tuple(out)
 
 
 def load_job(path: str | Path) -> JobSpec:
