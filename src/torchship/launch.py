@@ -60,3 +60,14 @@ def job_env(job: JobSpec, job_id: str, run: Path) -> dict[str, str]:
     if job.cpus:
         env["OMP_NUM_THREADS"] = str(max(1, int(job.cpus // job.processes_per_node)))
     return {**env, **job.env}
+
+
+def multinode_torchrun_argv(
+    python: str, job: JobSpec, job_id: str, rendezvous: list[str]
+) -> list[str]:
+    """torchrun's arguments for several nodes: the one-node rendezvous (`--nnodes=1`, c10d on
+    loopback) replaced by `rendezvous` (nodes, node rank, master address and port)."""
+    argv = [a for a in torchrun_argv(python, job, job_id)
+            if not a.startswith(("--nnodes=", "--rdzv-"))]  # fmt: skip
+    argv[3:3] = rendezvous  # after `python -m torch.distributed.run`
+    return argv

@@ -251,7 +251,7 @@ def test_image_digest_pins_the_image() -> None:
 
 @pytest.mark.parametrize("job_file", ["job-1node.toml", "job-2node.toml"])
 def test_skypilot_task(job_file: str, request: pytest.FixtureRequest) -> None:
-    from torchship.k8s.sky import launch_command, sky_task
+    from torchship.backends.skypilot import launch_command, sky_task
 
     gcp = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "gcp-a2")
     job = load_job(HYBRID / job_file)

@@ -72,7 +72,7 @@ def write_plan(
         write_text_atomic(path, k8s.to_yaml(objects))
         return [str(path)]
     if site.kind == "skypilot":
-        from torchship.k8s.sky import launch_command, sky_task
+        from torchship.backends.skypilot import launch_command, sky_task
 
         task = out / f"{job.name}.sky.yaml"
         write_text_atomic(task, k8s.to_yaml([sky_task(job, lock, new_job_id(), site)]))

@@ -23,7 +23,7 @@ import yaml
 
 from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
-from torchship.launch import torchrun_argv, workload_argv
+from torchship.launch import multinode_torchrun_argv, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
@@ -110,10 +110,11 @@ def object_name(job: JobSpec, job_id: str) -> str:
 
 
 def _command(job: JobSpec, job_id: str, rendezvous: list[str] | None = None) -> list[str]:
-    argv = torchrun_argv("python", job, job_id)  # the image's python
-    if rendezvous is not None:  # several nodes: the static rendezvous through node 0's DNS name
-        argv = [a for a in argv if not a.startswith(("--nnodes=", "--rdzv-"))]
-        argv[3:3] = rendezvous
+    argv = (  # the image's python; several nodes: the rendezvous through node 0's DNS name
+        torchrun_argv("python", job, job_id)
+        if rendezvous is None
+        else multinode_torchrun_argv("python", job, job_id, rendezvous)
+    )
     if job.command is None:
         return [*argv, *workload_argv(job, Path(RUN_MOUNT))]
     return [*argv, "--no-python", *job.command]

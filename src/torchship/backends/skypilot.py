@@ -1,4 +1,5 @@
-"""SkyPilot task for a cloud site without Kubernetes (pure): the locked image, the accelerators,
+"""The SkyPilot site: a task for a cloud without Kubernetes (pure rendering; launching is not
+built yet): the locked image, the accelerators,
 the nodes, and autostop with down, so the VMs are released when the job ends.
 
     resources: {image_id: docker:<image>, accelerators: {A100: 8}, autostop: {idle_minutes, down}}
@@ -15,7 +16,7 @@ from typing import Any
 
 from torchship.errors import UsageError
 from torchship.image.dockerfile import image_tag
-from torchship.launch import torchrun_argv, workload_argv
+from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
@@ -42,14 +43,14 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
             "run `torchship lock`, then build and push the image",
         )
     image = site.registry + image_tag(lock)
-    argv = torchrun_argv("python", job, job_id)
-    argv = [a for a in argv if not a.startswith(("--nnodes=", "--rdzv-"))]
-    argv[3:3] = ["--nnodes=${SKYPILOT_NUM_NODES}", "--node-rank=${SKYPILOT_NODE_RANK}",
-                 "--master-addr=${HEAD_IP}", f"--master-port={MASTER_PORT}"]  # fmt: skip
+    argv = multinode_torchrun_argv("python", job, job_id, [
+        "--nnodes=${SKYPILOT_NUM_NODES}", "--node-rank=${SKYPILOT_NODE_RANK}",
+        "--master-addr=${HEAD_IP}", f"--master-port={MASTER_PORT}",
+    ])  # fmt: skip
     tail = workload_argv(job, Path(RUN_DIR)) if job.command is None else ["--no-python",
                                                                           *job.command]  # fmt: skip
-    command = " ".join(a if a.startswith(("--nnodes=${", "--node-rank=${", "--master-addr=${"))
-                       else shlex.quote(a) for a in [*argv, *tail])  # fmt: skip
+    # SkyPilot's variables stay unquoted so the shell expands them; everything else is quoted
+    command = " ".join(a if "${" in a else shlex.quote(a) for a in [*argv, *tail])
     resources: dict[str, Any] = {
         "image_id": f"docker:{image}",
         "autostop": {"idle_minutes": AUTOSTOP_IDLE_MINUTES, "down": True},
