@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from torchship.backends import Backend, Request, create_backend
+from torchship.backends import Backend, Request, backend_for_site, create_backend
 from torchship.backends.preflight import blocking, preflight
 from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
@@ -68,10 +68,7 @@ def submit(
     if site == "auto":
         chosen, placement = choose_site(spec, sites)
         site = chosen.kind
-        if backend is None and chosen.kind == "kubernetes":
-            from torchship.backends.kubernetes import KubernetesBackend
-
-            backend = KubernetesBackend(chosen)
+        backend = backend or backend_for_site(chosen)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
     if facts is None:
@@ -124,20 +121,17 @@ def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dic
     from torchship.place.sites import sites_or_default
 
     sites, source = sites_or_default(sites_file)
-    p = place(demand_from_job(spec), sites)
-    record = {**p.to_dict(), "sites": source}
+    demand = demand_from_job(spec)
+    p = place(demand, sites)
     if p.decision == "refused":
         raise UsageError(
             f"{spec.source}: no site may run {spec.name}: {p.reason}",
             f"see why: `torchship plan {spec.source}`",
         )
     chosen = next(x for x in sites if x.name == p.site)
-    if chosen.kind not in ("local", "docker", "kubernetes"):
-        raise UsageError(
-            f"placement chose {chosen.name} ({chosen.kind}), which torchship does not launch on",
-            f"`torchship plan {spec.source} -o DIR` writes its SkyPilot task for `sky launch`",
-        )
-    return chosen, record
+    # the rate the job is billed at there: the exporter's cost accrued
+    rate = demand.gpus * chosen.price_per_gpu_hour
+    return chosen, {**p.to_dict(), "sites": source, "usd_per_hour": round(rate, 4)}
 
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:

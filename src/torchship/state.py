@@ -293,6 +293,23 @@ class JobStore:
             sql, args = sql + " AND site = ?", [*args, site]
         return [_job(r) for r in self._db.execute(sql + " ORDER BY id", args)]
 
+    def tallies(self, now: float) -> list[tuple[str, str, str, str, int, float]]:
+        """(state, site, placed site, decision, jobs, USD accrued) per group, aggregated in
+        SQLite (the exporter asks on every scrape): accrued = the placement's usd_per_hour ×
+        the hours from submission to its end (or now)."""
+        rows = self._db.execute(
+            "SELECT state, COALESCE(site, '') AS site,"
+            " COALESCE(json_extract(placement, '$.site'), site, '') AS placed,"
+            " COALESCE(json_extract(placement, '$.decision'), 'asked') AS decision,"
+            " COUNT(*) AS n,"
+            " SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0) * MAX(0,"
+            "  (CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'lost')"
+            "   THEN updated_at ELSE ? END) - created_at) / 3600.0) AS usd"
+            " FROM jobs GROUP BY 1, 2, 3, 4",
+            (now,),
+        )
+        return [(r[0], r[1], str(r[2]), str(r[3]), r[4], float(r[5] or 0.0)) for r in rows]
+
     def events(self, job_id: str) -> list[Event]:
         rows = self._db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
         return [

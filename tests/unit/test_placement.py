@@ -90,6 +90,28 @@ def test_models_capacity_and_budget_filters() -> None:
     assert p.decision == "refused" and set(codes(p).values()) == {"over-budget"}
 
 
+def test_a_site_gets_the_job_only_when_it_reads_one_of_its_data_addresses() -> None:
+    """A process reads host paths, a pod a PVC, a SkyPilot VM a bucket: each data entry needs
+    an address of the site's form (its path or a mirror), or the site is rejected with why."""
+    pvc_only = demand(data_reach=(frozenset({"pvc"}),))
+    p = place(pvc_only, SITES, {})
+    assert p.site == "onprem" and codes(p)["workstation"] == "data-access"
+    assert codes(p)["gcp-a2"] == "data-access"
+    why = next(r.reason for r in p.rejected if r.site == "workstation")
+    assert why == ("job.data[0] has no path address, the only kind a local site reads "
+                   "(it has: pvc); add one to its mirrors")  # fmt: skip
+    bucket_only = demand(data_reach=(frozenset({"bucket"}),))
+    assert place(bucket_only, SITES, {}).site == "gcp-a2"
+    # two entries: both must be reachable
+    mixed = demand(data_reach=(frozenset({"path", "pvc"}), frozenset({"path"})))
+    p = place(mixed, SITES, {"workstation": BUSY})
+    assert p.decision == "queue" and p.site == "workstation"
+    assert {codes(p)[s] for s in ("onprem", "aws-p5", "gcp-a2")} == {"data-access"}
+    everywhere = demand(data_reach=(frozenset({"path", "pvc", "bucket"}),))
+    busy = {"workstation": BUSY, "onprem": BUSY, "aws-p5": BUSY}
+    assert place(everywhere, SITES, busy).site == "gcp-a2"
+
+
 def test_egress_is_paid_away_from_the_data() -> None:
     d = demand(data_gb=1000, data_site="onprem")
     p = place(d, SITES, {"workstation": BUSY, "onprem": BUSY})

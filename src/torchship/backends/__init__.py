@@ -6,8 +6,17 @@ from collections.abc import Callable
 
 from torchship.backends.base import Backend, Capabilities, Request, SiteStatus
 from torchship.errors import UsageError
+from torchship.place.sites import Site
 
-__all__ = ["REGISTRY", "Backend", "Capabilities", "Request", "SiteStatus", "create_backend"]
+__all__ = [
+    "REGISTRY",
+    "Backend",
+    "Capabilities",
+    "Request",
+    "SiteStatus",
+    "backend_for_site",
+    "create_backend",
+]
 
 
 def _local() -> Backend:
@@ -28,11 +37,31 @@ def _kubernetes() -> Backend:
     return create()
 
 
+def _skypilot() -> Backend:
+    from torchship.backends.skypilot import create
+
+    return create()
+
+
 REGISTRY: dict[str, Callable[[], Backend]] = {
     "local": _local,
     "docker": _docker,
     "kubernetes": _kubernetes,
+    "skypilot": _skypilot,
 }
+
+
+def backend_for_site(site: Site) -> Backend:
+    """The backend that runs jobs on this site: remote kinds need the site's own settings."""
+    if site.kind == "kubernetes":
+        from torchship.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(site)
+    if site.kind == "skypilot":
+        from torchship.backends.skypilot import create as sky
+
+        return sky(site)
+    return create_backend(site.kind)
 
 
 def create_backend(kind: str) -> Backend:

@@ -188,7 +188,8 @@ class DockerBackend:
         else:
             cmd += ["--no-python", *job.command]
             volumes.append((str(Path(job.source).resolve().parent), WORKSPACE, False))
-        volumes += [(str(data_path(job, d.path)), d.mount, d.read_only) for d in job.data]
+        volumes += [(str(data_path(job, d.address("path") or d.path)), d.mount, d.read_only)
+                    for d in job.data]  # fmt: skip
         if job.max_runtime_minutes:
             grace = f"--kill-after={STOP_GRACE_S}"
             cmd = ["timeout", grace, f"{job.max_runtime_minutes * 60:g}", *cmd]

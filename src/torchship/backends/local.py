@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,19 +95,7 @@ class LocalBackend:
 
     def apply(self, request: Request) -> str:
         run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
-        run.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2))
-        with open(run / "log", "ab") as log:
-            child = subprocess.Popen(
-                request.argv,
-                cwd=request.cwd,
-                env={**os.environ, **request.env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # the supervisor leads the job's process group
-            )
-        self._children.append(child)
+        self._children.append(start_supervised(request, run))
         return f"{SCHEME}://{self.options.host}/{request.job_id}"
 
     def _run(self, handle: str) -> tuple[str, Path]:
@@ -127,7 +115,7 @@ class LocalBackend:
         if ended is not None:
             return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""))
         sup = read_json(run / "supervisor.json")
-        if sup is not None and _alive(int(sup["pid"]), job_id):
+        if sup is not None and supervisor_alive(int(sup["pid"]), job_id):
             return SiteStatus("running")
         if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
             return SiteStatus("pending", reason="starting")
@@ -139,19 +127,7 @@ class LocalBackend:
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         _, run = self._run(handle)
-        path = run / "log"
-        if not path.exists():
-            return
-        with open(path, encoding="utf-8", errors="replace") as f:
-            while True:
-                line = f.readline()
-                if line:
-                    yield line
-                    continue
-                if not follow or self.status(handle).state not in ("pending", "running"):
-                    yield from f  # whatever was written after the last read
-                    return
-                time.sleep(0.1)
+        return read_log(run / "log", follow, lambda: self.status(handle).state)
 
     def cancel(self, handle: str) -> None:
         job_id, run = self._run(handle)
@@ -168,6 +144,39 @@ class LocalBackend:
         write_text_atomic(run / "exit.json", json.dumps({**record, "ended_at": time.time()}))
 
 
+def start_supervised(request: Request, run: Path) -> subprocess.Popen[bytes]:
+    """Start request.argv (the supervisor and its command) in a session of its own, its output
+    going to RUN/log, with the request recorded beside it."""
+    run.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2))
+    with open(run / "log", "ab") as log:
+        return subprocess.Popen(
+            request.argv,
+            cwd=request.cwd,
+            env={**os.environ, **request.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the supervisor leads the job's process group
+        )
+
+
+def read_log(path: Path, follow: bool, state: Callable[[], str]) -> Iterator[str]:
+    """The lines of a run's log; with follow, until state() is no longer pending or running."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            line = f.readline()
+            if line:
+                yield line
+                continue
+            if not follow or state() not in ("pending", "running"):
+                yield from f  # whatever was written after the last read
+                return
+            time.sleep(0.1)
+
+
 def _request_json(r: Request) -> dict[str, Any]:
     return {"site": r.site, "job_id": r.job_id, "text": r.text, "argv": list(r.argv)}
 
@@ -181,7 +190,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _alive(pid: int, job_id: str) -> bool:
+def supervisor_alive(pid: int, job_id: str) -> bool:
     """The pid is running and is this job's supervisor (not a reused pid, not a zombie)."""
     try:
         os.kill(pid, 0)

@@ -83,12 +83,14 @@ def job_findings(
                 )
             )
     for i, d in enumerate(job.data):
-        if not exists(data_path(job, d.path)):
+        path = d.address("path")
+        if path is None or not exists(data_path(job, path)):
+            what = f"path {path}" if path else f"{d.path} (no host path among its addresses)"
             out.append(
                 Finding(
                     "data-missing",
                     ERROR,
-                    f"job.data[{i}].path {d.path} does not exist on this machine",
+                    f"job.data[{i}].{what} does not exist on this machine",
                     "fix the path, or run the job on the site that holds the data",
                     "job",
                 )

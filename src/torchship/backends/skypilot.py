@@ -1,29 +1,69 @@
-"""The SkyPilot site: a task for a cloud without Kubernetes (pure rendering; launching is not
-built yet): the locked image, the accelerators,
-the nodes, and autostop with down, so the VMs are released when the job ends.
+"""The SkyPilot site: a cloud without Kubernetes, reached through the `sky` CLI.
+
+plan() renders the task (pure): the locked image, the accelerators, the nodes, data from
+buckets, and autostop with down, so the VMs are released when the job ends.
 
     resources: {image_id: docker:<image>, accelerators: {A100: 8}, autostop: {idle_minutes, down}}
-    num_nodes, envs, run: torchrun with SkyPilot's node rank and head IP
+    num_nodes, envs, file_mounts, run: torchrun with SkyPilot's node rank and head IP
 
-`torchship plan JOB -o DIR` writes it as `<job>.sky.yaml` with the `sky launch` command beside it.
+apply() writes it into the run folder and starts, under the supervisor the local site uses,
+
+    sky launch --yes --down --cluster ts-<job id> <run folder>/task.sky.yaml
+
+attached: it provisions, streams the job's output into the run folder's log (so the log
+outlives the cluster) and exits with the job's end (SkyPilot's codes: 0 succeeded, 100
+failed, 103 cancelled), which the supervisor records in exit.json. While it runs, and if this
+machine lost it, status asks `sky queue -o json` for the job on the cluster.
+Handle: `sky://<cluster>/<job id>`. Cancel: `sky cancel`, then `sky down` to release at once.
+
+`torchship plan JOB -o DIR` writes the same task as `<job>.sky.yaml` with the command beside it.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from torchship._atomic import write_text_atomic
+from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
+from torchship.backends.local import (
+    STARTING_S,
+    read_json,
+    read_log,
+    run_dir,
+    start_supervised,
+    supervisor_alive,
+)
 from torchship.errors import UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.place.sites import Site
-from torchship.spec.job import JobSpec
+from torchship.spec.job import BUCKETS, JobSpec
 
+SCHEME = "sky"
 RUN_DIR = "/tmp/torchship-run"  # inside the container SkyPilot starts from image_id
 AUTOSTOP_IDLE_MINUTES = 10
 MASTER_PORT = 29500
+KILL_AFTER_S = 60  # after max_runtime: SIGTERM, then SIGKILL this much later
+# `sky launch` / `sky logs` exit codes (sky.exceptions.JobExitCode, SkyPilot 0.8+)
+SKY_EXIT = {0: "succeeded", 100: "failed", 103: "cancelled"}
+# sky.skylet.job_lib.JobStatus → our states
+SKY_JOB_STATES = {
+    "INIT": "pending", "PENDING": "pending", "SETTING_UP": "pending", "RUNNING": "running",
+    "SUCCEEDED": "succeeded", "FAILED": "failed", "FAILED_SETUP": "failed",
+    "FAILED_DRIVER": "failed", "CANCELLED": "cancelled",
+}  # fmt: skip
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def accelerator(job: JobSpec, site: Site) -> str:
@@ -34,6 +74,22 @@ def accelerator(job: JobSpec, site: Site) -> str:
             return pool.model
     raise UsageError(f"{site.name} has none of the job's GPU models ({', '.join(job.gpu_models)})",
                      "place it with `torchship plan`, which checks the models first")  # fmt: skip
+
+
+def file_mounts(job: JobSpec) -> dict[str, Any]:
+    """The job's data from buckets, mounted (not copied) where the job expects it."""
+    mounts: dict[str, Any] = {}
+    for i, d in enumerate(job.data):
+        source = d.address("bucket")
+        if source is None:
+            raise UsageError(
+                f"{job.source}: job.data[{i}]: a SkyPilot site reads data from a bucket, and "
+                f"{d.path!r} has no bucket address",
+                f"add its bucket to mirrors ({', '.join(BUCKETS)}), or run the job on a site "
+                "that reaches it",
+            )
+        mounts[d.mount] = {"source": source, "mode": "MOUNT"}
+    return mounts
 
 
 def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[str, Any]:
@@ -49,6 +105,8 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
     ])  # fmt: skip
     tail = workload_argv(job, Path(RUN_DIR)) if job.command is None else ["--no-python",
                                                                           *job.command]  # fmt: skip
+    if job.max_runtime_minutes:  # enforced on the nodes: the job ends there, not only here
+        argv[:0] = ["timeout", f"--kill-after={KILL_AFTER_S}", f"{job.max_runtime_minutes * 60:g}"]
     # SkyPilot's variables stay unquoted so the shell expands them; everything else is quoted
     command = " ".join(a if "${" in a else shlex.quote(a) for a in [*argv, *tail])
     resources: dict[str, Any] = {
@@ -68,10 +126,200 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
     run = (
         f'set -e\nHEAD_IP=$(echo "$SKYPILOT_NODE_IPS" | head -n1)\nmkdir -p {RUN_DIR}\n{command}\n'
     )
-    return {"name": job.name, "resources": resources, "num_nodes": job.nodes, "envs": envs,
-            "run": run}  # fmt: skip
+    task: dict[str, Any] = {"name": job.name, "resources": resources, "num_nodes": job.nodes,
+                            "envs": envs}  # fmt: skip
+    if job.data:
+        task["file_mounts"] = file_mounts(job)
+    return {**task, "run": run}
 
 
-def launch_command(task_file: str, cluster: str) -> list[str]:
+def launch_command(task_file: str, cluster: str, sky: str = "sky") -> list[str]:
     """`sky launch` that tears the cluster down when the job ends (--down) and asks nothing."""
-    return ["sky", "launch", "--yes", "--down", "--cluster", cluster, task_file]
+    return [sky, "launch", "--yes", "--down", "--cluster", cluster, task_file]
+
+
+def cluster_name(job_id: str) -> str:
+    """One cluster per job (SkyPilot names: a letter first, then [-a-z0-9])."""
+    return f"ts-{job_id}"
+
+
+def make_handle(cluster: str, job_id: str) -> str:
+    return f"{SCHEME}://{cluster}/{job_id}"
+
+
+class SkyPilotBackend:
+    kind = "skypilot"
+
+    def __init__(
+        self,
+        site: Site | None,
+        home: Path,
+        sky: str | None,
+        python: str = sys.executable,
+        runner: Runner = subprocess.run,
+    ) -> None:
+        self.site = site
+        self.home = home
+        self.sky = sky  # the `sky` executable; None: SkyPilot is not installed
+        self.python = python
+        self.runner = runner
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    def capabilities(self) -> Capabilities:
+        s = self.site
+        return Capabilities(kind=self.kind, multi_node=True, max_nodes=s.max_nodes if s else 1,
+                            gpus=True, containers=True, volumes=("bucket",),
+                            remote=True)  # fmt: skip
+
+    def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
+        if self.site is None:
+            raise UsageError("a SkyPilot job needs its site", "run it with --site auto")
+        from torchship.k8s.render import to_yaml
+
+        run = run_dir(self.home, job_id)
+        task_file = str(run / "task.sky.yaml")
+        launch = launch_command(task_file, cluster_name(job_id), self.sky or "sky")
+        text = to_yaml([sky_task(job, lock, job_id, self.site)])
+        sup = [self.python, "-m", "torchship.backends.supervise", "--run-dir", str(run),
+               "--job-id", job_id, "--"]  # fmt: skip
+        return Request(site=self.site.name, kind=self.kind, job_id=job_id,
+                       text=f"{text}# {shlex.join(launch)}\n", argv=(*sup, *launch),
+                       run_dir=str(run))  # fmt: skip
+
+    def apply(self, request: Request) -> str:
+        if self.sky is None:
+            raise UsageError(
+                "SkyPilot is not installed here (no `sky` on PATH)",
+                "pip install 'skypilot[aws]' (or [gcp], [azure]) and run `sky check`; or write "
+                "the task with `torchship plan JOB -o DIR` and launch it where SkyPilot is",
+            )
+        run = Path(request.run_dir or run_dir(self.home, request.job_id))
+        run.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run / "task.sky.yaml", request.text)
+        self._children.append(start_supervised(request, run))
+        return make_handle(cluster_name(request.job_id), request.job_id)
+
+    def status(self, handle: str) -> SiteStatus:
+        for c in self._children:
+            c.poll()  # reap a finished supervisor we started
+        cluster, job_id = parse_handle(handle, SCHEME)
+        run = run_dir(self.home, job_id)
+        ended = read_json(run / "exit.json")
+        if ended is not None:
+            return ended_status(ended, run / "log")
+        launching = self._client(run, job_id) is not None or starting(run)  # before asking
+        found = self.queue(cluster)
+        if found is not None:
+            return found
+        if launching:
+            return SiteStatus("pending", reason=f"sky launch is provisioning {cluster}")
+        ended = read_json(run / "exit.json")  # `sky launch` may have ended while we asked
+        if ended is not None:
+            return ended_status(ended, run / "log")
+        return SiteStatus("lost", reason=f"cluster {cluster} is gone, and torchship's `sky "
+                          "launch` ended without recording how the job ended")  # fmt: skip
+
+    def queue(self, cluster: str) -> SiteStatus | None:
+        """The newest job on the cluster, as `sky queue -o json` reports it; None: no cluster."""
+        if self.sky is None:
+            return None
+        out = self._sky("queue", "--output", "json", cluster)
+        jobs = parse_json_tail(out.stdout).get(cluster) if out.returncode == 0 else None
+        if not isinstance(jobs, list) or not jobs:
+            return None
+        last = max(jobs, key=lambda j: int(j.get("job_id", 0)))
+        sky_state = str(last.get("status", ""))
+        state = SKY_JOB_STATES.get(sky_state.removeprefix("JobStatus."), "running")
+        code = {"succeeded": 0, "failed": 1}.get(state)
+        return SiteStatus(state, exit_code=code, reason=_why(state, f"SkyPilot job {sky_state}"))
+
+    def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
+        """The output `sky launch` streamed into the run folder (it outlives the cluster)."""
+        _, job_id = parse_handle(handle, SCHEME)
+        return read_log(run_dir(self.home, job_id) / "log", follow,
+                        lambda: self.status(handle).state)  # fmt: skip
+
+    def cancel(self, handle: str) -> None:
+        """Cancel the job on the cluster, stop the local client, then tear the cluster down."""
+        cluster, job_id = parse_handle(handle, SCHEME)
+        if self.status(handle).state in ("succeeded", "failed", "cancelled"):
+            return
+        if self.sky is None:
+            raise UsageError("SkyPilot is not installed here (no `sky` on PATH), so the job "
+                             f"on {cluster} cannot be cancelled from here",
+                             f"where SkyPilot is: sky down --yes {cluster}")  # fmt: skip
+        self._sky("cancel", "--yes", "--all", cluster)  # fails while provisioning: down ends it
+        run = run_dir(self.home, job_id)
+        client = self._client(run, job_id)
+        if client is not None:
+            os.kill(client, signal.SIGTERM)  # the supervisor stops `sky launch`, records it
+        down = self._sky("down", "--yes", cluster)
+        if down.returncode != 0 and "not found" not in down.stdout + down.stderr:
+            raise UsageError(f"`sky down {cluster}` failed: {_last(down.stderr or down.stdout)}",
+                             f"release it yourself: sky down --yes {cluster}")  # fmt: skip
+        if client is None and read_json(run / "exit.json") is None:  # no supervisor to record it
+            record = {"state": "cancelled", "exit_code": None, "reason": "cancelled; cluster down"}
+            run.mkdir(parents=True, exist_ok=True)  # cancelled from another machine
+            write_text_atomic(run / "exit.json", json.dumps(record) + "\n")
+
+    def _client(self, run: Path, job_id: str) -> int | None:
+        """The pid of the supervisor of this job's `sky launch`, while it lives."""
+        sup = read_json(run / "supervisor.json")
+        return int(sup["pid"]) if sup and supervisor_alive(int(sup["pid"]), job_id) else None
+
+    def _sky(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.sky is not None
+        return self.runner([self.sky, *args], capture_output=True, text=True, check=False,
+                           timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def starting(run: Path) -> bool:
+    """Applied a moment ago: the supervisor has not written supervisor.json yet."""
+    return (
+        not (run / "supervisor.json").exists()
+        and run.is_dir()
+        and time.time() - run.stat().st_mtime < STARTING_S
+    )
+
+
+def ended_status(ended: dict[str, Any], log: Path) -> SiteStatus:
+    """The supervisor's record of `sky launch`, read with SkyPilot's exit codes."""
+    code = ended.get("exit_code")
+    if ended.get("state") in ("succeeded", "cancelled") or code is None:
+        return SiteStatus(str(ended["state"]), code, str(ended.get("reason", "")))
+    if code in SKY_EXIT:
+        state = SKY_EXIT[code]
+        return SiteStatus(state, 0 if state == "succeeded" else 1,
+                          _why(state, f"sky launch exit {code}"))  # fmt: skip
+    text = log.read_text("utf-8", "replace") if log.exists() else ""
+    tail = _last("\n".join(x for x in text.splitlines() if not x.startswith("[torchship]")))
+    return SiteStatus("failed", code, f"sky launch failed (exit {code}): {tail}")
+
+
+def parse_json_tail(text: str) -> dict[str, Any]:
+    """The JSON object `sky … -o json` prints after its progress lines ({} when none)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("{"):
+            try:
+                data = json.loads("\n".join(lines[i:]))
+            except ValueError:
+                continue
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _why(state: str, detail: str) -> str:
+    head = {"failed": "the job failed on the cluster", "cancelled": "cancelled on the cluster"}
+    return f"{head[state]} ({detail})" if state in head else ""
+
+
+def _last(text: str) -> str:
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def create(site: Site | None = None) -> SkyPilotBackend:
+    from torchship.state import data_dir
+
+    return SkyPilotBackend(site, data_dir(), shutil.which("sky"))

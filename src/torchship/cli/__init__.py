@@ -22,6 +22,7 @@ from torchship.cli import image as image_cmd
 from torchship.cli import init as init_cmd
 from torchship.cli import lock as lock_cmd
 from torchship.cli import logs as logs_cmd
+from torchship.cli import metrics as metrics_cmd
 from torchship.cli import plan as plan_cmd
 from torchship.cli import resolve as resolve_cmd
 from torchship.cli import run as run_cmd
@@ -47,6 +48,7 @@ COMMANDS = (
     status_cmd,
     logs_cmd,
     cancel_cmd,
+    metrics_cmd,
 )
 
 

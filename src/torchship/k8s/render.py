@@ -162,7 +162,7 @@ def pod_spec(
         run_mount,
     ]
     for i, d in enumerate(job.data):
-        claim, sub = pvc_volume(job, i, d.path)
+        claim, sub = pvc_volume(job, i, d.address("pvc") or d.path)
         name = f"data-{i}"
         volumes.append(
             {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": d.read_only}}

@@ -4,7 +4,8 @@
 
 1. Hard filters, per site, in this order (the first that fails is the reason given):
    data class against the site's allowed classes (public sites never get sensitive data, even
-   when only they have room), GPU model, GPUs per node, nodes, total capacity, budget.
+   when only they have room), GPU model, GPUs per node, nodes, total capacity, data access
+   (the site reads one of the data's addresses: host path, PVC or bucket), budget.
 2. Ordered tiers: the lowest tier whose sites can start the job within their wait budget wins;
    a higher tier is tried only when every allowed site of the lower ones would make it wait
    longer than its budget ("burst").
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchship.errors import UnknownGPUError
-from torchship.place.sites import Site, canonical_gpu
+from torchship.place.sites import DATA_REACH, Site, canonical_gpu
 from torchship.spec.job import JobSpec
 
 SENSITIVITY = {"public": 0, "internal": 1, "sensitive": 2}
@@ -42,6 +43,7 @@ class Demand:
     data_gb: float = 0.0
     data_site: str | None = None  # where its data lives (egress is free there)
     budget_usd: float | None = None
+    data_reach: tuple[frozenset[str], ...] = ()  # per data entry: how it can be reached
 
     @property
     def gpus(self) -> int:
@@ -59,7 +61,8 @@ class SiteLoad:
 @dataclass(frozen=True, slots=True)
 class Rejection:
     site: str
-    code: str  # data-class | gpu-model | gpus-per-node | nodes | capacity | over-budget | wait
+    # data-class | data-access | gpu-model | gpus-per-node | nodes | capacity | over-budget | wait
+    code: str
     reason: str
 
 
@@ -147,6 +150,20 @@ def fit_filter(d: Demand, s: Site) -> Rejection | None:
         return Rejection(
             s.name, "nodes", f"needs {d.nodes} nodes; {s.name} runs at most {s.max_nodes}"
         )
+    return data_filter(d, s)
+
+
+def data_filter(d: Demand, s: Site) -> Rejection | None:
+    """Every data entry has an address of the one form this kind of site reads."""
+    reach = DATA_REACH[s.kind]
+    for i, kinds in enumerate(d.data_reach):
+        if reach not in kinds:
+            return Rejection(
+                s.name,
+                "data-access",
+                f"job.data[{i}] has no {reach} address, the only kind a {s.kind} site reads "
+                f"(it has: {', '.join(sorted(kinds))}); add one to its mirrors",
+            )
     return None
 
 
@@ -169,7 +186,7 @@ def wait_minutes(d: Demand, s: Site, load: SiteLoad | None) -> float:
     return max(load.wait_minutes, 0.0) + s.startup_minutes
 
 
-Shape = tuple[str, frozenset[str], int, int]
+Shape = tuple[str, frozenset[str], int, int, tuple[frozenset[str], ...]]
 
 
 class Placer:
@@ -191,7 +208,7 @@ class Placer:
         return r
 
     def _fit(self, d: Demand) -> tuple[tuple[Rejection, ...], tuple[Site, ...]]:
-        key = (d.data_class, d.gpu_models, d.gpus_per_node, d.nodes)
+        key = (d.data_class, d.gpu_models, d.gpus_per_node, d.nodes, d.data_reach)
         hit = self._shapes.get(key)
         if hit is None:
             rejected: list[Rejection] = []
@@ -295,4 +312,5 @@ def demand_from_job(job: JobSpec, default_hours: float = 1.0) -> Demand:
         hours=hours,
         data_gb=sum(d.size_gb for d in job.data),
         budget_usd=job.budget_usd,
+        data_reach=tuple(d.kinds for d in job.data),
     )

@@ -49,6 +49,10 @@ SITE_KEYS = (
 )  # fmt: skip
 GPU_KEYS = ("model", "count", "per_node")
 SINGLE_NODE_KINDS = frozenset({"local", "docker"})
+# The form of data address each kind of site reads (torchship.spec.job.data_kind): a process
+# or container reads host paths, a Kubernetes pod a PersistentVolumeClaim (never hostPath), a
+# SkyPilot VM a bucket it mounts.
+DATA_REACH = {"local": "path", "docker": "path", "kubernetes": "pvc", "skypilot": "bucket"}
 
 
 @dataclass(frozen=True, slots=True)

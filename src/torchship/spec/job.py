@@ -22,6 +22,7 @@ mount = "/data/corpus"            # where the job sees it
 read_only = true
 class = "internal"                # public | internal | sensitive
 size_gb = 120                     # for the egress cost of placing the job away from the data
+mirrors = ["pvc://corpus", "s3://corp/corpus"]  # the same data where other sites reach it
 
 [job.env]
 HF_HUB_OFFLINE = "1"
@@ -63,7 +64,10 @@ JOB_KEYS = (
     "workload_args",
     "egress",
 )
-DATA_KEYS = ("path", "mount", "read_only", "class", "size_gb")
+DATA_KEYS = ("path", "mount", "read_only", "class", "size_gb", "mirrors")
+# How a site reaches data, by the address's form (see data_kind): a PersistentVolumeClaim,
+# a bucket, or a path on the host.
+BUCKETS = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -74,6 +78,22 @@ class DataMount:
     read_only: bool
     data_class: str
     size_gb: float = 0.0  # what a site outside the data's home pays to move it (egress)
+    mirrors: tuple[str, ...] = ()  # the same data at other addresses (another kind each)
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """How this data can be reached: "path", "pvc", "bucket"."""
+        return frozenset(data_kind(a) for a in (self.path, *self.mirrors))
+
+    def address(self, kind: str) -> str | None:
+        """The address of this data of that kind, or None when it has none."""
+        return next((a for a in (self.path, *self.mirrors) if data_kind(a) == kind), None)
+
+
+def data_kind(address: str) -> str:
+    if address.startswith("pvc://"):
+        return "pvc"
+    return "bucket" if address.startswith(BUCKETS) else "path"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +161,12 @@ def _data(r: FieldReader) -> tuple[DataMount, ...]:
         if not isinstance(read_only, bool):
             raise d.fail("read_only", "must be true or false", "write read_only = true")
         size = d.number("size_gb", 0, "size_gb = 120") or 0.0
-        out.append(DataMount(path, mount, read_only, cls, size))
+        mirrors = d.strings("mirrors", 'mirrors = ["s3://bucket/corpus"]')
+        kinds = [data_kind(a) for a in (path, *mirrors)]
+        if len(set(kinds)) < len(kinds) or not all(mirrors):
+            raise d.fail("mirrors", f"two addresses of one kind ({', '.join(kinds)})",
+                         "give at most one host path, one pvc:// and one bucket URL")  # fmt: skip
+        out.append(DataMount(path, mount, read_only, cls, size, tuple(mirrors)))
     return tuple(out)
 
 

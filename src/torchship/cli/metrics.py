@@ -1,0 +1,44 @@
+"""`torchship metrics serve [--port P] [--host H]`: the Prometheus exporter (GPU metrics under
+dcgm-exporter's names, torchship's job metrics) until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import Any
+
+from torchship.errors import UsageError
+from torchship.monitor.exporter import DEFAULT_PORT
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("metrics", help="Prometheus metrics: GPUs (DCGM names) and jobs")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="serve")
+    s = verbs.add_parser("serve", help="serve /metrics until interrupted")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for a scraper "
+                   "elsewhere)")  # fmt: skip
+    s.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise UsageError("the exporter needs prometheus-client",
+                         "pip install 'torchship[monitor]'") from None  # fmt: skip
+    from torchship.monitor.exporter import serve
+    from torchship.monitor.gpus import open_reader
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a TCP port", "give 1-65535")
+    reader, why = open_reader()
+    try:
+        server = serve(args.port, args.host, reader, why)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}",
+                         "pick another --port, or stop what holds it") from None  # fmt: skip
+    print(f"serving http://{args.host}:{server.server_port}/metrics (Ctrl-C stops)", flush=True)
+    threading.Event().wait()  # until KeyboardInterrupt: the CLI maps it to exit 130
+    return 0

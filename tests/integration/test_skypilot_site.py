@@ -1,0 +1,197 @@
+"""The SkyPilot site end to end against tests/fake_sky.py, a stand-in `sky` on PATH (SkyPilot
+and a cloud are absent here): apply starts `sky launch` under the supervisor, the task's run
+script really runs (one and two "nodes", a real torchrun rendezvous), status, logs, cancel, a
+lost client, a failed provisioning, and `torchship run --site auto` choosing the site.
+tests/integration/test_skypilot_real.py checks the same code against the real SkyPilot CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from torchship.backends.skypilot import SkyPilotBackend, cluster_name
+from torchship.errors import UsageError
+from torchship.lock import read_lock
+from torchship.place.sites import sites_from_toml
+from torchship.spec.job import JobSpec, job_from_table
+
+LOCK = read_lock(REPO / "examples/hybrid/torchship.lock")
+SITES = """
+[[site]]
+name = "cloud-cpu"
+kind = "skypilot"
+tier = 2
+trust = "public"
+data_classes = ["public"]
+region = "us-east-1"
+max_nodes = 2
+price_per_gpu_hour = 1.0
+price_as_of = "2026-11-01"
+price_source = "test"
+registry = "registry.example/ml/"
+"""
+SITE = sites_from_toml(SITES, "sites.toml")[0]
+# What each process of the job prints: its rank among all processes of all nodes.
+SAY_RANK = ["python", "-c", "import os; print('rank', os.environ['RANK'], 'of', "
+            "os.environ['WORLD_SIZE'], flush=True)"]  # fmt: skip
+
+
+@pytest.fixture
+def sky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `sky` on PATH that is tests/fake_sky.py; `python` on PATH is this interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "sky"
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/fake_sky.py"} "$@"\n')
+    exe.chmod(0o755)
+    (bin_dir / "python").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SKY_HOME", str(tmp_path / "sky-home"))
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "ts-home"))
+    return exe
+
+
+def job(command: list[str], **kw: object) -> JobSpec:
+    table = {"name": "hello", "command": command, "gpus_per_node": 0, **kw}
+    return job_from_table(table, str(REPO / "examples/hybrid/job.toml"), "hybrid")
+
+
+def backend(tmp_path: Path, sky: Path | None) -> SkyPilotBackend:
+    return SkyPilotBackend(SITE, tmp_path / "ts-home", str(sky) if sky else None)
+
+
+def wait_end(be: SkyPilotBackend, handle: str, timeout_s: float = 120) -> str:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        st = be.status(handle)
+        if st.state not in ("pending", "running"):
+            return st.state
+        time.sleep(0.3)
+    raise AssertionError(f"{handle} still {be.status(handle)} after {timeout_s} s")
+
+
+def cluster_exists(tmp_path: Path, job_id: str) -> bool:
+    return (tmp_path / "sky-home/clusters" / f"{cluster_name(job_id)}.json").exists()
+
+
+def test_two_nodes_rendezvous_through_the_task_and_the_cluster_goes_down(
+    tmp_path: Path, sky: Path
+) -> None:
+    be = backend(tmp_path, sky)
+    request = be.plan(job(SAY_RANK, nodes=2, processes_per_node=2), LOCK, "0a1b2c")
+    handle = be.apply(request)
+    assert handle == "sky://ts-0a1b2c/0a1b2c"
+    assert wait_end(be, handle) == "succeeded"
+    log = "".join(be.logs(handle))
+    # four processes over two nodes found each other through SkyPilot's variables
+    assert sorted(x for x in log.splitlines() if x.startswith("rank ")) == [
+        f"rank {r} of 4" for r in range(4)
+    ]
+    assert (
+        "--down" in json.loads((tmp_path / "ts-home/runs/0a1b2c/request.json").read_text())["argv"]
+    )
+    deadline = time.time() + 10  # --down: the cluster is released once the job ends
+    while cluster_exists(tmp_path, "0a1b2c") and time.time() < deadline:
+        time.sleep(0.1)
+    assert not cluster_exists(tmp_path, "0a1b2c")
+    assert be.status(handle).state == "succeeded"  # the record outlives the cluster
+
+
+def test_a_failing_job_is_failed_with_the_reason(tmp_path: Path, sky: Path) -> None:
+    be = backend(tmp_path, sky)
+    handle = be.apply(be.plan(job(["python", "-c", "raise SystemExit(3)"]), LOCK, "f41l"))
+    assert wait_end(be, handle) == "failed"
+    st = be.status(handle)
+    assert st.exit_code == 1 and st.reason.startswith("the job failed on the cluster (")
+
+
+def test_provisioning_failure_names_sky_launchs_error(
+    tmp_path: Path, sky: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_SKY_FAIL", "provision")
+    be = backend(tmp_path, sky)
+    handle = be.apply(be.plan(job(SAY_RANK), LOCK, "n0cap"))
+    assert wait_end(be, handle) == "failed"
+    st = be.status(handle)
+    assert st.reason.startswith("sky launch failed (exit 1): ")
+    assert "ResourcesUnavailableError" in st.reason
+
+
+def test_cancel_stops_the_job_on_the_cluster_and_releases_it(tmp_path: Path, sky: Path) -> None:
+    be = backend(tmp_path, sky)
+    sleeper = ["python", "-c", "import time; print('up', flush=True); time.sleep(600)"]
+    handle = be.apply(be.plan(job(sleeper), LOCK, "c4nc3l"))
+    deadline = time.time() + 60
+    while be.status(handle).state != "running" and time.time() < deadline:
+        time.sleep(0.2)
+    assert be.status(handle).state == "running"
+    be.cancel(handle)
+    assert wait_end(be, handle, 30) == "cancelled"
+    assert not cluster_exists(tmp_path, "c4nc3l")
+    be.cancel(handle)  # again: nothing to do, no error
+
+
+def test_a_lost_client_is_read_from_the_cluster_then_lost_after_teardown(
+    tmp_path: Path, sky: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This machine lost `sky launch` (killed, rebooted): the job runs on; status asks the
+    cluster, and once --down removed it, says so instead of guessing."""
+    monkeypatch.setenv("FAKE_SKY_DOWN_AFTER_S", "3")
+    be = backend(tmp_path, sky)
+    slow = ["python", "-c", "import time; time.sleep(4)"]
+    handle = be.apply(be.plan(job(slow), LOCK, "l0st"))
+    run = tmp_path / "ts-home/runs/l0st"
+    deadline = time.time() + 60
+    while be.status(handle).state != "running" and time.time() < deadline:
+        time.sleep(0.2)
+    sup = json.loads((run / "supervisor.json").read_text())
+    os.killpg(int(sup["pid"]), signal.SIGKILL)  # the supervisor and the sky client, not the job
+    for c in be._children:
+        c.wait()
+    assert be.status(handle).state == "running"  # from `sky queue` on the cluster
+    st = wait_end(be, handle, 60)
+    assert st == "succeeded"  # seen before --down removed the cluster
+    while cluster_exists(tmp_path, "l0st"):
+        time.sleep(0.2)
+    st2 = be.status(handle)
+    assert st2.state == "lost" and "cluster ts-l0st is gone" in st2.reason
+
+
+def test_without_sky_apply_says_how_to_install_it(tmp_path: Path) -> None:
+    be = backend(tmp_path, None)
+    request = be.plan(job(SAY_RANK), LOCK, "n0sky")  # planning needs no SkyPilot
+    with pytest.raises(UsageError, match="SkyPilot is not installed") as e:
+        be.apply(request)
+    assert "pip install 'skypilot[aws]'" in e.value.hint
+
+
+def test_run_site_auto_launches_on_the_skypilot_site(tmp_path: Path, sky: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copy(REPO / "examples/hybrid/torchship.lock", proj / "torchship.lock")
+    (proj / "sites.toml").write_text(SITES)
+    (proj / "job.toml").write_text(
+        '[job]\nname = "hello"\ngpus_per_node = 0\nprocesses_per_node = 2\n'
+        f"command = {json.dumps(SAY_RANK)}\n"
+    )
+    cli = [sys.executable, "-m", "torchship"]
+    out = subprocess.run([*cli, "run", str(proj / "job.toml"), "--site", "auto", "--sites",
+                          str(proj / "sites.toml")], capture_output=True, text=True, timeout=180,
+                         check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "rank 1 of 2" in out.stdout
+    status = subprocess.run([*cli, "status", "--json"], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    jobs = json.loads(status.stdout)
+    assert [(j["site"], j["state"]) for j in jobs] == [("skypilot", "succeeded")]
+    assert jobs[0]["handle"].startswith("sky://ts-")
