@@ -15,7 +15,7 @@ from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gp
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_torch
 
 REPO = Path(__file__).resolve().parents[1]
-__all__ = ["LOCAL_TORCH_WHEELS", "REPO", "run_cli"]
+__all__ = ["LOCAL_TORCH_WHEELS", "REPO", "run_cli", "venv_tool"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -75,3 +75,18 @@ def run_cli(
         timeout=600,
         check=False,
     )
+
+
+def venv_tool(venv: Path, package: str, exe: str) -> Path:
+    """`exe` from `package` installed from PyPI into a venv of its own (reused); skips the test
+    with pip's reason where it cannot be installed."""
+    path = venv / "bin" / exe
+    if not path.exists():
+        for argv in (
+            [sys.executable, "-m", "venv", str(venv)],
+            [str(venv / "bin/pip"), "install", "-q", package],
+        ):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+            if proc.returncode != 0:
+                pytest.skip(f"cannot install {package}: {proc.stderr.strip()[-300:]}")
+    return path

@@ -7,14 +7,12 @@ checkov pins many packages of its own, so the test installs it into a venv of it
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from tools.scan_dockerfiles import checkov
 
-from tests.conftest import REPO
+from tests.conftest import REPO, venv_tool
 
 pytestmark = pytest.mark.slow
 VENV = Path("/var/tmp/torchship-checkov")
@@ -28,16 +26,7 @@ DOCKERFILES = sorted(
 
 @pytest.fixture(scope="module")
 def checkov_exe() -> str:
-    exe = VENV / "bin/checkov"
-    if not exe.exists():
-        for argv in (
-            [sys.executable, "-m", "venv", str(VENV)],
-            [str(VENV / "bin/pip"), "install", "-q", "checkov"],
-        ):
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
-            if proc.returncode != 0:
-                pytest.skip(f"cannot install checkov: {proc.stderr.strip()[-300:]}")
-    return str(exe)
+    return str(venv_tool(VENV, "checkov", "checkov"))
 
 
 def test_every_rendered_dockerfile_passes_checkov(checkov_exe: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, venv_tool
 from tests.integration.test_skypilot_site import LOCK, SAY_RANK, SITE, job
 from torchship.backends.skypilot import SkyPilotBackend, sky_task
 from torchship.place.sites import load_sites
@@ -30,14 +29,7 @@ VENV = Path("/var/tmp/torchship-skypilot")
 
 @pytest.fixture(scope="module")
 def venv() -> Path:
-    if not (VENV / "bin/sky").exists():
-        for argv in (
-            [sys.executable, "-m", "venv", str(VENV)],
-            [str(VENV / "bin/pip"), "install", "-q", "skypilot"],
-        ):
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
-            if proc.returncode != 0:
-                pytest.skip(f"cannot install SkyPilot: {proc.stderr.strip()[-300:]}")
+    venv_tool(VENV, "skypilot", "sky")
     return VENV
 
 

@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,23 +118,22 @@ class Collector:
             decisions[(placed, decision)] += n
             if usd:
                 cost[placed] = cost.get(placed, 0.0) + usd
-        g = GaugeMetricFamily("torchship_jobs", "Jobs in the store by state and site",
-                              labels=["state", "site"])  # fmt: skip
-        for (state, site), n in sorted(states.items()):
-            g.add_metric([state, site], n)
-        yield g
-        c = CounterMetricFamily("torchship_placements", "Placement decisions by site and "
-                                "decision (run, queue; asked: --site named)",
-                                labels=["site", "decision"])  # fmt: skip
-        for (site, decision), n in sorted(decisions.items()):
-            c.add_metric([site, decision], n)
-        yield c
-        spent = CounterMetricFamily("torchship_cost_usd", "Cost accrued by jobs (GPUs × the site's "
-                                  "price per GPU-hour × time since submission)",
-                                  labels=["site"])  # fmt: skip
-        for site, v in sorted(cost.items()):
-            spent.add_metric([site], round(v, 6))
-        yield spent
+        yield _family(GaugeMetricFamily, "torchship_jobs", "Jobs in the store by state and site",
+                      ("state", "site"), states)  # fmt: skip
+        yield _family(CounterMetricFamily, "torchship_placements", "Placement decisions by site "
+                      "and decision (run, queue; asked: --site named)", ("site", "decision"),
+                      decisions)  # fmt: skip
+        yield _family(CounterMetricFamily, "torchship_cost_usd", "Cost accrued by jobs (GPUs × "
+                      "the site's price per GPU-hour × time since submission)", ("site",),
+                      {(site,): round(v, 6) for site, v in cost.items()})  # fmt: skip
+
+
+def _family(cls: Any, name: str, doc: str, labels: tuple[str, ...],
+            values: Mapping[Any, float]) -> Any:  # fmt: skip
+    family = cls(name, doc, labels=list(labels))
+    for key, v in sorted(values.items()):
+        family.add_metric(list(key), v)
+    return family
 
 
 def serve(
