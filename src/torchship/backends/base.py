@@ -84,3 +84,9 @@ def parse_handle(handle: str, scheme: str) -> tuple[str, str]:
             f"handles look like {scheme}://<host>/<job-id>; see `torchship status`",
         )
     return parts.netloc, job_id
+
+
+def last_line(text: str, default: str = "") -> str:
+    """The last non-blank line of a command's output (where CLIs put the error)."""
+    lines = [x.strip() for x in text.splitlines() if x.strip()]
+    return lines[-1] if lines else default

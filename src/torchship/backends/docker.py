@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from torchship._atomic import write_text_atomic
-from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
+from torchship.backends.base import Capabilities, Request, SiteStatus, last_line, parse_handle
 from torchship.backends.local import run_dir
 from torchship.backends.preflight import data_path
 from torchship.doctor.checks import ERROR, Finding
@@ -256,7 +256,8 @@ class DockerBackend:
         proc = self.runner(list(request.argv), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise TorchshipError(
-                f"{self.options.engine} could not start the job: {_last(proc.stderr)}",
+                f"{self.options.engine} could not start the job: "
+                + last_line(proc.stderr, "no output"),
                 f"run the command to see more: {request.text}",
             )
         return f"{SCHEME}://{self.options.host}/{request.job_id}"
@@ -287,7 +288,8 @@ class DockerBackend:
             st = json.loads(state.stdout)
         except json.JSONDecodeError:
             return SiteStatus(
-                "lost", reason=f"{self.options.engine} inspect: {_last(state.stderr)}"
+                "lost",
+                reason=f"{self.options.engine} inspect: " + last_line(state.stderr, "no output"),
             )
         site = container_state(st)
         cancelled = run_dir(self.options.home, job_id) / CANCELLED
@@ -339,11 +341,6 @@ def container_state(st: dict[str, object]) -> SiteStatus:
 
 def _finding(code: str, message: str, fix: str) -> Finding:
     return Finding(code, ERROR, message, fix, "job")
-
-
-def _last(text: str) -> str:
-    lines = [x for x in text.strip().splitlines() if x.strip()]
-    return lines[-1] if lines else "no output"
 
 
 def options(engine: str | None = None, engine_args: Sequence[str] = ()) -> DockerOptions:

@@ -34,7 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
-from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
+from torchship.backends.base import (
+    Capabilities,
+    Request,
+    SiteStatus,
+    last_line,
+    parse_handle,
+)
 from torchship.backends.local import (
     STARTING_S,
     read_json,
@@ -255,7 +261,8 @@ class SkyPilotBackend:
             os.kill(client, signal.SIGTERM)  # the supervisor stops `sky launch`, records it
         down = self._sky("down", "--yes", cluster)
         if down.returncode != 0 and "not found" not in down.stdout + down.stderr:
-            raise UsageError(f"`sky down {cluster}` failed: {_last(down.stderr or down.stdout)}",
+            why = last_line(down.stderr or down.stdout)
+            raise UsageError(f"`sky down {cluster}` failed: {why}",
                              f"release it yourself: sky down --yes {cluster}")  # fmt: skip
         if client is None and read_json(run / "exit.json") is None:  # no supervisor to record it
             record = {"state": "cancelled", "exit_code": None, "reason": "cancelled; cluster down"}
@@ -292,7 +299,8 @@ def ended_status(ended: dict[str, Any], log: Path) -> SiteStatus:
         return SiteStatus(state, 0 if state == "succeeded" else 1,
                           _why(state, f"sky launch exit {code}"))  # fmt: skip
     text = log.read_text("utf-8", "replace") if log.exists() else ""
-    tail = _last("\n".join(x for x in text.splitlines() if not x.startswith("[torchship]")))
+    ours = "\n".join(x for x in text.splitlines() if not x.startswith("[torchship]"))
+    tail = last_line(ours)[:300]
     return SiteStatus("failed", code, f"sky launch failed (exit {code}): {tail}")
 
 
@@ -312,11 +320,6 @@ def parse_json_tail(text: str) -> dict[str, Any]:
 def _why(state: str, detail: str) -> str:
     head = {"failed": "the job failed on the cluster", "cancelled": "cancelled on the cluster"}
     return f"{head[state]} ({detail})" if state in head else ""
-
-
-def _last(text: str) -> str:
-    lines = [x.strip() for x in text.splitlines() if x.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 def create(site: Site | None = None) -> SkyPilotBackend:
