@@ -22,13 +22,16 @@ torch = pytest.importorskip(
     "torch", reason="the reference workload needs torch (pip install -e '.[dev]')"
 )
 
+from tests.prom import samples, scrape  # noqa: E402
 from torchship.workload import checkpoint  # noqa: E402
 from torchship.workload.train import main  # noqa: E402
 
 SMALL = ["--d-model", "64", "--layers", "2", "--heads", "2", "--seq-len", "32"]
 
 
-def torchrun(out: Path, *args: str, restarts: int = 0, tag: str = "") -> subprocess.Popen[str]:
+def torchrun(
+    out: Path, *args: str, restarts: int = 0, tag: str = "", env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -47,9 +50,9 @@ def torchrun(out: Path, *args: str, restarts: int = 0, tag: str = "") -> subproc
         str(out / "metrics.jsonl"),
         *args,
     ]
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TS_TEST_RUN": tag}
+    full = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TS_TEST_RUN": tag}
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        cmd, env=full | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -76,6 +79,42 @@ def test_two_process_ddp_trains_and_ranks_agree(tmp_path: Path) -> None:
     ]
     assert steps == [1, 10, 20, 30, 40]
     assert "done: 40 steps" in log
+
+
+def test_training_metrics_scraped_and_json_logs_while_two_ranks_train(tmp_path: Path) -> None:
+    """TORCHSHIP_METRICS_PORT: local rank 0 serves the training series while it trains (scraped
+    here over HTTP mid-run); TORCHSHIP_LOG_FORMAT=json: every line is a JSON object carrying
+    the job id and rank, both ranks writing their own step events."""
+    env = {"TORCHSHIP_JOB_ID": "job-tel", "TORCHSHIP_METRICS_PORT": "0",
+           "TORCHSHIP_LOG_FORMAT": "json"}  # fmt: skip
+    p = torchrun(tmp_path, "--steps", "400", "--log-every", "20", env=env)
+    assert p.stdout is not None
+    lines: list[str] = []
+    got: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for line in p.stdout:
+        lines.append(line)
+        if line.startswith("{") and '"event": "metrics"' in line:
+            port = json.loads(line)["port"]
+        if '"event": "step"' in line and '"step": 100,' in line and not got:
+            got = samples(scrape(port))  # mid-run: the loop is still going
+    assert p.wait(timeout=300) == 0, "".join(lines)
+    assert got, "".join(lines)
+    labels = {"torchship_job": "job-tel", "rank": "0"}
+    (lab, step), = got["torchship_train_step"]  # fmt: skip
+    assert lab == labels and 100 <= step < 400
+    assert got["torchship_train_steps_target"] == [(labels, 400)]
+    assert got["torchship_train_step_seconds_count"][0][1] >= 100 - 3  # the untimed warmup
+    assert got["torchship_train_tokens_total"][0][1] > 0
+    assert 0 < got["torchship_train_loss"][0][1] < 10
+    assert got["torchship_train_info"][0][0]["backend"] == "gloo"
+    records = [json.loads(x) for x in lines if x.startswith("{")]
+    assert all(r["job"] == "job-tel" and r["rank"] in (0, 1) for r in records)
+    steps = [r for r in records if r["event"] == "step"]
+    assert {r["rank"] for r in steps} == {0, 1}
+    by_step = {r["step"]: r["loss"] for r in steps if r["rank"] == 0}
+    jsonl = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert by_step == {r["step"]: r["loss"] for r in jsonl}  # one truth, two outlets
+    assert [r["event"] for r in records if r["rank"] == 1][-1] == "done"
 
 
 def _worker_pid(tag: str, rank: int) -> int | None:

@@ -23,11 +23,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise UsageError("the exporter needs prometheus-client",
-                         "pip install 'torchship[monitor]'") from None  # fmt: skip
     from torchship.monitor.exporter import serve
     from torchship.monitor.gpus import open_reader
 

@@ -1,8 +1,9 @@
-"""torchship inside its images: `torchship doctor`, the reference workload and (later) the
-metrics exporter run in every container, without touching the locked environment.
+"""torchship inside its images: `torchship doctor`, the reference workload (with its training
+metrics) and the metrics exporter run in every container, without touching the locked
+environment.
 
-The agent is torchship's own source and its three pure-Python dependencies (packaging,
-platformdirs, tomli_w) copied as module files (no dist-info) into /opt/torchship/lib, which a
+The agent is torchship's own source and its four pure-Python dependencies (packaging,
+platformdirs, tomli_w, prometheus_client) copied as module files (no dist-info) into /opt/torchship/lib, which a
 `.pth` file appends to the venv's sys.path. Appended, not prepended: where the lock pins one of
 those packages, the locked copy wins; and with no dist-info, the doctor's package check sees
 only the lock's packages. Reading these files is the one input of rendering outside the lock:
@@ -16,7 +17,7 @@ from pathlib import Path
 
 AGENT_CONTEXT = "torchship-agent"
 AGENT_DIR = "/opt/torchship"
-_MODULES = ("torchship", "packaging", "platformdirs", "tomli_w")
+_MODULES = ("torchship", "packaging", "platformdirs", "tomli_w", "prometheus_client")
 _SKIP_DIRS = {"__pycache__"}
 
 LAUNCHER = """#!/opt/venv/bin/python

@@ -15,7 +15,8 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from torchship._atomic import write_text_atomic
+from torchship.monitor import logs
+from torchship.monitor.training import ADDR_ENV, TrainingMetrics, port_from_env
 from torchship.workload import checkpoint, data
 from torchship.workload.config import TrainConfig, parse_args
 from torchship.workload.flops import flops_per_token, mfu, peak_tflops
@@ -50,9 +53,52 @@ class Progress:
     grad_norm: float = 0.0
 
 
-def say(d: Dist, msg: str) -> None:
-    if d.rank == 0:
-        print(f"[torchship.workload] {msg}", flush=True)
+PER_RANK_EVENTS = frozenset({"start", "step", "done"})  # in JSON logs, every rank writes these
+
+
+def say(d: Dist, msg: str, event: str = "message", **fields: Any) -> None:
+    """Rank 0's progress line; with TORCHSHIP_LOG_FORMAT=json, a JSON object carrying the job
+    id and rank, written by every rank for the events that differ between ranks."""
+    json_logs = logs.log_format() == "json"
+    if d.rank == 0 or (json_logs and event in PER_RANK_EVENTS):
+        logs.emit("torchship.workload", "[torchship.workload]", msg, event, fields=fields)
+
+
+@contextmanager
+def telemetry(
+    d: Dist, run: dict[str, Any], start: int, steps: int
+) -> Iterator[TrainingMetrics | None]:
+    """Local rank 0's Prometheus endpoint while training, when TORCHSHIP_METRICS_PORT is set."""
+    tm = _serve_metrics(d)
+    if tm is not None:
+        tm.describe_run(**run)
+        tm.set(step=start, steps_target=steps)
+    try:
+        yield tm
+    finally:
+        if tm is not None:
+            tm.close()
+
+
+def _serve_metrics(d: Dist) -> TrainingMetrics | None:
+    if d.local_rank != 0:
+        return None
+    try:
+        port = port_from_env()
+    except ValueError as e:
+        print(f"[torchship.workload] training metrics are off: {e}", file=sys.stderr, flush=True)
+        return None
+    if port is None:
+        return None
+    tm = TrainingMetrics(os.environ.get("TORCHSHIP_JOB_ID", ""), d.rank)
+    addr = os.environ.get(ADDR_ENV, "127.0.0.1")
+    served = tm.serve(port, addr)
+    if served is None:
+        return None
+    url = f"http://{addr}:{served.port}/metrics"
+    logs.emit("torchship.workload", "[torchship.workload]", f"training metrics on {url}",
+              "metrics", stream=sys.stderr, fields={"url": url, "port": served.port})  # fmt: skip
+    return tm
 
 
 def setup() -> Dist:
@@ -164,6 +210,28 @@ def save(cfg: TrainConfig, d: Dist, step: int, model: LM, opt: Any, prog: Progre
     checkpoint.save(Path(cfg.checkpoint_dir), step, state, cfg.keep_checkpoints)
 
 
+def announce(
+    cfg: TrainConfig, d: Dist, model: LM, start: int, dtype: torch.dtype | None, device_name: str
+) -> dict[str, Any]:
+    """Say how the run is set up (the `start` event); returns that setup."""
+    run: dict[str, Any] = {"device": device_name, "backend": d.backend or "none"}
+    run["amp"] = str(dtype or "off")
+    run |= {"compile": cfg.compile, "world_size": d.world, "torch": torch.__version__}
+    params = sum(p.numel() for p in model.parameters())
+    say(
+        d,
+        f"{d.world} rank(s) on {device_name} ({d.backend or 'no process group'}) · "
+        f"{params / 1e6:.2f}M params · "
+        f"amp {run['amp']} · compile {cfg.compile} · steps {start}→{cfg.steps}",
+        "start",
+        **run,
+        params=params,
+        start_step=start,
+        steps=cfg.steps,
+    )
+    return run
+
+
 def train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     if cfg.threads:
@@ -182,39 +250,48 @@ def train(cfg: TrainConfig, d: Dist) -> dict[str, Any]:
     fpt = flops_per_token(n_matmul, cfg.layers, cfg.d_model, cfg.seq_len)
     device_name = torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else "cpu"
     peak = peak_tflops(device_name) if d.device.type == "cuda" else None
-    say(
-        d,
-        f"{d.world} rank(s) on {device_name} ({d.backend or 'no process group'}) · "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params · "
-        f"amp {dtype or 'off'} · compile {cfg.compile} · steps {start}→{cfg.steps}",
-    )
+    run = announce(cfg, d, model, start, dtype, device_name)
     global_tokens = cfg.tokens_per_rank_step * d.world
-    loss = torch.zeros(())
-    for step in range(start, cfg.steps):
-        t0 = time.perf_counter()
-        x, y = data.batch(tokens, cfg.seed, step, d.rank, cfg.batch_size, cfg.seq_len)
-        x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
-        ctx = torch.autocast(d.device.type, dtype=dtype) if dtype else nullcontext()
-        with ctx:
-            loss = fwd(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        opt.step()
-        if d.device.type == "cuda":
-            torch.cuda.synchronize(d.device)
-        if step - start >= WARMUP_STEPS_UNTIMED:
-            prog.step_s.append(time.perf_counter() - t0)
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps or step == 0:
-            log_step(
-                cfg, d, done, mean_across(d, loss), float(norm), prog, global_tokens, fpt, peak
-            )
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != cfg.steps:
-            save(cfg, d, done, model, opt, prog)
+    with telemetry(d, run, start, cfg.steps) as tm:
+        loss = torch.zeros(())
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            x, y = data.batch(tokens, cfg.seed, step, d.rank, cfg.batch_size, cfg.seq_len)
+            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            ctx = torch.autocast(d.device.type, dtype=dtype) if dtype else nullcontext()
+            with ctx:
+                loss = fwd(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            opt.step()
+            if d.device.type == "cuda":
+                torch.cuda.synchronize(d.device)
+            if step - start >= WARMUP_STEPS_UNTIMED:
+                prog.step_s.append(time.perf_counter() - t0)
+                if tm is not None:
+                    tm.observe_step(prog.step_s[-1], global_tokens)
+            done = step + 1
+            if tm is not None:
+                tm.set(step=done)
+            if done % cfg.log_every == 0 or done == cfg.steps or step == 0:
+                log_step(
+                    cfg,
+                    d,
+                    done,
+                    mean_across(d, loss),
+                    float(norm),
+                    prog,
+                    global_tokens,
+                    fpt,
+                    peak,
+                    tm,
+                )
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done != cfg.steps:
+                save(cfg, d, done, model, opt, prog)
     save(cfg, d, cfg.steps, model, opt, prog)
     return summarize(cfg, d, model, prog, start, global_tokens, fpt, peak, device_name)
 
@@ -238,23 +315,27 @@ def log_step(
     global_tokens: int,
     fpt: int,
     peak: float | None,
+    tm: TrainingMetrics | None = None,
 ) -> None:
     prog.history.append([done, loss])
     prog.grad_norm = norm
     tps, ms = throughput(prog, global_tokens)
     util = mfu(tps, fpt, peak, d.world) if (tps and peak) else None
+    lr = lr_at(cfg, done - 1)
     parts = [f"step {done}/{cfg.steps}", f"loss {loss:.4f}", f"grad-norm {norm:.3f}"]
     if tps and ms:
         parts += [f"{ms:.1f} ms/step", f"{tps:,.0f} tokens/s"]
     if util is not None:
         parts.append(f"MFU {util:.1%}")
-    say(d, " · ".join(parts))
+    row: dict[str, float | None] = {"step": done, "loss": loss, "grad_norm": norm, "lr": lr}
+    row |= {"step_ms": ms, "tokens_per_s": tps, "mfu": util}
+    say(d, " · ".join(parts), "step", **row)
+    if tm is not None:
+        tm.set(step=done, loss=loss, grad_norm=norm, learning_rate=lr, tokens_per_second=tps,
+               mfu=util)  # fmt: skip
     if d.rank == 0 and cfg.metrics:
-        row: dict[str, float | None] = {"step": done, "loss": loss, "grad_norm": norm}
-        row["lr"] = lr_at(cfg, done - 1)
-        row |= {"step_ms": ms, "tokens_per_s": tps, "mfu": util, "time": time.time()}
         with open(cfg.metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row | {"time": time.time()}) + "\n")
 
 
 def summarize(
@@ -330,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
         + f" · params identical on all ranks: {summary['params_identical']}",
+        "done",
+        steps=cfg.steps,
+        final_loss=summary["final_loss"],
+        tokens_per_s=tps,
+        mfu=summary["mfu"],
+        params_identical=summary["params_identical"],
     )
     if d.rank == 0 and cfg.summary:
         write_text_atomic(Path(cfg.summary), json.dumps(summary, indent=2) + "\n")
