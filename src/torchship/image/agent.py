@@ -3,11 +3,12 @@ metrics) and the metrics exporter run in every container, without touching the l
 environment.
 
 The agent is torchship's own source and its four pure-Python dependencies (packaging,
-platformdirs, tomli_w, prometheus_client) copied as module files (no dist-info) into /opt/torchship/lib, which a
-`.pth` file appends to the venv's sys.path. Appended, not prepended: where the lock pins one of
-those packages, the locked copy wins; and with no dist-info, the doctor's package check sees
-only the lock's packages. Reading these files is the one input of rendering outside the lock:
-the image label `io.torchship.agent` records the torchship version they came from.
+platformdirs, tomli_w, prometheus_client) copied as module files (no dist-info) into
+/opt/torchship/lib, which a `.pth` file appends to the venv's sys.path. Appended, not
+prepended: where the lock pins one of those packages, the locked copy wins; and with no
+dist-info, the doctor's package check sees only the lock's packages. Reading these files is
+the one input of rendering outside the lock: the image label `io.torchship.agent` records
+the torchship version they came from.
 """
 
 from __future__ import annotations
