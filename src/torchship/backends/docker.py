@@ -36,6 +36,9 @@ from torchship.image.build import detect_engine
 from torchship.image.dockerfile import image_tag
 from torchship.launch import checkpoint_dir, job_env, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
+from torchship.monitor.training import ADDR_ENV as METRICS_ADDR_ENV
+from torchship.monitor.training import PORT_ENV as METRICS_PORT_ENV
+from torchship.monitor.training import TRAINING_PORT
 from torchship.spec.job import JobSpec
 
 SCHEME = "docker"
@@ -142,6 +145,16 @@ def run_argv(o: DockerOptions, launch: Launch) -> list[str]:
     return [*argv, *o.engine_args, launch.image, *launch.command]
 
 
+def metrics_endpoint(network: str | None) -> dict[str, str]:
+    """The workload's training-metrics settings in a container on `network`: every address
+    inside a published network (the engine forwards 127.0.0.1 only), loopback on the host's,
+    none without a network."""
+    if network == "none":
+        return {}
+    addr = "127.0.0.1" if network == "host" else "0.0.0.0"
+    return {METRICS_PORT_ENV: str(TRAINING_PORT), METRICS_ADDR_ENV: addr}
+
+
 def container_name(job_id: str) -> str:
     return f"torchship-{job_id}"
 
@@ -193,7 +206,10 @@ class DockerBackend:
         if job.max_runtime_minutes:
             grace = f"--kill-after={STOP_GRACE_S}"
             cmd = ["timeout", grace, f"{job.max_runtime_minutes * 60:g}", *cmd]
-        env = job_env(job, job_id, inside)
+        env = metrics_endpoint(o.network) | job_env(job, job_id, inside)  # the job's env wins
+        ports: tuple[str, ...] = ()
+        if o.network not in ("none", "host"):  # on this machine only, at a port the engine picks
+            ports = (f"127.0.0.1::{TRAINING_PORT}",)
         labels = {LABEL_JOB: job_id, LABEL_SITE: SCHEME}
         if lock is not None:
             labels[LABEL_LOCK] = lock.content_hash
@@ -209,6 +225,7 @@ class DockerBackend:
             cpus=job.cpus,
             read_only_root=True,
             network=o.network,
+            ports=ports,
         )
         opts = o if o.shm_size or o.ipc_host else replace(o, shm_size=shm_size(job.memory_gib))
         argv = run_argv(opts, launch)

@@ -128,6 +128,8 @@ class KubernetesBackend:
         cluster = self.cluster(context)
         cluster.delete(kind, ns, name)
         cluster.delete("NetworkPolicy", ns, name)
+        if self.site is not None and self.site.prometheus == "podmonitor":
+            cluster.delete("PodMonitor", ns, name)
         self._cancelled.add(handle)
 
 

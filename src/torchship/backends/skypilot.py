@@ -53,6 +53,7 @@ from torchship.errors import UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
+from torchship.monitor.logs import FORMAT_ENV as LOG_FORMAT_ENV
 from torchship.place.sites import Site
 from torchship.spec.job import BUCKETS, JobSpec
 
@@ -127,8 +128,10 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
         resources["cpus"] = f"{job.cpus:g}+"
     if job.memory_gib:
         resources["memory"] = f"{job.memory_gib:g}+"
-    envs = {"TORCHSHIP_JOB_ID": job_id, "TORCHSHIP_RUN_DIR": RUN_DIR, "PYTHONUNBUFFERED": "1",
-            **job.env}  # fmt: skip
+    envs = {"TORCHSHIP_JOB_ID": job_id, "TORCHSHIP_RUN_DIR": RUN_DIR, "PYTHONUNBUFFERED": "1"}
+    if site.log_format == "json":  # text is the workload's default
+        envs[LOG_FORMAT_ENV] = "json"
+    envs |= job.env
     run = (
         f'set -e\nHEAD_IP=$(echo "$SKYPILOT_NODE_IPS" | head -n1)\nmkdir -p {RUN_DIR}\n{command}\n'
     )

@@ -21,10 +21,12 @@ KINDS = {
     "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
 }
 OPERATOR_HINT = {
     "JobSet": 'install JobSet (jobset.sigs.k8s.io), or set operator = "kubeflow" for the site',
     "PyTorchJob": 'install the Kubeflow training operator, or set operator = "jobset"',
+    "PodMonitor": 'install the Prometheus operator, or set prometheus = "annotations" for the site',
 }
 
 

@@ -25,6 +25,10 @@ from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
+from torchship.monitor.logs import FORMAT_ENV as LOG_FORMAT_ENV
+from torchship.monitor.training import ADDR_ENV as METRICS_ADDR_ENV
+from torchship.monitor.training import PORT_ENV as METRICS_PORT_ENV
+from torchship.monitor.training import TRAINING_PORT
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
 
@@ -40,6 +44,9 @@ LABEL_JOB = "torchship.io/job-id"
 LABEL_LOCK = "torchship.io/lock-hash"
 LABEL_SITE = "torchship.io/site"
 LABEL_NAME = "app.kubernetes.io/name"
+METRICS_PORT_NAME = "metrics"
+SCRAPE_INTERVAL = "15s"
+METRICS_MODES = ("annotations", "podmonitor", "off")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,9 @@ class KubeOptions:
     ttl_after_finished_s: int = TTL_AFTER_FINISHED_S
     image_digest: str | None = None  # "sha256:…" of the pushed image: pulled by digest
     checkpoint_claim: str | None = None  # a PVC holding run folders, so a retry resumes
+    metrics: str = "annotations"  # how Prometheus finds the pods: annotations | podmonitor | off
+    metrics_namespace: str = "monitoring"  # where Prometheus runs: the NetworkPolicy lets it in
+    log_format: str = "json"  # TORCHSHIP_LOG_FORMAT in the pods: one JSON object per line
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
@@ -66,7 +76,9 @@ def options_for(site: Site, image_digest: str | None = None) -> KubeOptions:
         )
     return KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
                        queue=site.queue, image_digest=image_digest,
-                       checkpoint_claim=site.checkpoint_claim)  # fmt: skip
+                       checkpoint_claim=site.checkpoint_claim, metrics=site.prometheus,
+                       metrics_namespace=site.prometheus_namespace,
+                       log_format=site.log_format or "json")  # fmt: skip
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -149,7 +161,9 @@ def pod_spec(
     image: str,
     rendezvous: list[str] | None = None,
     run: tuple[dict[str, Any], dict[str, Any]] | None = None,
+    o: KubeOptions | None = None,
 ) -> dict[str, Any]:
+    o = o or KubeOptions()
     run_volume, run_mount = run or _run_volume("", None)
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_mib(job)}Mi"}},
@@ -171,23 +185,26 @@ def pod_spec(
         if sub:
             mount["subPath"] = sub
         mounts.append(mount)
-    env = [
-        {"name": "TORCHSHIP_JOB_ID", "value": job_id},
-        {"name": "TORCHSHIP_RUN_DIR", "value": RUN_MOUNT},
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "USER", "value": "torchship"},
-        {"name": "LOGNAME", "value": "torchship"},
-        *({"name": k, "value": v} for k, v in sorted(job.env.items())),
-    ]
-    container = {
+    env = {
+        "TORCHSHIP_JOB_ID": job_id,
+        "TORCHSHIP_RUN_DIR": RUN_MOUNT,
+        "PYTHONUNBUFFERED": "1",
+        "HOME": "/tmp",
+        "USER": "torchship",
+        "LOGNAME": "torchship",
+        LOG_FORMAT_ENV: o.log_format,
+    }
+    if o.metrics != "off":  # local rank 0 serves the training series on every pod's IP
+        env |= {METRICS_PORT_ENV: str(TRAINING_PORT), METRICS_ADDR_ENV: "0.0.0.0"}
+    env |= dict(sorted(job.env.items()))  # the job's own settings win
+    container: dict[str, Any] = {
         "name": "train",
         "image": image,
         # Always: the registry checks this pod's pull credentials on every start, so a node's
         # cached copy of a private image is not handed to a pod that may not pull it.
         "imagePullPolicy": "Always",
         "command": _command(job, job_id, rendezvous),
-        "env": env,
+        "env": [{"name": k, "value": v} for k, v in env.items()],
         "resources": _resources(job),
         "volumeMounts": mounts,
         "securityContext": {
@@ -201,6 +218,10 @@ def pod_spec(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
+    if o.metrics != "off":
+        container["ports"] = [
+            {"name": METRICS_PORT_NAME, "containerPort": TRAINING_PORT, "protocol": "TCP"}
+        ]
     return {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
@@ -215,6 +236,46 @@ def pod_spec(
         "containers": [container],
         "volumes": volumes,
     }
+
+
+def template_meta(labels: dict[str, str], o: KubeOptions) -> dict[str, Any]:
+    """A pod template's metadata: the job's labels, and Prometheus' scrape annotations when
+    the site finds pods by annotation (the prometheus.io/* convention of Prometheus' own
+    example Kubernetes configuration and most Helm charts)."""
+    meta: dict[str, Any] = {"labels": labels}
+    if o.metrics == "annotations":
+        meta["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(TRAINING_PORT),
+            "prometheus.io/path": "/metrics",
+        }
+    return meta
+
+
+def pod_monitor(meta: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """A monitoring.coreos.com/v1 PodMonitor: the Prometheus operator scrapes the job's pods'
+    `metrics` port. Its labels are the job's (a Prometheus whose podMonitorSelector is empty,
+    or matches app.kubernetes.io/name, picks it up)."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": meta,
+        "spec": {
+            "selector": {"matchLabels": {LABEL_JOB: job_id}},
+            "podMetricsEndpoints": [
+                {"port": METRICS_PORT_NAME, "path": "/metrics", "interval": SCRAPE_INTERVAL}
+            ],
+        },
+    }
+
+
+def companions(job: JobSpec, job_id: str, meta: dict[str, Any], o: KubeOptions) -> list[Any]:
+    """What goes with every job's main object: its NetworkPolicy, and its PodMonitor."""
+    scraper = o.metrics_namespace if o.metrics != "off" else None
+    out = [network_policy(meta, job_id, job.egress, scraper)]
+    if o.metrics == "podmonitor":
+        out.append(pod_monitor(meta, job_id))
+    return out
 
 
 def image_for(lock: Lock | None, job: JobSpec, o: KubeOptions) -> str:
@@ -249,9 +310,14 @@ def render_one_node(
         "backoffLimit": job.retries,
         "ttlSecondsAfterFinished": o.ttl_after_finished_s,
         "template": {
-            "metadata": {"labels": labels},
+            "metadata": template_meta(labels, o),
             "spec": pod_spec(
-                job, job_id, image_for(lock, job, o), None, _run_volume(name, o.checkpoint_claim)
+                job,
+                job_id,
+                image_for(lock, job, o),
+                None,
+                _run_volume(name, o.checkpoint_claim),
+                o,
             ),
         },
     }
@@ -259,17 +325,28 @@ def render_one_node(
         job_spec["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
     if o.queue:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it
-    return [
-        {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec},
-        network_policy(meta, job_id, job.egress),
-    ]
+    main = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
+    return [main, *companions(job, job_id, meta, o)]
 
 
 def network_policy(
-    meta: dict[str, Any], job_id: str, egress: tuple[tuple[str, int | None], ...] = ()
+    meta: dict[str, Any],
+    job_id: str,
+    egress: tuple[tuple[str, int | None], ...] = (),
+    scraper_namespace: str | None = None,
 ) -> dict[str, Any]:
     """Only the job's own pods (rendezvous, NCCL: any port between them, as NCCL picks ephemeral
-    ones), DNS, and the egress the job declares (`egress = ["CIDR[:PORT]"]`, TCP)."""
+    ones), DNS, and the egress the job declares (`egress = ["CIDR[:PORT]"]`, TCP); in, besides
+    the job's pods, Prometheus from `scraper_namespace` to the metrics port and nothing else."""
+    ingress: list[dict[str, Any]] = [
+        {"from": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]}
+    ]
+    if scraper_namespace:
+        ingress.append({
+            "from": [{"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": scraper_namespace}}}],
+            "ports": [{"protocol": "TCP", "port": TRAINING_PORT}],
+        })  # fmt: skip
     declared: list[dict[str, Any]] = []
     for cidr, port in egress:
         rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}}]}
@@ -283,7 +360,7 @@ def network_policy(
         "spec": {
             "podSelector": {"matchLabels": {LABEL_JOB: job_id}},
             "policyTypes": ["Ingress", "Egress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]}],
+            "ingress": ingress,
             "egress": [
                 {"to": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]},
                 {
@@ -325,14 +402,14 @@ def render_jobset(
         f"--master-port={MASTER_PORT}",
     ]
     pod = pod_spec(
-        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim)
+        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim), o
     )
     indexed = {
         "parallelism": job.nodes,
         "completions": job.nodes,
         "completionMode": "Indexed",
         "backoffLimit": 0,  # one node failing restarts the whole set (failurePolicy)
-        "template": {"metadata": {"labels": labels}, "spec": pod},
+        "template": {"metadata": template_meta(labels, o), "spec": pod},
     }
     if job.max_runtime_minutes:
         indexed["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
@@ -346,7 +423,7 @@ def render_jobset(
         spec["suspend"] = True
     jobset = {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet", "metadata": meta,
               "spec": spec}  # fmt: skip
-    return [jobset, network_policy(meta, job_id, job.egress)]
+    return [jobset, *companions(job, job_id, meta, o)]
 
 
 def render_pytorchjob(
@@ -367,13 +444,13 @@ def render_pytorchjob(
         "--master-port=$(PET_MASTER_PORT)",
     ]
     pod = pod_spec(
-        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim)
+        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim), o
     )
     pod["containers"][0]["name"] = "pytorch"  # the operator finds the container by this name
 
     def replica(n: int) -> dict[str, Any]:
         return {"replicas": n, "restartPolicy": "Never",
-                "template": {"metadata": {"labels": labels}, "spec": pod}}  # fmt: skip
+                "template": {"metadata": template_meta(labels, o), "spec": pod}}  # fmt: skip
 
     run_policy: dict[str, Any] = {
         "backoffLimit": job.retries,
@@ -390,7 +467,7 @@ def render_pytorchjob(
         "pytorchReplicaSpecs": {"Master": replica(1), "Worker": replica(job.nodes - 1)},
     }
     obj = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "metadata": meta, "spec": spec}
-    return [obj, network_policy(meta, job_id, job.egress)]
+    return [obj, *companions(job, job_id, meta, o)]
 
 
 def render(

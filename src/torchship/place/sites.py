@@ -21,6 +21,9 @@ context = "onprem"                # kubeconfig context (kubernetes)
 namespace = "ml"
 operator = "jobset"               # multi-node objects: jobset | kubeflow
 checkpoint_claim = "ml-runs"      # a PVC for run folders, so a retried pod resumes (kubernetes)
+prometheus = "annotations"        # how Prometheus finds job pods: annotations | podmonitor | off
+prometheus_namespace = "monitoring"  # where Prometheus runs: the job's NetworkPolicy lets it in
+log_format = "json"               # job logs: json (Loki, ELK) or text (kubernetes, skypilot)
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ SITE_KEYS = (
     "name", "kind", "tier", "trust", "data_classes", "region", "gpus", "max_nodes",
     "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
     "wait_budget_minutes", "wait_share", "startup_minutes", "queue", "context", "namespace",
-    "operator", "registry", "checkpoint_claim",
+    "operator", "registry", "checkpoint_claim", "prometheus", "prometheus_namespace", "log_format",
 )  # fmt: skip
+PROMETHEUS_MODES = ("annotations", "podmonitor", "off")
+LOG_FORMATS = ("json", "text")
+# log_format's default per kind: cluster logs go to a collector; SkyPilot's and the local
+# machine's come back to this machine's run folder, read by people (`torchship logs`)
+DEFAULT_LOG_FORMAT = {"kubernetes": "json", "skypilot": "text"}
 GPU_KEYS = ("model", "count", "per_node")
 SINGLE_NODE_KINDS = frozenset({"local", "docker"})
 # The form of data address each kind of site reads (torchship.spec.job.data_kind): a process
@@ -85,6 +93,9 @@ class Site:
     operator: str = "jobset"
     registry: str = ""
     checkpoint_claim: str | None = None
+    prometheus: str = "annotations"  # kubernetes: annotations | podmonitor | off
+    prometheus_namespace: str = "monitoring"
+    log_format: str = ""  # kubernetes and skypilot: json | text; "" elsewhere (set by the job)
 
     @property
     def total_gpus(self) -> int:
@@ -180,6 +191,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
     operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
     if operator not in OPERATORS:
         raise r.fail("operator", f"{operator!r} is not supported", "one of: jobset, kubeflow")
+    prometheus, log_format = _monitoring(r, kind)
     price = r.number("price_per_gpu_hour", 0, "price_per_gpu_hour = 2.5") or 0.0
     if price and not (table.get("price_as_of") and table.get("price_source")):
         raise r.fail(
@@ -209,7 +221,33 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         operator=operator,
         registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
         checkpoint_claim=r.string("checkpoint_claim", None, 'checkpoint_claim = "ml-runs"'),
+        prometheus=prometheus,
+        prometheus_namespace=r.string(
+            "prometheus_namespace", "monitoring", 'prometheus_namespace = "monitoring"'
+        )
+        or "monitoring",
+        log_format=log_format,
     )
+
+
+def _monitoring(r: FieldReader, kind: str) -> tuple[str, str]:
+    """(prometheus, log_format): how Prometheus finds the site's jobs, how their logs read."""
+    prometheus = r.string("prometheus", "annotations", 'prometheus = "podmonitor"') or ""
+    if prometheus not in PROMETHEUS_MODES:
+        raise r.fail("prometheus", f"{prometheus!r} is not a way to find pods",
+                     f"one of: {', '.join(PROMETHEUS_MODES)}")  # fmt: skip
+    for key in ("prometheus", "prometheus_namespace"):
+        if key in r.table and kind != "kubernetes":
+            raise r.fail(key, f"applies to kubernetes sites, not {kind}",
+                         "remove it; other sites publish the port as the docs say")  # fmt: skip
+    default = DEFAULT_LOG_FORMAT.get(kind, "")
+    log_format = r.string("log_format", default, 'log_format = "json"') or ""
+    if "log_format" in r.table and not default:
+        raise r.fail("log_format", f"applies to kubernetes and skypilot sites, not {kind}",
+                     'set TORCHSHIP_LOG_FORMAT = "json" in the job\'s [job.env]')  # fmt: skip
+    if log_format not in (*LOG_FORMATS, ""):
+        raise r.fail("log_format", f"{log_format!r} is not a log format", "one of: json, text")
+    return prometheus, log_format
 
 
 def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
