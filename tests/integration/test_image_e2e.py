@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium
 from tests.conftest import REPO, run_cli
 from tests.podman_env import CPU_LOCK, ENGINE_ARGS, install_tools, prepare, sh
 from tests.podman_env import build as build_image
@@ -171,43 +172,21 @@ def test_jupyter_needs_its_token(jupyter: tuple[str, str]) -> None:
     assert _status(f"{base}/api/contents", "wrong-token") == 403
 
 
-def test_jupyterlab_renders_in_headless_chromium(jupyter: tuple[str, str], tmp_path: Path) -> None:
+def test_jupyterlab_renders_in_headlesschromium(jupyter: tuple[str, str], tmp_path: Path) -> None:
     reason = install_tools(("chromium",))
     if reason:
         pytest.skip(reason)
     base, token = jupyter
-    lab = _chromium(tmp_path, "--dump-dom", f"{base}/lab?token={token}")
+    lab = chromium(tmp_path, "--dump-dom", f"{base}/lab?token={token}")
     card = re.compile(r'class="[^"]*jp-LauncherCard')  # an element, not a CSS rule
     assert card.search(lab), lab[-2000:]  # JupyterLab rendered, its launcher open
-    login = _chromium(tmp_path, "--dump-dom", f"{base}/lab?token=nope")
+    login = chromium(tmp_path, "--dump-dom", f"{base}/lab?token=nope")
     assert not card.search(login) and 'name="password"' in login  # the login page instead
     shot = tmp_path / "jupyterlab.png"
-    _chromium(tmp_path, f"--screenshot={shot}", f"{base}/lab?token={token}")
+    chromium(tmp_path, f"--screenshot={shot}", f"{base}/lab?token={token}")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if os.environ.get("TORCHSHIP_KEEP_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["TORCHSHIP_KEEP_SCREENSHOT"])
-
-
-def _chromium(tmp: Path, *args: str) -> str:
-    """Headless Chromium with a fresh profile each time (no login cookie carried over)."""
-    profile = tmp / f"profile-{os.urandom(4).hex()}"
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,800",
-        "--virtual-time-budget=20000",
-    ]
-    proc = subprocess.run(
-        ["chromium", *flags, *args], capture_output=True, text=True, timeout=120, check=False
-    )
-    return proc.stdout
 
 
 # --- the docker site and the launch commands, through the CLI, on podman --------------------

@@ -23,6 +23,9 @@ from pathlib import Path
 from types import FrameType
 
 from torchship._atomic import write_text_atomic
+from torchship.monitor.gpus import GpuReader, open_reader
+from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler, interval_s
+from torchship.monitor.sampler import FILE as GPU_FILE
 
 GRACE_S = 20.0  # torchrun forwards SIGTERM to workers and waits for them (its default is 30 s)
 POLL_S = 0.2
@@ -64,7 +67,15 @@ def stop(child: subprocess.Popen[bytes], job_id: str) -> None:
     kill_all(job_id, signal.SIGKILL)
 
 
-def supervise(run_dir: Path, job_id: str, max_runtime_s: float | None, cmd: list[str]) -> int:
+def supervise(
+    run_dir: Path,
+    job_id: str,
+    max_runtime_s: float | None,
+    cmd: list[str],
+    gpus: GpuReader | None = None,
+    sample_s: float = DEFAULT_INTERVAL_S,
+) -> int:
+    """Run `cmd` to its end; with `gpus`, sample them into run_dir/gpus.jsonl meanwhile."""
     cancelled: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -77,6 +88,7 @@ def supervise(run_dir: Path, job_id: str, max_runtime_s: float | None, cmd: list
     write_text_atomic(run_dir / "supervisor.json", json.dumps(info) + "\n")
     print(f"[torchship] job {job_id} started: {' '.join(cmd[:4])} …", flush=True)
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    sampler = Sampler(gpus, run_dir / GPU_FILE, job_id, sample_s).start() if gpus else None
     reason = ""
     while child.poll() is None:
         if cancelled:
@@ -90,6 +102,8 @@ def supervise(run_dir: Path, job_id: str, max_runtime_s: float | None, cmd: list
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(POLL_S)
     kill_all(job_id, signal.SIGKILL)  # orphaned workers, if torchrun itself was killed
+    if sampler is not None:
+        sampler.stop()
     code = exit_code(child.returncode)
     state = "cancelled" if cancelled else ("succeeded" if code == 0 and not reason else "failed")
     reason = reason or ("" if code == 0 else f"exit code {code}")
@@ -109,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     if not cmd:
         p.error("no command after --")
-    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd)
+    gpus, _why_not = open_reader()  # no NVML here: no samples, and the report says so
+    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s())
 
 
 if __name__ == "__main__":

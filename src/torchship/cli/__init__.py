@@ -24,6 +24,7 @@ from torchship.cli import lock as lock_cmd
 from torchship.cli import logs as logs_cmd
 from torchship.cli import metrics as metrics_cmd
 from torchship.cli import plan as plan_cmd
+from torchship.cli import report as report_cmd
 from torchship.cli import resolve as resolve_cmd
 from torchship.cli import run as run_cmd
 from torchship.cli import simulate as simulate_cmd
@@ -49,6 +50,7 @@ COMMANDS = (
     logs_cmd,
     cancel_cmd,
     metrics_cmd,
+    report_cmd,
 )
 
 
