@@ -1,25 +1,48 @@
 """`torchship metrics serve [--port P] [--host H]`: the Prometheus exporter (GPU metrics under
-dcgm-exporter's names, torchship's job metrics) until interrupted."""
+dcgm-exporter's names, torchship's job metrics) until interrupted.
+`torchship metrics dashboard [-o FILE]`: the Grafana dashboard for those series."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
+from torchship._atomic import write_text_atomic
 from torchship.errors import UsageError
 from torchship.monitor.exporter import DEFAULT_PORT
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("metrics", help="Prometheus metrics: GPUs (DCGM names) and jobs")
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="serve")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="serve|dashboard")
     s = verbs.add_parser("serve", help="serve /metrics until interrupted")
     s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for a scraper "
                    "elsewhere)")  # fmt: skip
     s.set_defaults(run=run)
+    d = verbs.add_parser("dashboard", help="print (or write) the Grafana dashboard JSON")
+    d.add_argument("-o", "--output", metavar="FILE", help="write it here instead of stdout")
+    d.set_defaults(run=run_dashboard)
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    from torchship.monitor.dashboard import dashboard_json
+
+    text = dashboard_json()
+    if not args.output:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.output)
+    if out.is_dir() or not out.parent.is_dir():
+        raise UsageError(f"--output {out}: not a file in an existing folder",
+                         "give a file name, e.g. torchship.json")  # fmt: skip
+    write_text_atomic(out, text)
+    print(out)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
