@@ -12,7 +12,10 @@ import time
 import uuid
 from pathlib import Path
 
-from torchship.backends.supervise import job_pids
+import pytest
+
+from torchship.backends.supervise import job_pids, supervise
+from torchship.monitor.gpus import FakeGpus
 
 
 def start(run: Path, job_id: str, *cmd: str, max_s: float | None = None) -> subprocess.Popen[bytes]:
@@ -67,3 +70,29 @@ def test_sigterm_cancels_and_sweeps_processes_in_other_sessions(tmp_path: Path) 
     assert ended(tmp_path)["state"] == "cancelled"
     time.sleep(0.2)
     assert job_pids(job_id) == []
+
+
+def test_gpu_samples_and_json_log_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """In-process, with the NVML seam's fake: the supervisor samples every GPU while the job
+    runs, stops when it ends, and logs JSON lines when asked to."""
+    monkeypatch.setenv("TORCHSHIP_LOG_FORMAT", "json")
+    monkeypatch.setenv("TORCHSHIP_JOB_ID", "j-gpu")
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        sleep = [sys.executable, "-c", "import time; time.sleep(0.8)"]
+        code = supervise(tmp_path, "j-gpu", None, sleep, FakeGpus(2), 0.1)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert code == 0
+    rows = [json.loads(x) for x in (tmp_path / "gpus.jsonl").read_text().splitlines()]
+    assert len(rows) >= 6 and {r["gpu"] for r in rows} == {0, 1}
+    size = len(rows)
+    time.sleep(0.3)
+    assert len((tmp_path / "gpus.jsonl").read_text().splitlines()) == size  # stopped with it
+    out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["event"] for r in out] == ["start", "end"]
+    assert out[1]["state"] == "succeeded" and out[1]["exit_code"] == 0
+    assert all(r["job"] == "j-gpu" and r["logger"] == "torchship.supervisor" for r in out)

@@ -190,7 +190,7 @@ class SkyPilotBackend:
         launch = launch_command(task_file, cluster_name(job_id), self.sky or "sky")
         text = to_yaml([sky_task(job, lock, job_id, self.site)])
         sup = [self.python, "-m", "torchship.backends.supervise", "--run-dir", str(run),
-               "--job-id", job_id, "--"]  # fmt: skip
+               "--job-id", job_id, "--no-gpu-samples", "--"]  # fmt: skip
         return Request(site=self.site.name, kind=self.kind, job_id=job_id,
                        text=f"{text}# {shlex.join(launch)}\n", argv=(*sup, *launch),
                        run_dir=str(run))  # fmt: skip

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from torchship._atomic import write_text_atomic
+from torchship.monitor import logs
 from torchship.monitor.gpus import GpuReader, open_reader
 from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler, interval_s
 from torchship.monitor.sampler import FILE as GPU_FILE
@@ -67,6 +68,12 @@ def stop(child: subprocess.Popen[bytes], job_id: str) -> None:
     kill_all(job_id, signal.SIGKILL)
 
 
+def say(msg: str, event: str, **fields: object) -> None:
+    """A line of the job's log: text, or JSON with TORCHSHIP_LOG_FORMAT=json."""
+    level = "error" if fields.get("state") == "failed" else "info"
+    logs.emit("torchship.supervisor", "[torchship]", msg, event, level, fields=fields)
+
+
 def supervise(
     run_dir: Path,
     job_id: str,
@@ -86,7 +93,7 @@ def supervise(
     started = time.time()
     info = {"pid": os.getpid(), "started_at": started, "argv": cmd}
     write_text_atomic(run_dir / "supervisor.json", json.dumps(info) + "\n")
-    print(f"[torchship] job {job_id} started: {' '.join(cmd[:4])} …", flush=True)
+    say(f"job {job_id} started: {' '.join(cmd[:4])} …", "start")
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     sampler = Sampler(gpus, run_dir / GPU_FILE, job_id, sample_s).start() if gpus else None
     reason = ""
@@ -96,7 +103,7 @@ def supervise(
         elif max_runtime_s is not None and time.time() - started > max_runtime_s:
             reason = f"ran past its max runtime ({max_runtime_s / 60:g} min)"
         if reason:
-            print(f"[torchship] stopping job {job_id}: {reason}", flush=True)
+            say(f"stopping job {job_id}: {reason}", "stopping", reason=reason)
             stop(child, job_id)
             break
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -109,7 +116,8 @@ def supervise(
     reason = reason or ("" if code == 0 else f"exit code {code}")
     record = {"state": state, "exit_code": code, "reason": reason, "ended_at": time.time()}
     write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n")
-    print(f"[torchship] job {job_id} {state}" + (f": {reason}" if reason else ""), flush=True)
+    say(f"job {job_id} {state}" + (f": {reason}" if reason else ""), "end", state=state,
+        exit_code=code, reason=reason)  # fmt: skip
     return code
 
 
@@ -118,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True, type=Path)
     p.add_argument("--job-id", required=True)
     p.add_argument("--max-runtime-s", type=float)
+    p.add_argument("--no-gpu-samples", action="store_true",
+                   help="the job runs elsewhere (SkyPilot): no GPU samples here")  # fmt: skip
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     if not cmd:
         p.error("no command after --")
-    gpus, _why_not = open_reader()  # no NVML here: no samples, and the report says so
-    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s())
+    gpus = None if a.no_gpu_samples else open_reader()[0]  # no NVML: no samples (the report
+    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s())  # says so)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""GPU samples over a job's life, for its report: the supervisor of a local or docker job
-reads the GPUs every few seconds and appends one JSON line per GPU to `gpus.jsonl` in the run
-folder. `job` is true on GPUs where a process of this job computes (TORCHSHIP_JOB_ID in its
+"""GPU samples over a job's life, for its report: the supervisor of a local job reads the
+GPUs every few seconds and appends one JSON line per GPU to `gpus.jsonl` in the run folder.
+`job` is true on GPUs where a process of this job computes (TORCHSHIP_JOB_ID in its
 environment), so a report shows the job's own GPUs on a shared machine.
 
     {"time": 1795000000.0, "gpu": 0, "uuid": "GPU-…", "name": "NVIDIA H100 80GB HBM3",
