@@ -16,12 +16,13 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.podman_env import install_tools
 from tests.prom import samples, scrape
 from torchship.monitor.dashboard import ROWS, dashboard, dashboard_json
@@ -39,6 +40,17 @@ def test_committed_dashboard_is_the_generators(request: pytest.FixtureRequest) -
     if request.config.getoption("--regen-golden"):
         DASHBOARD.write_text(dashboard_json())
     assert DASHBOARD.read_text() == dashboard_json(), "run pytest --regen-golden"
+
+
+def test_dashboard_cli(tmp_path: Path) -> None:
+    assert run_cli("metrics", "dashboard").stdout == DASHBOARD.read_text()
+    out = tmp_path / "d.json"
+    proc = run_cli("metrics", "dashboard", "-o", str(out))
+    assert proc.returncode == 0 and out.read_text() == DASHBOARD.read_text()
+    for bad in (tmp_path, tmp_path / "no/such/d.json"):
+        proc = run_cli("metrics", "dashboard", "-o", str(bad))
+        assert proc.returncode == 2 and "not a file in an existing folder" in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 2
 
 
 def test_dashboard_layout_and_variables() -> None:

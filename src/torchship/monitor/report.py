@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchship.backends.local import read_json
 from torchship.monitor.sampler import FILE as GPU_FILE
 from torchship.state import TERMINAL, Event, Job
 
@@ -105,21 +106,14 @@ def gather(job: Job, events: list[Event], run_dir: Path | None) -> RunReport:
                        "(a CPU machine, or nvidia-ml-py not installed)")  # fmt: skip
     r.process_span = (_time_in(r.run_dir / "supervisor.json", "started_at"),
                       _time_in(r.run_dir / "exit.json", "ended_at"))  # fmt: skip
-    summary = r.run_dir / SUMMARY_FILE
-    if summary.is_file():
-        try:
-            loaded = json.loads(summary.read_text(encoding="utf-8"))
-            r.summary = loaded if isinstance(loaded, dict) else None
-        except ValueError:
-            r.notes.append(f"{SUMMARY_FILE} is not valid JSON")
+    r.summary = read_json(r.run_dir / SUMMARY_FILE)
+    if r.summary is None and (r.run_dir / SUMMARY_FILE).is_file():
+        r.notes.append(f"{SUMMARY_FILE} is not a JSON object")
     return r
 
 
 def _time_in(path: Path, key: str) -> float | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+    value = (read_json(path) or {}).get(key)
     return float(value) if isinstance(value, int | float) else None
 
 
