@@ -7,9 +7,10 @@
     │   └── LockFileError          a torchship.lock that is malformed or of an unknown schema
     ├── MatrixError                the packaged compatibility matrix is malformed (a bug)
     ├── NothingFitsError           no torch build runs on the targets (exit 1), with what would
-    └── LockError                  `torchship lock` could not produce a lock (exit 1)
-        ├── IndexUnreachableError  a package index (PyPI, the PyTorch index) could not be reached
-        └── LockOutOfDateError     `lock --check`: the spec changed since the lock was written
+    ├── LockError                  `torchship lock` could not produce a lock (exit 1)
+    │   ├── IndexUnreachableError  a package index (PyPI, the PyTorch index) could not be reached
+    │   └── LockOutOfDateError     `lock --check`: the spec changed since the lock was written
+    └── EnvError                   an environment of the lock cannot be picked or made here
 
 The library raises and never prints or exits; `torchship.cli` maps these to output and exit codes.
 """
@@ -86,3 +87,8 @@ class IndexUnreachableError(LockError):
 
 class LockOutOfDateError(LockError):
     """The spec no longer matches the lock."""
+
+
+class EnvError(TorchshipError):
+    """`torchship sync`: no environment fits this machine, or uv could not install one (the
+    message names the package and the cause)."""

@@ -7,21 +7,26 @@ site for the truth and records any change as a state transition.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from torchship.backends import Backend, Request, backend_for_site, create_backend
 from torchship.backends.preflight import blocking, preflight
 from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
+from torchship.env.sync import AGENT_VAR, Printer
 from torchship.errors import TorchshipError, UsageError
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec, load_job
 from torchship.state import TERMINAL, Job, JobStore, new_job_id
+
+if TYPE_CHECKING:  # the local site's module starts its supervisor's imports: load it lazily
+    from torchship.backends.local import LocalBackend
 
 
 class PreflightError(TorchshipError):
@@ -40,6 +45,7 @@ class Submission:
     lock_path: Path | None
     job: Job | None = None  # None for a dry run
     created: bool = False
+    environment: str | None = None  # "cpu (…/envs/cpu-1a2b…): why", for a synced local run
 
 
 def find_lock(job_file: Path) -> Path | None:
@@ -61,7 +67,13 @@ def submit(
     facts: Facts | None = None,
     backend: Backend | None = None,
     sites: str | Path | None = None,
+    sync: bool = True,
+    env_name: str | None = None,
+    say: Printer | None = None,
+    stream: TextIO | None = None,
 ) -> Submission:
+    """`sync`: a local run happens in the lock's environment for this machine (`env_name`, or
+    picked), synced first, with `say` and `stream` getting the sync's progress."""
     spec = load_job(path)
     placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
     placement["rejected"] = []
@@ -77,6 +89,13 @@ def submit(
         facts = probe()
     backend = backend or create_backend(site)
     caps = backend.capabilities()
+    environment = None
+    from torchship.backends.local import LocalBackend
+
+    if sync and isinstance(backend, LocalBackend) and lock is not None:
+        backend, facts, environment = in_environment(
+            backend, lock, lock_path, facts, env_name, dry_run, say, stream
+        )
     # A remote site's nodes are not this machine: its preflight would judge the wrong host.
     findings = [] if caps.remote else preflight(spec, lock, facts, containers=caps.containers)
     site_findings = getattr(backend, "site_findings", None)  # checks only that site can make
@@ -85,7 +104,7 @@ def submit(
     job_id = new_job_id()
     request = backend.plan(spec, lock, job_id)
     if dry_run:
-        return Submission(spec, request, findings, lock_path)
+        return Submission(spec, request, findings, lock_path, environment=environment)
     errors = blocking(findings)
     if errors and not force:
         raise PreflightError(
@@ -108,10 +127,63 @@ def submit(
         job_id=job_id,
     )
     if not created:  # the same key again: the job that key started, untouched
-        return Submission(spec, request, findings, lock_path, job, created=False)
+        return Submission(spec, request, findings, lock_path, job, False, environment)
     handle = backend.apply(request)
     job = store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
-    return Submission(spec, request, findings, lock_path, job, created=True)
+    return Submission(spec, request, findings, lock_path, job, True, environment)
+
+
+def in_environment(
+    backend: LocalBackend,
+    lock: Lock,
+    lock_path: Path | None,
+    facts: Facts,
+    env_name: str | None,
+    dry_run: bool,
+    say: Printer | None,
+    stream: TextIO | None,
+) -> tuple[LocalBackend, Facts, str]:
+    """The local site running inside the lock's environment for this machine, synced (for a
+    dry run only looked up), and the facts of that environment for the preflight."""
+    import sys
+
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env, sync
+    from torchship.env.sync import SyncedEnv, env_path
+
+    _check_spec(lock, lock_path)
+    pick = pick_environment(lock, facts, load_matrix(), env_name)
+    synced = None if dry_run else sync(pick.env, None, (), say, stream, lock.name)
+    if synced is None:  # a dry run builds nothing: where it would be
+        synced = SyncedEnv(pick.env.name, pick.env.key, env_path(pick.env, envs_dir()), False)
+    if synced.python.exists():
+        facts = env_facts(facts, synced)
+    o = backend.options
+    environ = run_env(synced, agent_path(), os.environ)
+    extra = {k: environ[k] for k in ("VIRTUAL_ENV", "PATH", AGENT_VAR)}
+    options = replace(
+        o,
+        python=str(synced.python),
+        env=extra,
+        supervisor=o.supervisor or sys.executable,
+        environment=pick.env.name,
+    )
+    note = f"{pick.env.name} ({synced.path}): {pick.reason}"
+    return type(backend)(options), facts, note
+
+
+def _check_spec(lock: Lock, lock_path: Path | None) -> None:
+    """Like `uv run`, never run a lock that its spec has moved past."""
+    from torchship.lock.model import check_lock
+    from torchship.spec.load import find_spec_file, load_spec
+
+    if lock_path is None:
+        return
+    try:
+        spec_file = find_spec_file(lock_path.parent)
+    except UsageError:
+        return  # a lock without its spec: nothing to compare
+    check_lock(load_spec(spec_file), lock, lock_path)
 
 
 def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dict[str, Any]]:

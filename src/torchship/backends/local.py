@@ -1,5 +1,5 @@
-"""The `local` site: the job runs as processes on this machine, under torchrun, in the
-current Python environment.
+"""The `local` site: the job runs as processes on this machine, under torchrun, in the lock's
+environment synced for this machine (torchship.env), or with --no-sync in the current one.
 
 plan() is pure: it turns (job, lock, job id) into the exact command, environment and folder.
 apply() starts the supervisor (torchship.backends.supervise) in a session of its own, its
@@ -17,8 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,12 @@ PYTHONS = frozenset({"python", "python3"})
 
 @dataclass(frozen=True, slots=True)
 class LocalOptions:
-    python: str  # the interpreter of the current environment
+    python: str  # the interpreter the job runs with: the synced environment's, or this one
     home: Path  # the data dir: runs/<job id>/ lives here
     host: str
+    env: Mapping[str, str] = field(default_factory=dict)  # VIRTUAL_ENV, PATH, the agent's path
+    supervisor: str | None = None  # torchship's own interpreter (default: `python`)
+    environment: str | None = None  # the lock environment's name, for the plan's text
 
 
 def run_dir(home: Path, job_id: str) -> Path:
@@ -75,9 +78,10 @@ class LocalBackend:
             argv += ["--no-python", *cmd]
             cwd = Path(job.source).resolve().parent
         max_s = job.max_runtime_minutes * 60 if job.max_runtime_minutes else None
-        sup = [o.python, "-m", "torchship.backends.supervise", "--run-dir", str(run)]
-        sup += ["--job-id", job_id, *([f"--max-runtime-s={max_s:g}"] if max_s else []), "--"]
-        env = job_env(job, job_id, run)
+        sup = [o.supervisor or o.python, "-m", "torchship.backends.supervise", "--run-dir"]
+        sup += [str(run), "--job-id", job_id]
+        sup += [*([f"--max-runtime-s={max_s:g}"] if max_s else []), "--"]
+        env = {**o.env, **job_env(job, job_id, run)}
         text = f"cd {shlex.quote(str(cwd))} && " + shlex.join(
             [*(f"{k}={v}" for k, v in env.items()), *argv]
         )

@@ -16,6 +16,7 @@ from torchship.cli import cancel as cancel_cmd
 from torchship.cli import container as container_cmd
 from torchship.cli import diff as diff_cmd
 from torchship.cli import doctor as doctor_cmd
+from torchship.cli import env as env_cmd
 from torchship.cli import export as export_cmd
 from torchship.cli import facts as facts_cmd
 from torchship.cli import image as image_cmd
@@ -36,6 +37,7 @@ COMMANDS = (
     init_cmd,
     resolve_cmd,
     lock_cmd,
+    env_cmd,
     export_cmd,
     facts_cmd,
     doctor_cmd,

@@ -66,6 +66,12 @@ def add_parser(sub: Any) -> None:
         if name == "jupyter":
             p.add_argument("--port", type=int, default=JUPYTER_PORT, help="host port on 127.0.0.1")
         if name == "exec":
+            p.add_argument(
+                "--local",
+                action="store_true",
+                help="run it in the lock's environment synced on this machine, not the image",
+            )
+            p.add_argument("--env", metavar="NAME", help="with --local: an environment of the lock")
             p.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
         p.set_defaults(run=run)
 
@@ -94,6 +100,10 @@ def parse_data(spec: str) -> tuple[str, str, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "local", False):
+        from torchship.cli.env import exec_local
+
+        return exec_local(args, _command(args))
     project = Path(args.project).resolve()
     lock = read_lock(lock_path(project))
     variant = "jupyter" if args.command == "jupyter" else "runtime"
@@ -122,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "shell":
         command: tuple[str, ...] = ("bash",)
     else:
-        command = tuple(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
-        if not command:
-            raise UsageError("exec needs a command", "torchship exec [PROJECT] -- CMD ARGS...")
+        command = _command(args)
     launch = Launch(
         name=f"torchship-{args.command}-{suffix}",
         command=command,
@@ -138,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
         print(shlex.join(argv))
         return 0
     return subprocess.run(argv, check=False).returncode
+
+
+def _command(args: argparse.Namespace) -> tuple[str, ...]:
+    command = tuple(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
+    if not command:
+        raise UsageError("exec needs a command", "torchship exec [PROJECT] -- CMD ARGS...")
+    return command
 
 
 def _jupyter(o: DockerOptions, launch: Launch, port: int, dry_run: bool) -> int:

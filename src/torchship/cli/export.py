@@ -9,6 +9,7 @@ from typing import Any
 from torchship.cli._output import emit
 from torchship.cli.lock import lock_path
 from torchship.lock import export_requirements, read_lock
+from torchship.lock.model import lock_environment
 
 
 def add_parser(sub: Any) -> None:
@@ -18,10 +19,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("project", nargs="?", default=".", help="project folder or spec file")
     p.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    p.add_argument("--env", metavar="NAME", help="an environment of the lock (default: primary)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     lock = read_lock(lock_path(Path(args.project)))
-    emit(export_requirements(lock), args.output, f"{len(lock.packages)} packages")
+    env = lock.primary if args.env is None else lock_environment(lock, args.env)
+    text = export_requirements(lock, env=env.name)
+    emit(text, args.output, f"{len(env.packages)} packages of environment {env.name}")
     return 0

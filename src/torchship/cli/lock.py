@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from torchship.errors import LockFileError
-from torchship.lock import LOCK_FILE, check_lock, lock_spec, read_lock, resolve_spec, write_lock
-from torchship.lock.compile import plan_compile
+from torchship.lock import (
+    LOCK_FILE,
+    Lock,
+    LockEnvironment,
+    check_lock,
+    lock_changes,
+    lock_spec,
+    read_lock,
+    resolve_spec,
+    write_lock,
+)
+from torchship.lock.compile import find_links_from_env, plan_compile
 from torchship.spec.load import find_spec_file, load_spec
 
 
@@ -32,6 +44,12 @@ def add_parser(sub: Any) -> None:
         "--pytorch-index", metavar="URL", help="a mirror of https://download.pytorch.org/whl"
     )
     p.add_argument("--pypi-index", metavar="URL", help="a mirror of https://pypi.org/simple")
+    p.add_argument(
+        "--upgrade",
+        nargs="*",
+        metavar="PKG",
+        help="move pins past the previous lock's: these packages, or every one when none named",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolution and the uv call")
     p.set_defaults(run=run)
 
@@ -56,17 +74,22 @@ def run(args: argparse.Namespace) -> int:
     for d in args.find_links:
         if not Path(d).is_dir():
             raise LockFileError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
+    links = [*args.find_links, *find_links_from_env(os.environ)]
     if args.dry_run:
         res = resolve_spec(spec)
         if res.chosen is None:
             print("nothing fits; see `torchship resolve`")
             return 1
-        plan = plan_compile(spec, res.chosen, args.find_links, args.pytorch_index, args.pypi_index)
+        plan = plan_compile(spec, res.chosen, links, args.pytorch_index, args.pypi_index)
         print(f"would lock {res.chosen.local_version} into {path}")
         print("requirements: " + ", ".join(plan.requirements))
         print("$ " + shlex.join(plan.argv("uv")))
         return 0
-    lock, res = lock_spec(spec, args.find_links, args.pytorch_index, args.pypi_index)
+    previous = _previous(path)
+    upgrade = [":all:"] if args.upgrade == [] else (args.upgrade or [])
+    lock, res = lock_spec(
+        spec, links, args.pytorch_index, args.pypi_index, previous=previous, upgrade=upgrade
+    )
     write_lock(lock, path)
     cuda = f"CUDA {lock.cuda}" if lock.cuda else "CPU"
     print(
@@ -88,7 +111,29 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"  base image: {lock.base_image}")
     print(f"  index:      {lock.index_url}")
+    print("  environments: " + ", ".join(_env_line(lock, e) for e in lock.all_environments()))
     for w in res.warnings:
         print(f"  warning: {w}")
+    changes = lock_changes(previous, lock)
+    if previous is not None:
+        print(f"changes since the previous lock: {len(changes) or 'none'}")
+        for line in changes:
+            print(f"  {line}")
     print(f"wrote {path} ({lock.content_hash[:15]}…)")
     return 0
+
+
+def _env_line(lock: Lock, env: LockEnvironment) -> str:
+    return f"{env.name} (torch {env.torch}, {len(env.packages)} packages)"
+
+
+def _previous(path: Path) -> Lock | None:
+    """The lock being replaced, whose pins are kept; None when there is none or it is
+    unreadable (then everything is resolved afresh, and said so)."""
+    if not path.exists():
+        return None
+    try:
+        return read_lock(path)
+    except LockFileError as e:
+        print(f"note: the previous lock is not used ({e.message})", file=sys.stderr)
+        return None

@@ -35,7 +35,32 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--detach", "-d", action="store_true", help="start it and return")
     p.add_argument("--key", help="idempotency key: the same key never starts a second job")
     p.add_argument("--json", action="store_true", help="print the submission (and result) as JSON")
+    p.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="local site: run in this Python, not the lock's synced environment",
+    )
+    p.add_argument("--env", metavar="NAME", help="local site: this environment of the lock")
     p.set_defaults(run=run)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _submit(args: argparse.Namespace, **kw: Any) -> Submission:
+    quiet = args.json
+    return submit(
+        args.job,
+        args.site,
+        force=args.force,
+        sites=args.sites,
+        sync=not args.no_sync,
+        env_name=args.env,
+        say=None if quiet else _progress,
+        stream=None if quiet else sys.stderr,
+        **kw,
+    )
 
 
 def findings_text(findings: list[Finding]) -> str:
@@ -71,11 +96,13 @@ def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.dry_run:
-        sub = submit(args.job, args.site, dry_run=True, force=args.force, sites=args.sites)
+        sub = _submit(args, dry_run=True)
         would = not any(f.severity == "error" for f in sub.findings) or args.force
         if args.json:
             print_json(_json(sub, None))
         else:
+            if sub.environment:
+                print(f"environment {sub.environment}")
             print(findings_text(sub.findings))
             where = f"{sub.request.site}, lock {sub.lock_path or 'none'}"
             print(f"plan ({where}):\n  {sub.request.text}")
@@ -83,14 +110,14 @@ def run(args: argparse.Namespace) -> int:
         return 0 if would else 1
     with JobStore() as store:
         try:
-            sub = submit(
-                args.job, args.site, store=store, force=args.force, key=args.key, sites=args.sites
-            )
+            sub = _submit(args, store=store, key=args.key)
         except PreflightError as e:
             print(findings_text(e.findings), file=sys.stderr)
             raise
         assert sub.job is not None
         if not args.json:
+            if sub.environment:
+                print(f"environment {sub.environment}")
             print(findings_text(sub.findings))
             verb = "started" if sub.created else "already submitted with this key"
             print(f"job {sub.job.id} {verb}: {sub.job.handle}", flush=True)
@@ -127,6 +154,7 @@ def _json(sub: Submission, job: Job | None) -> dict[str, Any]:
         "exit_code": None if job is None else job.exit_code,
         "plan": sub.request.text,
         "lock": None if sub.lock_path is None else str(sub.lock_path),
+        "environment": sub.environment,
         "findings": [f.to_json() for f in sub.findings],
         "summary": workload_summary(sub),
     }

@@ -21,7 +21,7 @@ from torchship.compat.request import Request
 from torchship.compat.resolve import resolve
 from torchship.doctor.facts import Facts, GPUFact
 from torchship.errors import UnknownGPUError
-from torchship.lock.model import Lock
+from torchship.lock.model import Lock, LockEnvironment
 from torchship.versions import driver_str, parse_version
 
 ERROR, WARNING, INFO = "error", "warning", "info"
@@ -646,44 +646,71 @@ def domain_library_mismatch(ctx: Context) -> list[Finding]:
 # --- lock -------------------------------------------------------------------------------------
 
 
-def lock_mismatch(ctx: Context) -> list[Finding]:
-    f, lock = ctx.facts, ctx.lock
-    if lock is None:
-        return []
+@dataclass(frozen=True, slots=True)
+class _EnvDiff:
+    env: LockEnvironment
+    diffs: tuple[str, ...]
+    pins: tuple[str, ...]
+    core: bool  # torch or Python differ: pinning packages will not do
+
+
+def _env_diff(f: Facts, env: LockEnvironment, cpu_job: bool) -> _EnvDiff:
     diffs, pins = [], []
     variant = torch_variant(f)
-    locked_base = lock.torch.split("+", 1)[0]
+    locked_base = env.torch.split("+", 1)[0]
     # A CPU job computes the same on any build of the locked torch version: the CUDA variant
     # and the CUDA runtime wheels it pulls in do not matter to it.
-    other_variant = variant and variant != lock.variant and not ctx.cpu_job
+    other_variant = variant and variant != env.variant and not cpu_job
     torch_differs = (f.torch or "").split("+", 1)[0] != locked_base or bool(other_variant)
     if torch_differs:
-        diffs.append(f"torch {f.torch or 'missing'} (locked {locked_base}+{lock.variant})")
-    python_differs = f.python is not None and not f.python.startswith(lock.python.rstrip("t") + ".")
+        diffs.append(f"torch {f.torch or 'missing'} (locked {locked_base}+{env.variant})")
+    python_differs = f.python is not None and not f.python.startswith(env.python.rstrip("t") + ".")
     if python_differs:
-        diffs.append(f"Python {f.python} (locked {lock.python})")
+        diffs.append(f"Python {f.python} (locked {env.python})")
     if f.origin != "collect-env":  # a report lists only a few packages
-        for p in lock.packages:
+        for p in env.packages:
             have = f.packages.get(p.name)
-            if ctx.cpu_job and p.name.startswith(CUDA_RUNTIME_WHEELS):
+            if cpu_job and p.name.startswith(CUDA_RUNTIME_WHEELS):
                 continue
             if p.name != "torch" and have != p.version:
                 diffs.append(f"{p.name} {have or 'missing'} (locked {p.version})")
                 pins.append(f"{p.name}=={p.version}")
-    if not diffs:
+    return _EnvDiff(env, tuple(diffs), tuple(pins), torch_differs or python_differs)
+
+
+def lock_mismatch(ctx: Context) -> list[Finding]:
+    """Which environment of the lock this interpreter is (info), or how it differs from the
+    closest one (error)."""
+    f, lock = ctx.facts, ctx.lock
+    if lock is None:
         return []
+    envs = lock.all_environments()
+    scored = [_env_diff(f, e, ctx.cpu_job) for e in envs]
+    best = min(scored, key=lambda d: (d.core, len(d.diffs)))
+    if not best.diffs:
+        return [
+            Finding(
+                "lock-environment",
+                INFO,
+                f"this interpreter matches environment {best.env.name} of {lock.name}'s lock "
+                f"(torch {best.env.torch}, {len(best.env.packages)} packages)",
+                "",
+            )
+        ]
+    diffs = best.diffs
     shown = "; ".join(diffs[:8]) + (f"; and {len(diffs) - 8} more" if len(diffs) > 8 else "")
     fix = (
-        "install from the lock: `torchship export requirements -o r.txt && "
-        "pip install --require-hashes -r r.txt`, or run in the locked image"
+        "run in the locked environment: `torchship sync` builds it, "
+        "`torchship exec --local -- CMD` runs a command in it; or run in the locked image"
     )
-    if pins and not torch_differs and not python_differs and len(pins) <= 10:
-        fix = f"install the locked versions: `pip install {' '.join(pins)}`, or {fix}"
+    if best.pins and not best.core and len(best.pins) <= 10:
+        fix = f"install the locked versions: `pip install {' '.join(best.pins)}`, or {fix}"
+    closest = f" (closest: environment {best.env.name})" if len(envs) > 1 else ""
     return [
         Finding(
             "lock-mismatch",
             ERROR,
-            f"the installed stack differs from {lock.name}'s lock: {shown}",
+            f"the installed stack differs from {lock.name}'s lock{closest}: {shown}",
             fix,
         )
     ]

@@ -261,7 +261,12 @@ def _torch_files() -> tuple[str | None, str | None]:
         return None, None
     if spec is None or not spec.submodule_search_locations:
         return None, None
-    text = _read(Path(next(iter(spec.submodule_search_locations))) / "version.py") or ""
+    return torch_version_file(Path(next(iter(spec.submodule_search_locations))))
+
+
+def torch_version_file(package: Path) -> tuple[str | None, str | None]:
+    """(__version__, cuda) from `package`/version.py of an installed torch, read as text."""
+    text = _read(package / "version.py") or ""
     version = re.search(r"""^__version__\s*=\s*['"]([^'"]+)""", text, re.MULTILINE)
     cuda = re.search(
         r"""^cuda(?:\s*:\s*[^=]+)?\s*=\s*(?:['"]([^'"]+)['"]|None)""", text, re.MULTILINE

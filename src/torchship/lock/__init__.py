@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from torchship.compat.matrix import Matrix, load_matrix
 from torchship.compat.request import request_from_spec
 from torchship.compat.resolve import Resolution, resolve
-from torchship.errors import NothingFitsError
-from torchship.lock.compile import Runner, build_lock, compile_requirements, plan_compile
+from torchship.errors import LockError, NothingFitsError
+from torchship.lock.compile import (
+    CompilePlan,
+    Runner,
+    build_environment,
+    build_lock,
+    compile_requirements,
+    plan_compile,
+    plan_env_compile,
+)
 from torchship.lock.model import (
     LOCK_FILE,
     Lock,
     LockedPackage,
+    LockEnvironment,
     check_lock,
     export_requirements,
+    is_cuda_package,
+    lock_changes,
     read_lock,
     spec_changes,
     write_lock,
@@ -25,9 +37,11 @@ from torchship.spec.model import Spec
 __all__ = [
     "LOCK_FILE",
     "Lock",
+    "LockEnvironment",
     "LockedPackage",
     "check_lock",
     "export_requirements",
+    "lock_changes",
     "lock_spec",
     "read_lock",
     "resolve_spec",
@@ -47,17 +61,49 @@ def lock_spec(
     pytorch_index: str | None = None,
     pypi_index: str | None = None,
     runner: Runner | None = None,
+    previous: Lock | None = None,
+    upgrade: Sequence[str] = (),
 ) -> tuple[Lock, Resolution]:
-    """Resolve and lock `spec`; raises NothingFitsError or LockError. Writes nothing."""
+    """Resolve and lock `spec`: the primary environment, then the `cpu` one pinned to the same
+    versions. `previous` pins are kept where the spec still allows them, except the packages
+    in `upgrade` (":all:" for every one). Raises NothingFitsError or LockError; writes nothing."""
     resolution = resolve_spec(spec)
-    if resolution.chosen is None:
+    choice = resolution.chosen
+    if choice is None:
         first = resolution.rejected[0].reason if resolution.rejected else "no torch release matches"
         raise NothingFitsError(
             f"{spec.source}: no torch build fits the targets ({first})",
             resolution.suggestions[0] if resolution.suggestions else "see `torchship resolve`",
         )
-    plan = plan_compile(
-        spec, resolution.chosen, [str(f) for f in find_links], pytorch_index, pypi_index
-    )
+    links = [str(f) for f in find_links]
+    plan = plan_compile(spec, choice, links, pytorch_index, pypi_index)
+    plan = _with_history(plan, previous, choice.variant.name, upgrade)
     packages = compile_requirements(plan, runner)
-    return build_lock(spec, resolution, packages, plan), resolution
+    environments: tuple[LockEnvironment, ...] = ()
+    if spec.targets.cpu and choice.variant.name != "cpu":
+        cpu = choice.release.variant("cpu")
+        if cpu is None:
+            raise LockError(
+                f"torch {choice.release.torch} has no CPU build to lock a cpu environment from",
+                "set `cpu = false` under [targets] to lock the CUDA environment alone",
+            )
+        shared = [p.pin for p in packages if p.name != "torch" and not is_cuda_package(p.name)]
+        cplan = plan_env_compile(
+            spec, choice.release, cpu, links, pytorch_index, pypi_index, constraints=shared
+        )
+        cplan = _with_history(cplan, previous, "cpu", upgrade)
+        environments = (build_environment(spec, cpu, compile_requirements(cplan, runner), cplan),)
+    return build_lock(spec, resolution, packages, plan, environments), resolution
+
+
+def _with_history(
+    plan: CompilePlan, previous: Lock | None, env: str, upgrade: Sequence[str]
+) -> CompilePlan:
+    """The plan keeping the previous lock's pins of the same environment as preferences."""
+    old = previous.environment(env) if previous else None
+    if old is None and previous is not None and env != "cpu":
+        old = previous.primary  # the CUDA build moved (cu128 → cu130): keep the rest
+    if old is None:
+        return plan
+    pins = tuple(p.pin for p in old.packages if p.name != "torch")
+    return replace(plan, preferences=pins, upgrade=tuple(upgrade))

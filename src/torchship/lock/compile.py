@@ -7,19 +7,24 @@ and `--generate-hashes` records the sha256 of every file of each pinned version.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion
 
-from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX
+from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Release, Variant
 from torchship.compat.resolve import Choice, Resolution
 from torchship.errors import IndexUnreachableError, LockError
-from torchship.lock.model import Lock, LockedGPU, LockedPackage, drop_none
+from torchship.lock.model import Lock, LockedGPU, LockedPackage, LockEnvironment, drop_none
 from torchship.spec.model import Spec
 from torchship.versions import driver_str, version_str
 
@@ -46,8 +51,13 @@ class CompilePlan:
     extra_index_url: str | None
     find_links: tuple[str, ...]
     expected_torch: str  # what the lock must end up with, "2.9.1+cu126" or "2.9.1"
+    env: str = ""  # the lock environment this is for: "cu130", "cpu"
+    torch_index: str = PYPI_INDEX  # where this build of torch is published
+    constraints: tuple[str, ...] = ()  # pins shared with the primary environment
+    preferences: tuple[str, ...] = ()  # the previous lock's pins: kept where still allowed
+    upgrade: tuple[str, ...] = ()  # packages to move past their previous pins; ":all:" = all
 
-    def argv(self, uv: str) -> list[str]:
+    def argv(self, uv: str, constraints_file: str = "", output_file: str = "") -> list[str]:
         args = [
             uv,
             "pip",
@@ -55,7 +65,7 @@ class CompilePlan:
             "-",
             "--generate-hashes",
             "--no-header",
-            "--no-annotate",
+            "--emit-index-annotation",
             "--no-config",
             "--quiet",
             "--python-version",
@@ -69,6 +79,15 @@ class CompilePlan:
             args += ["--extra-index-url", self.extra_index_url]
         for fl in self.find_links:
             args += ["--find-links", fl]
+        if self.constraints:
+            args += ["--constraint", constraints_file or "<constraints.txt>"]
+        if self.preferences:  # uv keeps the pins of an existing output file unless upgraded
+            args += ["--output-file", output_file or "<previous pins>"]
+        if ":all:" in self.upgrade:
+            args.append("--upgrade")
+        else:
+            for name in self.upgrade:
+                args += ["--upgrade-package", name]
         return args
 
     @property
@@ -81,21 +100,38 @@ def platform_for(glibc: tuple[int, ...]) -> str:
     return f"x86_64-manylinux_2_{minor}"
 
 
-def plan_compile(
-    spec: Spec,
-    choice: Choice,
-    find_links: Sequence[str] = (),
-    pytorch_index: str | None = None,
-    pypi_index: str | None = None,
-) -> CompilePlan:
-    """The exact uv call for this spec and choice (pure)."""
-    rel, v = choice.release, choice.variant
-    default = v.name == rel.pypi_default
-    torch = rel.torch if default else rel.local_version(v)
-    reqs = [f"torch=={torch}"]
+def find_links_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """pip's own find-links setting (PIP_FIND_LINKS: folders or URLs, space-separated), which
+    torchship honours as pip does; uv does not read it."""
+    return tuple(x for x in environ.get("PIP_FIND_LINKS", "").split() if x)
+
+
+def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
+    """Wheels of `name`==`version` (local part included) in the find-links folders."""
+    out = []
+    for folder in find_links:
+        path = Path(folder.removeprefix("file://"))
+        if not path.is_dir():
+            continue
+        for wheel in sorted(path.glob("*.whl")):
+            try:
+                wname, wversion, _, _ = parse_wheel_filename(wheel.name)
+            except (InvalidWheelFilename, InvalidVersion):
+                continue
+            if canonicalize_name(wname) == canonicalize_name(name) and str(wversion) == version:
+                out.append(wheel)
+    return out
+
+
+def _requirements(spec: Spec, release: Release, torch: str) -> list[str]:
+    # `===` (exact string): `==2.13.0` would also match a local build such as 2.13.0+cpu in a
+    # find-links folder, and the environment would get the wrong build of torch.
+    reqs = [f"torch==={torch}"]
     for p in spec.packages:
         r = Requirement(p)
-        pairs = {"torchvision": rel.torchvision, "torchaudio": rel.torchaudio}.get(r.name.lower())
+        pairs = {"torchvision": release.torchvision, "torchaudio": release.torchaudio}.get(
+            r.name.lower()
+        )
         if pairs and not r.specifier and not r.url:  # pin the release paired with this torch
             reqs.append(
                 f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}"
@@ -105,20 +141,59 @@ def plan_compile(
             reqs.append(p)
     if spec.image.jupyter and "jupyterlab" not in {Requirement(r).name.lower() for r in reqs}:
         reqs.append("jupyterlab")  # the jupyter image variant runs it, so it is locked too
+    return reqs
+
+
+def plan_compile(
+    spec: Spec,
+    choice: Choice,
+    find_links: Sequence[str] = (),
+    pytorch_index: str | None = None,
+    pypi_index: str | None = None,
+) -> CompilePlan:
+    """The exact uv call for this spec and the resolver's choice (pure)."""
+    return plan_env_compile(
+        spec, choice.release, choice.variant, find_links, pytorch_index, pypi_index
+    )
+
+
+def plan_env_compile(
+    spec: Spec,
+    release: Release,
+    variant: Variant,
+    find_links: Sequence[str] = (),
+    pytorch_index: str | None = None,
+    pypi_index: str | None = None,
+    constraints: Sequence[str] = (),
+    has_wheel: Callable[[str], bool] | None = None,
+) -> CompilePlan:
+    """The uv call that locks one environment: `variant`'s build of `release` (pure, but for
+    `has_wheel`, which looks for torch's wheel in the find-links folders)."""
+    default = variant.name == release.pypi_default
+    torch = release.torch if default else release.local_version(variant)
     extra = None
-    if not default and not find_links:
-        extra = f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{v.name}"
-    glibc = rel.glibc_min
+    if not default:
+        # The PyTorch index serves this build; a find-links folder holding the same wheel
+        # stands in for it where it cannot be reached.
+        local = (has_wheel or (lambda v: bool(wheels_in(find_links, "torch", v))))(torch)
+        if not local:
+            extra = f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{variant.name}"
+    glibc = release.glibc_min
     if spec.targets.glibc:
         glibc = max(glibc, tuple(int(x) for x in spec.targets.glibc.split(".")))
     return CompilePlan(
-        requirements=tuple(reqs),
+        requirements=tuple(_requirements(spec, release, torch)),
         python_version=spec.python.rstrip("t"),
         platform=platform_for(glibc),
         index_url=pypi_index or PYPI_INDEX,
         extra_index_url=extra,
         find_links=tuple(str(f) for f in find_links),
         expected_torch=torch,
+        env=variant.name,
+        torch_index=(pypi_index or PYPI_INDEX)
+        if default
+        else f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{variant.name}",
+        constraints=tuple(constraints),
     )
 
 
@@ -180,37 +255,70 @@ def compile_requirements(
     plan: CompilePlan, runner: Runner | None = None
 ) -> tuple[LockedPackage, ...]:
     """Run uv (through `runner`, the I/O seam) and parse what it pinned."""
-    argv = plan.argv(find_uv() if runner is None else "uv")
-    proc = (runner or _run)(argv, plan.stdin)
-    if proc.returncode != 0:
-        raise _failure(plan, proc.stderr, plan.expected_torch)
-    return parse_compiled(proc.stdout)
+    with tempfile.TemporaryDirectory(prefix="torchship-lock-") as tmp:
+        constraints, previous = Path(tmp, "constraints.txt"), Path(tmp, "previous.txt")
+        constraints.write_text("".join(f"{c}\n" for c in plan.constraints), "utf-8")
+        previous.write_text("".join(f"{c}\n" for c in plan.preferences), "utf-8")
+        argv = plan.argv(find_uv() if runner is None else "uv", str(constraints), str(previous))
+        proc = (runner or _run)(argv, plan.stdin)
+        if proc.returncode != 0:
+            raise _failure(plan, proc.stderr, plan.expected_torch)
+        # With --output-file (previous pins to keep) uv writes its answer there.
+        text = proc.stdout if proc.stdout.strip() else previous.read_text("utf-8")
+    return parse_compiled(text, plan.find_links)
 
 
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")
 _HASH_RE = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+_FROM_RE = re.compile(r"^#\s*from\s+(\S+)")
 
 
-def parse_compiled(text: str) -> tuple[LockedPackage, ...]:
-    """Parse `uv pip compile --generate-hashes` output (requirements.txt with hashes)."""
+def parse_compiled(text: str, find_links: Sequence[str] = ()) -> tuple[LockedPackage, ...]:
+    """Parse `uv pip compile --generate-hashes --emit-index-annotation` output. A package that
+    came from a find-links folder records the wheel's file name instead of an index."""
     packages: list[LockedPackage] = []
-    name = version = None
+    name = version = source = None
     hashes: list[str] = []
+
+    def flush() -> None:
+        if name and version:
+            packages.append(_located(name, version, tuple(hashes), source, find_links))
+
     for raw in text.splitlines():
-        line = (
-            raw.split("#", 1)[0].strip() if not raw.lstrip().startswith("--hash") else raw.strip()
-        )
+        stripped = raw.strip()
+        m_from = _FROM_RE.match(stripped)
+        if m_from:
+            source = m_from.group(1)
+            continue
+        line = raw.split("#", 1)[0].strip() if not stripped.startswith("--hash") else stripped
         if not line:
             continue
         m = _PIN_RE.match(line)
         if m:
-            if name and version:
-                packages.append(LockedPackage(name, version, tuple(hashes)))
-            name, version, hashes = m.group(1).lower(), m.group(3), []
+            flush()
+            name, version, hashes, source = m.group(1).lower(), m.group(3), [], None
         hashes += _HASH_RE.findall(line)
-    if name and version:
-        packages.append(LockedPackage(name, version, tuple(hashes)))
+    flush()
     return tuple(sorted(packages, key=lambda p: p.name))
+
+
+def _located(
+    name: str, version: str, hashes: tuple[str, ...], source: str | None, links: Sequence[str]
+) -> LockedPackage:
+    if source is None or not source.startswith("file://"):
+        return LockedPackage(name, version, hashes, source)
+    wheels = wheels_in(links or (source,), name, version)
+    if len(wheels) > 1:  # several builds of one version: the one whose hash uv recorded
+        wheels = [w for w in wheels if "sha256:" + _sha256(w) in hashes] or wheels
+    return LockedPackage(name, version, hashes, None, wheels[0].name if wheels else None)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _pinned(packages: tuple[LockedPackage, ...], prefix: str) -> str | None:
@@ -220,18 +328,43 @@ def _pinned(packages: tuple[LockedPackage, ...], prefix: str) -> str | None:
     return None
 
 
-def build_lock(
-    spec: Spec, resolution: Resolution, packages: tuple[LockedPackage, ...], plan: CompilePlan
-) -> Lock:
-    """The lock for a resolved spec and what uv pinned (pure)."""
-    choice = resolution.chosen
-    assert choice is not None
+def _locked_torch(packages: tuple[LockedPackage, ...], plan: CompilePlan) -> str:
     torch = next((p.version for p in packages if p.name == "torch"), None)
     if torch != plan.expected_torch:
         raise LockError(
             f"uv locked torch {torch} where {plan.expected_torch} was resolved",
             "check --find-links/--pytorch-index: they must serve the resolved build",
         )
+    return torch
+
+
+def build_environment(
+    spec: Spec, variant: Variant, packages: tuple[LockedPackage, ...], plan: CompilePlan
+) -> LockEnvironment:
+    """A secondary environment of the lock (`cpu`) from what uv pinned for it (pure)."""
+    return LockEnvironment(
+        name=variant.name,
+        torch=_locked_torch(packages, plan),
+        variant=variant.name,
+        cuda=None if variant.cuda is None else variant.cuda_str,
+        python=spec.python,
+        platform=plan.platform,
+        index_url=plan.torch_index,
+        packages=packages,
+    )
+
+
+def build_lock(
+    spec: Spec,
+    resolution: Resolution,
+    packages: tuple[LockedPackage, ...],
+    plan: CompilePlan,
+    environments: tuple[LockEnvironment, ...] = (),
+) -> Lock:
+    """The lock for a resolved spec and what uv pinned (pure)."""
+    choice = resolution.chosen
+    assert choice is not None
+    torch = _locked_torch(packages, plan)
     v = choice.variant
     return Lock(
         spec_hash=spec.spec_hash,
@@ -252,4 +385,5 @@ def build_lock(
         gpus=tuple(LockedGPU(t.label, f"{t.cc[0]}.{t.cc[1]}") for t in resolution.targets),
         driver_target=spec.targets.driver,
         packages=packages,
+        environments=environments,
     )

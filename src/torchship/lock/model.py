@@ -3,6 +3,12 @@
 The lock is TOML (schema documented in docs/lock.md). `content_hash` covers everything else in
 the file, so a hand-edited lock is detected; `spec_hash` covers the spec it was made from, so
 `torchship lock --check` knows when the spec changed. Image tags and labels use `content_hash`.
+
+A lock holds one or more *environments*: the primary one (`[environment]` and `[[package]]`,
+the build the resolver chose for the GPU targets, which images install) and, from schema 2,
+others under `[environments.NAME]` — `cpu` for machines without a usable GPU — with the same
+versions of every package except torch's build and its CUDA wheels. Schema 1 locks (one
+environment) are still read.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ import tomli_w
 
 from torchship._atomic import write_text_atomic
 from torchship._version import __version__
-from torchship.errors import LockFileError, LockOutOfDateError
+from torchship.errors import LockFileError, LockOutOfDateError, UsageError
 from torchship.spec.model import Spec, content_hash
 
 LOCK_FILE = "torchship.lock"
-LOCK_SCHEMA_VERSION = 1
+LOCK_SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 _HEADER = "# torchship.lock: written by `torchship lock`; do not edit by hand.\n"
 
 
@@ -30,9 +37,74 @@ class LockedPackage:
     name: str
     version: str
     hashes: tuple[str, ...]
+    source: str | None = None  # the index it is published on ("https://pypi.org/simple")
+    file: str | None = None  # the file taken from a find-links folder, when one served it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+        return _without_none(
+            {
+                "name": self.name,
+                "version": self.version,
+                "hashes": list(self.hashes),
+                "source": self.source,
+                "file": self.file,
+            }
+        )
+
+    @property
+    def pin(self) -> str:
+        return f"{self.name}=={self.version}"
+
+
+# torch's own CUDA stack: the only packages whose presence and versions differ between a CUDA
+# environment and the CPU one (torch's build aside). triton ships with CUDA builds only.
+CUDA_PACKAGE_PREFIXES = ("nvidia-", "cuda-", "triton")
+
+
+def is_cuda_package(name: str) -> bool:
+    return name.startswith(CUDA_PACKAGE_PREFIXES)
+
+
+@dataclass(frozen=True, slots=True)
+class LockEnvironment:
+    """One installable environment of the lock: what `torchship sync` makes into a venv."""
+
+    name: str  # "cu130" | "cpu"
+    torch: str  # "2.13.0" (PyPI's default build) or "2.13.0+cpu"
+    variant: str
+    cuda: str | None
+    python: str
+    platform: str  # uv's --python-platform, "x86_64-manylinux_2_28"
+    index_url: str  # where torch comes from
+    packages: tuple[LockedPackage, ...]
+
+    @property
+    def key(self) -> str:
+        """What the environment installs, hashed: the cache key of its venv."""
+        return content_hash(
+            {
+                "python": self.python,
+                "platform": self.platform,
+                "packages": [[p.name, p.version, sorted(p.hashes)] for p in self.packages],
+            }
+        )
+
+    @property
+    def short_key(self) -> str:
+        return self.key.split(":", 1)[1][:12]
+
+    def body(self) -> dict[str, Any]:
+        return _without_none(
+            {
+                "torch": self.torch,
+                "variant": self.variant,
+                "cuda": self.cuda,
+                "python": self.python,
+                "platform": self.platform,
+                "index_url": self.index_url,
+                "package": [p.to_dict() for p in self.packages],
+            }
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +137,28 @@ class Lock:
     packages: tuple[LockedPackage, ...]
     torchship_version: str = __version__
     base_digest: str | None = None  # "sha256:…" of base_image, set by `torchship image pin-base`
+    environments: tuple[LockEnvironment, ...] = ()  # besides the primary one: `cpu`
+    schema_version: int = LOCK_SCHEMA_VERSION  # a schema 1 lock keeps its own (and its hash)
+
+    @property
+    def primary(self) -> LockEnvironment:
+        """The environment the resolver chose for the targets: images install this one."""
+        return LockEnvironment(
+            name=self.variant,
+            torch=self.torch,
+            variant=self.variant,
+            cuda=self.cuda,
+            python=self.python,
+            platform=self.platform,
+            index_url=self.index_url,
+            packages=self.packages,
+        )
+
+    def all_environments(self) -> tuple[LockEnvironment, ...]:
+        return (self.primary, *self.environments)
+
+    def environment(self, name: str) -> LockEnvironment | None:
+        return next((e for e in self.all_environments() if e.name == name), None)
 
     def body(self) -> dict[str, Any]:
         """The lock's content without its own hash, in file order."""
@@ -88,8 +182,8 @@ class Lock:
         targets: dict[str, Any] = {"gpus": [{"name": g.name, "cc": g.cc} for g in self.gpus]}
         if self.driver_target is not None:
             targets["driver"] = self.driver_target
-        return {
-            "schema_version": LOCK_SCHEMA_VERSION,
+        body = {
+            "schema_version": self.schema_version,
             "torchship_version": self.torchship_version,
             "name": self.name,
             "spec_hash": self.spec_hash,
@@ -98,6 +192,9 @@ class Lock:
             "spec": drop_none(self.spec),
             "package": [p.to_dict() for p in self.packages],
         }
+        if self.environments:
+            body["environments"] = {e.name: e.body() for e in self.environments}
+        return body
 
     @property
     def content_hash(self) -> str:
@@ -149,9 +246,10 @@ def read_lock(path: Path) -> Lock:
             f"{path}: cannot be read ({e})", "regenerate it with `torchship lock`"
         ) from None
     version = data.get("schema_version")
-    if version != LOCK_SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         raise LockFileError(
-            f"{path}: schema_version {version!r} is not {LOCK_SCHEMA_VERSION}",
+            f"{path}: schema_version {version!r} is not one this torchship reads "
+            f"({', '.join(map(str, READABLE_SCHEMAS))})",
             "regenerate it with this torchship: `torchship lock`",
         )
     env = _need(data, "environment", dict, "", path)
@@ -175,12 +273,11 @@ def read_lock(path: Path) -> Lock:
             nccl=env.get("nccl"),
             gpus=tuple(LockedGPU(str(g["name"]), str(g["cc"])) for g in targets.get("gpus", [])),
             driver_target=targets.get("driver"),
-            packages=tuple(
-                LockedPackage(str(p["name"]), str(p["version"]), tuple(p["hashes"]))
-                for p in _need(data, "package", list, "", path)
-            ),
+            packages=_packages(_need(data, "package", list, "", path)),
             torchship_version=str(data.get("torchship_version", "")),
             base_digest=_digest(env.get("base_digest"), path),
+            environments=_environments(data.get("environments", {}), path),
+            schema_version=version,
         )
     except (KeyError, TypeError) as e:
         raise LockFileError(
@@ -193,6 +290,44 @@ def read_lock(path: Path) -> Lock:
             "regenerate it with `torchship lock`",
         )
     return lock
+
+
+def _packages(raw: list[Any]) -> tuple[LockedPackage, ...]:
+    return tuple(
+        LockedPackage(
+            str(p["name"]),
+            str(p["version"]),
+            tuple(str(h) for h in p["hashes"]),
+            None if p.get("source") is None else str(p["source"]),
+            None if p.get("file") is None else str(p["file"]),
+        )
+        for p in raw
+    )
+
+
+def _environments(raw: Any, path: Path) -> tuple[LockEnvironment, ...]:
+    if not isinstance(raw, dict):
+        raise LockFileError(
+            f"{path}: environments must be a table", "regenerate it with `torchship lock`"
+        )
+    out = []
+    for name, e in raw.items():
+        where = f"environments.{name}."
+        if not isinstance(e, dict):
+            raise LockFileError(f"{path}:{where[:-1]}: not a table", "regenerate it")
+        out.append(
+            LockEnvironment(
+                name=name,
+                torch=_need(e, "torch", str, where, path),
+                variant=_need(e, "variant", str, where, path),
+                cuda=e.get("cuda"),
+                python=_need(e, "python", str, where, path),
+                platform=_need(e, "platform", str, where, path),
+                index_url=_need(e, "index_url", str, where, path),
+                packages=_packages(_need(e, "package", list, where, path)),
+            )
+        )
+    return tuple(out)
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -237,6 +372,36 @@ def _diff(old: Any, new: Any, path: str, out: list[str]) -> None:
         out.append(f"{path.rstrip('.')}: {old!r} → {new!r}")
 
 
+def lock_changes(old: Lock | None, new: Lock) -> list[str]:
+    """What a re-lock did to the pins, one line per change, each naming the environments it
+    touched: `+ tqdm 4.67.1 (cu130, cpu)`, `- rich 14.0.0 (cpu)`, `numpy 2.4.5 → 2.4.6 (…)`."""
+    if old is None:
+        return []
+    before = {e.name: e for e in old.all_environments()}
+    after = {e.name: e for e in new.all_environments()}
+    lines: dict[str, list[str]] = {}
+    for name in [*after, *(n for n in before if n not in after)]:
+        if name not in before:
+            lines.setdefault(f"+ environment {name}", []).append(name)
+            continue
+        if name not in after:
+            lines.setdefault(f"- environment {name}", []).append(name)
+            continue
+        was = {p.name: p.version for p in before[name].packages}
+        now = {p.name: p.version for p in after[name].packages}
+        for pkg in sorted(set(was) | set(now)):
+            if pkg not in was:
+                text = f"+ {pkg} {now[pkg]}"
+            elif pkg not in now:
+                text = f"- {pkg} {was[pkg]}"
+            elif was[pkg] != now[pkg]:
+                text = f"{pkg} {was[pkg]} → {now[pkg]}"
+            else:
+                continue
+            lines.setdefault(text, []).append(name)
+    return [f"{text} ({', '.join(envs)})" for text, envs in lines.items()]
+
+
 def check_lock(spec: Spec, lock: Lock, lock_path: Path) -> None:
     changes = spec_changes(spec, lock)
     if changes:
@@ -246,16 +411,37 @@ def check_lock(spec: Spec, lock: Lock, lock_path: Path) -> None:
         )
 
 
-def export_requirements(lock: Lock, index: bool = True) -> str:
+def export_requirements(lock: Lock, index: bool = True, env: str | None = None) -> str:
     """requirements.txt with hashes, installable with `pip install --require-hashes -r`.
-    `index=False` leaves out the PyTorch index line (the Dockerfile passes its own)."""
+    `index=False` leaves out the PyTorch index line (the Dockerfile passes its own); `env`
+    names an environment of the lock (default: the primary one)."""
+    e = lock.primary if env is None else lock_environment(lock, env)
     lines = [
         f"# exported from {LOCK_FILE} ({lock.content_hash}) by torchship {__version__}",
-        f"# torch {lock.torch} for Python {lock.python} on {lock.platform}",
+        f"# environment {e.name}: torch {e.torch} for Python {e.python} on {e.platform}",
     ]
-    if index and lock.index_url.startswith("https://download.pytorch.org/"):
-        lines.append(f"--extra-index-url {lock.index_url}")
-    for p in lock.packages:
-        hashes = " \\\n    ".join(f"--hash={h}" for h in p.hashes)
-        lines.append(f"{p.name}=={p.version}" + (f" \\\n    {hashes}" if hashes else ""))
+    if index and e.index_url.startswith("https://download.pytorch.org/"):
+        lines.append(f"--extra-index-url {e.index_url}")
+    lines += requirement_lines(e.packages)
     return "\n".join(lines) + "\n"
+
+
+def requirement_lines(packages: tuple[LockedPackage, ...]) -> list[str]:
+    out = []
+    for p in packages:
+        hashes = " \\\n    ".join(f"--hash={h}" for h in p.hashes)
+        out.append(p.pin + (f" \\\n    {hashes}" if hashes else ""))
+    return out
+
+
+def lock_environment(lock: Lock, name: str) -> LockEnvironment:
+    """The environment called `name`, or a UsageError listing the ones there are."""
+    found = lock.environment(name)
+    if found is None:
+        names = ", ".join(e.name for e in lock.all_environments())
+        extra = "" if lock.schema_version > 1 else " (a schema 1 lock: re-lock for a cpu one)"
+        raise UsageError(
+            f"the lock of {lock.name} has no environment {name!r}; it has {names}{extra}",
+            f"pick one of: {names}" if lock.schema_version > 1 else "run `torchship lock`",
+        )
+    return found

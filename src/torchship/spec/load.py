@@ -30,7 +30,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _APT_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+:~-]+)?$")
 
 TOP_KEYS = ("name", "torch", "cuda", "python", "packages", "targets", "image")
-TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat")
+TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat", "cpu")
 IMAGE_KEYS = ("jupyter", "ssh", "cuda_extensions", "system_packages")
 
 T = TypeVar("T")
@@ -93,8 +93,8 @@ class FieldReader:
             raise self.fail(key, f"must be ≥ {minimum:g}, not {value}", f"write {example}")
         return float(value)
 
-    def boolean(self, key: str) -> bool:
-        value = self.table.get(key, False)
+    def boolean(self, key: str, default: bool = False) -> bool:
+        value = self.table.get(key, default)
         if not isinstance(value, bool):
             raise self.fail(
                 key, f"must be true or false, not {_kind(value)}", f"write {key} = true"
@@ -162,6 +162,7 @@ def _targets(r: FieldReader) -> Targets:
         gpus=tuple(g.strip() for g in gpus),
         glibc=t.string("glibc", None, "") if glibc else None,
         allow_forward_compat=t.boolean("allow_forward_compat"),
+        cpu=t.boolean("cpu", default=True),
     )
 
 
@@ -206,6 +207,14 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     python = r.parsed("python", parse_python, 'python = "3.12"')
     cuda = r.parsed("cuda", parse_cuda, 'cuda = "auto" (or "12.8", or "cpu")') or "auto"
     packages = r.strings("packages", 'packages = ["numpy>=2", "transformers"]')
+    targets = _targets(r)
+    if cuda == "cpu" and not targets.cpu:
+        raise SpecError(
+            file,
+            r.path("targets.cpu"),
+            "is false, but cuda = 'cpu' makes the CPU build the only environment",
+            "remove targets.cpu, or set cuda to 'auto' or a CUDA version",
+        )
     for i, p in enumerate(packages):
         try:
             parse_requirement(p)
@@ -219,7 +228,7 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
         python=str(python),
         cuda=cuda,
         packages=packages,
-        targets=_targets(r),
+        targets=targets,
         image=_image(r),
         source=file,
         prefix=prefix,

@@ -16,6 +16,7 @@ class Targets:
     gpus: tuple[str, ...] = ()  # "H100", "RTX 5090", "sm_90", "9.0"
     glibc: str | None = None  # the oldest glibc in the fleet, "2.31"
     allow_forward_compat: bool = False  # accept cuda-compat on data-center GPUs
+    cpu: bool = True  # lock a `cpu` environment too, for machines without a usable GPU
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,9 @@ class Spec:
                 "gpus": list(self.targets.gpus),
                 "glibc": self.targets.glibc,
                 "allow_forward_compat": self.targets.allow_forward_compat,
+                # the default (a cpu environment) is left out, so that specs written before
+                # the field existed keep their hash
+                **({} if self.targets.cpu else {"cpu": False}),
             },
             "image": {
                 "jupyter": self.image.jupyter,

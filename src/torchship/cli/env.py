@@ -1,0 +1,180 @@
+"""`torchship sync`, `torchship env list|path|prune`, and `exec --local`: the lock's
+environments made real on this machine (torchship.env)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from torchship.cli._output import print_json
+from torchship.cli.lock import lock_path
+from torchship.errors import EnvError, UsageError
+from torchship.jobs import _check_spec
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sync", help="build the lock's environment for this machine; print its path")
+    p.add_argument("project", nargs="?", default=".", help="project folder or lock file")
+    _env_flags(p)
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    p.add_argument("--json", action="store_true", help="print what was synced as JSON")
+    p.set_defaults(run=run_sync)
+    e = sub.add_parser("env", help="the synced environments in torchship's cache")
+    esub = e.add_subparsers(dest="env_command", metavar="list|path|prune", required=True)
+    ls = esub.add_parser("list", help="every cached environment")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(run=run_list)
+    path = esub.add_parser("path", help="the environment sync would use here (exit 1: not synced)")
+    path.add_argument("project", nargs="?", default=".", help="project folder or lock file")
+    path.add_argument("--env", metavar="NAME", help="an environment of the lock")
+    path.set_defaults(run=run_path)
+    pr = esub.add_parser("prune", help="remove unused environments and leftovers of killed syncs")
+    pr.add_argument("--all", action="store_true", help="remove every cached environment")
+    pr.add_argument(
+        "--older-than-days",
+        type=float,
+        default=30.0,
+        metavar="D",
+        help="remove environments unused for D days (default: 30)",
+    )
+    pr.set_defaults(run=run_prune)
+
+
+def _env_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", metavar="NAME", help="an environment of the lock (default: picked)")
+    p.add_argument(
+        "--find-links",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder holding locked files (as well as PIP_FIND_LINKS); repeat",
+    )
+
+
+def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
+    """Read the project's lock, pick its environment for this machine, sync it."""
+    from torchship.doctor.probe import probe
+    from torchship.env import sync_lock
+    from torchship.lock import read_lock
+
+    for d in getattr(args, "find_links", []):
+        if not Path(d).is_dir():
+            raise UsageError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
+    path = lock_path(Path(args.project))
+    lock = read_lock(path)
+    _check_spec(lock, path)
+    say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    pick, synced = sync_lock(
+        lock,
+        probe(runtime=False),
+        args.env,
+        getattr(args, "find_links", []),
+        say,
+        None if quiet else sys.stderr,
+    )
+    if not quiet:
+        print(f"environment {pick.env.name}: {pick.reason}", file=sys.stderr)
+    return pick, synced
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    pick, synced = synced_for(args, args.quiet)
+    if args.json:
+        print_json(
+            {
+                "env": synced.name,
+                "key": synced.key,
+                "path": str(synced.path),
+                "python": str(synced.python),
+                "cached": synced.cached,
+                "reason": pick.reason,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    else:
+        print(synced.path)
+    return 0
+
+
+def run_path(args: argparse.Namespace) -> int:
+    from torchship.compat.matrix import load_matrix
+    from torchship.doctor.probe import probe
+    from torchship.env import envs_dir, pick_environment
+    from torchship.env.sync import cached, env_path
+    from torchship.lock import read_lock
+
+    lock = read_lock(lock_path(Path(args.project)))
+    pick = pick_environment(lock, probe(runtime=False), load_matrix(), args.env)
+    hit = cached(pick.env, envs_dir())
+    if hit is None:
+        raise EnvError(
+            f"environment {pick.env.name} of {lock.name} is not synced "
+            f"(it would be {env_path(pick.env, envs_dir())})",
+            f"run `torchship sync {args.project}`",
+        )
+    print(hit.path)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from torchship.env import envs_dir, list_envs
+
+    envs = list_envs(sizes=True)
+    if args.json:
+        print_json([{"path": str(e.path), "size_bytes": e.size_bytes, **e.info} for e in envs])
+        return 0
+    if not envs:
+        print(f"no environments in {envs_dir()}")
+        return 0
+    for e in envs:
+        i = e.info
+        state = "incomplete" if i.get("incomplete") else f"torch {i.get('torch')}"
+        used = _age(e.path)
+        size = f"{(e.size_bytes or 0) / 2**20:,.0f} MiB"
+        print(f"{e.path.name:<24} {i.get('lock', ''):<16} {state:<22} {size:>10}  used {used}")
+    return 0
+
+
+def _age(path: Path) -> str:
+    from torchship.env.sync import MARKER
+
+    try:
+        days = (time.time() - (path / MARKER).stat().st_mtime) / 86400
+    except OSError:
+        return "never"
+    return "today" if days < 1 else f"{days:.0f} d ago"
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from torchship.env import envs_dir, prune
+
+    removed = prune(all_envs=args.all, older_than_s=args.older_than_days * 86400)
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} removed from {envs_dir()}")
+    return 0
+
+
+def exec_local(args: argparse.Namespace, command: tuple[str, ...]) -> int:
+    """`torchship exec --local [PROJECT] -- CMD`: CMD inside the synced environment, as
+    `uv run` runs it (replacing this process: its exit code is CMD's)."""
+    from torchship.env import agent_path, run_env
+
+    _, synced = synced_for(args, quiet=True)
+    env = run_env(synced, agent_path(), os.environ)
+    if args.dry_run:
+        print(f"VIRTUAL_ENV={synced.path} " + " ".join(command))
+        return 0
+    argv = [str(synced.python), *command[1:]] if command[0] in ("python", "python3") else command
+    try:
+        os.execvpe(argv[0], list(argv), env)
+    except OSError as e:
+        raise UsageError(
+            f"cannot run {argv[0]!r} in environment {synced.name}: {e.strerror}",
+            "name a program of the environment (python, torchrun) or on PATH",
+        ) from None

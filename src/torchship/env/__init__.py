@@ -1,0 +1,100 @@
+"""Lock environments made real: pick the one for this machine (pick.py, pure), build it with
+uv into torchship's cache and find it again by its content hash (sync.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from torchship.compat.matrix import Matrix, load_matrix
+from torchship.doctor.facts import Facts
+from torchship.env.pick import Pick, pick_environment, platform_problem
+from torchship.env.sync import (
+    Printer,
+    SyncedEnv,
+    agent_path,
+    cache_dir,
+    envs_dir,
+    list_envs,
+    prune,
+    run_env,
+    sync,
+)
+from torchship.lock.model import Lock
+
+__all__ = [
+    "Pick",
+    "SyncedEnv",
+    "agent_path",
+    "cache_dir",
+    "env_facts",
+    "envs_dir",
+    "installed",
+    "list_envs",
+    "pick_environment",
+    "platform_problem",
+    "prune",
+    "run_env",
+    "sync",
+    "sync_lock",
+]
+
+
+def sync_lock(
+    lock: Lock,
+    facts: Facts,
+    name: str | None = None,
+    find_links: Sequence[str] = (),
+    say: Printer | None = None,
+    stream: TextIO | None = None,
+    root: Path | None = None,
+    matrix: Matrix | None = None,
+) -> tuple[Pick, SyncedEnv]:
+    """The environment of `lock` for the machine `facts` describe (or `name`), synced."""
+    pick = pick_environment(lock, facts, matrix or load_matrix(), name)
+    synced = sync(pick.env, root, find_links, say, stream, lock.name)
+    return pick, synced
+
+
+def site_packages(venv: Path) -> Path | None:
+    return next((venv / "lib").glob("python3*/site-packages"), None)
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """The distributions in a venv, from their dist-info folder names (no import, one
+    listdir): normalised name → version."""
+    import re
+
+    site = site_packages(venv)
+    out: dict[str, str] = {}
+    for entry in sorted(site.iterdir()) if site else []:
+        if entry.name.endswith(".dist-info") and "-" in entry.name:
+            name, version = entry.name.removesuffix(".dist-info").split("-", 1)
+            out[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return out
+
+
+def env_facts(host: Facts, synced: SyncedEnv) -> Facts:
+    """This machine's facts, with the Python side (interpreter, packages, torch's build) read
+    from the synced environment, which is what the job will really run on."""
+    from dataclasses import replace
+
+    from torchship.doctor.probe import torch_version_file
+
+    site = site_packages(synced.path)
+    version, cuda = torch_version_file(site / "torch") if site else (None, None)
+    python = None
+    for line in (synced.path / "pyvenv.cfg").read_text("utf-8").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version_info", "version"):
+            python = value.strip()
+    sources = {**host.sources, "packages": f"environment {synced.name} ({synced.path})"}
+    return replace(
+        host,
+        python=python,
+        packages=installed(synced.path),
+        torch=version,
+        torch_cuda=cuda,
+        sources=sources,
+    )
