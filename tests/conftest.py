@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,6 +18,27 @@ from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_t
 
 REPO = Path(__file__).resolve().parents[1]
 __all__ = ["LOCAL_TORCH_WHEELS", "REPO", "run_cli", "venv_tool"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Synced environments go to a cache of this test run's own (removed at its end), so a run
+    never uses, or is disturbed by, the user's cache or a concurrent run: the first test that
+    runs a job syncs the quickstart's environment, and every later one finds it there.
+    TORCHSHIP_TEST_CACHE_DIR names a cache to keep between runs instead (a developer's choice;
+    CI never sets it)."""
+    keep = os.environ.get("TORCHSHIP_TEST_CACHE_DIR")
+    path = keep or tempfile.mkdtemp(prefix="torchship-test-cache-")
+    os.environ["TORCHSHIP_CACHE_DIR"] = path
+    config.stash[_CACHE] = "" if keep else path
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_CACHE, "")
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_CACHE = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -255,10 +255,17 @@ def test_lock_mismatch_lists_each_difference() -> None:
         packages={"numpy": "1.0"},
     )
     finding = next(x for x in diagnose(f, lock, "", load_matrix()) if x.code == "lock-mismatch")
-    assert "torch 2.13.0+cpu (locked 2.13.0+cu130)" in finding.message
+    # a CPU build is closest to the lock's cpu environment, and is compared with that one
+    assert "(closest: environment cpu)" in finding.message
     assert "Python 3.12.1 (locked 3.11)" in finding.message and "and " in finding.message
+    assert "numpy 1.0 (locked 2.4.6)" in finding.message and "torchship sync" in finding.fix
+    cuda = with_(torch="2.12.0+cu130", torch_cuda="13.0", packages={})
+    finding = next(x for x in diagnose(cuda, lock, "", load_matrix()) if x.code == "lock-mismatch")
+    assert "torch 2.12.0+cu130 (locked 2.13.0+cu130)" in finding.message
     ok = with_(packages={p.name: p.version for p in lock.packages})
     assert "lock-mismatch" not in codes(ok, lock=lock)
+    matched = next(x for x in diagnose(ok, lock, "", load_matrix()) if x.code == "lock-environment")
+    assert "environment cu130" in matched.message and matched.severity == "info"
 
 
 def test_layers_are_in_order() -> None:

@@ -134,7 +134,13 @@ def codes(spec: JobSpec, facts: Facts, lock: object = QUICKSTART_LOCK) -> dict[s
 
 def test_cpu_job_on_a_cpu_box_with_the_locked_versions_passes() -> None:
     # the CPU build of the locked torch stands in for the cu130 build; no GPU findings
-    assert codes(job(), CPU_BOX) == {}
+    assert codes(job(), CPU_BOX) == {"lock-environment": "info"}
+    cpu_env = QUICKSTART_LOCK.environment("cpu")
+    assert cpu_env is not None
+    exact = dataclasses.replace(CPU_BOX, packages={p.name: p.version for p in cpu_env.packages})
+    found = preflight(job(), QUICKSTART_LOCK, exact)
+    assert [(f.code, f.severity) for f in found] == [("lock-environment", "info")]
+    assert "matches environment cpu of quickstart's lock" in found[0].message
 
 
 def test_cpu_job_still_catches_drift_of_other_packages() -> None:
@@ -149,8 +155,11 @@ def test_cpu_job_still_catches_drift_of_other_packages() -> None:
 def test_gpu_job_on_a_cpu_box_is_refused() -> None:
     found = codes(job(gpus_per_node=1), CPU_BOX)
     assert found["not-enough-gpus"] == "error"
-    assert found["lock-mismatch"] == "error"  # a GPU job needs the locked CUDA build
+    # the interpreter is the lock's cpu environment: what is wrong is the machine, not the stack
+    assert found["lock-environment"] == "info" and "lock-mismatch" not in found
     assert "no-gpu-visible" in found
+    schema1 = dataclasses.replace(QUICKSTART_LOCK, environments=(), schema_version=1)
+    assert codes(job(gpus_per_node=1), CPU_BOX, schema1)["lock-mismatch"] == "error"
 
 
 def test_gpu_models_are_matched_by_model_not_by_string() -> None:

@@ -64,15 +64,22 @@ def test_plan_for_a_pytorch_index_build(project: Path) -> None:
     res = resolve_spec(spec)
     assert res.chosen is not None
     plan = plan_compile(spec, res.chosen)
-    assert plan.requirements == ("torch==2.9.1+cu126", "torchvision==0.24.1", "numpy>=2")
+    assert plan.requirements == ("torch===2.9.1+cu126", "torchvision==0.24.1", "numpy>=2")
     argv = plan.argv("uv")
     assert argv[argv.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cu126"
     assert argv[argv.index("--python-platform") + 1] == "x86_64-manylinux_2_28"
     assert argv[argv.index("--python-version") + 1] == "3.12"
     assert "--generate-hashes" in argv and "--no-config" in argv
-    # A find-links folder replaces the PyTorch index; a mirror replaces its host.
-    local = plan_compile(spec, res.chosen, find_links=["/wheels"])
-    assert local.extra_index_url is None and local.find_links == ("/wheels",)
+    # A find-links folder holding the wheel replaces the PyTorch index; one without it does
+    # not; a mirror replaces the index's host.
+    wheels = project / "wheels"
+    wheels.mkdir()
+    empty = plan_compile(spec, res.chosen, find_links=[str(wheels)])
+    assert empty.extra_index_url == "https://download.pytorch.org/whl/cu126"
+    (wheels / "torch-2.9.1+cu126-cp312-cp312-manylinux_2_28_x86_64.whl").write_bytes(b"")
+    local = plan_compile(spec, res.chosen, find_links=[str(wheels)])
+    assert local.extra_index_url is None and local.find_links == (str(wheels),)
+    assert local.torch_index == "https://download.pytorch.org/whl/cu126"
     mirror = plan_compile(spec, res.chosen, pytorch_index="https://mirror.example/whl/")
     assert mirror.extra_index_url == "https://mirror.example/whl/cu126"
 
@@ -85,7 +92,7 @@ def test_plan_for_the_pypi_default_and_free_threaded(tmp_path: Path) -> None:
     res = resolve_spec(spec)
     assert res.chosen is not None
     plan = plan_compile(spec, res.chosen)
-    assert plan.requirements == ("torch==2.13.0",) and plan.extra_index_url is None
+    assert plan.requirements == ("torch===2.13.0",) and plan.extra_index_url is None
     assert plan.python_version == "3.14" and plan.platform == "x86_64-manylinux_2_35"
 
 

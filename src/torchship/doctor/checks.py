@@ -686,7 +686,8 @@ def lock_mismatch(ctx: Context) -> list[Finding]:
         return []
     envs = lock.all_environments()
     scored = [_env_diff(f, e, ctx.cpu_job) for e in envs]
-    best = min(scored, key=lambda d: (d.core, len(d.diffs)))
+    build = torch_variant(f)  # the installed build picks its environment first: cpu, cu130
+    best = min(scored, key=lambda d: (bool(build) and build != d.env.variant, d.core, len(d.diffs)))
     if not best.diffs:
         return [
             Finding(

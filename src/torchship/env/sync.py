@@ -167,7 +167,7 @@ def _build(env: LockEnvironment, tmp: Path, find_links: Sequence[str], out: Text
     uv = find_uv()
     shutil.rmtree(tmp, ignore_errors=True)
     venv = [uv, "venv", "--quiet", "--no-config", "--relocatable", "--python"]
-    _uv([*venv, _interpreter(env.python), str(tmp)], env, out)
+    _uv([*venv, _interpreter(env.python), str(tmp)], env, out, step="venv")
     reqs = tmp / "torchship-requirements.txt"
     reqs.write_text("\n".join(requirement_lines(env.packages)) + "\n", "utf-8")
     _uv(sync_argv(uv, env, tmp, reqs, find_links), env, out)
@@ -199,7 +199,7 @@ def _needs_index(packages: tuple[LockedPackage, ...], links: Sequence[str]) -> b
     return any(p.name == "torch" and not p.file for p in packages)
 
 
-def _uv(argv: Sequence[str], env: LockEnvironment, out: TextIO | None) -> None:
+def _uv(argv: Sequence[str], env: LockEnvironment, out: TextIO | None, step: str = "sync") -> None:
     """Run uv, passing its output through to `out` (progress) and keeping it for errors."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("UV_INDEX", "UV_EXTRA"))}
     proc = subprocess.Popen(
@@ -217,7 +217,19 @@ def _uv(argv: Sequence[str], env: LockEnvironment, out: TextIO | None) -> None:
             out.write(line)
             out.flush()
     if proc.wait() != 0:
-        raise install_error(env, "".join(lines))
+        raise (python_error if step == "venv" else install_error)(env, "".join(lines))
+
+
+def python_error(env: LockEnvironment, text: str) -> EnvError:
+    """`uv venv` failed: almost always no interpreter of the locked Python version."""
+    causes = [ln.strip().removeprefix("cause:").strip() for ln in text.splitlines()]
+    why = next((c for c in reversed(causes) if c), "no output")
+    return EnvError(
+        f"environment {env.name} needs Python {env.python}: none on this machine, and uv "
+        f"could not get one ({why[:200]})",
+        f"install Python {env.python} (from your OS, pyenv, or `uv python install "
+        f"{env.python}` where python-build-standalone can be reached)",
+    )
 
 
 _HASH_RE = re.compile(r"Hash mismatch for `([^`]+)`")
@@ -229,44 +241,52 @@ _URL_RE = re.compile(r"(https?://[^\s`'\")]+)")
 def install_error(env: LockEnvironment, text: str) -> EnvError:
     """One line naming the package and the cause, one line with the fix, from uv's stderr."""
     detail = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln.removeprefix("cause:").strip() for ln in detail if ln.startswith("cause:")]
     pkg = _culprit(env, text)
     label = f"{pkg.name} {pkg.version}" if pkg else f"environment {env.name}"
-    m = _HASH_RE.search(text)
-    if m:
-        got = next((ln.split()[-1] for ln in detail if ln.startswith("Computed")), "")
+    if _HASH_RE.search(text):
+        after = [detail[i + 1] for i, ln in enumerate(detail[:-1]) if ln.startswith("Computed")]
         return EnvError(
             f"{label}: the file found does not match the lock's hash"
-            + (f" (computed {got})" if got else ""),
+            + (f" (computed {after[0]})" if after else ""),
             "the index or find-links folder serves another file than the one locked: "
             "replace it with the locked file, or re-lock with `torchship lock`",
         )
     if any(n in text for n in _NET):
-        urls = _URL_RE.findall(text)
-        where = urls[0] if urls else env.index_url
-        wheel = pkg.file if pkg and pkg.file else None
-        hint = (
-            f"put {wheel} in a folder and pass --find-links DIR (or set PIP_FIND_LINKS)"
-            if wheel
-            else "check the network or proxy (HTTPS_PROXY), or pass --find-links DIR holding "
-            "the locked files"
-        )
-        return EnvError(f"{label}: cannot reach {where}", hint)
-    if "python" in text.lower() and "not found" in text.lower() and "interpreter" in text.lower():
-        return EnvError(
-            f"environment {env.name} needs Python {env.python}, and no such interpreter "
-            "was found on this machine",
-            f"install Python {env.python} (for example `uv python install {env.python}`)",
-        )
-    if pkg is not None and ("not found" in text or "No solution" in text or "no wheels" in text):
+        return _unreachable(env, text, causes)
+    if pkg is not None and ("no version of" in text or "not found" in text):
         return EnvError(
             f"{label}: no file of it on the indexes or find-links folders given "
             f"({env.index_url}{', file ' + pkg.file if pkg.file else ''})",
             "pass --find-links DIR holding the locked file, or re-lock with `torchship lock`",
         )
-    first = next((ln for ln in detail if not ln.startswith(("Using", "Resolved"))), "no output")
+    first = next((ln for ln in detail if ln.startswith("error:")), detail[-1] if detail else "")
+    cause = causes[-1] if causes else first.removeprefix("error:").strip() or "no output"
     return EnvError(
-        f"uv could not install environment {env.name}: {first[:300]}",
+        f"{label}: uv could not install it: {cause[:300]}",
         "run again with --debug, or re-lock with `torchship lock`",
+    )
+
+
+def _unreachable(env: LockEnvironment, text: str, causes: list[str]) -> EnvError:
+    urls = _URL_RE.findall(text)
+    url = urls[0] if urls else env.index_url
+    why = causes[-1] if causes else "unreachable"
+    torch = next((p for p in env.packages if p.name == "torch"), None)
+    if url.startswith(env.index_url.rstrip("/")) and env.index_url != PYPI_INDEX and torch:
+        # the index of torch's build: the one package only it serves
+        wheel = torch.file or f"the torch {torch.version} wheel for Python {env.python}"
+        return EnvError(
+            f"torch {torch.version}: its index {env.index_url} cannot be reached ({why})",
+            f"put {wheel} in a folder and pass --find-links DIR (or set PIP_FIND_LINKS)",
+        )
+    m = re.search(r"/simple/([A-Za-z0-9._-]+)/", url)
+    pkg = next((p for p in env.packages if m and p.name == m.group(1).lower()), None)
+    label = f"{pkg.name} {pkg.version}" if pkg else f"environment {env.name}"
+    return EnvError(
+        f"{label}: cannot reach {url} ({why})",
+        "check the network or proxy (HTTPS_PROXY), or pass --find-links DIR holding the "
+        "locked files",
     )
 
 

@@ -1,0 +1,257 @@
+"""Lock environments: the schema, which environment a machine gets and why, the uv call, and
+uv's errors turned into one line (real uv output under tests/data/uv, captured with its
+command). The real syncs are in tests/integration/test_sync.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from torchship.compat import load_matrix
+from torchship.doctor.facts import Facts, GPUFact
+from torchship.env import pick_environment, platform_problem, prune
+from torchship.env.sync import MARKER, install_error, python_error, sync_argv
+from torchship.errors import EnvError, LockFileError, UsageError
+from torchship.lock import lock_changes, read_lock, write_lock
+from torchship.lock.model import LockedPackage, export_requirements, is_cuda_package
+
+LOCK = read_lock(REPO / "examples/quickstart/torchship.lock")
+UV_DATA = REPO / "tests/data/uv"
+CPU_BOX = Facts(origin="probe", arch="x86_64", glibc="2.36")
+H100 = dataclasses.replace(
+    CPU_BOX, driver="580.95.05", gpus=(GPUFact(0, "NVIDIA H100 80GB HBM3", cc="9.0"),)
+)
+
+
+def uv_stderr(name: str) -> str:
+    text = (UV_DATA / name).read_text()
+    return text.split("\n", 1)[1]  # the first line says where it came from
+
+
+# --- the lock's environments ------------------------------------------------------------------
+
+
+def test_quickstart_lock_holds_a_cuda_and_a_cpu_environment() -> None:
+    assert LOCK.schema_version == 2
+    assert [e.name for e in LOCK.all_environments()] == ["cu130", "cpu"]
+    cu, cpu = LOCK.all_environments()
+    assert cpu.torch == "2.13.0+cpu" and cpu.index_url == "https://download.pytorch.org/whl/cpu"
+    same = {p.name: p.version for p in cu.packages if p.name != "torch"}
+    # the same versions of every package, except torch's build and its CUDA wheels
+    for p in cpu.packages:
+        if p.name != "torch":
+            assert same[p.name] == p.version, p.name
+    assert {n for n in same if n not in {p.name for p in cpu.packages}} == {
+        n for n in same if is_cuda_package(n)
+    }
+    torch = next(p for p in cpu.packages if p.name == "torch")
+    assert torch.file and torch.file.startswith("torch-2.13.0+cpu-cp311") and torch.hashes
+    assert all(p.source == "https://pypi.org/simple" for p in cpu.packages if p.name != "torch")
+    assert cu.key != cpu.key and len(cu.short_key) == 12
+
+
+def test_schema_1_locks_are_still_read(tmp_path: Path) -> None:
+    old = read_lock(REPO / "tests/data/locks/cu128/torchship.lock")
+    assert old.schema_version == 1 and old.environments == ()
+    assert [e.name for e in old.all_environments()] == [old.variant]
+    write_lock(old, tmp_path / "torchship.lock")  # kept as schema 1: same hash, same text
+    again = read_lock(tmp_path / "torchship.lock")
+    assert again.content_hash == old.content_hash
+    with pytest.raises(UsageError) as e:
+        export_requirements(old, env="cpu")
+    assert "schema 1" in e.value.message and "torchship lock" in e.value.hint
+
+
+def test_an_unknown_schema_is_refused_with_the_ones_read(tmp_path: Path) -> None:
+    text = (REPO / "examples/quickstart/torchship.lock").read_text()
+    (tmp_path / "torchship.lock").write_text(text.replace("schema_version = 2", "schema_version = 7"))
+    with pytest.raises(LockFileError) as e:
+        read_lock(tmp_path / "torchship.lock")
+    assert "schema_version 7" in e.value.message and "(1, 2)" in e.value.message
+
+
+def test_a_hand_edited_environment_breaks_the_content_hash(tmp_path: Path) -> None:
+    text = (REPO / "examples/quickstart/torchship.lock").read_text()
+    edited = text.replace('version = "2.13.0+cpu"', 'version = "2.12.0+cpu"')
+    assert edited != text
+    (tmp_path / "torchship.lock").write_text(edited)
+    with pytest.raises(LockFileError, match="content_hash"):
+        read_lock(tmp_path / "torchship.lock")
+
+
+def test_export_of_each_environment() -> None:
+    cpu = export_requirements(LOCK, env="cpu")
+    assert "# environment cpu: torch 2.13.0+cpu" in cpu
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert "torch==2.13.0+cpu \\\n    --hash=sha256:" in cpu and "nvidia-" not in cpu
+    assert "nvidia-nccl-cu13==" in export_requirements(LOCK)
+
+
+def test_relock_changes_name_each_environment() -> None:
+    cu, cpu = LOCK.all_environments()
+    tqdm = LockedPackage("tqdm", "4.67.1", ("sha256:" + "1" * 64,))
+
+    def bumped(pkgs: tuple[LockedPackage, ...]) -> tuple[LockedPackage, ...]:
+        moved = [dataclasses.replace(p, version="9.9") if p.name == "numpy" else p for p in pkgs]
+        return tuple(sorted([*moved, tqdm], key=lambda p: p.name))
+
+    new_cpu = dataclasses.replace(cpu, packages=bumped(cpu.packages))
+    new = dataclasses.replace(LOCK, packages=bumped(LOCK.packages), environments=(new_cpu,))
+    assert lock_changes(LOCK, new) == ["numpy 2.4.6 → 9.9 (cu130, cpu)", "+ tqdm 4.67.1 (cu130, cpu)"]
+    assert lock_changes(LOCK, LOCK) == [] and lock_changes(None, LOCK) == []
+    alone = dataclasses.replace(LOCK, environments=())
+    assert lock_changes(alone, LOCK) == ["+ environment cpu (cpu)"]
+    assert lock_changes(LOCK, alone) == ["- environment cpu (cpu)"]
+
+
+# --- which environment this machine gets ------------------------------------------------------
+
+
+def test_a_machine_without_a_driver_gets_the_cpu_environment() -> None:
+    pick = pick_environment(LOCK, CPU_BOX, load_matrix())
+    assert pick.env.name == "cpu" and pick.reason.startswith("this machine has no NVIDIA driver")
+
+
+def test_a_gpu_the_cuda_environment_runs_on_gets_it() -> None:
+    pick = pick_environment(LOCK, H100, load_matrix())
+    assert pick.env.name == "cu130" and "driver 580.95.05 runs cu130" in pick.reason
+
+
+@pytest.mark.parametrize(
+    ("gpu", "driver", "why"),
+    [
+        # R550 is below CUDA 13's floor: the CUDA build would not load
+        (GPUFact(0, "NVIDIA H100 80GB HBM3", cc="9.0"), "550.54.15", "needs driver ≥ 580.65.06"),
+        # Pascal (sm_61): cu130 builds no kernels for it
+        (GPUFact(0, "NVIDIA GeForce GTX 1080", cc="6.1"), "580.95.05", "no kernels for GPU 0"),
+        # compute capability unknown from the probe: looked up by name in the matrix
+        (GPUFact(0, "Tesla P100-PCIE-16GB"), "580.95.05", "(sm_60)"),
+    ],
+)
+def test_a_gpu_the_cuda_environment_cannot_use_falls_back_to_cpu(
+    gpu: GPUFact, driver: str, why: str
+) -> None:
+    facts = dataclasses.replace(CPU_BOX, driver=driver, gpus=(gpu,))
+    pick = pick_environment(LOCK, facts, load_matrix())
+    assert pick.env.name == "cpu" and why in pick.reason and "the CPU build" in pick.reason
+
+
+def test_env_by_name_and_its_errors() -> None:
+    assert pick_environment(LOCK, CPU_BOX, load_matrix(), "cu130").env.name == "cu130"
+    with pytest.raises(UsageError) as e:
+        pick_environment(LOCK, CPU_BOX, load_matrix(), "cu128")
+    assert "has cu130, cpu" in e.value.message and e.value.exit_code == 2
+    arm = dataclasses.replace(CPU_BOX, arch="aarch64")
+    with pytest.raises(EnvError) as e2:
+        pick_environment(LOCK, arm, load_matrix())
+    assert "locked for x86_64-manylinux_2_28; this machine is aarch64" in e2.value.message
+
+
+def test_a_lock_without_a_cpu_environment_says_what_to_do() -> None:
+    no_cpu = dataclasses.replace(LOCK, environments=())
+    with pytest.raises(EnvError) as e:
+        pick_environment(no_cpu, CPU_BOX, load_matrix())
+    assert "no NVIDIA driver" in e.value.message and "cpu = false" in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("arch", "glibc", "problem"),
+    [
+        ("x86_64", "2.28", None),
+        ("x86_64", "2.39", None),
+        ("x86_64", "2.27", "glibc ≥ 2.28"),
+        ("aarch64", "2.36", "this machine is aarch64"),
+        ("x86_64", None, "no glibc"),
+    ],
+)
+def test_platform_rule(arch: str, glibc: str | None, problem: str | None) -> None:
+    found = platform_problem(LOCK.primary, Facts(origin="probe", arch=arch, glibc=glibc))
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+# --- the uv call and its errors ---------------------------------------------------------------
+
+
+def test_sync_argv_uses_a_find_links_copy_instead_of_the_pytorch_index(tmp_path: Path) -> None:
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    torch = next(p for p in cpu.packages if p.name == "torch")
+    argv = sync_argv("uv", cpu, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path)])
+    # the folder lacks the locked file: the index serves it, with pip's one-version semantics
+    assert argv[argv.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    assert "--require-hashes" in argv and "--no-config" in argv
+    assert argv[argv.index("--index-strategy") + 1] == "unsafe-best-match"
+    assert torch.file is not None
+    (tmp_path / torch.file).write_bytes(b"")
+    argv = sync_argv("uv", cpu, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path), "/nope"])
+    assert "--extra-index-url" not in argv and argv.count("--find-links") == 1
+    assert sync_argv("uv", LOCK.primary, tmp_path / "v", tmp_path / "r.txt", []).count(
+        "--extra-index-url"
+    ) == 0
+
+
+def test_uv_hash_mismatch_becomes_one_line() -> None:
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    err = install_error(cpu, uv_stderr("hash-mismatch.txt"))
+    assert err.message == (
+        "torch 2.13.0+cpu: the file found does not match the lock's hash (computed "
+        "sha256:15bfb8cbc10525d609d2f1ec51ef14aae8476ac9f4518f6e05d4f4ff3630400c)"
+    )
+    assert "re-lock" in err.hint and "\n" not in err.message + err.hint
+
+
+def test_uv_unreachable_index_names_torch_and_its_wheel() -> None:
+    cpu = dataclasses.replace(LOCK.environment("cpu"), index_url="http://127.0.0.1:9/whl/cpu")  # type: ignore[arg-type]
+    err = install_error(cpu, uv_stderr("unreachable-index.txt"))
+    assert err.message == (
+        "torch 2.13.0+cpu: its index http://127.0.0.1:9/whl/cpu cannot be reached "
+        "(Connection refused (os error 111))"
+    )
+    assert "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl" in err.hint
+    assert "--find-links DIR" in err.hint
+
+
+def test_uv_not_found_names_the_package() -> None:
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    err = install_error(cpu, uv_stderr("not-found.txt"))
+    assert err.message.startswith("torch 2.13.0+cpu: no file of it on the indexes")
+    assert "--find-links DIR" in err.hint
+
+
+def test_uv_without_the_locked_python() -> None:
+    err = python_error(LOCK.primary, uv_stderr("no-python.txt"))
+    assert err.message.startswith("environment cu130 needs Python 3.11: none on this machine")
+    assert "Name or service not known" in err.message and "uv python install 3.11" in err.hint
+
+
+# --- the cache --------------------------------------------------------------------------------
+
+
+def _fake_env(root: Path, name: str, age_days: float = 0.0) -> Path:
+    path = root / name
+    (path / "bin").mkdir(parents=True)
+    (path / MARKER).write_text(json.dumps({"env": name, "key": "sha256:x"}))
+    then = time.time() - age_days * 86400
+    os.utime(path / MARKER, (then, then))
+    return path
+
+
+def test_prune_removes_leftovers_and_unused_environments(tmp_path: Path) -> None:
+    fresh = _fake_env(tmp_path, "cpu-aaaaaaaaaaaa")
+    old = _fake_env(tmp_path, "cu130-bbbbbbbbbbbb", age_days=40)
+    killed = tmp_path / ".tmp-cpu-cccccccccccc-4242"
+    (killed / "lib").mkdir(parents=True)
+    unfinished = tmp_path / "cpu-dddddddddddd"  # no marker: a build that never finished
+    unfinished.mkdir()
+    removed = prune(tmp_path)
+    assert sorted(p.name for p in removed) == sorted([old.name, killed.name, unfinished.name])
+    assert fresh.is_dir() and not old.exists() and not killed.exists()
+    assert [p.name for p in prune(tmp_path, all_envs=True)] == [fresh.name]
