@@ -70,7 +70,9 @@ def test_schema_1_locks_are_still_read(tmp_path: Path) -> None:
 
 def test_an_unknown_schema_is_refused_with_the_ones_read(tmp_path: Path) -> None:
     text = (REPO / "examples/quickstart/torchship.lock").read_text()
-    (tmp_path / "torchship.lock").write_text(text.replace("schema_version = 2", "schema_version = 7"))
+    (tmp_path / "torchship.lock").write_text(
+        text.replace("schema_version = 2", "schema_version = 7")
+    )
     with pytest.raises(LockFileError) as e:
         read_lock(tmp_path / "torchship.lock")
     assert "schema_version 7" in e.value.message and "(1, 2)" in e.value.message
@@ -103,7 +105,10 @@ def test_relock_changes_name_each_environment() -> None:
 
     new_cpu = dataclasses.replace(cpu, packages=bumped(cpu.packages))
     new = dataclasses.replace(LOCK, packages=bumped(LOCK.packages), environments=(new_cpu,))
-    assert lock_changes(LOCK, new) == ["numpy 2.4.6 → 9.9 (cu130, cpu)", "+ tqdm 4.67.1 (cu130, cpu)"]
+    assert lock_changes(LOCK, new) == [
+        "numpy 2.4.6 → 9.9 (cu130, cpu)",
+        "+ tqdm 4.67.1 (cu130, cpu)",
+    ]
     assert lock_changes(LOCK, LOCK) == [] and lock_changes(None, LOCK) == []
     alone = dataclasses.replace(LOCK, environments=())
     assert lock_changes(alone, LOCK) == ["+ environment cpu (cpu)"]
@@ -191,9 +196,12 @@ def test_sync_argv_uses_a_find_links_copy_instead_of_the_pytorch_index(tmp_path:
     (tmp_path / torch.file).write_bytes(b"")
     argv = sync_argv("uv", cpu, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path), "/nope"])
     assert "--extra-index-url" not in argv and argv.count("--find-links") == 1
-    assert sync_argv("uv", LOCK.primary, tmp_path / "v", tmp_path / "r.txt", []).count(
-        "--extra-index-url"
-    ) == 0
+    assert (
+        sync_argv("uv", LOCK.primary, tmp_path / "v", tmp_path / "r.txt", []).count(
+            "--extra-index-url"
+        )
+        == 0
+    )
 
 
 def test_uv_hash_mismatch_becomes_one_line() -> None:

@@ -211,9 +211,11 @@ def _uv(argv: Sequence[str], env: LockEnvironment, out: TextIO | None, step: str
     )
     assert proc.stderr is not None
     lines = []
+    failing = False
     for line in proc.stderr:
         lines.append(line)
-        if out is not None:
+        failing = failing or line.startswith("error:")  # uv's error: ours replaces it
+        if out is not None and not failing:
             out.write(line)
             out.flush()
     if proc.wait() != 0:
