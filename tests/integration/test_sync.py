@@ -264,11 +264,14 @@ def test_readme_first_command_in_a_fresh_venv_whatever_pypi_released(tmp_path: P
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q"]
-    done = subprocess.run([*pip, str(REPO)], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [*pip, str(REPO)], capture_output=True, text=True, timeout=900, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     locked = {p.name: p.version for p in CPU.packages}
     drift = subprocess.run(
         [*pip, "filelock!=" + locked["filelock"], "numpy!=" + locked["numpy"]],
+        check=False,
         capture_output=True,
         text=True,
         timeout=900,
@@ -281,7 +284,7 @@ def test_readme_first_command_in_a_fresh_venv_whatever_pypi_released(tmp_path: P
     }
     run = subprocess.run(
         ["torchship", "run", str(QUICKSTART)],
-        capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path,
+        capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "succeeded on local://" in run.stdout and "preflight: 0 error(s)" in run.stdout

@@ -96,7 +96,8 @@ def test_export_of_each_environment() -> None:
 
 
 def test_relock_changes_name_each_environment() -> None:
-    cu, cpu = LOCK.all_environments()
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
     tqdm = LockedPackage("tqdm", "4.67.1", ("sha256:" + "1" * 64,))
 
     def bumped(pkgs: tuple[LockedPackage, ...]) -> tuple[LockedPackage, ...]:
