@@ -83,11 +83,13 @@ def submit(
         backend = backend or backend_for_site(chosen)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
+    backend = backend or create_backend(site)
     if facts is None:
         from torchship.doctor.probe import probe
 
-        facts = probe()
-    backend = backend or create_backend(site)
+        # a synced local run reads the Python side from its environment, not this interpreter
+        synced_here = sync and lock is not None and backend.capabilities().kind == "local"
+        facts = probe(python=not synced_here)
     caps = backend.capabilities()
     environment = None
     from torchship.backends.local import LocalBackend
@@ -158,6 +160,15 @@ def in_environment(
         synced = SyncedEnv(pick.env.name, pick.env.key, env_path(pick.env, envs_dir()), False)
     if synced.python.exists():
         facts = env_facts(facts, synced)
+    else:  # a dry run before the first sync: what the sync would install
+        facts = replace(
+            facts,
+            python=None,  # whichever interpreter of that version the sync finds
+            packages={p.name: p.version for p in pick.env.packages},
+            torch=pick.env.torch,
+            torch_cuda=pick.env.cuda,
+            sources={**facts.sources, "packages": f"lock environment {pick.env.name} (not synced)"},
+        )
     o = backend.options
     environ = run_env(synced, agent_path(), os.environ)
     extra = {k: environ[k] for k in ("VIRTUAL_ENV", "PATH", AGENT_VAR)}

@@ -298,3 +298,34 @@ def test_readme_first_command_in_a_fresh_venv_whatever_pypi_released(tmp_path: P
         [str(venv / "bin/python"), "-c", code], capture_output=True, text=True, check=True
     )
     assert outer.stdout.split() != seen.stdout.split()  # the outer venv did drift
+
+
+def test_a_dry_run_before_the_first_sync_builds_nothing_and_would_run(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    out = cli("run", str(QUICKSTART), "--dry-run", cache=cache, TORCHSHIP_HOME=str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"environment cpu ({cache}/envs/cpu-{CPU.short_key})" in out.stdout
+    assert "would run" in out.stdout and "torch-missing" not in out.stdout
+    assert not (cache / "envs").exists()
+
+
+def test_relock_keeps_pins_and_says_what_moved(tmp_path: Path) -> None:
+    """Adding a package pulls in only what it needs; `--upgrade PKG` moves only that one."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "torchship.lock").write_text((QUICKSTART / "torchship.lock").read_text())
+    spec = (QUICKSTART / "torchship.toml").read_text()
+    (proj / "torchship.toml").write_text(spec.replace('"numpy>=2",', '"numpy>=2", "tqdm",'))
+    out = cli("lock", str(proj))
+    assert out.returncode == 0, out.stderr
+    changes = out.stdout.split("changes since the previous lock: ", 1)[1].splitlines()
+    assert changes[0] == "1" and changes[1].startswith("  + tqdm ")
+    assert changes[1].endswith("(cu130, cpu)") and changes[2].startswith("wrote ")
+    new = read_lock(proj / "torchship.lock")
+    for env in LOCK.all_environments():
+        now = {p.name: p.version for p in new.environment(env.name).packages}  # type: ignore[union-attr]
+        assert {p.name: p.version for p in env.packages}.items() <= now.items()
+    up = cli("lock", str(proj), "--upgrade", "filelock")
+    assert up.returncode == 0, up.stderr
+    moved = up.stdout.split("changes since the previous lock: ", 1)[1].splitlines()[1:-1]
+    assert all(line.startswith("  filelock ") for line in moved), moved

@@ -40,6 +40,8 @@ FIELDS: tuple[tuple[str, int, str], ...] = (
     ("ulimits", 10, "resource limits (open files, locked memory for RDMA)"),
     ("hostname", 0, "another host name"),
 )
+# Fields that are an installed package's version; `packages` holds every other package.
+PACKAGE_FIELDS = ("numpy", "torch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,14 @@ class Difference:
     def matters(self) -> bool:
         return self.weight >= 50
 
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """The installed packages (normalised names) this difference is about; () for one that
+        is not about packages (driver, Python, host …)."""
+        if self.field == "packages":
+            return tuple(sorted(self.a))  # a and b: the same keys, one per differing package
+        return (self.field,) if self.field in PACKAGE_FIELDS else ()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "field": self.field,
@@ -62,6 +72,7 @@ class Difference:
             "weight": self.weight,
             "matters": self.matters,
             "consequence": self.consequence,
+            "packages": list(self.packages),
         }
 
 
@@ -81,6 +92,9 @@ def _dict_diff(a: dict[str, str], b: dict[str, str]) -> tuple[dict[str, Any], di
 
 def diff(a: Facts, b: Facts) -> list[Difference]:
     """Differences, most consequential first. Fields one side did not observe are skipped."""
+    # numpy and torch are left to their own fields where both sides report them; where one side
+    # lacks one, `packages` names it, so a package missing on one side is never skipped
+    own = {f for f in PACKAGE_FIELDS if _value(a, f) is not None and _value(b, f) is not None}
     out = []
     for field, weight, consequence in FIELDS:
         va, vb = _value(a, field), _value(b, field)
@@ -88,8 +102,8 @@ def diff(a: Facts, b: Facts) -> list[Difference]:
             continue
         if isinstance(va, dict) and isinstance(vb, dict):
             if field == "packages":
-                va = {k: v for k, v in va.items() if k not in ("numpy", "torch")}
-                vb = {k: v for k, v in vb.items() if k not in ("numpy", "torch")}
+                va = {k: v for k, v in va.items() if k not in own}
+                vb = {k: v for k, v in vb.items() if k not in own}
             va, vb = _dict_diff(va, vb)
             if not va and not vb:
                 continue

@@ -396,9 +396,13 @@ def probe(
     root: Path = Path("/"),
     run: CommandRunner = run_command,
     environ: dict[str, str] | None = None,
+    python: bool = True,
 ) -> Facts:
     """Everything the doctor checks, from this machine. runtime=None: import torch only where
-    an NVIDIA driver is present; True: always; False: never (files and metadata only)."""
+    an NVIDIA driver is present; True: always; False: never (files and metadata only).
+    python=False leaves out this interpreter's packages and torch, and the host's nvcc (a run
+    reads the Python side from the environment it syncs instead): the host alone, without
+    reading every package's metadata or starting nvcc (a third of a second)."""
     import platform
     import socket
 
@@ -427,8 +431,8 @@ def probe(
         )
     if found:
         sources["gpus"] = found[0].source
-    pkgs = packages()
-    version, build_cuda = _torch_files()
+    pkgs = packages() if python else {}
+    version, build_cuda = _torch_files() if python else (None, None)
     if version:
         sources["torch"] = "torch/version.py"
     use_runtime = (drv is not None) if runtime is None else runtime
@@ -437,7 +441,7 @@ def probe(
     if isinstance(answer, str):
         sources["torch_import_error"] = answer[:500]
     mem, cpus = _cgroup_limits(root)
-    nvcc = host_nvcc(run)
+    nvcc = host_nvcc(run) if python else None  # only ever said about the Python side
     cudnn = rt.cudnn if rt else _pkg_version(pkgs, "nvidia-cudnn-cu")
     nccl = rt.nccl if rt else _pkg_version(pkgs, "nvidia-nccl-cu")
     if cudnn:
