@@ -162,14 +162,11 @@ class Lock:
 
     def body(self) -> dict[str, Any]:
         """The lock's content without its own hash, in file order."""
+        primary = self.primary.body()
+        del primary["package"]  # the primary environment's packages are top-level [[package]]
         env = _without_none(
             {
-                "torch": self.torch,
-                "variant": self.variant,
-                "cuda": self.cuda,
-                "python": self.python,
-                "platform": self.platform,
-                "index_url": self.index_url,
+                **primary,
                 "base_image": self.base_image,
                 "base_digest": self.base_digest,
                 "min_driver": self.min_driver,
