@@ -70,7 +70,7 @@ def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
     say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     pick, synced = sync_lock(
         lock,
-        probe(runtime=False),
+        probe(runtime=False, python=False),
         args.env,
         getattr(args, "find_links", []),
         say,
@@ -109,7 +109,7 @@ def run_path(args: argparse.Namespace) -> int:
     from torchship.lock import read_lock
 
     lock = read_lock(lock_path(Path(args.project)))
-    pick = pick_environment(lock, probe(runtime=False), load_matrix(), args.env)
+    pick = pick_environment(lock, probe(runtime=False, python=False), load_matrix(), args.env)
     hit = cached(pick.env, envs_dir())
     if hit is None:
         raise EnvError(
