@@ -132,7 +132,7 @@ def main() -> int:
         w = {k: statistics.median(v) for k, v in warm(args.starts, work, env).items()}
     print(f"cold, median of {args.runs} (uv's download cache warm for both):")
     print(f"  torchship sync:              {c['torchship sync']:.2f} s")
-    print(f"  uv venv + uv pip sync:       {c['uv pip sync']:.2f} s (same flags: bytecode compiled)")
+    print(f"  uv venv + uv pip sync:       {c['uv pip sync']:.2f} s (bytecode compiled too)")
     print(f"  uv, without bytecode:        {c['uv, no bytecode']:.2f} s (for the record)")
     print(f"  cold ratio: {c['torchship sync'] / c['uv pip sync']:.2f}x (target <= 1.2x)")
     print(f"warm starts, median of {args.starts}:")

@@ -71,7 +71,14 @@ def test_cpu_lock_from_a_find_links_folder(tmp_path: Path) -> None:
 def test_unreachable_index_is_named_with_the_way_around(tmp_path: Path) -> None:
     (tmp_path / "torchship.toml").write_text('torch = "2.13.0"\ncuda = "cpu"\npython = "3.11"\n')
     # Port 9 (discard) on loopback refuses connections: an index that cannot be reached.
-    out = torchship("lock", str(tmp_path), "--pytorch-index", "http://127.0.0.1:9/whl")
+    # no find-links copy of the CPU wheel either (PIP_FIND_LINKS would serve it)
+    out = run_cli(
+        "lock",
+        str(tmp_path),
+        "--pytorch-index",
+        "http://127.0.0.1:9/whl",
+        env={"UV_HTTP_RETRIES": "0", "PIP_FIND_LINKS": ""},
+    )
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert lines[0].startswith("error: cannot reach the package index http://127.0.0.1:9/whl/cpu")
