@@ -101,15 +101,24 @@ def run_cli(
 
 
 def venv_tool(venv: Path, package: str, exe: str) -> Path:
-    """`exe` from `package` installed from PyPI into a venv of its own (reused); skips the test
-    with pip's reason where it cannot be installed."""
-    path = venv / "bin" / exe
-    if not path.exists():
+    """`exe` from `package` installed from PyPI into a venv of its own, shared by runs; skips
+    the test with pip's reason where it cannot be installed.
+
+    The venv is built once, whole, by build_once (tests/podman_env.py): in a folder of its own
+    under an flock, published as the link VENV.venv only when `exe` is there, so runs at once
+    never build it twice or use it half-built, and a killed build is never used. (VENV.venv,
+    not VENV: a folder at VENV may be the non-atomic build of this helper's earlier version,
+    which a run of that version may still be using; it is left alone.)"""
+    from tests.podman_env import build_once
+
+    def install(folder: Path) -> None:
         for argv in (
-            [sys.executable, "-m", "venv", str(venv)],
-            [str(venv / "bin/pip"), "install", "-q", package],
+            [sys.executable, "-m", "venv", str(folder)],
+            [str(folder / "bin/pip"), "install", "-q", package],
         ):
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
             if proc.returncode != 0:
                 pytest.skip(f"cannot install {package}: {proc.stderr.strip()[-300:]}")
-    return path
+        assert (folder / "bin" / exe).exists(), f"{package} installed no {exe}"
+
+    return build_once(venv.with_name(f"{venv.name}.venv"), install) / "bin" / exe

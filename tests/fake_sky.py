@@ -9,6 +9,10 @@ SkyPilot sets them, every node on 127.0.0.1), so the script and its torchrun ren
 run. Like SkyPilot, the job outlives the `sky launch` client, and `--down` removes the
 cluster (and its job table) once the job ends. State lives in $FAKE_SKY_HOME.
 
+A real cluster has addresses of its own; these all share 127.0.0.1, so each fake cluster's
+script gets a free port in place of its fixed --master-port: the clusters of concurrent test
+runs would otherwise meet on one rendezvous port.
+
     FAKE_SKY_PROVISION_S   seconds launch spends "provisioning" (default 0.2)
     FAKE_SKY_DOWN_AFTER_S  seconds after the job ends before --down removes the cluster (0.5)
     FAKE_SKY_FAIL          "provision": launch fails before any cluster exists (exit 1)
@@ -20,7 +24,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -111,6 +117,12 @@ def tail(name: str, log: Path) -> int:
             time.sleep(0.05)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def skylet(name: str, entrypoint: str) -> int:
     """Run the task on every "node" of this cluster, record how it ended, --down after."""
     task = yaml.safe_load(Path(entrypoint).read_text())
@@ -119,7 +131,8 @@ def skylet(name: str, entrypoint: str) -> int:
            "SKYPILOT_NUM_NODES": str(n), "SKYPILOT_NODE_IPS": "\n".join(["127.0.0.1"] * n),
            "SKYPILOT_TASK_ID": f"sky-{name}-1", "GLOO_SOCKET_IFNAME": "lo"}  # fmt: skip
     set_job(name, status="RUNNING", start_at=time.time())
-    nodes = [subprocess.Popen(["bash", "-c", task["run"]], start_new_session=True,
+    run = re.sub(r"--master-port=\d+", f"--master-port={free_port()}", task["run"])
+    nodes = [subprocess.Popen(["bash", "-c", run], start_new_session=True,
                               env={**env, "SKYPILOT_NODE_RANK": str(rank)})
              for rank in range(n)]  # fmt: skip
     cancelled: list[int] = []

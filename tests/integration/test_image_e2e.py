@@ -8,11 +8,14 @@ The jupyter image answers /api/status 403 without its token and 200 with it, and
 Chromium opens JupyterLab through the token URL.
 
 Needs root and Debian's apt (it installs podman, runc and debootstrap when they are missing),
-about 5 minutes the first time; skipped, with the reason, where it cannot run.
+about 5 minutes the first time; skipped, with the reason, where it cannot run. Runs at once
+share podman's store and the debootstrap root (tests/podman_env.py builds it once, whole);
+all else a run writes lands in its own temporary folder, and nothing stays mounted there.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,17 +25,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.browser import chromium
-from tests.conftest import REPO, run_cli
-from tests.podman_env import CPU_LOCK, ENGINE_ARGS, install_tools, prepare, sh
+from tests.conftest import LOCAL_TORCH_WHEELS, REPO, run_cli
+from tests.podman_env import CPU_LOCK, ENGINE_ARGS, install_tools, prepare, sh, unmount_under
 from tests.podman_env import build as build_image
 from torchship.image import image_tag
 from torchship.lock import read_lock
+from torchship.lock.compile import wheels_in
 
 pytestmark = pytest.mark.slow
 
@@ -43,9 +48,23 @@ class Images:
     jupyter: str
 
 
+@pytest.fixture(scope="module", autouse=True)
+def work(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This run's folder for what it writes, TMPDIR of `torchship image build` (its context)
+    and of podman (buildah's cache mounts) included: not /var/tmp, which runs share. Anything
+    still mounted under it at the end is unmounted, after a failure too."""
+    folder = tmp_path_factory.mktemp("e2e")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TMPDIR", str(folder))
+        try:
+            yield folder
+        finally:
+            unmount_under(folder)
+
+
 @pytest.fixture(scope="module")
-def images() -> Images:
-    reason = prepare()
+def images(work: Path) -> Images:
+    reason = prepare(work)
     if reason:
         pytest.skip(reason)
     lock = read_lock(CPU_LOCK / "torchship.lock")
@@ -54,6 +73,15 @@ def images() -> Images:
     build_image("runtime", out.runtime)
     build_image("jupyter", out.jupyter)
     return out
+
+
+def remove_job(job_id: str) -> None:
+    """Remove the job's container (the docker site keeps it, for status) from the store that
+    runs share."""
+    label = f"label=io.torchship.job-id={job_id}"
+    ids = sh("podman", "ps", "-aq", "--filter", label, check=False).stdout.split()
+    if ids:
+        sh("podman", "rm", "--force", *ids, check=False)
 
 
 def run(image: str, *cmd: str, extra: tuple[str, ...] = (), check: bool = True) -> str:
@@ -118,6 +146,75 @@ def test_reference_workload_two_processes_no_network(images: Images) -> None:
         "--heads=2",
     )
     assert "done: 20 steps" in out and "params identical on all ranks: True" in out, out
+
+
+def synced_facts(lock_dir: Path, out: Path) -> Path:
+    """`torchship facts` inside the environment `torchship sync` builds here from the lock in
+    `lock_dir`, in this run's cache (tests/conftest.py)."""
+    # A schema 1 lock names no file for torch, and `torchship sync` then asks the lock's PyTorch
+    # index for it even when a find-links folder holds the locked wheel; that index cannot be
+    # reached here. So the environment is built from a copy naming the local wheel as torch's
+    # file: the same Python, platform, packages and hashes, so the same environment key, and
+    # the lock itself (`env path`, `exec --local`) then finds it built.
+    lock = read_lock(lock_dir / "torchship.lock")
+    wheel = wheels_in([str(LOCAL_TORCH_WHEELS)], "torch", lock.torch)[0]
+    pkgs = tuple(replace(p, file=wheel.name) if p.name == "torch" else p for p in lock.packages)
+    copy = out.parent / "lock-with-torch-file"
+    copy.mkdir()
+    shutil.copy(lock_dir / "torchship.toml", copy)
+    (copy / "torchship.lock").write_text(replace(lock, packages=pkgs).to_toml())
+    r = run_cli("sync", str(copy), "--find-links", str(LOCAL_TORCH_WHEELS), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    synced = json.loads(r.stdout)
+    assert synced["env"] == "cpu" and synced["key"] == lock.primary.key
+    where = run_cli("env", "path", str(lock_dir))
+    assert where.returncode == 0 and where.stdout.strip() == synced["path"], where.stderr
+    r = run_cli("exec", "--local", str(lock_dir), "--", "python", "-m", "torchship", "facts",
+                "-o", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
+def test_the_synced_environment_and_the_image_hold_the_same_packages(
+    images: Images, tmp_path: Path
+) -> None:
+    """One lock, the same environment everywhere: `torchship diff` of the facts taken inside
+    the CPU environment synced here and inside the runtime image built from the same lock
+    names no package, torch's build included; what differs is the machine's (Python's patch
+    release, the host name, the container, …)."""
+    lock = read_lock(CPU_LOCK / "torchship.lock")
+    a = synced_facts(CPU_LOCK, tmp_path / "env.json")
+    b = tmp_path / "image.json"
+    b.write_text(run(images.runtime, "torchship", "facts"))
+    env, image = json.loads(a.read_text()), json.loads(b.read_text())
+    locked = {p.name: p.version for p in lock.packages}
+    # both hold exactly the lock's packages: no pip, no torchship (its agent has no dist-info)
+    assert env["packages"] == locked and image["packages"] == locked
+    assert env["torch"] == image["torch"] == "2.13.0+cpu"
+
+    def differences(x: Path, y: Path) -> list[dict[str, Any]]:
+        r = run_cli("diff", str(x), str(y), "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        out = json.loads(r.stdout)
+        assert (out["a"], out["b"]) == (str(x), str(y))
+        return list(out["differences"])
+
+    diffs = differences(a, b)
+    print(json.dumps(diffs, indent=2))  # the record: what differs between env and image
+    assert [d for d in diffs if d["packages"]] == []
+    fields = {d["field"] for d in diffs}
+    assert not fields & {"packages", "numpy", "torch", "torch_cuda"}, diffs
+    assert "hostname" in fields  # the diff did compare two machines
+
+    # it would see a package that differed: one version changed, numpy missing
+    pkgs = {k: v for k, v in image["packages"].items() if k != "numpy"}
+    doctored = dict(image, packages={**pkgs, "anyio": "0.0.1"})
+    c = tmp_path / "doctored.json"
+    c.write_text(json.dumps(doctored))
+    changed = {p: d for d in differences(a, c) for p in d["packages"]}
+    assert sorted(changed) == ["anyio", "numpy"]
+    assert changed["anyio"]["a"]["anyio"] == locked["anyio"]
+    assert changed["anyio"]["b"] == {"anyio": "0.0.1", "numpy": None}
 
 
 def _free_port() -> int:
@@ -223,11 +320,14 @@ def test_run_on_the_docker_site(images: Images, project: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "succeeded on docker://" in r.stdout and "parameters identical on all ranks" in r.stdout
     job_id = r.stdout.split("job ", 1)[1].split()[0]
-    labels = sh("podman", "ps", "-a", "--filter", f"label=io.torchship.job-id={job_id}",
-                "--format", "{{.Labels}}").stdout  # fmt: skip
-    assert "io.torchship.lock-hash" in labels  # found again by its labels
-    status = run_cli("status", job_id)
-    assert status.returncode == 0 and "succeeded" in status.stdout
+    try:
+        labels = sh("podman", "ps", "-a", "--filter", f"label=io.torchship.job-id={job_id}",
+                    "--format", "{{.Labels}}").stdout  # fmt: skip
+        assert "io.torchship.lock-hash" in labels  # found again by its labels
+        status = run_cli("status", job_id)
+        assert status.returncode == 0 and "succeeded" in status.stdout
+    finally:
+        remove_job(job_id)
 
 
 def test_cancel_stops_the_container(images: Images, project: Path) -> None:
@@ -235,15 +335,18 @@ def test_cancel_stops_the_container(images: Images, project: Path) -> None:
     r = run_cli("run", str(job), "--site", "docker", "--detach")
     assert r.returncode == 0, r.stdout + r.stderr
     job_id = r.stdout.split("job ", 1)[1].split()[0]
-    deadline = time.monotonic() + 60
-    while "step 10/" not in run_cli("logs", job_id).stdout:
-        assert time.monotonic() < deadline, run_cli("logs", job_id).stdout
-        time.sleep(1)
-    assert run_cli("cancel", job_id).returncode == 0
-    deadline = time.monotonic() + 60
-    while "cancelled" not in (out := run_cli("status", job_id).stdout):
-        assert time.monotonic() < deadline, out
-        time.sleep(1)
+    try:
+        deadline = time.monotonic() + 60
+        while "step 10/" not in run_cli("logs", job_id).stdout:
+            assert time.monotonic() < deadline, run_cli("logs", job_id).stdout
+            time.sleep(1)
+        assert run_cli("cancel", job_id).returncode == 0
+        deadline = time.monotonic() + 60
+        while "cancelled" not in (out := run_cli("status", job_id).stdout):
+            assert time.monotonic() < deadline, out
+            time.sleep(1)
+    finally:
+        remove_job(job_id)  # a failed test leaves no 100000-step job running
 
 
 def test_exec_and_jupyter_commands(images: Images, project: Path) -> None:

@@ -1,15 +1,18 @@
 """The SkyPilot site against the real SkyPilot (its CLI, its local API server, its task schema),
-installed from PyPI into a venv of its own (/var/tmp/torchship-skypilot, reused); skipped with
-the reason where pip cannot. No cloud is reachable or credentialed here — the API server runs
-with HOME in a temporary folder — so these prove our side of the contract: every task we
-render loads with SkyPilot's own `Task.from_yaml`; `sky launch` failing before any VM exists is
-recorded as failed with SkyPilot's own error; status and cancel read the real CLI's output.
+installed from PyPI into a venv of its own (VENV, shared by runs: built once and published
+whole by tests/podman_env.py's build_once); skipped with the reason where pip cannot. No cloud
+is reachable or credentialed here — the API server runs with HOME in a temporary folder — so
+these prove our side of the contract: every task we render loads with SkyPilot's own
+`Task.from_yaml`; `sky launch` failing before any VM exists is recorded as failed with
+SkyPilot's own error; status and cancel read the real CLI's output.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,31 +20,46 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, venv_tool
-from tests.integration.test_skypilot_site import LOCK, SAY_RANK, SITE, job
+from tests.conftest import REPO
+from tests.integration.test_skypilot_site import LOCK, SAY_RANK, SITE, job, run_id
+from tests.podman_env import build_once
 from torchship.backends.skypilot import SkyPilotBackend, sky_task
 from torchship.place.sites import load_sites
 from torchship.spec.job import load_job
 
 pytestmark = pytest.mark.slow
-VENV = Path("/var/tmp/torchship-skypilot")
+VENV = Path("/var/tmp/torchship-skypilot-venv")  # a link to the venv build_once published
+
+
+def install_skypilot(venv: Path) -> None:
+    """SkyPilot from PyPI into a new venv at `venv`; skips with pip's reason where it cannot."""
+    for argv in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin/pip"), "install", "-q", "skypilot"],
+    ):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot install skypilot: {proc.stderr.strip()[-300:]}")
 
 
 @pytest.fixture(scope="module")
 def venv() -> Path:
-    venv_tool(VENV, "skypilot", "sky")
-    return VENV
+    return build_once(VENV, install_skypilot)
 
 
 @pytest.fixture(scope="module")
-def sky_home(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """HOME for SkyPilot with no cloud credentials, and its own local API server."""
-    home = tmp_path_factory.mktemp("sky-user")
-    env = {**os.environ, "HOME": str(home)}
+def sky_env(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """HOME for SkyPilot with no cloud credentials, and its own local API server on a port of
+    this run's: on SkyPilot's default (46580) runs at once would share one server, and one's
+    `sky api stop` would stop the other's."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"HOME": str(tmp_path_factory.mktemp("sky-user")),
+           "SKYPILOT_API_SERVER_LOCAL_PORT": str(port)}  # fmt: skip
+    yield env
     stop = [str(venv / "bin/sky"), "api", "stop"]
-    subprocess.run(stop, env=env, capture_output=True, timeout=120, check=False)
-    yield home
-    subprocess.run(stop, env=env, capture_output=True, timeout=120, check=False)
+    subprocess.run(stop, env={**os.environ, **env}, capture_output=True, timeout=120, check=False)
 
 
 def test_every_rendered_task_loads_with_skypilots_own_schema(venv: Path, tmp_path: Path) -> None:
@@ -71,18 +89,19 @@ def test_every_rendered_task_loads_with_skypilots_own_schema(venv: Path, tmp_pat
     assert "/data/corpus" in lines[str(extra)]
 
 
-def real_backend(venv: Path, sky_home: Path, tmp_path: Path,
+def real_backend(venv: Path, sky_env: dict[str, str], tmp_path: Path,
                  monkeypatch: pytest.MonkeyPatch) -> SkyPilotBackend:  # fmt: skip
-    monkeypatch.setenv("HOME", str(sky_home))
+    for name, value in sky_env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("PATH", f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}")
     return SkyPilotBackend(SITE, tmp_path / "ts-home", str(venv / "bin/sky"))
 
 
 def test_a_launch_that_fails_before_any_vm_is_failed_with_skypilots_error(
-    venv: Path, sky_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    venv: Path, sky_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    be = real_backend(venv, sky_home, tmp_path, monkeypatch)
-    handle = be.apply(be.plan(job(SAY_RANK), LOCK, "0real1"))
+    be = real_backend(venv, sky_env, tmp_path, monkeypatch)
+    handle = be.apply(be.plan(job(SAY_RANK), LOCK, run_id("0real1")))
     deadline = time.time() + 240
     while be.status(handle).state in ("pending", "running") and time.time() < deadline:
         time.sleep(1)
@@ -95,9 +114,9 @@ def test_a_launch_that_fails_before_any_vm_is_failed_with_skypilots_error(
 
 
 def test_status_and_cancel_read_the_real_cli_for_a_cluster_that_is_not_there(
-    venv: Path, sky_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    venv: Path, sky_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    be = real_backend(venv, sky_home, tmp_path, monkeypatch)
+    be = real_backend(venv, sky_env, tmp_path, monkeypatch)
     handle = "sky://ts-0gone/0gone"
     assert be.queue("ts-0gone") is None  # `sky queue -o json`: progress lines, then {}
     assert be.status(handle).state == "lost"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -41,6 +42,7 @@ price_source = "test"
 registry = "registry.example/ml/"
 """
 SITE = sites_from_toml(SITES, "sites.toml")[0]
+RUN = os.urandom(3).hex()  # this run's suffix to job ids: see run_id()
 # What each process of the job prints: its rank among all processes of all nodes.
 SAY_RANK = ["python", "-c", "import os; print('rank', os.environ['RANK'], 'of', "
             "os.environ['WORLD_SIZE'], flush=True)"]  # fmt: skip
@@ -48,17 +50,30 @@ SAY_RANK = ["python", "-c", "import os; print('rank', os.environ['RANK'], 'of', 
 
 @pytest.fixture
 def sky(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A `sky` on PATH that is tests/fake_sky.py; `python` on PATH is this interpreter."""
+    """A `sky` on PATH that is tests/fake_sky.py; `python` on PATH is this interpreter.
+
+    Both are scripts that exec it by its own path: a symlink to a virtualenv's bin/python from
+    another folder no longer finds the venv's pyvenv.cfg beside it, so it would start the base
+    interpreter without the venv's packages (torch, torchship)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    exe = bin_dir / "sky"
-    exe.write_text(f'#!/bin/sh\nexec {sys.executable} {REPO / "tests/fake_sky.py"} "$@"\n')
-    exe.chmod(0o755)
-    (bin_dir / "python").symlink_to(sys.executable)
+    python = shlex.quote(sys.executable)
+    fake_sky = shlex.quote(str(REPO / "tests/fake_sky.py"))
+    for name, argv in (("sky", f"{python} {fake_sky}"), ("python", python)):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\nexec {argv} "$@"\n')
+        script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_SKY_HOME", str(tmp_path / "sky-home"))
     monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "ts-home"))
-    return exe
+    return bin_dir / "sky"
+
+
+def run_id(name: str) -> str:
+    """A job id of this test run: a supervisor sweeps every process whose environment carries
+    TORCHSHIP_JOB_ID=<id> when its job ends, so runs of these tests at once must not share ids
+    (one would kill the other's job)."""
+    return f"{name}-{RUN}"
 
 
 def job(command: list[str], **kw: object) -> JobSpec:
@@ -87,29 +102,28 @@ def cluster_exists(tmp_path: Path, job_id: str) -> bool:
 def test_two_nodes_rendezvous_through_the_task_and_the_cluster_goes_down(
     tmp_path: Path, sky: Path
 ) -> None:
-    be = backend(tmp_path, sky)
-    request = be.plan(job(SAY_RANK, nodes=2, processes_per_node=2), LOCK, "0a1b2c")
+    be, job_id = backend(tmp_path, sky), run_id("0a1b2c")
+    request = be.plan(job(SAY_RANK, nodes=2, processes_per_node=2), LOCK, job_id)
     handle = be.apply(request)
-    assert handle == "sky://ts-0a1b2c/0a1b2c"
+    assert handle == f"sky://ts-{job_id}/{job_id}"
     assert wait_end(be, handle) == "succeeded"
     log = "".join(be.logs(handle))
     # four processes over two nodes found each other through SkyPilot's variables
     assert sorted(x for x in log.splitlines() if x.startswith("rank ")) == [
         f"rank {r} of 4" for r in range(4)
     ]
-    assert (
-        "--down" in json.loads((tmp_path / "ts-home/runs/0a1b2c/request.json").read_text())["argv"]
-    )
+    request_json = tmp_path / "ts-home/runs" / job_id / "request.json"
+    assert "--down" in json.loads(request_json.read_text())["argv"]
     deadline = time.time() + 10  # --down: the cluster is released once the job ends
-    while cluster_exists(tmp_path, "0a1b2c") and time.time() < deadline:
+    while cluster_exists(tmp_path, job_id) and time.time() < deadline:
         time.sleep(0.1)
-    assert not cluster_exists(tmp_path, "0a1b2c")
+    assert not cluster_exists(tmp_path, job_id)
     assert be.status(handle).state == "succeeded"  # the record outlives the cluster
 
 
 def test_a_failing_job_is_failed_with_the_reason(tmp_path: Path, sky: Path) -> None:
     be = backend(tmp_path, sky)
-    handle = be.apply(be.plan(job(["python", "-c", "raise SystemExit(3)"]), LOCK, "f41l"))
+    handle = be.apply(be.plan(job(["python", "-c", "raise SystemExit(3)"]), LOCK, run_id("f41l")))
     assert wait_end(be, handle) == "failed"
     st = be.status(handle)
     assert st.exit_code == 1 and st.reason.startswith("the job failed on the cluster (")
@@ -120,7 +134,7 @@ def test_provisioning_failure_names_sky_launchs_error(
 ) -> None:
     monkeypatch.setenv("FAKE_SKY_FAIL", "provision")
     be = backend(tmp_path, sky)
-    handle = be.apply(be.plan(job(SAY_RANK), LOCK, "n0cap"))
+    handle = be.apply(be.plan(job(SAY_RANK), LOCK, run_id("n0cap")))
     assert wait_end(be, handle) == "failed"
     st = be.status(handle)
     assert st.reason.startswith("sky launch failed (exit 1): ")
@@ -130,14 +144,15 @@ def test_provisioning_failure_names_sky_launchs_error(
 def test_cancel_stops_the_job_on_the_cluster_and_releases_it(tmp_path: Path, sky: Path) -> None:
     be = backend(tmp_path, sky)
     sleeper = ["python", "-c", "import time; print('up', flush=True); time.sleep(600)"]
-    handle = be.apply(be.plan(job(sleeper), LOCK, "c4nc3l"))
+    job_id = run_id("c4nc3l")
+    handle = be.apply(be.plan(job(sleeper), LOCK, job_id))
     deadline = time.time() + 60
     while be.status(handle).state != "running" and time.time() < deadline:
         time.sleep(0.2)
     assert be.status(handle).state == "running"
     be.cancel(handle)
     assert wait_end(be, handle, 30) == "cancelled"
-    assert not cluster_exists(tmp_path, "c4nc3l")
+    assert not cluster_exists(tmp_path, job_id)
     be.cancel(handle)  # again: nothing to do, no error
 
 
@@ -149,8 +164,9 @@ def test_a_lost_client_is_read_from_the_cluster_then_lost_after_teardown(
     monkeypatch.setenv("FAKE_SKY_DOWN_AFTER_S", "3")
     be = backend(tmp_path, sky)
     slow = ["python", "-c", "import time; time.sleep(4)"]
-    handle = be.apply(be.plan(job(slow), LOCK, "l0st"))
-    run = tmp_path / "ts-home/runs/l0st"
+    job_id = run_id("l0st")
+    handle = be.apply(be.plan(job(slow), LOCK, job_id))
+    run = tmp_path / "ts-home/runs" / job_id
     deadline = time.time() + 60
     while be.status(handle).state != "running" and time.time() < deadline:
         time.sleep(0.2)
@@ -161,15 +177,15 @@ def test_a_lost_client_is_read_from_the_cluster_then_lost_after_teardown(
     assert be.status(handle).state == "running"  # from `sky queue` on the cluster
     st = wait_end(be, handle, 60)
     assert st == "succeeded"  # seen before --down removed the cluster
-    while cluster_exists(tmp_path, "l0st"):
+    while cluster_exists(tmp_path, job_id):
         time.sleep(0.2)
     st2 = be.status(handle)
-    assert st2.state == "lost" and "cluster ts-l0st is gone" in st2.reason
+    assert st2.state == "lost" and f"cluster ts-{job_id} is gone" in st2.reason
 
 
 def test_without_sky_apply_says_how_to_install_it(tmp_path: Path) -> None:
     be = backend(tmp_path, None)
-    request = be.plan(job(SAY_RANK), LOCK, "n0sky")  # planning needs no SkyPilot
+    request = be.plan(job(SAY_RANK), LOCK, run_id("n0sky"))  # planning needs no SkyPilot
     with pytest.raises(UsageError, match="SkyPilot is not installed") as e:
         be.apply(request)
     assert "pip install 'skypilot[aws]'" in e.value.hint

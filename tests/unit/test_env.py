@@ -197,6 +197,16 @@ def test_sync_argv_uses_a_find_links_copy_instead_of_the_pytorch_index(tmp_path:
     (tmp_path / torch.file).write_bytes(b"")
     argv = sync_argv("uv", cpu, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path), "/nope"])
     assert "--extra-index-url" not in argv and argv.count("--find-links") == 1
+    # a lock that names no file (schema 1): torch's wheel of that version in the folder will do
+    unnamed = dataclasses.replace(
+        cpu,
+        packages=tuple(dataclasses.replace(p, file=None) for p in cpu.packages),
+    )
+    argv = sync_argv("uv", unnamed, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path)])
+    assert "--extra-index-url" not in argv
+    (tmp_path / torch.file).unlink()
+    argv = sync_argv("uv", unnamed, tmp_path / "v", tmp_path / "r.txt", [str(tmp_path)])
+    assert "--extra-index-url" in argv
     assert (
         sync_argv("uv", LOCK.primary, tmp_path / "v", tmp_path / "r.txt", []).count(
             "--extra-index-url"

@@ -103,6 +103,41 @@ def test_diff_orders_by_consequence() -> None:
     assert diff(HEALTHY, HEALTHY) == []
 
 
+def test_diff_names_the_packages_each_difference_is_about() -> None:
+    # the CPU build of the same release, on another host with another Python patch release
+    other = dataclasses.replace(
+        HEALTHY,
+        hostname="laptop",
+        python="3.11.2",
+        torch="2.13.0+cpu",
+        packages={**HEALTHY.packages, "numpy": "2.4.0", "rich": "13"},
+    )
+    by_field = {d.field: d.packages for d in diff(HEALTHY, other)}
+    assert by_field == {
+        "torch": ("torch",),
+        "numpy": ("numpy",),
+        "python": (),
+        "packages": ("rich",),
+        "hostname": (),
+    }
+    as_json = [d.to_json() for d in diff(HEALTHY, other)]
+    assert sorted(p for d in as_json for p in d["packages"]) == ["numpy", "rich", "torch"]
+    same_packages = dataclasses.replace(HEALTHY, hostname="laptop", python="3.11.2")
+    assert [d.packages for d in diff(HEALTHY, same_packages)] == [(), ()]
+
+
+def test_a_package_missing_on_one_side_is_a_difference() -> None:
+    # numpy and torch have fields of their own, skipped where one side lacks them: the
+    # package list still names them, as it names any other package one side lacks
+    bare = dataclasses.replace(
+        HEALTHY, torch=None, packages={"nvidia-cudnn-cu13": "9.20.0.48"}, torch_cuda=None
+    )
+    (d,) = [x for x in diff(HEALTHY, bare) if x.packages]
+    assert d.field == "packages" and d.packages == ("numpy", "nvidia-nccl-cu13", "torch")
+    assert d.a == {"numpy": "2.4.1", "nvidia-nccl-cu13": "2.29.7", "torch": "2.13.0"}
+    assert d.b == {"numpy": None, "nvidia-nccl-cu13": None, "torch": None}
+
+
 def test_diff_skips_what_one_side_did_not_observe() -> None:
     report_like = dataclasses.replace(HEALTHY, tf32_matmul=None, torch_nccl=None)
     assert [x.field for x in diff(HEALTHY, report_like)] == []

@@ -192,11 +192,16 @@ def sync_argv(
 
 
 def _needs_index(packages: tuple[LockedPackage, ...], links: Sequence[str]) -> bool:
-    """A package whose file came from find-links when locked, and no folder here has it."""
+    """Whether the index of torch's build must be asked: a package whose locked file no
+    find-links folder here holds (by its recorded file name, or for a lock that names none,
+    torch by its version; uv checks the hash either way)."""
     for p in packages:
-        if p.file and not any(w.name == p.file for w in wheels_in(links, p.name, p.version)):
+        found = wheels_in(links, p.name, p.version) if (p.file or p.name == "torch") else []
+        if p.file and not any(w.name == p.file for w in found):
             return True
-    return any(p.name == "torch" and not p.file for p in packages)
+        if not p.file and p.name == "torch" and not found:
+            return True
+    return False
 
 
 def _uv(argv: Sequence[str], env: LockEnvironment, out: TextIO | None, step: str = "sync") -> None:
