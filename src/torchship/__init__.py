@@ -1,16 +1,45 @@
 """torchship: one pinned PyTorch + CUDA environment, resolved for your GPUs and drivers.
 
 Importing this package has no side effects and imports neither torch nor any client library.
+The public names below are loaded when first used (PEP 562), so that `import torchship.cli`
+(every command's start) pays only for the modules that command needs.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from torchship._version import __version__
-from torchship.compat import Request, Resolution, load_matrix, lookup_gpu, resolve
-from torchship.errors import TorchshipError
-from torchship.jobs import submit
-from torchship.lock import Lock, lock_spec, read_lock, resolve_spec, write_lock
-from torchship.spec import Spec, load_spec
-from torchship.spec.job import JobSpec, load_job
-from torchship.state import JobStore
+
+if TYPE_CHECKING:
+    from torchship.compat import Request, Resolution, load_matrix, lookup_gpu, resolve
+    from torchship.errors import TorchshipError
+    from torchship.jobs import submit
+    from torchship.lock import Lock, lock_spec, read_lock, resolve_spec, write_lock
+    from torchship.spec import Spec, load_spec
+    from torchship.spec.job import JobSpec, load_job
+    from torchship.state import JobStore
+
+_WHERE = {
+    "JobSpec": "torchship.spec.job",
+    "JobStore": "torchship.state",
+    "Lock": "torchship.lock",
+    "Request": "torchship.compat",
+    "Resolution": "torchship.compat",
+    "Spec": "torchship.spec",
+    "TorchshipError": "torchship.errors",
+    "load_job": "torchship.spec.job",
+    "load_matrix": "torchship.compat",
+    "load_spec": "torchship.spec",
+    "lock_spec": "torchship.lock",
+    "lookup_gpu": "torchship.compat",
+    "read_lock": "torchship.lock",
+    "resolve": "torchship.compat",
+    "resolve_spec": "torchship.lock",
+    "submit": "torchship.jobs",
+    "write_lock": "torchship.lock",
+}
 
 __all__ = [
     "JobSpec",
@@ -32,3 +61,15 @@ __all__ = [
     "submit",
     "write_lock",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'torchship' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

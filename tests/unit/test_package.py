@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 import subprocess
@@ -18,6 +19,27 @@ def test_import_pulls_in_no_heavy_or_optional_module() -> None:
     code = (
         "import sys, torchship; bad = [m for m in ('torch', 'uv', 'pynvml', 'kubernetes', "
         "'docker', 'numpy') if m in sys.modules]; print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_commands_import_only_their_own_module() -> None:
+    """`torchship run` loads neither Kubernetes rendering nor the simulator nor YAML, and the
+    table of command modules agrees with the parsers the modules add."""
+    from torchship.cli import COMMAND_MODULES, build_parser
+
+    full = build_parser()
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == sorted(COMMAND_MODULES)
+    for name in COMMAND_MODULES:
+        one = build_parser(name)
+        one_sub = next(a for a in one._actions if isinstance(a, argparse._SubParsersAction))
+        assert name in one_sub.choices
+    code = (
+        "import sys; from torchship.cli import build_parser; build_parser('run');"
+        "print(sorted(m for m in ('torchship.k8s.render', 'torchship.place.simulate', 'yaml',"
+        " 'torchship.backends.docker') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

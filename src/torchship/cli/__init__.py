@@ -9,51 +9,40 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from typing import NoReturn
 
 from torchship._version import __version__
-from torchship.cli import cancel as cancel_cmd
-from torchship.cli import container as container_cmd
-from torchship.cli import diff as diff_cmd
-from torchship.cli import doctor as doctor_cmd
-from torchship.cli import env as env_cmd
-from torchship.cli import export as export_cmd
-from torchship.cli import facts as facts_cmd
-from torchship.cli import image as image_cmd
-from torchship.cli import init as init_cmd
-from torchship.cli import lock as lock_cmd
-from torchship.cli import logs as logs_cmd
-from torchship.cli import metrics as metrics_cmd
-from torchship.cli import plan as plan_cmd
-from torchship.cli import report as report_cmd
-from torchship.cli import resolve as resolve_cmd
-from torchship.cli import run as run_cmd
-from torchship.cli import simulate as simulate_cmd
-from torchship.cli import site as site_cmd
-from torchship.cli import status as status_cmd
 from torchship.errors import TorchshipError, UsageError
 
-COMMANDS = (
-    init_cmd,
-    resolve_cmd,
-    lock_cmd,
-    env_cmd,
-    export_cmd,
-    facts_cmd,
-    doctor_cmd,
-    diff_cmd,
-    image_cmd,
-    container_cmd,
-    site_cmd,
-    plan_cmd,
-    simulate_cmd,
-    run_cmd,
-    status_cmd,
-    logs_cmd,
-    cancel_cmd,
-    metrics_cmd,
-    report_cmd,
-)
+# Each command's module, by the name the user types: a command imports only its own module
+# (and what that needs), so `torchship run` does not pay for Kubernetes rendering or the
+# simulator. A name that is not here (help, a typo) builds the whole parser. A test checks that
+# this table and the modules' parsers agree.
+COMMAND_MODULES = {
+    "init": "init",
+    "resolve": "resolve",
+    "lock": "lock",
+    "sync": "env",
+    "env": "env",
+    "export": "export",
+    "facts": "facts",
+    "doctor": "doctor",
+    "diff": "diff",
+    "image": "image",
+    "jupyter": "container",
+    "shell": "container",
+    "exec": "container",
+    "site": "site",
+    "plan": "plan",
+    "simulate": "simulate",
+    "run": "run",
+    "status": "status",
+    "logs": "logs",
+    "cancel": "cancel",
+    "metrics": "metrics",
+    "report": "report",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +52,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message, f"see `{self.prog} --help`")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: with `command`, only that command's module is imported and added."""
     parser = _Parser(
         prog="torchship",
         description="One pinned PyTorch + CUDA environment, resolved for your GPUs and drivers.",
@@ -71,9 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"torchship {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for cmd in COMMANDS:
-        cmd.add_parser(sub)
+    names = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMAND_MODULES.values()
+    for module in dict.fromkeys(names):
+        import_module(f"torchship.cli.{module}").add_parser(sub)
     return parser
+
+
+def _command(args: Sequence[str]) -> str | None:
+    """The command named in `args`: the first word that is not a top-level option."""
+    return next((a for a in args if not a.startswith("-")), None)
 
 
 def _print_error(err: TorchshipError) -> None:
@@ -86,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
     try:
-        args = build_parser().parse_args(args_list)
+        args = build_parser(_command(args_list)).parse_args(args_list)
         if args.command is None:
             build_parser().print_help()
             return 2
