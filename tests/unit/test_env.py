@@ -274,3 +274,28 @@ def test_prune_removes_leftovers_and_unused_environments(tmp_path: Path) -> None
     assert sorted(p.name for p in removed) == sorted([old.name, killed.name, unfinished.name])
     assert fresh.is_dir() and not old.exists() and not killed.exists()
     assert [p.name for p in prune(tmp_path, all_envs=True)] == [fresh.name]
+
+
+def test_env_commands_on_a_cache(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    envs = tmp_path / "envs"
+    _fake_env(envs, "cpu-aaaaaaaaaaaa")
+    _fake_env(envs, "cu130-bbbbbbbbbbbb", age_days=40)
+    (envs / ".tmp-cpu-cccccccccccc-4242").mkdir()
+    env = {"TORCHSHIP_CACHE_DIR": str(tmp_path)}
+    listed = run_cli("env", "list", env=env)
+    assert listed.returncode == 0 and "cpu-aaaaaaaaaaaa" in listed.stdout
+    assert ".tmp-" not in listed.stdout
+    pruned = run_cli("env", "prune", env=env)
+    assert pruned.returncode == 0 and pruned.stdout.strip().endswith(f"2 removed from {envs}")
+    assert [p.name for p in envs.iterdir() if p.name != ".locks"] == ["cpu-aaaaaaaaaaaa"]
+    assert (
+        run_cli("env", "prune", "--all", env=env)
+        .stdout.strip()
+        .endswith("1 removed from " + str(envs))
+    )
+    bad = run_cli("env", "path", str(tmp_path), env=env)
+    assert (
+        bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    )
