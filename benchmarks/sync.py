@@ -104,6 +104,18 @@ def uv_project(work: Path, env: dict[str, str]) -> Path:
     return proj
 
 
+def wait_for_jobs(home: Path, timeout_s: float = 120.0) -> None:
+    """Until every run folder has its exit record: a detached job still starting torchrun
+    would take the CPU from the next measurement."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = list((home / "runs").glob("*"))
+        if all((r / "exit.json").exists() for r in runs):
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"jobs under {home} did not end within {timeout_s:g} s")
+
+
 def warm(starts: int, work: Path, env: dict[str, str]) -> dict[str, list[float]]:
     proj = work / "proj"
     proj.mkdir()
@@ -121,7 +133,7 @@ def warm(starts: int, work: Path, env: dict[str, str]) -> dict[str, list[float]]
     execute = [*TS, "exec", "--local", str(proj), "--", "python", "-c", "pass"]
     for _ in range(starts):
         times["torchship run"].append(timed(run, env))
-        time.sleep(0.5)  # let the detached job (`python -c pass`) end outside the timing
+        wait_for_jobs(work / "home")  # each detached job (torchrun) ends outside the timing
         times["torchship exec"].append(timed(execute, env))
         times["uv run"].append(timed([uv, "run", "python", "-c", "pass"], env, uvproj))
     return times
