@@ -14,7 +14,7 @@ from tools.scan_dockerfiles import checkov
 
 from tests.conftest import REPO, venv_tool
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 VENV = Path("/var/tmp/torchship-checkov")
 DOCKERFILES = sorted(
     [

@@ -39,7 +39,7 @@ from torchship.image import image_tag
 from torchship.lock import read_lock
 from torchship.lock.compile import wheels_in
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torchship.backends.skypilot import SkyPilotBackend, sky_task
 from torchship.place.sites import load_sites
 from torchship.spec.job import load_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 VENV = Path("/var/tmp/torchship-skypilot-venv")  # a link to the venv build_once published
 
 
