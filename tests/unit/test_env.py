@@ -299,3 +299,18 @@ def test_env_commands_on_a_cache(tmp_path: Path) -> None:
     assert (
         bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     )
+
+
+@pytest.mark.parametrize("name", ["../../escape", "cpu/x", "", "CPU", "cu130 "])
+def test_an_environment_name_that_is_not_a_build_name_is_refused(tmp_path: Path, name: str) -> None:
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    hostile = dataclasses.replace(LOCK, environments=(dataclasses.replace(cpu, name=name),))
+    write_lock(hostile, tmp_path / "torchship.lock")
+    with pytest.raises(LockFileError) as e:
+        read_lock(tmp_path / "torchship.lock")
+    assert "is not a build name" in e.value.message and "\n" not in e.value.message
+    variant = dataclasses.replace(LOCK, variant="../x")
+    write_lock(variant, tmp_path / "torchship.lock")
+    with pytest.raises(LockFileError, match="variant"):
+        read_lock(tmp_path / "torchship.lock")

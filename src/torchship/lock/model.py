@@ -257,7 +257,7 @@ def read_lock(path: Path) -> Lock:
             spec=_need(data, "spec", dict, "", path),
             name=_need(data, "name", str, "", path),
             torch=_need(env, "torch", str, "environment.", path),
-            variant=_need(env, "variant", str, "environment.", path),
+            variant=_name(_need(env, "variant", str, "environment.", path), "variant", path),
             cuda=env.get("cuda"),
             python=_need(env, "python", str, "environment.", path),
             platform=_need(env, "platform", str, "environment.", path),
@@ -310,13 +310,14 @@ def _environments(raw: Any, path: Path) -> tuple[LockEnvironment, ...]:
     out = []
     for name, e in raw.items():
         where = f"environments.{name}."
+        _name(name, "environments", path)
         if not isinstance(e, dict):
             raise LockFileError(f"{path}:{where[:-1]}: not a table", "regenerate it")
         out.append(
             LockEnvironment(
                 name=name,
                 torch=_need(e, "torch", str, where, path),
-                variant=_need(e, "variant", str, where, path),
+                variant=_name(_need(e, "variant", str, where, path), f"{where}variant", path),
                 cuda=e.get("cuda"),
                 python=_need(e, "python", str, where, path),
                 platform=_need(e, "platform", str, where, path),
@@ -328,6 +329,17 @@ def _environments(raw: Any, path: Path) -> tuple[LockEnvironment, ...]:
 
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_ENV_NAME = re.compile(r"^[a-z][a-z0-9]{1,15}$")  # cpu, cu130, rocm64: a variant's name
+
+
+def _name(value: str, where: str, path: Path) -> str:
+    """An environment's or variant's name: it names a folder of the cache, so nothing else."""
+    if not _ENV_NAME.match(value):
+        raise LockFileError(
+            f"{path}: {where}: {value!r} is not a build name such as 'cpu' or 'cu130'",
+            "regenerate it with `torchship lock`",
+        )
+    return value
 
 
 def _digest(value: object, path: Path) -> str | None:
