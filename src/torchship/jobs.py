@@ -18,7 +18,7 @@ from torchship.backends import Backend, Request, backend_for_site, create_backen
 from torchship.backends.preflight import blocking, preflight
 from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
-from torchship.env.sync import AGENT_VAR, Printer
+from torchship.env.sync import AGENT_VAR, DROPPED, Printer
 from torchship.errors import TorchshipError, UsageError
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
 from torchship.place.sites import Site
@@ -178,6 +178,7 @@ def in_environment(
         env=extra,
         supervisor=o.supervisor or sys.executable,
         environment=pick.env.name,
+        unset=DROPPED,
     )
     note = f"{pick.env.name} ({synced.path}): {pick.reason}"
     return type(backend)(options), facts, note

@@ -314,3 +314,63 @@ def test_an_environment_name_that_is_not_a_build_name_is_refused(tmp_path: Path,
     write_lock(variant, tmp_path / "torchship.lock")
     with pytest.raises(LockFileError, match="variant"):
         read_lock(tmp_path / "torchship.lock")
+
+
+def _site(path: Path, packages: dict[str, str]) -> None:
+    site = path / "lib/python3.11/site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    for name, version in packages.items():
+        (site / f"{name.replace('-', '_')}-{version}.dist-info").mkdir()
+
+
+def test_a_cache_hit_is_the_locked_environment_and_nothing_else(tmp_path: Path) -> None:
+    from torchship.env.sync import cached, env_path
+
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    path = env_path(cpu, tmp_path)
+    (path / "bin").mkdir(parents=True)
+    (path / "bin/python").symlink_to(Path(os.__file__))  # any existing file will do here
+    (path / MARKER).write_text("{}")
+    _site(path, {p.name: p.version for p in cpu.packages})
+    hit = cached(cpu, tmp_path)
+    assert hit is not None and hit.path == path
+    _site(path, {"idna": "3.10"})  # installed by hand into the shared environment since
+    assert cached(cpu, tmp_path) is None
+
+
+def test_the_outer_pythons_settings_do_not_reach_the_environment(tmp_path: Path) -> None:
+    from torchship.env import run_env
+    from torchship.env.sync import SyncedEnv
+
+    synced = SyncedEnv("cpu", "sha256:x", tmp_path / "env", cached=True)
+    outer = {"PATH": "/usr/bin", "PYTHONPATH": "/shadow", "PYTHONHOME": "/h", "HOME": "/root"}
+    env = run_env(synced, tmp_path / "agent", outer)
+    assert "PYTHONPATH" not in env and "PYTHONHOME" not in env and env["HOME"] == "/root"
+    assert env["PATH"].startswith(f"{tmp_path / 'env'}/bin") and env["VIRTUAL_ENV"].endswith("env")
+    assert env["TORCHSHIP_AGENT_PATH"] == str(tmp_path / "agent")
+
+
+def test_a_cache_folder_that_cannot_be_made_is_one_clear_error() -> None:
+    from torchship.env import sync
+
+    cpu = LOCK.environment("cpu")
+    assert cpu is not None
+    with pytest.raises(EnvError) as e:
+        sync(cpu, Path("/dev/null/cache/envs"))
+    assert e.value.message.startswith("cannot use the environment cache /dev/null/cache/envs")
+    assert "TORCHSHIP_CACHE_DIR" in e.value.hint
+
+
+def test_a_gpu_of_unknown_capability_is_said_so() -> None:
+    facts = dataclasses.replace(H100, gpus=(GPUFact(0, "NVIDIA Mystery X1"),))
+    pick = pick_environment(LOCK, facts, load_matrix())
+    assert pick.env.name == "cu130" and "NVIDIA Mystery X1 unknown" in pick.reason
+
+
+def test_exec_options_after_the_project_are_a_usage_error() -> None:
+    from tests.conftest import run_cli
+
+    out = run_cli("exec", "--local", str(REPO / "examples/quickstart"), "--env", "cpu", "--", "x")
+    assert out.returncode == 2 and "'--env' after the project" in out.stderr
+    assert "-- CMD ARGS" in out.stderr and "Traceback" not in out.stderr

@@ -43,6 +43,7 @@ class LocalOptions:
     env: Mapping[str, str] = field(default_factory=dict)  # VIRTUAL_ENV, PATH, the agent's path
     supervisor: str | None = None  # torchship's own interpreter (default: `python`)
     environment: str | None = None  # the lock environment's name, for the plan's text
+    unset: tuple[str, ...] = ()  # variables of this process the job must not inherit
 
 
 def run_dir(home: Path, job_id: str) -> Path:
@@ -99,7 +100,7 @@ class LocalBackend:
 
     def apply(self, request: Request) -> str:
         run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
-        self._children.append(start_supervised(request, run))
+        self._children.append(start_supervised(request, run, self.options.unset))
         return f"{SCHEME}://{self.options.host}/{request.job_id}"
 
     def _run(self, handle: str) -> tuple[str, Path]:
@@ -148,16 +149,19 @@ class LocalBackend:
         write_text_atomic(run / "exit.json", json.dumps({**record, "ended_at": time.time()}))
 
 
-def start_supervised(request: Request, run: Path) -> subprocess.Popen[bytes]:
+def start_supervised(
+    request: Request, run: Path, unset: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """Start request.argv (the supervisor and its command) in a session of its own, its output
-    going to RUN/log, with the request recorded beside it."""
+    going to RUN/log, with the request recorded beside it; `unset` names variables of this
+    process it does not inherit."""
     run.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2))
     with open(run / "log", "ab") as log:
         return subprocess.Popen(
             request.argv,
             cwd=request.cwd,
-            env={**os.environ, **request.env},
+            env={**{k: v for k, v in os.environ.items() if k not in unset}, **request.env},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -149,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.cmd[:1] and args.cmd[0].startswith("-") and args.cmd[0] != "--":
+        raise UsageError(
+            f"{args.cmd[0]!r} after the project is taken as the command",
+            "put options before the project and the command after --: "
+            "torchship exec [--local] [--env NAME] [PROJECT] -- CMD ARGS...",
+        )
     command = tuple(args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
     if not command:
         raise UsageError("exec needs a command", "torchship exec [PROJECT] -- CMD ARGS...")

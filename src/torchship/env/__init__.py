@@ -16,6 +16,7 @@ from torchship.env.sync import (
     agent_path,
     cache_dir,
     envs_dir,
+    installed,
     list_envs,
     prune,
     run_env,
@@ -59,20 +60,6 @@ def sync_lock(
 
 def site_packages(venv: Path) -> Path | None:
     return next((venv / "lib").glob("python3*/site-packages"), None)
-
-
-def installed(venv: Path) -> dict[str, str]:
-    """The distributions in a venv, from their dist-info folder names (no import, one
-    listdir): normalised name → version."""
-    import re
-
-    site = site_packages(venv)
-    out: dict[str, str] = {}
-    for entry in sorted(site.iterdir()) if site else []:
-        if entry.name.endswith(".dist-info") and "-" in entry.name:
-            name, version = entry.name.removesuffix(".dist-info").split("-", 1)
-            out[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return out
 
 
 def env_facts(host: Facts, synced: SyncedEnv) -> Facts:

@@ -95,7 +95,14 @@ def pick_environment(lock: Lock, facts: Facts, m: Matrix, name: str | None = Non
         problem = platform_problem(env, facts) or gpu_problem(lock, env, facts, m)
         if problem is None:
             gpus = ", ".join(sorted({g.name for g in facts.gpus}))
-            return Pick(env, f"{gpus} with driver {facts.driver} runs {env.name}")
+            unknown = sorted({g.name for g in facts.gpus if _cc(g, m) is None})
+            caveat = (
+                f" (compute capability of {', '.join(unknown)} unknown: kernels not confirmed;"
+                " --env cpu to be sure)"
+                if unknown
+                else ""
+            )
+            return Pick(env, f"{gpus} with driver {facts.driver} runs {env.name}{caveat}")
         why_not = problem
     if cpu is None:
         raise EnvError(

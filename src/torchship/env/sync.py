@@ -84,11 +84,27 @@ def env_path(env: LockEnvironment, root: Path) -> Path:
 
 
 def cached(env: LockEnvironment, root: Path) -> SyncedEnv | None:
-    """The finished environment, when it is in the cache and its interpreter still exists."""
+    """The finished environment, when it is in the cache, its interpreter still exists, and
+    it still holds exactly the locked distributions (one listing of site-packages: a package
+    installed into it by hand since makes it a miss, and it is rebuilt)."""
     path = env_path(env, root)
-    if (path / MARKER).is_file() and (path / "bin" / "python").exists():
-        return SyncedEnv(env.name, env.key, path, cached=True)
-    return None
+    if not (path / MARKER).is_file() or not (path / "bin" / "python").exists():
+        return None
+    if installed(path) != {p.name: p.version for p in env.packages}:
+        return None
+    return SyncedEnv(env.name, env.key, path, cached=True)
+
+
+def installed(venv: Path) -> dict[str, str]:
+    """The distributions in a venv, from their dist-info folder names (no import, one
+    listdir): normalised name → version."""
+    site = next((venv / "lib").glob("python3*/site-packages"), None)
+    out: dict[str, str] = {}
+    for entry in sorted(site.iterdir()) if site else []:
+        if entry.name.endswith(".dist-info") and "-" in entry.name:
+            name, version = entry.name.removesuffix(".dist-info").split("-", 1)
+            out[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return out
 
 
 def sync(
@@ -108,15 +124,22 @@ def sync(
             os.utime(hit.path / MARKER)
         return hit
     say = say or (lambda _: None)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EnvError(
+            f"cannot use the environment cache {root}: {e.strerror}",
+            "set TORCHSHIP_CACHE_DIR to a folder this user can write",
+        ) from None
     with _locked(root / ".locks" / f"{env.name}-{env.short_key}.lock", say):
         hit = cached(env, root)  # another sync finished it while we waited
         if hit is not None:
             return hit
         _sweep(root, env)
         final = env_path(env, root)
-        if final.exists():  # a folder without its marker: never finished; not ours to trust
-            shutil.rmtree(final)
+        if final.exists():  # never finished, or changed since: set aside, then removed
+            say(f"sync: {final.name} is not the locked environment any more: rebuilding it")
+            _discard(final)
         tmp = root / f".tmp-{final.name}-{os.getpid()}"
         started = time.monotonic()
         say(f"sync: building environment {env.name} ({len(env.packages)} packages) in {final}")
@@ -180,7 +203,12 @@ def sync_argv(
 ) -> list[str]:
     """`uv pip sync` of the hashed requirements: the find-links folders that hold a locked
     file, and the index of torch's build only when one is missing there (pure)."""
-    links = [f for f in find_links if Path(f.removeprefix("file://")).is_dir()]
+    # folders that exist, and URLs (an internal wheel mirror), as `lock` passes them to uv
+    links = [
+        f
+        for f in find_links
+        if f.startswith(("http://", "https://")) or Path(f.removeprefix("file://")).is_dir()
+    ]
     argv = [uv, "pip", "sync", "--no-config", "--require-hashes", "--compile-bytecode"]
     argv += ["--python", str(venv / "bin" / "python"), "--index-url", PYPI_INDEX]
     for f in links:
@@ -359,9 +387,14 @@ def agent_path(root: Path | None = None) -> Path:
     return folder
 
 
+# Variables of the outer Python that would put other packages before the locked ones.
+DROPPED = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
+
+
 def run_env(synced: SyncedEnv, agent: Path | None, base: Mapping[str, str]) -> dict[str, str]:
-    """The process environment of a command run inside `synced`, as `uv run` sets it."""
-    env = {k: v for k, v in base.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV", AGENT_VAR)}
+    """The process environment of a command run inside `synced`: VIRTUAL_ENV and PATH point at
+    it, and nothing of the outer Python's (PYTHONPATH, PYTHONHOME…) reaches it."""
+    env = {k: v for k, v in base.items() if k not in (*DROPPED, AGENT_VAR)}
     env["VIRTUAL_ENV"] = str(synced.path)
     env["PATH"] = f"{synced.path / 'bin'}{os.pathsep}{base.get('PATH', os.defpath)}"
     if agent is not None:
@@ -385,6 +418,8 @@ def list_envs(root: Path | None = None, sizes: bool = False) -> list[CachedEnv]:
         try:
             info = json.loads((path / MARKER).read_text("utf-8"))
         except (OSError, ValueError):
+            info = None
+        if not isinstance(info, dict):
             info = {"env": path.name, "incomplete": True}
         out.append(CachedEnv(path, info, _du(path) if sizes else None))
     return out
@@ -411,8 +446,10 @@ def prune(
     for path in sorted(root.glob("*")) if root.is_dir() else []:
         if path.name == ".locks":
             continue
-        leftover = path.name.startswith(".tmp-") or not (path / MARKER).is_file()
-        base = path.name.removeprefix(".tmp-").rsplit("-", 1)[0] if leftover else path.name
+        temporary = path.name.startswith((".tmp-", ".trash-"))
+        leftover = temporary or not (path / MARKER).is_file()
+        name = path.name.removeprefix(".tmp-").removeprefix(".trash-")
+        base = name.rsplit("-", 1)[0] if temporary else name
         if not leftover and not all_envs:
             try:
                 if now - (path / MARKER).stat().st_mtime < older_than_s:
@@ -426,6 +463,17 @@ def prune(
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # being built right now
-            shutil.rmtree(path, ignore_errors=True)
+            _discard(path)
             removed.append(path)
     return removed
+
+
+def _discard(path: Path) -> None:
+    """Rename out of the way first (atomic: from then on the environment is a cache miss, never
+    a half-deleted hit), then delete."""
+    trash = path.with_name(f".trash-{path.name}-{os.getpid()}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
