@@ -20,6 +20,7 @@ from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
 from torchship.env.sync import AGENT_VAR, DROPPED, Printer
 from torchship.errors import TorchshipError, UsageError
+from torchship.lock import check_lock_file
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec, load_job
@@ -153,7 +154,8 @@ def in_environment(
     from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env, sync
     from torchship.env.sync import SyncedEnv, env_path
 
-    _check_spec(lock, lock_path)
+    if lock_path is not None:
+        check_lock_file(lock, lock_path)
     pick = pick_environment(lock, facts, load_matrix(), env_name)
     synced = None if dry_run else sync(pick.env, None, (), say, stream, lock.name)
     if synced is None:  # a dry run builds nothing: where it would be
@@ -182,20 +184,6 @@ def in_environment(
     )
     note = f"{pick.env.name} ({synced.path}): {pick.reason}"
     return type(backend)(options), facts, note
-
-
-def _check_spec(lock: Lock, lock_path: Path | None) -> None:
-    """Like `uv run`, never run a lock that its spec has moved past."""
-    from torchship.lock.model import check_lock
-    from torchship.spec.load import find_spec_file, load_spec
-
-    if lock_path is None:
-        return
-    try:
-        spec_file = find_spec_file(lock_path.parent)
-    except UsageError:
-        return  # a lock without its spec: nothing to compare
-    check_lock(load_spec(spec_file), lock, lock_path)
 
 
 def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dict[str, Any]]:

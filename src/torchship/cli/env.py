@@ -13,7 +13,6 @@ from typing import Any
 from torchship.cli._output import print_json
 from torchship.cli.lock import lock_path
 from torchship.errors import EnvError, UsageError
-from torchship.jobs import _check_spec
 
 
 def add_parser(sub: Any) -> None:
@@ -59,14 +58,14 @@ def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Read the project's lock, pick its environment for this machine, sync it."""
     from torchship.doctor.probe import probe
     from torchship.env import sync_lock
-    from torchship.lock import read_lock
+    from torchship.lock import check_lock_file, read_lock
 
     for d in getattr(args, "find_links", []):
         if not Path(d).is_dir():
             raise UsageError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
     path = lock_path(Path(args.project))
     lock = read_lock(path)
-    _check_spec(lock, path)
+    check_lock_file(lock, path)
     say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     pick, synced = sync_lock(
         lock,

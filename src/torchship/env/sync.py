@@ -38,7 +38,13 @@ from torchship._atomic import write_text_atomic
 from torchship._version import __version__
 from torchship.compat.matrix import PYPI_INDEX
 from torchship.errors import EnvError
-from torchship.lock.compile import find_links_from_env, find_uv, wheels_in
+from torchship.lock.compile import (
+    UV_NET_ERRORS,
+    UV_URL_RE,
+    find_links_from_env,
+    find_uv,
+    wheels_in,
+)
 from torchship.lock.model import LockedPackage, LockEnvironment, requirement_lines
 
 MARKER = "torchship-env.json"
@@ -269,8 +275,6 @@ def python_error(env: LockEnvironment, text: str) -> EnvError:
 
 _HASH_RE = re.compile(r"Hash mismatch for `([^`]+)`")
 _PIN_RE = re.compile(r"`?([A-Za-z0-9._-]+)==([^\s`]+)`?")
-_NET = ("Failed to fetch", "error sending request", "dns error", "tcp connect error", "timed out")
-_URL_RE = re.compile(r"(https?://[^\s`'\")]+)")
 
 
 def install_error(env: LockEnvironment, text: str) -> EnvError:
@@ -287,7 +291,7 @@ def install_error(env: LockEnvironment, text: str) -> EnvError:
             "the index or find-links folder serves another file than the one locked: "
             "replace it with the locked file, or re-lock with `torchship lock`",
         )
-    if any(n in text for n in _NET):
+    if any(n in text for n in UV_NET_ERRORS):
         return _unreachable(env, text, causes)
     if pkg is not None and ("no version of" in text or "not found" in text):
         return EnvError(
@@ -304,7 +308,7 @@ def install_error(env: LockEnvironment, text: str) -> EnvError:
 
 
 def _unreachable(env: LockEnvironment, text: str, causes: list[str]) -> EnvError:
-    urls = _URL_RE.findall(text)
+    urls = UV_URL_RE.findall(text)
     url = urls[0] if urls else env.index_url
     why = causes[-1] if causes else "unreachable"
     torch = next((p for p in env.packages if p.name == "torch"), None)

@@ -40,6 +40,7 @@ __all__ = [
     "LockEnvironment",
     "LockedPackage",
     "check_lock",
+    "check_lock_file",
     "export_requirements",
     "lock_changes",
     "lock_spec",
@@ -48,6 +49,19 @@ __all__ = [
     "spec_changes",
     "write_lock",
 ]
+
+
+def check_lock_file(lock: Lock, lock_path: Path) -> None:
+    """Like `uv run`, never use a lock that the spec beside it has moved past (LockOutOfDateError
+    naming each change); a lock without its spec is taken as it is."""
+    from torchship.errors import UsageError
+    from torchship.spec.load import find_spec_file, load_spec
+
+    try:
+        spec_file = find_spec_file(lock_path.parent)
+    except UsageError:
+        return  # a lock alone: nothing to compare with
+    check_lock(load_spec(spec_file), lock, lock_path)
 
 
 def resolve_spec(spec: Spec, matrix: Matrix | None = None) -> Resolution:

@@ -30,7 +30,8 @@ from torchship.versions import driver_str, version_str
 
 Runner = Callable[[Sequence[str], str], "subprocess.CompletedProcess[str]"]
 
-_NET_ERRORS = (
+# What uv prints when an index cannot be reached (its lines, as of uv 0.13); `sync` reads them too.
+UV_NET_ERRORS = (
     "Failed to fetch",
     "error sending request",
     "dns error",
@@ -39,7 +40,7 @@ _NET_ERRORS = (
     "timed out",
     "client error (Connect)",
 )
-_URL_RE = re.compile(r"(https?://[^\s)]+)")
+UV_URL_RE = re.compile(r"(https?://[^\s`'\")]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,8 +221,8 @@ def _run(argv: Sequence[str], stdin: str) -> subprocess.CompletedProcess[str]:
 
 def _failure(plan: CompilePlan, stderr: str, torch_label: str) -> LockError:
     text = stderr.strip()
-    if any(marker in text for marker in _NET_ERRORS):
-        urls = _URL_RE.findall(text)
+    if any(marker in text for marker in UV_NET_ERRORS):
+        urls = UV_URL_RE.findall(text)
         url = urls[0] if urls else plan.extra_index_url or plan.index_url
         index = next(
             (
