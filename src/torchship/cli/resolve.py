@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from torchship.cli._output import print_json, table
+from torchship.compat.explain import explain
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
 from torchship.compat.request import Request, check_torch_known, domain_libraries
@@ -101,7 +102,7 @@ def render(res: Resolution) -> str:
     if not res.ok:
         out.append("")
         out.append("nothing fits." if not res.compatible else "the requested CUDA does not fit.")
-        out += [f"  → {s}" for s in res.suggestions]
+        out += [f"  → {s.text}" for s in explain(res)]
     return "\n".join(out)
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             )
         res = resolve_spec(load_spec(Path(args.project)))
     if args.json:
-        print_json(res.to_json())
+        print_json(res.to_json(tuple(s.text for s in explain(res))))
     else:
         print(render(res))
     return 0 if res.ok else 1

@@ -1,11 +1,13 @@
 """When nothing fits, say what would: per GPU, per driver, per Python, and the nearest full fit.
 
-Only called on failure, so it may scan the whole matrix.
+Only called on failure, so it may scan the whole matrix. Suggestions are structured (kind, the
+sentence, and the build that fits where there is one) so the doctor and the lock use the build
+without parsing the sentence. This module imports the resolver; the resolver never imports it.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
@@ -14,9 +16,16 @@ from torchship.compat.archs import driver_str, kernel_match
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import judge_all, matching_releases
+from torchship.compat.resolve import Resolution, judge_all, matching_releases
 
 _ANY = SpecifierSet()
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    kind: str  # "cuda-pin" | "python" | "driver" | "gpu" | "fit"
+    text: str
+    build: str | None = None  # for "fit": the local version that fits every target
 
 
 def _requested(req: Request, m: Matrix) -> list[Release]:
@@ -82,7 +91,7 @@ def _python_hint(req: Request, m: Matrix) -> str | None:
     return f"Python {req.python} wheels exist for torch {have[0]}–{have[-1]}"
 
 
-def _nearest_fit(req: Request, m: Matrix) -> str | None:
+def nearest_fit(req: Request, m: Matrix) -> str | None:
     """The newest full fit at or below the requested torch, else the oldest above it."""
     relaxed = replace(req, torch=_ANY, cuda="cpu" if req.cuda == "cpu" else "auto")
     fits = [name for name, ok in judge_all(relaxed, m, m.releases) if ok]  # oldest first
@@ -91,26 +100,27 @@ def _nearest_fit(req: Request, m: Matrix) -> str | None:
     wanted = _requested(req, m)
     top = max((r.version for r in wanted), default=m.releases[-1].version)
     below = [f for f in fits if Version(f.split("+")[0]) <= top]
-    best = below[-1] if below else fits[0]
-    return f"{best} fits every target" + ("" if req.python is None else f" on Python {req.python}")
+    return below[-1] if below else fits[0]
 
 
-def explain(req: Request, m: Matrix, compatible: list[str]) -> tuple[str, ...]:
-    out: list[str] = []
-    if compatible:  # targets fit, the CUDA pin does not
-        out.append(
-            f"cuda = {req.cuda!r} does not fit; compatible builds: {', '.join(compatible)} "
-            "(set cuda = 'auto' or one of these)"
+def explain(res: Resolution) -> tuple[Suggestion, ...]:
+    """When nothing fits, what would; () for a resolution that is ok."""
+    req, m = res.request, res.matrix
+    if res.ok or req is None or m is None:
+        return ()
+    if res.compatible:  # targets fit, the CUDA pin does not
+        return (
+            Suggestion(
+                "cuda-pin",
+                f"cuda = {req.cuda!r} does not fit; compatible builds: "
+                f"{', '.join(res.compatible)} (set cuda = 'auto' or one of these)",
+            ),
         )
-        return tuple(out)
-    for hint in (_python_hint(req, m), _driver_hint(req, m)):
-        if hint:
-            out.append(hint)
-    for t in req.gpus:
-        h = _gpu_hint(req, m, t)
-        if h:
-            out.append(h)
-    fit = _nearest_fit(req, m)
+    out = [Suggestion("python", h) for h in (_python_hint(req, m),) if h]
+    out += [Suggestion("driver", h) for h in (_driver_hint(req, m),) if h]
+    out += [Suggestion("gpu", h) for t in req.gpus if (h := _gpu_hint(req, m, t))]
+    fit = nearest_fit(req, m)
     if fit:
-        out.append(fit)
+        on = "" if req.python is None else f" on Python {req.python}"
+        out.append(Suggestion("fit", f"{fit} fits every target{on}", fit))
     return tuple(out)

@@ -99,15 +99,6 @@ class Resolution:
     matrix: Matrix | None = field(default=None, compare=False, repr=False)
 
     @property
-    def suggestions(self) -> tuple[str, ...]:
-        """When nothing fits, what would. Computed on demand: it scans the whole matrix."""
-        if self.ok or self.request is None or self.matrix is None:
-            return ()
-        from torchship.compat.explain import explain
-
-        return explain(self.request, self.matrix, list(self.compatible))
-
-    @property
     def base_image(self) -> str | None:
         return None if self.chosen is None else self.chosen.base_image
 
@@ -115,7 +106,8 @@ class Resolution:
     def index_url(self) -> str | None:
         return None if self.chosen is None else self.chosen.index_url
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, suggestions: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The JSON contract; `suggestions` come from compat.explain (only on failure)."""
         return {
             "ok": self.ok,
             "compatible": list(self.compatible),
@@ -127,7 +119,7 @@ class Resolution:
             "detail": None if self.chosen is None else self.chosen.to_json(),
             "targets": [{"gpu": t.label, "cc": f"{t.cc[0]}.{t.cc[1]}"} for t in self.targets],
             "warnings": list(self.warnings),
-            "suggestions": list(self.suggestions),
+            "suggestions": list(suggestions),
         }
 
 

@@ -5,20 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torchship.compat.matrix import Matrix, load_matrix
-from torchship.compat.request import request_from_spec
-from torchship.compat.resolve import Resolution, resolve
 from torchship.errors import LockError, NothingFitsError
-from torchship.lock.compile import (
-    CompilePlan,
-    Runner,
-    build_environment,
-    build_lock,
-    compile_requirements,
-    plan_compile,
-    plan_env_compile,
-)
 from torchship.lock.model import (
     LOCK_FILE,
     Lock,
@@ -33,6 +22,11 @@ from torchship.lock.model import (
     write_lock,
 )
 from torchship.spec.model import Spec
+
+if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
+    from torchship.compat.matrix import Matrix
+    from torchship.compat.resolve import Resolution
+    from torchship.lock.compile import CompilePlan, Runner
 
 __all__ = [
     "LOCK_FILE",
@@ -65,6 +59,10 @@ def check_lock_file(lock: Lock, lock_path: Path) -> None:
 
 
 def resolve_spec(spec: Spec, matrix: Matrix | None = None) -> Resolution:
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.request import request_from_spec
+    from torchship.compat.resolve import resolve
+
     m = matrix or load_matrix()
     return resolve(request_from_spec(spec, m), m)
 
@@ -81,13 +79,24 @@ def lock_spec(
     """Resolve and lock `spec`: the primary environment, then the `cpu` one pinned to the same
     versions. `previous` pins are kept where the spec still allows them, except the packages
     in `upgrade` (":all:" for every one). Raises NothingFitsError or LockError; writes nothing."""
+    from torchship.lock.compile import (
+        build_environment,
+        build_lock,
+        compile_requirements,
+        plan_compile,
+        plan_env_compile,
+    )
+
     resolution = resolve_spec(spec)
     choice = resolution.chosen
     if choice is None:
         first = resolution.rejected[0].reason if resolution.rejected else "no torch release matches"
+        from torchship.compat.explain import explain
+
+        advice = explain(resolution)
         raise NothingFitsError(
             f"{spec.source}: no torch build fits the targets ({first})",
-            resolution.suggestions[0] if resolution.suggestions else "see `torchship resolve`",
+            advice[0].text if advice else "see `torchship resolve`",
         )
     links = [str(f) for f in find_links]
     plan = plan_compile(spec, choice, links, pytorch_index, pypi_index)
