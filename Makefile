@@ -1,7 +1,7 @@
 # One command for everything a change must pass: `make check`.
 PY ?= python
 
-.PHONY: check lint types test bench install
+.PHONY: check lint types test bench install gpu-deps
 
 install:
 	$(PY) -m pip install -e '.[dev]'
@@ -20,3 +20,10 @@ check: lint types test
 
 bench:
 	$(PY) benchmarks/resolve.py
+
+# torchship's pure-Python dependencies for a lent GPU machine, where nothing can be installed
+# (benchmarks/gpu_check.sh puts the folder on PYTHONPATH; the device tool carries it)
+gpu-deps:
+	rm -rf build/gpu-deps
+	$(PY) -m pip install --quiet --no-deps --target build/gpu-deps \
+		packaging platformdirs tomli-w pyyaml prometheus-client nvidia-ml-py

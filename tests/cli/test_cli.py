@@ -149,7 +149,11 @@ def test_init_detect_on_a_host_without_gpus(tmp_path: Path) -> None:
 def test_detect_reads_sys_proc_and_nvidia_smi(tmp_path: Path) -> None:
     (tmp_path / "sys/module/nvidia").mkdir(parents=True)
     (tmp_path / "sys/module/nvidia/version").write_text("580.95.05\n")
-    smi = "NVIDIA H100 80GB HBM3, 9.0\nNVIDIA H100 80GB HBM3, 9.0\nNVIDIA Future X1, 13.0\n"
+    smi = (  # the probe's one query: index,name,uuid,compute_cap,memory,MIG,ECC,driver
+        "0, NVIDIA H100 80GB HBM3, GPU-a, 9.0, 81559, Disabled, Enabled, 580.95.05\n"
+        "1, NVIDIA H100 80GB HBM3, GPU-b, 9.0, 81559, Disabled, Enabled, 580.95.05\n"
+        "2, NVIDIA Future X1, GPU-c, 13.0, 1, [N/A], [N/A], 580.95.05\n"
+    )
 
     def runner(argv):  # type: ignore[no-untyped-def]
         return smi if argv[0] == "nvidia-smi" else None
@@ -177,7 +181,8 @@ def test_driver_sources_in_order(tmp_path: Path) -> None:
     assert probe.driver_version(empty, lambda a: None, lambda: "570.124.06") == probe.Fact(
         "570.124.06", "nvml"
     )
-    assert probe.driver_version(empty, lambda a: "565.57.01\n", lambda: None) == probe.Fact(
+    row = "0, NVIDIA L4, GPU-a, 8.9, 23034, [N/A], Enabled, 565.57.01\n"
+    assert probe.driver_version(empty, lambda a: row, lambda: None) == probe.Fact(
         "565.57.01", "nvidia-smi"
     )
     assert probe.driver_version(empty, lambda a: None, lambda: None) is None

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from tests.conftest import REPO, run_cli
 
 DATA = REPO / "tests/data/collect_env"
+STARTUP_S = 1.5  # a fresh interpreter importing torchship on a loaded 2-core machine
 
 
 def test_doctor_on_this_machine_is_right_about_a_cpu_build() -> None:
@@ -74,3 +79,92 @@ def test_facts_then_diff(tmp_path: Path) -> None:
     assert out.returncode == 0 and diffs[-1]["field"] == "hostname"
     same = run_cli("diff", str(a), str(a))
     assert "no differences" in same.stdout
+
+
+# --- any pasted text: --report ----------------------------------------------------------------
+
+REPORTS = Path(__file__).resolve().parents[1] / "data/reports"
+
+
+def _body(name: str) -> str:
+    return REPORTS.joinpath(name).read_text().split("\n---\n", 1)[1]
+
+
+def test_report_names_cause_and_evidence_in_json(tmp_path: Path) -> None:
+    paste = tmp_path / "issue.md"
+    paste.write_text(_body("extension-abi-mismatch-flash-attn-931.md"))
+    out = run_cli("doctor", "--report", str(paste), "--json")
+    assert out.returncode == 1, out.stderr
+    data = json.loads(out.stdout)
+    f = data["findings"][0]
+    assert (f["code"], f["severity"], f["confidence"]) == (
+        "extension-abi-mismatch",
+        "error",
+        "high",
+    )
+    assert f["evidence"] and f["evidence"][0].startswith("line ")
+    assert "the GPU model" in data["report"]["unseen"] and data["facts"]["origin"] == "report"
+    text = run_cli("doctor", "--report", str(paste))
+    assert "evidence: line" in text.stdout and "not in the text:" in text.stdout
+
+
+def test_report_from_stdin_and_nothing_found() -> None:
+    none = subprocess.run(
+        [sys.executable, "-m", "torchship", "doctor", "--report", "-"],
+        input=_body("none-pytorch-15666.md"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert none.returncode == 0, none.stdout + none.stderr
+
+
+def test_bad_report_input_ends_fast_with_one_clear_line(tmp_path: Path) -> None:
+    """Binary garbage, 60 MB, one 1 MB line, /dev/zero, a FIFO, a directory: exit 2 (or a
+    diagnosis for the long line) within 2 s, no traceback."""
+    (tmp_path / "garbage.bin").write_bytes(bytes(range(256)) * 64)
+    big = tmp_path / "big.txt"
+    with big.open("wb") as fh:
+        fh.truncate(60 * 2**20)
+    (tmp_path / "line.txt").write_text("x" * 2**20 + "\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = {
+        "garbage.bin": "is binary",
+        "big.txt": "is 60 MB",
+        "line.txt": "nothing in it could be read",
+        str(fifo): "not a regular file",
+        "/dev/zero": "not a regular file",
+        str(tmp_path): "is a directory",
+        "missing.txt": "no such file",
+    }
+    for name, message in cases.items():
+        path = name if name.startswith("/") else str(tmp_path / name)
+        start = time.perf_counter()
+        out = run_cli("doctor", "--report", path)
+        took = time.perf_counter() - start
+        assert out.returncode == 2, (name, out.stdout, out.stderr)
+        assert message in out.stderr and "Traceback" not in out.stderr, (name, out.stderr)
+        assert took < 2.0 + STARTUP_S, (name, took)
+    zero = subprocess.run(
+        f"{sys.executable} -m torchship doctor --report - < /dev/zero",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert zero.returncode == 2 and "more than 8 MB" in zero.stderr
+
+
+def test_diff_accepts_two_pasted_reports(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text(DATA.joinpath("torch-2.1.0-cu121-8xa100.txt").read_text())
+    b.write_text(DATA.joinpath("torch-2.6.0-cu124-rtx5090.txt").read_text())
+    out = run_cli("diff", str(a), str(b), "--json")
+    assert out.returncode == 0, out.stderr
+    fields = {d["field"]: d for d in json.loads(out.stdout)["differences"]}
+    assert fields["torch"]["matters"] and fields["gpus"]["matters"]
+    bad = run_cli("diff", str(a), str(tmp_path))
+    assert bad.returncode == 2 and "is a directory" in bad.stderr

@@ -60,7 +60,6 @@ def test_arch_list_inferred_for_a_new_gpu_report(matrix: Matrix) -> None:
         ("", "is empty"),
         ("   \n\n", "is empty"),
         ("hello world\nthis is not it\n", "does not look like a collect_env report"),
-        ("PyTorch version: 2.1.0\nIs debug build: False\n", "is truncated"),
         ("\x00\x01\x02PyTorch version: 2.1.0", "is binary"),
     ],
 )
@@ -68,6 +67,18 @@ def test_bad_reports(text: str, match: str) -> None:
     with pytest.raises(UsageError, match=match) as e:
         parse_collect_env(text, load_matrix(), "r.txt")
     assert e.value.exit_code == 2 and "collect_env" in e.value.hint
+
+
+def test_a_cut_short_report_is_read_for_what_it_has(matrix: Matrix) -> None:
+    """Partial input is normal: no 'truncated' refusal, and an unlabelled version is not called
+    a CPU build when the report does not say which platform it is from."""
+    f = parse_collect_env("PyTorch version: 2.1.0\nIs debug build: False\n", matrix, "r")
+    assert f.torch == "2.1.0" and f.build is None and f.torch_cuda is None
+    linux = parse_collect_env(
+        "PyTorch version: 2.1.0\nOS: Ubuntu 22.04.3 LTS (x86_64)\n", matrix, "r"
+    )
+    assert linux.build == "cuda" and linux.torch_cuda == "12.1"
+    assert linux.sources["torch_cuda"].startswith("inferred: PyPI's default build")
 
 
 @settings(max_examples=300, deadline=None)

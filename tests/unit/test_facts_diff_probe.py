@@ -154,19 +154,12 @@ def test_probe_reads_a_fake_host(tmp_path: Path) -> None:
     (tmp_path / "dev/shm").mkdir(parents=True)
     (tmp_path / "sys/module/nvidia").mkdir(parents=True)
     (tmp_path / "sys/module/nvidia/version").write_text("580.95.05\n")
-    smi = {
-        "--query-gpu=name,compute_cap": "NVIDIA H100 80GB HBM3, 9.0\n",
-        "--query-gpu=index,name,uuid,compute_cap,memory.total,mig.mode.current,ecc.mode.current": (
-            "0, NVIDIA H100 80GB HBM3, GPU-abc, 9.0, 81559, Disabled, Enabled\n"
-        ),
-    }
+    calls = []
 
     def run(argv):  # type: ignore[no-untyped-def]
-        if argv[0] == "nvidia-smi":
-            flag = argv[1] if len(argv) > 1 else ""
-            return smi.get(
-                flag, "| NVIDIA-SMI 580.95.05  Driver Version: 580.95.05  CUDA Version: 13.0 |"
-            )
+        calls.append(argv)
+        if argv[0] == "nvidia-smi" and argv[1].startswith("--query-gpu=index,name,uuid,"):
+            return "0, NVIDIA H100 80GB HBM3, GPU-abc, 9.0, 81559, Disabled, Enabled, 580.95.05\n"
         return None
 
     env = {
@@ -176,7 +169,9 @@ def test_probe_reads_a_fake_host(tmp_path: Path) -> None:
         "NCCL_DEBUG": "INFO",
         "KUBERNETES_SERVICE_HOST": "10.0.0.1",
     }
-    f = probe.probe(runtime=False, root=tmp_path, run=run, environ=env)
+    f = probe.probe(runtime=False, root=tmp_path, run=run, environ=env, cuda_driver=lambda: "13.0")
+    assert sum(a[0] == "nvidia-smi" for a in calls) == 1  # one question, asked once
+    assert f.gpus[0].cc == "9.0" and f.gpus[0].name == "NVIDIA H100 80GB HBM3"
     assert f.os == "Ubuntu 24.04.1 LTS" and f.container == "kubernetes"
     assert f.cgroup_memory_bytes == 16 * 2**30 and f.cgroup_cpus == 4.0
     assert f.driver == "580.95.05" and f.driver_cuda == "13.0"

@@ -39,11 +39,17 @@ def emit(text: str, output: str | None, what: str) -> None:
         sys.stdout.write(text)
 
 
-def findings_lines(findings: Sequence[Finding], info_fixes: bool = True) -> list[str]:
-    """One line per finding (mark, layer, code, message), then its fix, indented."""
+def findings_lines(
+    findings: Sequence[Finding], info_fixes: bool = True, evidence: bool = False
+) -> list[str]:
+    """One line per finding (mark, layer, code, message), then its fix and (with `evidence`)
+    what it rests on, indented."""
     lines = []
     for f in findings:
-        lines.append(f"{MARKS[f.severity]} [{f.layer}] {f.code}: {f.message}")
+        sure = "" if f.confidence == "high" else f" ({f.confidence} confidence)"
+        lines.append(f"{MARKS[f.severity]} [{f.layer}] {f.code}: {f.message}{sure}")
         if info_fixes or f.severity != "info":
             lines.append(f"    fix: {f.fix}")
+        if evidence:
+            lines += [f"    evidence: {e}" for e in f.evidence[:3]]
     return lines

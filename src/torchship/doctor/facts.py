@@ -31,7 +31,7 @@ class GPUFact:
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    origin: str  # "probe" | "probe-fast" | "collect-env"
+    origin: str  # "probe" | "probe-fast" | "collect-env" | "report" (pasted free text)
     hostname: str | None = None
     os: str | None = None
     kernel: str | None = None
@@ -48,7 +48,10 @@ class Facts:
     python: str | None = None
     packages: dict[str, str] = field(default_factory=dict)  # normalised name -> version
     torch: str | None = None  # "2.9.1+cu128"
-    torch_cuda: str | None = None  # the CUDA torch was built with; None: a CPU build
+    torch_cuda: str | None = None  # the CUDA torch was built with; None: not a CUDA build
+    # "cuda" | "cpu" | "rocm"; None: not known (a report that does not say). A probe always
+    # knows; facts files from before this field read it from torch_cuda (Facts.build).
+    torch_build: str | None = None
     torch_arch: tuple[str, ...] | None = None
     torch_cudnn: str | None = None
     torch_nccl: str | None = None
@@ -74,6 +77,18 @@ class Facts:
     @property
     def is_cuda_build(self) -> bool:
         return self.torch_cuda is not None
+
+    @property
+    def build(self) -> str | None:
+        """cuda | cpu | rocm, or None where the facts do not say which build torch is."""
+        if self.torch_build or not self.torch:
+            return self.torch_build
+        if "+" in self.torch:
+            tag = self.torch.split("+", 1)[1]
+            return "cpu" if tag == "cpu" else "rocm" if tag.startswith("rocm") else "cuda"
+        if self.origin.startswith("probe"):
+            return "cuda" if self.torch_cuda else "cpu"
+        return "cuda" if self.torch_cuda else None
 
 
 def _tupled(value: Any) -> Any:

@@ -98,6 +98,59 @@ def _nvml_gpus() -> list[ProbedGPU] | None:
         return None
 
 
+SMI_FIELDS = (
+    "index",
+    "name",
+    "uuid",
+    "compute_cap",
+    "memory.total",
+    "mig.mode.current",
+    "ecc.mode.current",
+    "driver_version",
+)
+
+
+def smi_rows(run: CommandRunner = run_command) -> list[dict[str, str]]:
+    """nvidia-smi's per-GPU facts, from the one query the probe makes; [] without it."""
+    out = run(
+        ["nvidia-smi", f"--query-gpu={','.join(SMI_FIELDS)}", "--format=csv,noheader,nounits"]
+    )
+    rows = []
+    for line in (out or "").strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == len(SMI_FIELDS):
+            rows.append(dict(zip(SMI_FIELDS, parts, strict=True)))
+    return rows
+
+
+def once(run: CommandRunner) -> CommandRunner:
+    """`run`, remembering each command's answer: the probe asks nvidia-smi one question once."""
+    answers: dict[tuple[str, ...], str | None] = {}
+
+    def cached(argv: Sequence[str]) -> str | None:
+        key = tuple(argv)
+        if key not in answers:
+            answers[key] = run(argv)
+        return answers[key]
+
+    return cached
+
+
+def _cuda_driver_version() -> str | None:
+    """The newest CUDA the driver supports, from libcuda's cuDriverGetVersion (no process, no
+    CUDA context); None without a driver."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        version = ctypes.c_int(0)
+        if lib.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value <= 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return f"{version.value // 1000}.{version.value % 1000 // 10}"
+
+
 def driver_version(
     root: Path = Path("/"),
     run: CommandRunner = run_command,
@@ -113,11 +166,9 @@ def driver_version(
     v = nvml()
     if v and _VERSION_RE.match(v.strip()):
         return Fact(v.strip(), "nvml")
-    out = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-    if out:
-        first = out.strip().splitlines()[0].strip() if out.strip() else ""
-        if _VERSION_RE.match(first):
-            return Fact(first, "nvidia-smi")
+    rows = smi_rows(run)
+    if rows and _VERSION_RE.match(rows[0]["driver_version"]):
+        return Fact(rows[0]["driver_version"], "nvidia-smi")
     return None
 
 
@@ -130,18 +181,16 @@ def gpus(
     found = nvml()
     if found:
         return found
-    out = run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"])
-    if out and out.strip():
-        result = []
-        for line in out.strip().splitlines():
-            name, _, cc = line.rpartition(",")
-            if not name:
-                name, cc = cc, ""
-            cc = cc.strip()
-            result.append(
-                ProbedGPU(name.strip(), cc if re.match(r"^\d+\.\d$", cc) else None, "nvidia-smi")
+    rows = smi_rows(run)
+    if rows:
+        return [
+            ProbedGPU(
+                r["name"],
+                r["compute_cap"] if re.match(r"^\d+\.\d$", r["compute_cap"]) else None,
+                "nvidia-smi",
             )
-        return result
+            for r in rows
+        ]
     result = []
     for info in sorted((root / "proc/driver/nvidia/gpus").glob("*/information")):
         text = _read(info) or ""
@@ -369,18 +418,6 @@ def library_path_libraries(environ: dict[str, str]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def gpu_details(run: CommandRunner = run_command) -> list[dict[str, str]]:
-    """nvidia-smi's per-GPU details (uuid, memory, MIG, ECC); [] without nvidia-smi."""
-    q = "index,name,uuid,compute_cap,memory.total,mig.mode.current,ecc.mode.current"
-    out = run(["nvidia-smi", f"--query-gpu={q}", "--format=csv,noheader,nounits"])
-    rows = []
-    for line in (out or "").strip().splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 7:
-            rows.append(dict(zip(q.split(","), parts, strict=True)))
-    return rows
-
-
 def host_nvcc(run: CommandRunner = run_command) -> str | None:
     out = run(["nvcc", "--version"]) or ""
     m = _NVCC_RE.search(out)
@@ -391,34 +428,27 @@ def _num(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() else None
 
 
-def probe(
-    runtime: bool | None = None,
-    root: Path = Path("/"),
-    run: CommandRunner = run_command,
-    environ: dict[str, str] | None = None,
-    python: bool = True,
-) -> Facts:
-    """Everything the doctor checks, from this machine. runtime=None: import torch only where
-    an NVIDIA driver is present; True: always; False: never (files and metadata only).
-    python=False leaves out this interpreter's packages and torch, and the host's nvcc (a run
-    reads the Python side from the environment it syncs instead): the host alone, without
-    reading every package's metadata or starting nvcc (a third of a second)."""
-    import platform
-    import socket
+@dataclass(frozen=True, slots=True)
+class _GPULayer:
+    driver: Fact | None
+    driver_cuda: str | None
+    gpus: tuple[Any, ...]  # GPUFact
+    source: str | None
 
-    from torchship.doctor.facts import Facts, GPUFact
 
-    env = dict(os.environ if environ is None else environ)
-    sources: dict[str, str] = {}
+def _gpu_layer(root: Path, run: CommandRunner, cuda_driver: Callable[[], str | None]) -> _GPULayer:
+    """Driver and GPUs: files first, then NVML, then one nvidia-smi query."""
+    from torchship.doctor.facts import GPUFact
+
     drv = driver_version(root, run)
-    if drv:
-        sources["driver"] = drv.source
-    details = {d["index"]: d for d in gpu_details(run)} if drv else {}
-    found = gpus(root, run) if drv else []
-    gpu_list = []
+    if drv is None:
+        return _GPULayer(None, None, (), None)
+    details = {d["index"]: d for d in smi_rows(run)}
+    found = gpus(root, run)
+    out = []
     for i, g in enumerate(found):
         d = details.get(str(i), {})
-        gpu_list.append(
+        out.append(
             GPUFact(
                 index=i,
                 name=g.name,
@@ -429,21 +459,41 @@ def probe(
                 ecc=d.get("ecc.mode.current"),
             )
         )
-    if found:
-        sources["gpus"] = found[0].source
-    pkgs = packages() if python else {}
-    version, build_cuda = _torch_files() if python else (None, None)
-    if version:
-        sources["torch"] = "torch/version.py"
-    use_runtime = (drv is not None) if runtime is None else runtime
+    return _GPULayer(drv, cuda_driver(), tuple(out), found[0].source if found else None)
+
+
+@dataclass(frozen=True, slots=True)
+class _PythonLayer:
+    packages: dict[str, str]
+    torch: str | None
+    build_cuda: str | None
+    runtime: TorchRuntime | None
+    import_error: str | None
+    nvcc: str | None
+
+
+def _python_layer(python: bool, use_runtime: bool, run: CommandRunner) -> _PythonLayer:
+    """This interpreter's packages and torch (imported only for runtime facts)."""
+    if not python:
+        return _PythonLayer({}, None, None, None, None, None)
+    version, build_cuda = _torch_files()
     answer = torch_runtime() if (use_runtime and version) else None
-    rt = answer if isinstance(answer, TorchRuntime) else None
-    if isinstance(answer, str):
-        sources["torch_import_error"] = answer[:500]
-    mem, cpus = _cgroup_limits(root)
-    nvcc = host_nvcc(run) if python else None  # only ever said about the Python side
+    return _PythonLayer(
+        packages(),
+        version,
+        build_cuda,
+        answer if isinstance(answer, TorchRuntime) else None,
+        answer[:500] if isinstance(answer, str) else None,
+        host_nvcc(run),
+    )
+
+
+def _library_sources(py: _PythonLayer) -> tuple[str | None, str | None, dict[str, str]]:
+    """(torch's cuDNN, NCCL, where each came from): as loaded, else from the wheels."""
+    rt, pkgs = py.runtime, py.packages
     cudnn = rt.cudnn if rt else _pkg_version(pkgs, "nvidia-cudnn-cu")
     nccl = rt.nccl if rt else _pkg_version(pkgs, "nvidia-nccl-cu")
+    sources = {}
     if cudnn:
         sources["torch_cudnn"] = (
             "torch.backends.cudnn.version()" if rt else "package metadata (nvidia-cudnn-*)"
@@ -455,8 +505,50 @@ def probe(
     if rt:
         sources["torch_arch"] = "torch.cuda.get_arch_list()"
         sources["cuda_available"] = "torch.cuda.is_available()"
-    if nvcc:
+    if not (py.build_cuda or rt):
+        cudnn = nccl = None
+    return cudnn, nccl, sources
+
+
+def probe(
+    runtime: bool | None = None,
+    root: Path = Path("/"),
+    run: CommandRunner = run_command,
+    environ: dict[str, str] | None = None,
+    python: bool = True,
+    cuda_driver: Callable[[], str | None] | None = None,
+) -> Facts:
+    """Everything the doctor checks, from this machine. runtime=None: import torch only where
+    an NVIDIA driver is present; True: always; False: never (files and metadata only).
+    python=False leaves out this interpreter's packages and torch, and the host's nvcc (a run
+    reads the Python side from the environment it syncs instead): the host alone, without
+    reading every package's metadata or starting nvcc (a third of a second). nvidia-smi runs at
+    most once."""
+    import platform
+    import socket
+
+    from torchship.doctor.facts import Facts
+
+    env = dict(os.environ if environ is None else environ)
+    run = once(run)
+    if cuda_driver is None:
+        cuda_driver = _cuda_driver_version if root == Path("/") else (lambda: None)
+    hw = _gpu_layer(root, run, cuda_driver)
+    use_runtime = (hw.driver is not None) if runtime is None else runtime
+    py = _python_layer(python, use_runtime, run)
+    rt = py.runtime
+    cudnn, nccl, sources = _library_sources(py)
+    if hw.driver:
+        sources["driver"] = hw.driver.source
+    if hw.source:
+        sources["gpus"] = hw.source
+    if py.torch:
+        sources["torch"] = "torch/version.py"
+    if py.import_error:
+        sources["torch_import_error"] = py.import_error
+    if py.nvcc:
         sources["host_nvcc"] = "nvcc --version (the host toolkit; torch does not use it)"
+    mem, cpus = _cgroup_limits(root)
     maps = _read(Path("/proc/self/maps")) if rt and root == Path("/") else None
     return Facts(
         origin="probe" if rt else "probe-fast",
@@ -468,19 +560,20 @@ def probe(
         container=container_kind(root, env),
         cgroup_memory_bytes=mem,
         cgroup_cpus=cpus,
-        driver=drv.value if drv else None,
-        driver_cuda=_driver_cuda(run) if drv else None,
-        gpus=tuple(gpu_list),
+        driver=hw.driver.value if hw.driver else None,
+        driver_cuda=hw.driver_cuda,
+        gpus=hw.gpus,
         device_nodes=tuple(sorted(str(p) for p in (root / "dev").glob("nvidia*"))),
         env=relevant_env(env),
         python=platform.python_version(),
-        packages=pkgs,
-        torch=version,
-        torch_cuda=build_cuda,
+        packages=py.packages,
+        torch=py.torch,
+        torch_cuda=py.build_cuda,
+        torch_build=("cuda" if py.build_cuda else "cpu") if py.torch else None,
         torch_arch=rt.arch if rt else None,
-        torch_cudnn=cudnn if (build_cuda or rt) else None,
-        torch_nccl=nccl if (build_cuda or rt) else None,
-        cuda_available=rt.cuda_available if rt else (False if version and not drv else None),
+        torch_cudnn=cudnn,
+        torch_nccl=nccl,
+        cuda_available=rt.cuda_available if rt else (False if py.torch and not hw.driver else None),
         torch_device_count=rt.device_count if rt else None,
         distributed_backends=rt.backends if rt else None,
         tf32_matmul=rt.tf32_matmul if rt else None,
@@ -489,7 +582,7 @@ def probe(
         library_path_libs=library_path_libraries(env),
         shm_bytes=_shm_bytes(root),
         ulimits=_ulimits(),
-        host_nvcc=nvcc,
+        host_nvcc=py.nvcc,
         sources=sources,
     )
 
@@ -507,9 +600,3 @@ def _glibc() -> str | None:
     except (ValueError, OSError):
         return None
     return text.split()[-1] if text.startswith("glibc") else None
-
-
-def _driver_cuda(run: CommandRunner) -> str | None:
-    out = run(["nvidia-smi"]) or ""
-    m = re.search(r"CUDA Version:\s*(\d+\.\d+)", out)
-    return m.group(1) if m else None
