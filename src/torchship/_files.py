@@ -62,12 +62,29 @@ def read_pasted_text(path: str, what: str, hint: str, limit: int) -> str:
             f"{where}: more than {_size_str(limit)}; a {what} is read up to {_size_str(limit)}",
             "paste the relevant part: the environment report and the error around the failure",
         )
-    sample = raw[:65536]
-    if b"\x00" in sample or (sample and _non_text(sample) > len(sample) // 20):
+    text = decode_text(raw)
+    if text is None:
         raise UsageError(f"{where}: is binary, not a {what}", hint)
-    return raw.decode("utf-8", errors="replace")
+    return text
 
 
-def _non_text(data: bytes) -> int:
-    """Control bytes other than whitespace and escape (terminal colours are text)."""
-    return sum(1 for b in data if b < 32 and b not in (9, 10, 12, 13, 27))
+def decode_text(raw: bytes) -> str | None:
+    """Text as users save it: UTF-8 (a BOM dropped), or UTF-16 with its BOM (PowerShell 5's
+    `>`); None for binary data (NUL bytes, or more than 1 in 20 control characters)."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return raw.decode("utf-16").removeprefix("\ufeff")
+        except UnicodeDecodeError:
+            return None
+    text = raw.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    return None if is_binary(text) else text
+
+
+def is_binary(text: str) -> bool:
+    """NUL characters, or control characters other than whitespace and escape (terminal colours
+    are text) in more than 1 in 20 of the first 64 KiB."""
+    sample = text[:65536]
+    if "\x00" in sample:
+        return True
+    control = sum(1 for c in sample if ord(c) < 32 and c not in "\t\n\x0c\r\x1b")
+    return bool(sample) and control > len(sample) // 20

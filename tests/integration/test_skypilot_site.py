@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -109,9 +110,8 @@ def test_two_nodes_rendezvous_through_the_task_and_the_cluster_goes_down(
     assert wait_end(be, handle) == "succeeded"
     log = "".join(be.logs(handle))
     # four processes over two nodes found each other through SkyPilot's variables
-    assert sorted(x for x in log.splitlines() if x.startswith("rank ")) == [
-        f"rank {r} of 4" for r in range(4)
-    ]
+    # four processes print at once: on a loaded machine their lines can share a line of the log
+    assert sorted(re.findall(r"rank \d+ of \d+", log)) == [f"rank {r} of 4" for r in range(4)]
     request_json = tmp_path / "ts-home/runs" / job_id / "request.json"
     assert "--down" in json.loads(request_json.read_text())["argv"]
     deadline = time.time() + 10  # --down: the cluster is released once the job ends

@@ -78,7 +78,9 @@ def with_(**kw: object) -> Facts:
             "gpu-arch-unsupported",
             "error",
         ),
-        (with_(driver="550.54.15"), "", "driver-too-old", "error"),
+        (with_(driver="550.54.15", cuda_available=False), "", "driver-too-old", "error"),
+        # CUDA working on that driver is evidence against (forward compatibility): a warning
+        (with_(driver="550.54.15"), "", "driver-too-old", "warning"),
         (
             HEALTHY,
             "The NVIDIA driver on your system is too old (found version 12040)",
@@ -300,10 +302,10 @@ def test_layers_are_in_order() -> None:
 
 
 def test_findings_json_contract() -> None:
-    from torchship.doctor.checks import Context, report, run_checks
+    from torchship.doctor.diagnosis import diagnose_facts
 
-    ctx = Context(with_(driver="550.54.15"), load_matrix())
-    data = json.loads(json.dumps(report(ctx, run_checks(ctx))))
-    assert set(data) == {"findings", "facts"}
-    assert set(data["findings"][0]) >= {"code", "severity", "message", "fix"}
-    assert facts_from_json(data["facts"], "x") == ctx.facts
+    d = diagnose_facts(with_(driver="550.54.15"), load_matrix())
+    data = json.loads(json.dumps(d.to_json()))
+    assert set(data) == {"findings", "facts", "report"}
+    assert set(data["findings"][0]) >= {"code", "severity", "message", "fix", "evidence"}
+    assert facts_from_json(data["facts"], "x") == d.facts

@@ -55,7 +55,39 @@ def test_a_crashing_gpu_child_is_contained(tmp_path: Path) -> None:
     python = _fake_python(tmp_path, 'echo "Segmentation fault (core dumped)" >&2; exit 139')
     checks, findings = deep.gpu_kernels(GPU_FACTS, python, timeout=5.0)
     assert checks[0].status == "failed" and "Segmentation fault" in checks[0].detail
-    assert findings == []
+    assert findings[0].severity == "warning" and findings[0].confidence == "low"
+
+
+def test_a_wrong_result_is_a_hardware_error_and_a_cuda_error_is_named(tmp_path: Path) -> None:
+    wrong = json.dumps({"ok": False, "kernel_ok": False, "name": "NVIDIA H100 80GB HBM3"})
+    _, findings = deep.gpu_kernels(GPU_FACTS, _fake_python(tmp_path, f"echo '{wrong}'"))
+    assert (findings[0].code, findings[0].severity) == ("gpu-hardware-fault", "error")
+    err = json.dumps(
+        {"ok": False, "error": "RuntimeError: CUDA error: uncorrectable ECC error encountered"}
+    )
+    _, findings = deep.gpu_kernels(GPU_FACTS, _fake_python(tmp_path, f"echo '{err}'"))
+    assert findings[0].code == "gpu-hardware-fault" and "ECC" in findings[0].message
+
+
+def test_a_hung_nccl_check_is_killed_with_its_workers(tmp_path: Path) -> None:
+    """torchrun's workers hold the GPUs: a timeout must kill them too, not only the parent."""
+    marker = tmp_path / "worker.pid"
+    python = _fake_python(tmp_path, f"sleep 300 & echo $! > {marker}; wait")
+    start = time.perf_counter()
+    check, findings = deep.nccl_allreduce(GPU_FACTS, python, timeout=1.0)
+    assert time.perf_counter() - start < 10
+    assert check.status == "failed" and "hung" in check.detail and "GPU 0 and GPU 1" in check.detail
+    assert findings[0].code == "nccl-transport-failure"
+    pid = int(marker.read_text())
+    for _ in range(50):
+        if (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        ):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker {pid} outlived the timeout")
 
 
 def test_a_slow_gpu_is_a_warning(tmp_path: Path) -> None:

@@ -71,3 +71,21 @@ def test_atomic_write_replaces_whole_or_nothing(
         write_text_atomic(target, "new" * 1000)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_every_data_file_ships_in_the_wheel() -> None:
+    """A data file that package-data does not name is missing from `pip install .` (editable
+    installs hide it): the doctor's signatures were, until this test."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["torchship"]
+    package = root / "src/torchship"
+    for path in package.rglob("*"):
+        if path.is_dir() or path.suffix in (".py", ".pyc") or "__pycache__" in path.parts:
+            continue
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative

@@ -170,9 +170,15 @@ def start_supervised(
 
 
 def read_log(path: Path, follow: bool, state: Callable[[], str]) -> Iterator[str]:
-    """The lines of a run's log; with follow, until state() is no longer pending or running."""
-    if not path.exists():
-        return
+    """The lines of a run's log; with follow, until state() is no longer pending or running.
+    A log that does not exist yet is waited for while the job is pending or running (a loaded
+    machine starts the job's client after the caller starts following)."""
+    while not path.exists():
+        if not follow or state() not in ("pending", "running"):
+            if not path.exists():
+                return
+            break
+        time.sleep(0.1)
     with open(path, encoding="utf-8", errors="replace") as f:
         while True:
             line = f.readline()

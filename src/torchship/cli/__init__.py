@@ -78,9 +78,15 @@ def _print_error(err: TorchshipError) -> None:
         print(f"hint: {err.hint}", file=sys.stderr)
 
 
+INTERNAL_ERROR = 3  # a bug in torchship: never mistaken for "errors found" (1) or bad input (2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args_list
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets '?' for '·', not a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
     try:
         args = build_parser(_command(args_list)).parse_args(args_list)
         if args.command is None:
@@ -103,4 +109,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("hint: re-run with --debug and report the traceback", file=sys.stderr)
-        return 1
+        return INTERNAL_ERROR

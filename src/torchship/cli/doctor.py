@@ -68,9 +68,9 @@ def add_parser(sub: Any) -> None:
 
 
 def gather(args: argparse.Namespace) -> Facts:
-    if args.facts:
+    if args.facts is not None:
         return read_facts(Path(args.facts))
-    if args.collect_env:
+    if args.collect_env is not None:
         text = read_pasted_text(
             args.collect_env, "collect_env report", _REPORT_HINT, MAX_REPORT_BYTES
         )
@@ -104,8 +104,12 @@ def render(d: Diagnosis) -> str:
 def _diagnose(args: argparse.Namespace) -> Diagnosis:
     lock = read_lock(Path(args.lock)) if args.lock else None
     matrix = load_matrix()
-    if args.report:
-        text = read_pasted_text(args.report, "report", _REPORT_HINT, MAX_REPORT_BYTES)
+    if args.report is not None:
+        text = read_pasted_text(args.report or "''", "report", _REPORT_HINT, MAX_REPORT_BYTES)
+        if args.error_log is not None:  # the program's output belongs to the same story
+            text += "\n" + read_pasted_text(
+                args.error_log, "error log", _REPORT_HINT, MAX_REPORT_BYTES
+            )
         if not text.strip():
             raise UsageError(f"{args.report}: is empty", _REPORT_HINT)
         d = diagnose_report(text, matrix, lock)
@@ -118,14 +122,14 @@ def _diagnose(args: argparse.Namespace) -> Diagnosis:
         return d
     log = (
         read_pasted_text(args.error_log, "error log", _REPORT_HINT, MAX_REPORT_BYTES)
-        if args.error_log
+        if args.error_log is not None
         else ""
     )
     return diagnose_facts(gather(args), matrix, lock, log)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.deep and (args.report or args.facts or args.collect_env):
+    if args.deep and any(x is not None for x in (args.report, args.facts, args.collect_env)):
         raise UsageError("--deep checks this machine", "drop --report/--facts/--collect-env")
     d = _diagnose(args)
     deep = None

@@ -13,19 +13,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from torchship._files import is_binary
 from torchship.compat.matrix import Matrix
 from torchship.doctor.facts import Facts
 from torchship.doctor.reader import read
 from torchship.errors import UsageError
 
 _HINT = "paste the output of `python -m torch.utils.collect_env` (or use --report for any text)"
-
-
-def is_binary(text: str) -> bool:
-    if "\x00" in text:
-        return True
-    sample = text[:65536]
-    return sum(not (c.isprintable() or c.isspace()) for c in sample) > len(sample) // 100
 
 
 def parse_collect_env(text: str, matrix: Matrix, where: str = "report") -> Facts:

@@ -9,10 +9,12 @@ that cannot run here says why (skipped), never passes silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ from typing import Any
 
 from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
-from torchship.doctor.signatures import Text, load_signatures, scan
+from torchship.doctor.signatures import Text, applies, load_signatures, scan
 
 KERNEL_TIMEOUT_S = 90.0
 NCCL_TIMEOUT_S = 120.0
@@ -108,15 +110,22 @@ class DeepResult:
 
 
 def _child(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str, str]:
-    """(exit code or None on timeout, stdout, stderr) of a contained child process."""
+    """(exit code or None on timeout, stdout, stderr) of a contained child process. It runs in
+    a session of its own, so a timeout kills it and every process it started (torchrun's
+    workers holding GPUs included)."""
+    env = {**env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # indices as nvidia-smi numbers them
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
     try:
-        proc = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as e:
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return None, out, "timed out"
-    return proc.returncode, proc.stdout, proc.stderr
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out or "", "timed out"
+    return proc.returncode, out, err
 
 
 def _last_json(text: str) -> dict[str, Any] | None:
@@ -171,6 +180,7 @@ def gpu_kernels(
         if not res.get("ok"):
             why = res.get("error") or (err.strip().splitlines() or ["no output"])[-1]
             checks.append(DeepCheck(name, "failed", why[:300]))
+            findings += _child_failure(facts, g.index, g.name, res, err)
             continue
         tflops = float(res["matmul_tflops"])
         peak = peak_tflops(str(res.get("name", g.name)))
@@ -203,6 +213,58 @@ def gpu_kernels(
     return checks, findings
 
 
+def named_failures(facts: Facts, text: str, where: str, limit: int = 5) -> list[Finding]:
+    """Findings for the failure lines of a child's output or a log, by the same signatures as
+    pasted text; `where` says what produced the text."""
+    hits = [h for h in scan(Text(text), load_signatures()) if applies(h, facts)]
+    return [
+        Finding(
+            h.signature.code,
+            h.signature.severity,
+            h.signature.render(h.signature.message, h),
+            h.signature.render(h.signature.fix, h),
+            h.signature.layer,
+            evidence=(f"{where}, {h.evidence}",),
+        )
+        for h in hits[:limit]
+    ]
+
+
+def _child_failure(
+    facts: Facts, index: int, name: str, res: dict[str, Any], err: str
+) -> list[Finding]:
+    """What a failed GPU child says: a wrong result is a hardware fault; an error is read by
+    the same signatures as pasted text; anything else is a fault with its last line."""
+    if res.get("kernel_ok") is False:
+        return [
+            Finding(
+                "gpu-hardware-fault",
+                "error",
+                f"GPU {index} ({name}) computed a wrong result for a tiny kernel",
+                "drain the node; run `dcgmi diag -r 3` and check `nvidia-smi -q -d ECC`; a GPU "
+                "that computes wrong results needs replacing",
+                "hardware",
+                evidence=(f"GPU {index}: sum of 2*arange(1024) was not {1023 * 1024}",),
+            )
+        ]
+    text = f"{res.get('error', '')}\n{err}"
+    named = named_failures(facts, text, f"GPU {index} ({name})")
+    if named:
+        return named[:1]
+    last = (text.strip().splitlines() or ["no output"])[-1][:200]
+    return [
+        Finding(
+            "gpu-hardware-fault",
+            "warning",
+            f"GPU {index} ({name}) failed a tiny kernel: {last}",
+            "run `torchship doctor` for the cause; read the kernel log for Xid lines",
+            "hardware",
+            evidence=(f"GPU {index}: {last}",),
+            confidence="low",
+        )
+    ]
+
+
 def _hang(index: int, name: str, timeout: float) -> Finding:
     return Finding(
         "gpu-hardware-fault",
@@ -215,11 +277,14 @@ def _hang(index: int, name: str, timeout: float) -> Finding:
     )
 
 
-def nccl_allreduce(facts: Facts, python: str) -> DeepCheck:
+def nccl_allreduce(
+    facts: Facts, python: str, timeout: float = NCCL_TIMEOUT_S
+) -> tuple[DeepCheck, list[Finding]]:
     if len(facts.gpus) < 2:
-        return DeepCheck(
-            "NCCL all-reduce", "skipped", f"needs two GPUs; {len(facts.gpus)} visible here"
-        )
+        why = f"needs two GPUs; {len(facts.gpus)} visible here"
+        return DeepCheck("NCCL all-reduce", "skipped", why), []
+    pair = facts.gpus[:2]
+    names = " and ".join(f"GPU {g.index}" for g in pair)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp, "nccl_check.py")
         script.write_text(_NCCL_CHILD)
@@ -231,15 +296,30 @@ def nccl_allreduce(facts: Facts, python: str) -> DeepCheck:
             "--nproc-per-node=2",
             str(script),
         ]
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(g.index) for g in facts.gpus[:2])}
-        code, out, err = _child(argv, env, NCCL_TIMEOUT_S)
+        visible = ",".join(g.uuid or str(g.index) for g in pair)
+        code, out, err = _child(argv, {**os.environ, "CUDA_VISIBLE_DEVICES": visible}, timeout)
     if code is None:
-        return DeepCheck("NCCL all-reduce", "failed", f"hung: killed after {NCCL_TIMEOUT_S:.0f} s")
+        detail = f"{names}: hung, killed after {timeout:.0f} s"
+        return DeepCheck("NCCL all-reduce", "failed", detail), [_nccl_finding(facts, detail, "")]
     oks = [json.loads(x).get("ok") for x in out.splitlines() if x.startswith("{")]
     if code == 0 and len(oks) == 2 and all(oks):
-        return DeepCheck("NCCL all-reduce", "ok", "2 processes, GPUs 0 and 1, 4 MiB: correct")
-    return DeepCheck(
-        "NCCL all-reduce", "failed", (err.strip().splitlines() or ["no output"])[-1][:300]
+        return DeepCheck("NCCL all-reduce", "ok", f"2 processes, {names}, 4 MiB: correct"), []
+    detail = f"{names}: " + (err.strip().splitlines() or ["no output"])[-1][:300]
+    return DeepCheck("NCCL all-reduce", "failed", detail), [_nccl_finding(facts, detail, err)]
+
+
+def _nccl_finding(facts: Facts, detail: str, err: str) -> Finding:
+    named = named_failures(facts, err, detail)
+    if named:
+        return named[0]
+    return Finding(
+        "nccl-transport-failure",
+        "error",
+        f"two processes could not all-reduce over NCCL ({detail})",
+        "rerun with NCCL_DEBUG=INFO; test NCCL_P2P_DISABLE=1 (PCIe ACS/IOMMU), and check "
+        "`nvidia-smi topo -m`",
+        "distributed",
+        evidence=(detail,),
     )
 
 
@@ -253,32 +333,21 @@ def read_kernel_log() -> str | None:
     return None
 
 
-def kernel_log(text: str | None) -> tuple[DeepCheck, list[Finding]]:
+def kernel_log(text: str | None, facts: Facts | None = None) -> tuple[DeepCheck, list[Finding]]:
     """Xid and NVRM errors in the kernel log, through the same signatures as pasted text."""
     if text is None:
         return DeepCheck("kernel log", "skipped", "dmesg and the journal are not readable here"), []
-    hits = [
-        h
-        for h in scan(Text(text), load_signatures())
-        if h.signature.layer in ("hardware", "driver")
+    found = [
+        f
+        for f in named_failures(facts or Facts(origin="probe"), text, "kernel log")
+        if f.layer in ("hardware", "driver")
     ]
-    if not hits:
+    if not found:
         n = len(re.findall(r"NVRM", text))
         return DeepCheck("kernel log", "ok", f"no Xid or NVRM errors ({n} NVRM lines read)"), []
-    findings = [
-        Finding(
-            h.signature.code,
-            h.signature.severity,
-            h.signature.render(h.signature.message, h),
-            h.signature.render(h.signature.fix, h),
-            h.signature.layer,
-            evidence=(h.evidence,),
-        )
-        for h in hits[:5]
-    ]
     return DeepCheck(
-        "kernel log", "failed", f"{len(hits)} error line(s): {hits[0].evidence}"
-    ), findings
+        "kernel log", "failed", f"{len(found)} error line(s): {found[0].evidence[0]}"
+    ), found
 
 
 def dcgm_diag() -> DeepCheck:
@@ -303,8 +372,10 @@ def run_deep(facts: Facts, python: str = sys.executable) -> DeepResult:
     kernels, f2 = gpu_kernels(facts, python)
     checks += kernels
     findings += f2
-    checks.append(nccl_allreduce(facts, python))
-    log, f3 = kernel_log(read_kernel_log())
+    nccl, f4 = nccl_allreduce(facts, python)
+    checks.append(nccl)
+    findings += f4
+    log, f3 = kernel_log(read_kernel_log(), facts)
     checks.append(log)
     findings += f3
     checks.append(dcgm_diag())

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchship.compat.matrix import Matrix
-from torchship.doctor.checks import Context, Finding, run_checks
-from torchship.doctor.checks.text import applicable
+from torchship.doctor.checks import Finding, context, run_checks
 from torchship.doctor.facts import Facts
 from torchship.doctor.reader import Part, read, unseen
 from torchship.doctor.signatures import Hit, Text, load_signatures, scan
@@ -101,9 +100,9 @@ def diagnose_facts(
     """Findings for facts (a probe, a facts file) and the failing program's output, if any."""
     import_error = facts.sources.get("torch_import_error", "")
     hits = hits_in(text + ("\n" + import_error if import_error else ""))
-    ctx = Context(facts, matrix, lock, hits, cpu_job)
+    ctx = context(facts, matrix, lock, hits, cpu_job)
     findings = run_checks(ctx)
-    applied = applicable(ctx)
+    applied = list(ctx.applied)
     return Diagnosis(
         facts,
         tuple(findings),
@@ -116,9 +115,9 @@ def diagnose_report(text: str, matrix: Matrix, lock: Lock | None = None) -> Diag
     """Findings for pasted free text: its facts, its failure lines, what it did not show."""
     facts, parts = read(text, matrix)
     hits = hits_in(text)
-    ctx = Context(facts, matrix, lock, hits)
+    ctx = context(facts, matrix, lock, hits)
     findings = run_checks(ctx)
-    applied = applicable(ctx)
+    applied = list(ctx.applied)
     if applied:
         parts = (*parts, *_error_parts(applied))
     return Diagnosis(

@@ -8,6 +8,7 @@ was not observed but inferred from the compatibility matrix says so there ("infe
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -84,11 +85,26 @@ class Facts:
         if self.torch_build or not self.torch:
             return self.torch_build
         if "+" in self.torch:
-            tag = self.torch.split("+", 1)[1]
-            return "cpu" if tag == "cpu" else "rocm" if tag.startswith("rocm") else "cuda"
+            build, _ = build_of_tag(self.torch.split("+", 1)[1])
+            if build or not self.origin.startswith("probe"):
+                return build
         if self.origin.startswith("probe"):
             return "cuda" if self.torch_cuda else "cpu"
         return "cuda" if self.torch_cuda else None
+
+
+def build_of_tag(tag: str) -> tuple[str | None, str | None]:
+    """(build, CUDA) a torch local tag names: `cu128` -> (cuda, 12.8); `cpu`, `cpu.cxx11.abi`
+    -> cpu; `rocm6.2` -> rocm; anything else (NGC's `81ea7a4` git hash, `cu1`) -> not known."""
+    m = re.fullmatch(r"cu(\d{2,3})", tag)
+    if m:
+        digits = m.group(1)
+        return "cuda", f"{digits[:-1]}.{digits[-1]}"
+    if tag == "cpu" or tag.startswith("cpu."):
+        return "cpu", None
+    if tag.startswith("rocm"):
+        return "rocm", None
+    return None, None
 
 
 def _tupled(value: Any) -> Any:

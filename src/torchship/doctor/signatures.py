@@ -24,9 +24,21 @@ from typing import Any
 from torchship.doctor.facts import Facts
 
 WINDOW = 600  # characters on each side of an anchor that a pattern may see
-MAX_PER_ANCHOR = 40  # occurrences of one anchor tried (a log repeating a line says it once)
+MAX_DISTINCT = 200  # distinct lines one anchor is tried on (a log repeats a line many times)
+MAX_TRIES = 20_000  # occurrences of one anchor looked at in all: the scan's work stays bounded
 SEVERITIES = ("error", "warning", "info")
-LAYERS = ("hardware", "driver", "cuda", "libraries", "torch", "packages", "build", "distributed")
+# the doctor's layers, in the order findings are shown
+LAYERS = (
+    "hardware",
+    "driver",
+    "cuda",
+    "libraries",
+    "torch",
+    "distributed",
+    "build",
+    "packages",
+    "lock",
+)
 _FIELDS = {
     "id",
     "code",
@@ -52,10 +64,14 @@ class Hit:
     line_no: int  # 1-based
     line: str  # the line, cut to the window the pattern saw
     groups: Mapping[str, str]
+    span: tuple[int, int] = (0, 0)  # the match within `line`
+    prose: bool = False  # the phrase stands in a sentence of the reporter's, not in an error
 
     @property
     def evidence(self) -> str:
-        return f"line {self.line_no}: {self.line.strip()[:200]}"
+        start = max(0, self.span[0] - 60)
+        text = self.line[start : max(self.span[1] + 100, start + 160)].strip()
+        return f"line {self.line_no}: {'…' if start else ''}{text[:200]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,30 +191,79 @@ class Text:
     def line_no(self, offset: int) -> int:
         return bisect.bisect_right(self.starts, offset)
 
-    def window(self, offset: int, length: int) -> str:
-        """The line around [offset, offset+length), cut to WINDOW characters each side."""
+    def window(self, offset: int, length: int) -> tuple[str, int]:
+        """(the line around [offset, offset+length) cut to WINDOW characters each side, where
+        the window starts in the text)."""
         n = self.line_no(offset)
         start = self.starts[n - 1]
         end = self.starts[n] - 1 if n < len(self.starts) else len(self.text)
-        return self.text[max(start, offset - WINDOW) : min(end, offset + length + WINDOW)]
+        first = max(start, offset - WINDOW)
+        return self.text[first : min(end, offset + length + WINDOW)], first
+
+
+# A line that has the shape of an emitted error or log line, not of a sentence.
+_EMITTED = re.compile(
+    r"^\s*(?:[>|#*`\[(]|\d|[\w.]*(?:Error|Exception|Warning|Warn|Fatal)\b|E\s|"
+    r"(?:ERROR|WARN(?:ING)?|FATAL|CRITICAL|INFO|DEBUG)\b|\w+(?:\.\w+)*:\s)"
+    r"|\b(?:NCCL|NVRM|nvidia-smi|modprobe|dmesg|kernel):"
+)
+# Words of the reporter's own sentence before the phrase: narration, or the phrase negated.
+_NARRATION = re.compile(
+    r"\b(?:I|I'm|I've|we|we've|we're|my|our|read|says|said|say|mentions?|seems?|thought|"
+    r"similar|related|usual|means?|docs?|documentation)\b",
+    re.IGNORECASE,
+)
+_NEGATED = re.compile(
+    r"\b(?:fixed|solved|resolved|no longer|not the usual|not an?|to avoid|avoid(?:s|ed)?|prevent|"
+    r"instead of|used to|last (?:year|month|week)|no more|not seeing|not getting|have no|"
+    r"without|never)\b",
+    re.IGNORECASE,
+)
+
+
+_CLAUSE = re.compile(r"[.:;!?]\s")
+
+
+def _prose(window: str, start: int) -> tuple[bool, bool]:
+    """(in prose, negated): where the phrase at `start` stands in a sentence of the reporter's.
+    Only the clause before the phrase counts: "I get this error: X" shows X; "to avoid X",
+    "I fixed X" negate it; "I read that X" quotes it."""
+    before = window[:start]
+    clause = _CLAUSE.split(before[-80:])[-1]
+    negated = bool(_NEGATED.search(clause))
+    if not clause.strip():
+        return False, negated  # the output itself, or introduced as such ("...error: X")
+    if _EMITTED.match(before) and not _NARRATION.search(before[:80]):
+        return False, negated
+    return bool(_NARRATION.search(clause)), negated
 
 
 def scan(text: Text, signatures: tuple[Signature, ...]) -> list[Hit]:
-    """Every (signature, line) match, in line order; one hit per signature and line."""
+    """Every (signature, line) match, in line order; one hit per signature and line. A phrase
+    negated in the reporter's own sentence ("I fixed X", "to avoid X") is no hit; one quoted in a
+    sentence is a hit marked `prose`."""
     hits: dict[tuple[str, int], Hit] = {}
     for sig in signatures:
         for anchor in sig.anchors:
             pos, tried = text.lower.find(anchor), 0
-            while pos >= 0 and tried < MAX_PER_ANCHOR:
+            seen: set[str] = set()
+            while pos >= 0 and tried < MAX_TRIES and len(seen) < MAX_DISTINCT:
                 tried += 1
                 line_no = text.line_no(pos)
-                if (sig.id, line_no) not in hits:
-                    window = text.window(pos, len(anchor))
-                    m = sig.pattern.search(window)
-                    if m:
-                        groups = {k: v for k, v in m.groupdict().items() if v is not None}
-                        hits[(sig.id, line_no)] = Hit(sig, line_no, window, groups)
                 nxt = text.starts[line_no] if line_no < len(text.starts) else len(text.text)
+                if (sig.id, line_no) not in hits:
+                    window, _ = text.window(pos, len(anchor))
+                    content = window.strip()
+                    if content not in seen:
+                        seen.add(content)
+                        m = sig.pattern.search(window)
+                        if m:
+                            prose, negated = _prose(window, m.start())
+                            if not negated:
+                                groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                                hits[(sig.id, line_no)] = Hit(
+                                    sig, line_no, window, groups, m.span(), prose
+                                )
                 pos = text.lower.find(anchor, max(nxt, pos + 1))
     return sorted(hits.values(), key=lambda h: (h.line_no, h.signature.id))
 
@@ -244,18 +309,25 @@ _AMPERE_CC = re.compile(r"^(?:8|9|1\d)\.\d$")
 
 def _ampere_mentioned(f: Facts, hit: Hit) -> bool:
     return "ampere-mentioned" in f.sources or any(
-        _AMPERE_CC.match(g.cc or "") or _AMPERE_NAME.search(g.name) for g in f.gpus
+        _AMPERE_CC.match(g.cc or "") or AMPERE_NAME.search(g.name) for g in f.gpus
     )
 
 
+def _cvd_before_import(f: Facts, hit: Hit) -> bool:
+    """CUDA_VISIBLE_DEVICES set in code before the program's `import torch`: the right way."""
+    where = f.sources.get("import-torch", "")
+    if not where.startswith("line "):
+        return False
+    return hit.line_no < int(where.split(":", 1)[0].removeprefix("line "))
+
+
 # Ampere and newer GPUs by name (TF32 by default, bf16): what a report names in prose.
-_AMPERE_NAME = re.compile(
+AMPERE_NAME = re.compile(
     r"\b(?:RTX\s?(?:A\d{4}|[345]0[5-9]0(?:\s?Ti)?)|A100|A800|H100|H800|H200|GH200|B200|GB200|"
     r"A10G?|A30|A40|A16|A2|L4|L40S?|A[456]000|RTX\s?PRO|GB10|"
     r"(?:(?<=on )|(?<=an )|(?<=a ))[345]0[5-9]0(?:\s?Ti)?)\b",
     re.IGNORECASE,
 )
-AMPERE_NAME = _AMPERE_NAME
 
 PREDICATES: dict[str, Predicate] = {
     "in-container": _in_container,
@@ -266,6 +338,9 @@ PREDICATES: dict[str, Predicate] = {
     "ampere-mentioned": _ampere_mentioned,
     "domain-library-mentioned": lambda f, hit: "domain-library-mentioned" in f.sources,
     "docker-default-shm": lambda f, hit: "shm-docker-default" in f.sources,
+    "network-error": lambda f, hit: "network-error" in f.sources,
+    "cvd-before-import": _cvd_before_import,
+    "macos": lambda f, hit: "mac" in (f.os or "").lower() or "darwin" in (f.os or "").lower(),
 }
 
 

@@ -9,7 +9,6 @@ failure line turns a warning the facts alone allowed into an error.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 from torchship.doctor.checks import cuda, driver, hardware, libraries, lock, packages, torch
 from torchship.doctor.checks.base import (
@@ -20,10 +19,23 @@ from torchship.doctor.checks.base import (
     Check,
     Context,
     Finding,
+    context,
 )
-from torchship.doctor.checks.text import applicable, text_findings
+from torchship.doctor.checks.text import text_findings
+from torchship.doctor.signatures import LAYERS
 
-__all__ = ["CHECKS", "ERROR", "INFO", "WARNING", "Check", "Context", "Finding", "run_checks"]
+__all__ = [
+    "CHECKS",
+    "ERROR",
+    "INFO",
+    "LAYERS",
+    "WARNING",
+    "Check",
+    "Context",
+    "Finding",
+    "context",
+    "run_checks",
+]
 
 CHECKS: tuple[Check, ...] = (
     *hardware.CHECKS,
@@ -33,17 +45,6 @@ CHECKS: tuple[Check, ...] = (
     *torch.CHECKS,
     *packages.CHECKS,
     *lock.CHECKS,
-)
-LAYERS = (
-    "hardware",
-    "driver",
-    "cuda",
-    "libraries",
-    "torch",
-    "distributed",
-    "build",
-    "packages",
-    "lock",
 )
 _CONFIDENCE_RANK = {"high": 0, "medium": 1, "low": 2}
 
@@ -58,11 +59,12 @@ def _merge(facts_found: list[Finding], text_found: list[Finding]) -> list[Findin
         f = out[i]
         severity = min(f.severity, t.severity, key=SEVERITY_RANK.__getitem__)
         use_text = SEVERITY_RANK[t.severity] < SEVERITY_RANK[f.severity]
+        evidence = tuple(dict.fromkeys((*t.evidence, *f.evidence)))
         out[i] = replace(
             f,
             severity=severity,
             message=t.message if use_text and f.confidence != "high" else f.message,
-            evidence=(*t.evidence, *f.evidence),
+            evidence=evidence,
             confidence=min(f.confidence, t.confidence, key=_CONFIDENCE_RANK.__getitem__),
             fallback=False,
         )
@@ -71,20 +73,27 @@ def _merge(facts_found: list[Finding], text_found: list[Finding]) -> list[Findin
     return out
 
 
+def _line_of(evidence: str) -> str | None:
+    """ "line 12" of "line 12: ..."; None for a fact's evidence."""
+    head, _, _ = evidence.partition(":")
+    return head if head.startswith("line ") else None
+
+
 def _supersede(findings: list[Finding], ctx: Context) -> list[Finding]:
-    """One failure has one cause: a finding that a more specific failure line explains is
-    dropped when it rests on failure lines only, else an error becomes a warning saying what
-    explains it."""
+    """One failure has one cause: a finding resting only on the lines a more specific failure
+    line explains is dropped; an error with other evidence becomes a warning saying so."""
     by: dict[str, str] = {}
-    for h in applicable(ctx):
-        if h.signature.severity == ERROR:
+    lines: dict[str, set[str]] = {}
+    for h in ctx.applied:
+        if h.signature.severity == ERROR and not h.prose:
             for code in h.signature.supersedes:
                 by.setdefault(code, h.signature.code)
+                lines.setdefault(code, set()).add(f"line {h.line_no}")
     out = []
     for f in findings:
         if f.code not in by or by[f.code] == f.code or f.severity == INFO:
             out.append(f)
-        elif f.evidence and all(e.startswith("line ") for e in f.evidence):
+        elif f.evidence and all(_line_of(e) in lines[f.code] for e in f.evidence):
             continue
         elif f.severity == ERROR:
             out.append(
@@ -95,16 +104,19 @@ def _supersede(findings: list[Finding], ctx: Context) -> list[Finding]:
     return out
 
 
+def _applies(check: Check, ctx: Context) -> bool:
+    if check.scope == "lock":
+        return ctx.lock is not None
+    if check.scope == "machine":
+        return ctx.facts.origin.startswith("probe")
+    return True
+
+
 def run_checks(ctx: Context) -> list[Finding]:
     found: list[Finding] = []
     for check in CHECKS:
-        if check.scope == "lock" and ctx.lock is None:
-            continue
-        found += [replace(f, layer=f.layer or check.layer) for f in check.run(ctx)]
+        if _applies(check, ctx):
+            found += [replace(f, layer=f.layer or check.layer) for f in check.run(ctx)]
     merged = _supersede(_merge(found, text_findings(ctx)), ctx)
     order = {layer: i for i, layer in enumerate(LAYERS)}
     return sorted(merged, key=lambda f: (order.get(f.layer, len(order)), SEVERITY_RANK[f.severity]))
-
-
-def report(ctx: Context, findings: list[Finding]) -> dict[str, Any]:
-    return {"findings": [x.to_json() for x in findings], "facts": ctx.facts.to_json()}

@@ -11,14 +11,14 @@ cannot work); a missing or inferred fact never produces one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from torchship.compat.archs import Arch, parse_arch
 from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
 from torchship.doctor.facts import Facts, GPUFact
-from torchship.doctor.signatures import Hit
+from torchship.doctor.signatures import Hit, applies
 from torchship.errors import UnknownGPUError
 from torchship.lock.model import Lock
 from torchship.versions import parse_version
@@ -64,9 +64,22 @@ class Context:
     lock: Lock | None = None
     hits: tuple[Hit, ...] = ()  # signature matches in the error text or report
     cpu_job: bool = False  # checking for a job that uses no GPU (a run's preflight)
+    applied: tuple[Hit, ...] = ()  # the hits whose predicates hold for these facts
 
     def hit(self, code: str) -> Hit | None:
-        return next((h for h in self.hits if h.signature.code == code), None)
+        return next((h for h in self.applied if h.signature.code == code), None)
+
+
+def context(
+    facts: Facts,
+    matrix: Matrix,
+    lock: Lock | None = None,
+    hits: tuple[Hit, ...] = (),
+    cpu_job: bool = False,
+) -> Context:
+    """The Context, with the hits that apply to these facts worked out once."""
+    applied = tuple(h for h in hits if applies(h, facts))
+    return Context(facts, matrix, lock, hits, cpu_job, applied)
 
 
 Run = Callable[[Context], list[Finding]]
@@ -94,17 +107,13 @@ def evidence(f: Facts, *keys: str) -> tuple[str, ...]:
             value = ", ".join(g.name for g in f.gpus) or None
         if value in (None, (), {}, ""):
             continue
-        where = f.sources.get(key) or f.sources.get(key.replace("env:", "env:")) or f.origin
+        where = f.sources.get(key) or f.origin
         out.append(f"{key.removeprefix('env:')} = {value} ({where})")
     return tuple(out)
 
 
 def inferred(f: Facts, *keys: str) -> bool:
     return any(f.sources.get(k, "").startswith("inferred") for k in keys)
-
-
-def with_layer(finding: Finding, layer: str) -> Finding:
-    return replace(finding, layer=finding.layer or layer)
 
 
 # --- helpers over the facts -------------------------------------------------------------------
@@ -129,6 +138,10 @@ def targets(ctx: Context) -> list[tuple[GPUFact, GPUTarget]]:
 
 def torch_variant(f: Facts) -> str | None:
     """`cu128`, `cpu`, or None when unknown."""
+    if f.build == "cpu":
+        return "cpu"
+    if f.build == "cuda" and f.torch_cuda:
+        return "cu" + f.torch_cuda.replace(".", "")
     if f.torch and "+" in f.torch:
         return f.torch.split("+", 1)[1]
     if f.torch and f.build is not None:

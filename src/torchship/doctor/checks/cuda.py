@@ -12,6 +12,7 @@ from torchship.doctor.checks.base import (
     Finding,
     evidence,
     inferred,
+    targets,
 )
 
 
@@ -22,11 +23,12 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
         return []
     nvcc = f" (the host's nvcc {f.host_nvcc} is not used by torch)" if f.host_nvcc else ""
     why = evidence(f, "torch", "torch_build", "gpus")
+    nvidia = targets(ctx)  # GPUs CUDA could use: an Intel or AMD display adapter is not one
     if inferred(f, "torch_build"):
         return [
             Finding(
                 "cpu-only-build",
-                WARNING if f.gpus else INFO,
+                WARNING if nvidia else INFO,
                 f"torch {f.torch} is probably a CPU-only build ({f.sources['torch_build']})",
                 "check with `python -c 'import torch; print(torch.__version__, "
                 "torch.version.cuda)'`",
@@ -34,12 +36,12 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
                 confidence=MEDIUM,
             )
         ]
-    if f.gpus:
+    if nvidia:
         return [
             Finding(
                 "cpu-only-build",
                 ERROR,
-                f"torch {f.torch} is a CPU-only build; the {len(f.gpus)} GPU(s) here are "
+                f"torch {f.torch} is a CPU-only build; the {len(nvidia)} NVIDIA GPU(s) here are "
                 f"unused{nvcc}",
                 "install the CUDA build `torchship resolve` chooses for this GPU",
                 evidence=why,

@@ -3,6 +3,8 @@ compatibility, NVSwitch systems' Fabric Manager."""
 
 from __future__ import annotations
 
+import re
+
 from torchship.doctor.checks.base import (
     ERROR,
     MEDIUM,
@@ -17,6 +19,12 @@ from torchship.doctor.checks.base import (
     targets,
 )
 from torchship.versions import driver_str, parse_version
+
+# GPUs that sit on NVSwitch baseboards (HGX/DGX): SXM modules; H100/H800 "80GB HBM3", H200 and
+# B200 name no form factor (their PCIe/NVL cards say "PCIe" or "NVL")
+_NVSWITCH = re.compile(
+    r"SXM|\b(?:H100|H800) 80GB HBM3\b|\bH200(?! NVL)\b|\bB[23]00\b", re.IGNORECASE
+)
 
 
 def too_old(ctx: Context) -> tuple[str, tuple[int, ...]] | None:
@@ -55,15 +63,23 @@ def driver_too_old(ctx: Context) -> list[Finding]:
             else ""
         )
     guessed = inferred(f, "torch_cuda")
+    works = f.cuda_available is True  # positive evidence against: CUDA runs on this driver
+    note = (
+        " (the build is inferred: the report does not name it)"
+        if guessed
+        else " — yet CUDA is reported available: forward compatibility (data-center GPUs with "
+        "cuda-compat), or facts from different machines"
+        if works
+        else ""
+    )
     return [
         Finding(
             "driver-too-old",
-            WARNING if guessed else ERROR,
-            f"{hit[0]} needs driver ≥ {driver_str(hit[1])}; this machine has {f.driver}"
-            + (" (the build is inferred: the report does not name it)" if guessed else ""),
+            WARNING if guessed or works else ERROR,
+            f"{hit[0]} needs driver ≥ {driver_str(hit[1])}; this machine has {f.driver}{note}",
             fix,
-            evidence=evidence(f, "driver", "torch", "torch_cuda"),
-            confidence=MEDIUM if guessed else "high",
+            evidence=evidence(f, "driver", "torch", "torch_cuda", "cuda_available"),
+            confidence=MEDIUM if guessed or works else "high",
         )
     ]
 
@@ -91,7 +107,7 @@ def forward_compat_unsupported(ctx: Context) -> list[Finding]:
 
 def fabric_manager_missing(ctx: Context) -> list[Finding]:
     f = ctx.facts
-    sxm = [g for g in f.gpus if "SXM" in g.name.upper()]
+    sxm = [g for g in f.gpus if _NVSWITCH.search(g.name)]
     if len(sxm) >= 4 and f.cuda_available is False and not too_old(ctx):
         return [
             Finding(

@@ -19,6 +19,7 @@ from torchship.doctor.checks.base import (
     fitting_build,
     inferred,
     targets,
+    torch_archs,
 )
 
 
@@ -50,8 +51,6 @@ def _missing_kernels(ctx: Context, archs: tuple[Arch, ...], source: str) -> list
 
 
 def gpu_arch_unsupported(ctx: Context) -> list[Finding]:
-    from torchship.doctor.checks.base import torch_archs
-
     archs, source = torch_archs(ctx)
     if not (ctx.facts.is_cuda_build and archs):
         return []
