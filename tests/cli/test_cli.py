@@ -191,3 +191,24 @@ def test_driver_sources_in_order(tmp_path: Path) -> None:
 def test_python_dash_m_and_version() -> None:
     out = run_cli("--version")
     assert out.returncode == 0 and out.stdout.startswith("torchship ")
+
+
+def test_debug_works_after_the_command_too() -> None:
+    """`torchship doctor --debug` was an argparse error printed as a raw traceback."""
+    before = run_cli("--debug", "doctor", "--report", "/nonexistent")
+    after = run_cli("doctor", "--report", "/nonexistent", "--debug")
+    for out in (before, after):
+        assert "Traceback" in out.stderr and "UsageError: /nonexistent: no such file" in out.stderr
+        assert "unrecognized arguments" not in out.stderr
+    plain = run_cli("doctor", "--report", "/nonexistent")
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+
+
+def test_debug_after_a_double_dash_belongs_to_the_user_command() -> None:
+    from torchship.cli import _take_debug
+
+    assert _take_debug(["exec", "--local", "--", "python", "t.py", "--debug"]) == (
+        ["exec", "--local", "--", "python", "t.py", "--debug"],
+        False,
+    )
+    assert _take_debug(["doctor", "--debug", "--json"]) == (["doctor", "--json"], True)

@@ -119,3 +119,87 @@ def test_plan_for_a_skypilot_site_writes_the_task_and_launch(tmp_path: Path) -> 
     assert task["resources"]["accelerators"] == {"A100": 4}
     launch = (out / "finetune-1node.sky-launch.sh").read_text().split()
     assert launch[:5] == ["sky", "launch", "--yes", "--down", "--cluster"]
+
+
+def test_a_hostile_job_name_never_writes_outside_the_output_folder(tmp_path: Path) -> None:
+    """A contributed job.toml named `../.github/workflows/deploy` overwrote a CI workflow."""
+    work = tmp_path / "repo"
+    (work / ".github/workflows").mkdir(parents=True)
+    workflow = work / ".github/workflows/deploy.yaml"
+    workflow.write_text("on: push\n")
+    job = work / "job.toml"
+    text = (HYBRID / "job-1node.toml").read_text()
+    job.write_text(text.replace('name = "finetune-1node"', 'name = "../.github/workflows/deploy"'))
+    onprem = tmp_path / "sites.toml"
+    sites = (HYBRID / "sites.toml").read_text()
+    onprem.write_text(
+        sites[sites.index('[[site]]\nname = "onprem"') : sites.index('[[site]]\nname = "aws-p5"')]
+    )
+    (work / "torchship.lock").write_text((HYBRID / "torchship.lock").read_text())
+    r = run_cli("plan", str(job), "--sites", str(onprem), "-o", str(work / "out"))
+    assert r.returncode == 2 and "job.name" in r.stderr and "not a valid job name" in r.stderr
+    assert "Traceback" not in r.stderr and workflow.read_text() == "on: push\n"
+    assert not (work / "out").exists()  # nothing half-written
+
+
+def test_the_output_path_is_checked_as_a_second_wall(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import pytest
+
+    from torchship.cli.plan import write_plan
+    from torchship.errors import UsageError
+    from torchship.lock import read_lock
+    from torchship.place.sites import load_sites
+    from torchship.spec.job import load_job
+
+    job = replace(load_job(HYBRID / "job-1node.toml"), name="../escape")
+    site = next(s for s in load_sites(HYBRID / "sites.toml") if s.name == "onprem")
+    with pytest.raises(UsageError, match="outside"):
+        write_plan(tmp_path / "out", job, read_lock(HYBRID / "torchship.lock"), site)
+    assert not (tmp_path / "escape.yaml").exists()
+
+
+def test_the_local_script_keeps_hostile_values_literal(tmp_path: Path) -> None:
+    """`plan -o` for the local site writes `<name>.local.sh`; run by bash, an environment value
+    with spaces is an assignment, not a command (`MSG=hello world` exited 127), and no value or
+    argument runs code."""
+    import os
+    import subprocess
+
+    hostile = ["${HOME}", "$(touch pwned1)", "`touch pwned2`", "a b", "x\ny", "'q\"", "; touch p3"]
+    out = tmp_path / "seen.json"
+    msg = "hello world $(touch pwned4) `touch pwned5` ${HOME} 'x\""
+    command = ["python", "-c", "import json, os, sys; open(sys.argv[1], 'w').write("
+               "json.dumps([os.environ['MSG'], *sys.argv[2:]]))", str(out), *hostile]  # fmt: skip
+    job = tmp_path / "proj/job.toml"
+    job.parent.mkdir()
+    job.write_text(
+        '[job]\nname = "hostile"\ngpus_per_node = 0\nprocesses_per_node = 1\n'
+        f"command = {json.dumps(command)}\n[job.env]\nMSG = {json.dumps(msg)}\n"
+    )
+    home = {"TORCHSHIP_HOME": str(tmp_path / "home")}
+    r = run_cli("plan", str(job), "-o", str(tmp_path / "out"), env=home)
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / "out/hostile.local.sh"
+    done = subprocess.run(["bash", str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180, env={**os.environ, **home}, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(out.read_text()) == [msg, *hostile]
+    assert not list(tmp_path.rglob("pwned*")) and not list(tmp_path.rglob("p3"))
+
+
+def test_a_top_level_data_table_is_refused_not_ignored(tmp_path: Path) -> None:
+    """`[[data]]` instead of `[[job.data]]` was ignored: the job became public and was placed on
+    a public cloud."""
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[job]\nname = "leaky"\ngpus_per_node = 0\nworkload = "reference"\n\n'
+        '[[data]]\npath = "pvc://records"\nclass = "sensitive"\n'
+    )
+    r = run_cli("plan", str(job), "--sites", SITES)
+    assert r.returncode == 2 and "unknown top-level" in r.stderr and "[job.data]" in r.stderr
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[job]\nname = "plain"\ngpus_per_node = 0\nworkload = "reference"\n')
+    r = run_cli("plan", str(plain), "--sites", SITES)
+    assert "no data declared: treated as public" in r.stdout

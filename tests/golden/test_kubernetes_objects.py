@@ -271,7 +271,7 @@ def test_skypilot_task(job_file: str, request: pytest.FixtureRequest) -> None:
     assert res["accelerators"] == {"A100": 8 if job.nodes == 2 else 4}
     assert res["autostop"] == {"idle_minutes": 10, "down": True}  # released when it ends
     assert task["num_nodes"] == job.nodes and task["envs"]["TORCHSHIP_JOB_ID"] == JOB_ID
-    assert "--nnodes=${SKYPILOT_NUM_NODES} --node-rank=${SKYPILOT_NODE_RANK}" in task["run"]
+    assert '--nnodes="${SKYPILOT_NUM_NODES}" --node-rank="${SKYPILOT_NODE_RANK}"' in task["run"]
     assert "|" in text.split("run:")[1].splitlines()[0]  # a literal block, readable
     assert launch_command("t.yaml", "c") == ["sky", "launch", "--yes", "--down", "--cluster",
                                              "c", "t.yaml"]  # fmt: skip

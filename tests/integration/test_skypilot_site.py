@@ -211,3 +211,20 @@ def test_run_site_auto_launches_on_the_skypilot_site(tmp_path: Path, sky: Path) 
     jobs = json.loads(status.stdout)
     assert [(j["site"], j["state"]) for j in jobs] == [("skypilot", "succeeded")]
     assert jobs[0]["handle"].startswith("sky://ts-")
+
+
+HOSTILE = ["${HOME}", "$(touch pwned1)", "`touch pwned2`", "a b", "x\ny", "'q\"", "; touch pwned3"]
+
+
+def test_hostile_arguments_reach_the_program_verbatim(tmp_path: Path, sky: Path) -> None:
+    """The task's `run` script, executed by bash on the (fake) cluster: an argument holding
+    `${`, `$(…)`, backquotes, quotes, spaces or newlines is one literal word, never code
+    (an argument with `${` was left unquoted and ran `touch`)."""
+    out = tmp_path / "argv.json"
+    record = ["python", "-c", "import json, sys; open(sys.argv[1], 'w').write("
+              "json.dumps(sys.argv[2:]))", str(out), *HOSTILE]  # fmt: skip
+    be, job_id = backend(tmp_path, sky), run_id("h0st1le")
+    handle = be.apply(be.plan(job(record), LOCK, job_id))
+    assert wait_end(be, handle) == "succeeded", "".join(be.logs(handle))
+    assert json.loads(out.read_text()) == HOSTILE
+    assert not list(Path.cwd().glob("pwned*")) and not list(tmp_path.rglob("pwned*"))

@@ -83,8 +83,10 @@ class LocalBackend:
         sup += [str(run), "--job-id", job_id]
         sup += [*([f"--max-runtime-s={max_s:g}"] if max_s else []), "--"]
         env = {**o.env, **job_env(job, job_id, run)}
-        text = f"cd {shlex.quote(str(cwd))} && " + shlex.join(
-            [*(f"{k}={v}" for k, v in env.items()), *argv]
+        # assignments keep their name bare (a quoted `'K=v'` is a command, not an assignment)
+        assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        text = f"cd {shlex.quote(str(cwd))} && {assignments} {shlex.join(argv)}".replace(
+            "&&  ", "&& "
         )
         return Request(
             site=SCHEME,

@@ -99,6 +99,17 @@ def file_mounts(job: JobSpec) -> dict[str, Any]:
     return mounts
 
 
+# the torchrun arguments that take SkyPilot's per-node variables, and how the script writes them
+SKY_VARIABLE_ARGS = (
+    "--nnodes=${SKYPILOT_NUM_NODES}",
+    "--node-rank=${SKYPILOT_NODE_RANK}",
+    "--master-addr=${HEAD_IP}",
+)
+_SKY_EXPANDED = {
+    arg: arg.split("=", 1)[0] + '="' + arg.split("=", 1)[1] + '"' for arg in SKY_VARIABLE_ARGS
+}
+
+
 def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[str, Any]:
     if lock is None:
         raise UsageError(
@@ -106,16 +117,17 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
             "run `torchship lock`, then build and push the image",
         )
     image = site.registry + image_tag(lock)
-    argv = multinode_torchrun_argv("python", job, job_id, [
-        "--nnodes=${SKYPILOT_NUM_NODES}", "--node-rank=${SKYPILOT_NODE_RANK}",
-        "--master-addr=${HEAD_IP}", f"--master-port={MASTER_PORT}",
-    ])  # fmt: skip
+    rendezvous = [*SKY_VARIABLE_ARGS, f"--master-port={MASTER_PORT}"]
+    argv = multinode_torchrun_argv("python", job, job_id, rendezvous)
     tail = workload_argv(job, Path(RUN_DIR)) if job.command is None else ["--no-python",
                                                                           *job.command]  # fmt: skip
     if job.max_runtime_minutes:  # enforced on the nodes: the job ends there, not only here
         argv[:0] = ["timeout", f"--kill-after={KILL_AFTER_S}", f"{job.max_runtime_minutes * 60:g}"]
-    # SkyPilot's variables stay unquoted so the shell expands them; everything else is quoted
-    command = " ".join(a if "${" in a else shlex.quote(a) for a in [*argv, *tail])
+    # torchship's own references to SkyPilot's variables are expanded by the shell, as one word
+    # each; every other word, and every word of the user's command, is quoted
+    command = " ".join(
+        [*(_SKY_EXPANDED.get(a) or shlex.quote(a) for a in argv), *map(shlex.quote, tail)]
+    )
     resources: dict[str, Any] = {
         "image_id": f"docker:{image}",
         "autostop": {"idle_minutes": AUTOSTOP_IDLE_MINUTES, "down": True},

@@ -78,12 +78,19 @@ def _print_error(err: TorchshipError) -> None:
         print(f"hint: {err.hint}", file=sys.stderr)
 
 
+def _take_debug(args: list[str]) -> tuple[list[str], bool]:
+    """`--debug` anywhere before `--` (after the command too), taken out of the arguments;
+    what follows `--` is the user's command and is left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    return [*head, *args[end:]], len(head) < end
+
+
 INTERNAL_ERROR = 3  # a bug in torchship: never mistaken for "errors found" (1) or bad input (2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args_list
+    args_list, debug = _take_debug(list(sys.argv[1:] if argv is None else argv))
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets '?' for '·', not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")

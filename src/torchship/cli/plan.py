@@ -11,6 +11,7 @@ from typing import Any
 
 from torchship._atomic import write_text_atomic
 from torchship.cli._output import print_json, table
+from torchship.errors import UsageError
 from torchship.jobs import find_lock
 from torchship.k8s import render as k8s
 from torchship.lock import read_lock
@@ -38,9 +39,13 @@ def run(args: argparse.Namespace) -> int:
     lock_path = find_lock(Path(job.source))
     lock = read_lock(lock_path) if lock_path else None
     if args.json:
-        print_json({"sites": source, "placement": placement.to_dict()})
+        print_json(
+            {"sites": source, "placement": placement.to_dict(), "data_declared": bool(job.data)}
+        )
     else:
         print(explain(placement, source))
+        if not job.data:
+            print("no data declared: treated as public (declare it with [[job.data]])")
     site = next((s for s in sites if s.name == placement.site), None)
     if args.output and site is not None:
         for w in write_plan(Path(args.output), job, lock, site, args.image_digest):
@@ -61,22 +66,33 @@ def explain(p: Placement, source: str) -> str:
     return "\n".join(lines)
 
 
+def _inside(out: Path, name: str) -> Path:
+    """out/name, refused unless it resolves inside out (the job name is validated when the job
+    is read; this is the second wall)."""
+    path = out / name
+    if path.resolve().parent != out.resolve():
+        raise UsageError(
+            f"{name!r} would be written outside {out}", 'give the job a plain name (name = "train")'
+        )
+    return path
+
+
 def write_plan(
     out: Path, job: Any, lock: Any, site: Site, image_digest: str | None = None
 ) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     if site.kind == "kubernetes":
         opts = k8s.options_for(site, image_digest)
-        path = out / f"{job.name}.yaml"
+        path = _inside(out, f"{job.name}.yaml")
         objects = k8s.render(job, lock, new_job_id(), opts, site.operator)
         write_text_atomic(path, k8s.to_yaml(objects))
         return [str(path)]
     if site.kind == "skypilot":
         from torchship.backends.skypilot import launch_command, sky_task
 
-        task = out / f"{job.name}.sky.yaml"
+        task = _inside(out, f"{job.name}.sky.yaml")
         write_text_atomic(task, k8s.to_yaml([sky_task(job, lock, new_job_id(), site)]))
-        script = out / f"{job.name}.sky-launch.sh"
+        script = _inside(out, f"{job.name}.sky-launch.sh")
         write_text_atomic(script, shlex.join(launch_command(str(task), k8s.dns_name(job.name)))
                           + "\n")  # fmt: skip
         return [str(task), str(script)]
@@ -86,6 +102,6 @@ def write_plan(
     if kind is None:
         return []
     request = create_backend(kind).plan(job, lock, new_job_id())
-    path = out / f"{job.name}.{kind}.sh"
+    path = _inside(out, f"{job.name}.{kind}.sh")
     write_text_atomic(path, request.text + "\n")
     return [str(path)]

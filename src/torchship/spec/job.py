@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from torchship.errors import SpecError
-from torchship.spec.load import FieldReader, read_toml
+from torchship.spec.load import NAME_RE, FieldReader, read_toml
 from torchship.workload.config import ArgError, check_table
 
 DATA_CLASSES = ("public", "internal", "sensitive")
@@ -209,6 +209,14 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
         except ArgError as e:
             raise r.fail(f"workload_args.{e.key}", str(e), e.hint) from None
     name = r.string("name", default_name, 'name = "train"') or default_name
+    if not NAME_RE.match(name):
+        # it names output files (plan -o DIR/<name>.yaml) and Kubernetes objects
+        raise r.fail(
+            "name",
+            f"{name[:80]!r} is not a valid job name",
+            "use lower case letters, digits, '.', '_' and '-', starting with a letter or digit "
+            '(at most 63), e.g. name = "train"',
+        )
     return JobSpec(
         name=name,
         command=command,
@@ -259,4 +267,14 @@ def load_job(path: str | Path) -> JobSpec:
     table = data.get("job")
     if not isinstance(table, dict):
         raise SpecError(str(p), "job", "missing or not a table", "put the job under a [job] table")
-    return job_from_table(table, str(p), p.parent.resolve().name.lower() or "job")
+    for key in data:  # a top-level [[data]] or [env] would silently not be the job's
+        if key != "job":
+            inside = f"job.{key}"
+            raise SpecError(
+                str(p),
+                key,
+                "unknown top-level table or key: everything of a job is under [job]",
+                f"did you mean [{inside}] (or [[{inside}]])?",
+            )
+    folder = re.sub(r"[^a-z0-9._-]+", "-", p.parent.resolve().name.lower()).strip("-._")
+    return job_from_table(table, str(p), folder[:63] or "job")

@@ -26,7 +26,7 @@ from torchship.spec.model import ImageOptions, Spec, Targets
 
 SPEC_FILE = "torchship.toml"
 PYPROJECT = "pyproject.toml"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _APT_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+:~-]+)?$")
 
 TOP_KEYS = ("name", "torch", "cuda", "python", "packages", "targets", "image")
@@ -189,7 +189,7 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     """Validate a parsed torchship.toml (prefix "") or [tool.torchship] ("tool.torchship.")."""
     r = FieldReader(file, table, prefix, TOP_KEYS)
     name = r.string("name", default_name, 'name = "my-project"') or default_name
-    if not _NAME_RE.match(name):
+    if not NAME_RE.match(name):
         raise r.fail(
             "name",
             f"{name!r} is not a valid name",
