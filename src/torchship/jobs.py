@@ -216,6 +216,13 @@ def workload_summary(sub: Submission) -> dict[str, Any] | None:
 def get_job(store: JobStore, ref: str) -> Job:
     job = store.get(ref)
     if job is None:
+        matches = store.prefix_matches(ref)
+        if len(matches) > 1:
+            raise UsageError(
+                f"{ref!r} is the start of {len(matches)}{'+' if len(matches) == 5 else ''} job "
+                f"ids ({', '.join(matches[:3])}{', …' if len(matches) > 3 else ''})",
+                "give more of the id",
+            )
         raise UsageError(f"no job {ref!r}", "see `torchship status` for the jobs there are")
     return job
 

@@ -115,6 +115,12 @@ def new_job_id(now: float | None = None) -> str:
     return f"{ms:012x}{os.urandom(4).hex()}"
 
 
+def _like_prefix(ref: str) -> str:
+    """A LIKE pattern for ids starting with `ref`: its own % and _ are literal, not wildcards
+    (`torchship cancel %` must not mean every job)."""
+    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _job(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
@@ -278,12 +284,21 @@ class JobStore:
     def get(self, ref: str) -> Job | None:
         """By id, id prefix (unique), or key."""
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE id = ? OR key = ? OR id LIKE ? LIMIT 2", (ref, ref, ref + "%")
+            "SELECT * FROM jobs WHERE id = ? OR key = ? OR id LIKE ? ESCAPE '\\' LIMIT 2",
+            (ref, ref, _like_prefix(ref)),
         ).fetchall()
         exact = [r for r in rows if ref in (r["id"], r["key"])]
         if exact:
             return _job(exact[0])
         return _job(rows[0]) if len(rows) == 1 else None
+
+    def prefix_matches(self, ref: str, limit: int = 5) -> list[str]:
+        """The ids starting with `ref` (at most `limit`): to say which when `ref` is ambiguous."""
+        rows = self._db.execute(
+            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+            (_like_prefix(ref), limit),
+        ).fetchall()
+        return [r["id"] for r in rows]
 
     def jobs(self, state: str | None = None, site: str | None = None) -> list[Job]:
         sql, args = "SELECT * FROM jobs WHERE 1=1", list[str]()

@@ -212,3 +212,32 @@ def test_debug_after_a_double_dash_belongs_to_the_user_command() -> None:
         False,
     )
     assert _take_debug(["doctor", "--debug", "--json"]) == (["doctor", "--json"], True)
+
+
+def test_status_refuses_an_unknown_state(tmp_path: Path) -> None:
+    out = run_cli("status", "--state", "bogus", env={"TORCHSHIP_HOME": str(tmp_path)})
+    assert out.returncode == 2 and "invalid choice: 'bogus'" in out.stderr
+
+
+def test_status_state_filters_on_what_the_site_says_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job stored as pending that its site reports running is listed by `--state running`
+    (it was filtered out before it was reconciled)."""
+    import argparse
+
+    from torchship.cli import status as status_cli
+    from torchship.state import JobStore
+
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path))
+    with JobStore() as store:
+        job, _ = store.submit("k", "train", {}, site="local")
+        store.transition(job.id, "pending", handle="local://h/" + job.id)
+
+    def site_says_running(store: JobStore, j):  # type: ignore[no-untyped-def]
+        return store.transition(j.id, "running") if j.state == "pending" else j
+
+    monkeypatch.setattr(status_cli, "reconcile", site_says_running)
+    args = argparse.Namespace(job=None, state="running", json=True)
+    assert status_cli.run(args) == 0
+    assert [j["state"] for j in json.loads(capsys.readouterr().out)] == ["running"]

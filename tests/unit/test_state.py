@@ -70,3 +70,16 @@ def test_json_columns_are_checked(store: JobStore) -> None:
             "INSERT INTO jobs (id, key, name, spec, state, created_at, updated_at)"
             " VALUES ('x', 'x', 'x', 'not json', 'submitted', 0, 0)"
         )
+
+
+def test_a_reference_is_a_prefix_not_a_pattern_and_ambiguity_is_said(store: JobStore) -> None:
+    """`torchship cancel %` matched the only job there was; an ambiguous prefix said "no job"."""
+    from torchship.jobs import get_job
+
+    a, _ = store.submit("ka", "train", {}, job_id="01aaaa0000000000000a")
+    assert store.get("%") is None and store.get("_") is None and store.get("01aaaa%") is None
+    b, _ = store.submit("kb", "train", {}, job_id="01aaaa0000000000000b")
+    with pytest.raises(UsageError, match="is the start of 2 job ids") as e:
+        get_job(store, "01aaaa")
+    assert a.id in str(e.value) and b.id in str(e.value) and "more of the id" in e.value.hint
+    assert get_job(store, a.id[:-1] + "a") == a

@@ -8,13 +8,13 @@ from typing import Any
 
 from torchship.cli._output import print_json, table
 from torchship.jobs import get_job, reconcile
-from torchship.state import TERMINAL, Job, JobStore
+from torchship.state import STATES, TERMINAL, Job, JobStore
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="jobs and their states (one job: its history)")
     p.add_argument("job", nargs="?", help="a job id (or a unique prefix, or its key)")
-    p.add_argument("--state", help="only jobs in this state")
+    p.add_argument("--state", choices=STATES, help="only jobs in this state (as the site says now)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
 
@@ -75,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
                 print(f"  {stamp}  {e.state}{detail}")
             return 0
-        jobs = [reconcile(store, j) for j in store.jobs(state=args.state)]
+        # a job stored as pending may be running by now: reconcile the unfinished, then filter
+        wanted = args.state
+        stored = store.jobs() if wanted and wanted not in TERMINAL else store.jobs(state=wanted)
+        jobs = [j for j in (reconcile(store, j) for j in stored) if not wanted or j.state == wanted]
         if args.json:
             print_json([_as_json(j) for j in jobs])
         elif jobs:
