@@ -23,8 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from torchship.doctor.checks import Finding
+from torchship.doctor.checks.text import finding_of
+from torchship.doctor.diagnosis import hits_in
 from torchship.doctor.facts import Facts
-from torchship.doctor.signatures import Text, applies, load_signatures, scan
+from torchship.doctor.signatures import applies
 
 KERNEL_TIMEOUT_S = 90.0
 NCCL_TIMEOUT_S = 120.0
@@ -216,18 +218,8 @@ def gpu_kernels(
 def named_failures(facts: Facts, text: str, where: str, limit: int = 5) -> list[Finding]:
     """Findings for the failure lines of a child's output or a log, by the same signatures as
     pasted text; `where` says what produced the text."""
-    hits = [h for h in scan(Text(text), load_signatures()) if applies(h, facts)]
-    return [
-        Finding(
-            h.signature.code,
-            h.signature.severity,
-            h.signature.render(h.signature.message, h),
-            h.signature.render(h.signature.fix, h),
-            h.signature.layer,
-            evidence=(f"{where}, {h.evidence}",),
-        )
-        for h in hits[:limit]
-    ]
+    hits = [h for h in hits_in(text) if applies(h, facts)]
+    return [finding_of(h, (f"{where}, {h.evidence}",)) for h in hits[:limit]]
 
 
 def _child_failure(

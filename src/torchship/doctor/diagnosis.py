@@ -90,6 +90,18 @@ def _next_step(facts: Facts, hits: list[Hit], findings: list[Finding]) -> str | 
     return None
 
 
+def _checked(
+    facts: Facts,
+    matrix: Matrix,
+    lock: Lock | None,
+    hits: tuple[Hit, ...],
+    cpu_job: bool = False,
+) -> tuple[list[Finding], list[Hit]]:
+    """(findings, the hits that apply to these facts)."""
+    ctx = context(facts, matrix, lock, hits, cpu_job)
+    return run_checks(ctx), list(ctx.applied)
+
+
 def diagnose_facts(
     facts: Facts,
     matrix: Matrix,
@@ -100,9 +112,7 @@ def diagnose_facts(
     """Findings for facts (a probe, a facts file) and the failing program's output, if any."""
     import_error = facts.sources.get("torch_import_error", "")
     hits = hits_in(text + ("\n" + import_error if import_error else ""))
-    ctx = context(facts, matrix, lock, hits, cpu_job)
-    findings = run_checks(ctx)
-    applied = list(ctx.applied)
+    findings, applied = _checked(facts, matrix, lock, hits, cpu_job)
     return Diagnosis(
         facts,
         tuple(findings),
@@ -115,9 +125,7 @@ def diagnose_report(text: str, matrix: Matrix, lock: Lock | None = None) -> Diag
     """Findings for pasted free text: its facts, its failure lines, what it did not show."""
     facts, parts = read(text, matrix)
     hits = hits_in(text)
-    ctx = context(facts, matrix, lock, hits)
-    findings = run_checks(ctx)
-    applied = list(ctx.applied)
+    findings, applied = _checked(facts, matrix, lock, hits)
     if applied:
         parts = (*parts, *_error_parts(applied))
     return Diagnosis(

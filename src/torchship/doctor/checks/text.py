@@ -4,10 +4,26 @@ code drops or demotes that code's errors: checks.run_checks; one failure has one
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torchship.doctor.checks.base import ERROR, HIGH, LOW, WARNING, Context, Finding
 from torchship.doctor.signatures import Hit
 
 MAX_EVIDENCE = 3
+
+
+def finding_of(hit: Hit, evidence: tuple[str, ...] | None = None) -> Finding:
+    """The finding one hit's signature states, rendered from the hit's line."""
+    sig = hit.signature
+    return Finding(
+        sig.code,
+        sig.severity,
+        sig.render(sig.message, hit),
+        sig.render(sig.fix, hit),
+        sig.layer,
+        evidence=(hit.evidence,) if evidence is None else evidence,
+        confidence=HIGH,
+    )
 
 
 def text_findings(ctx: Context) -> list[Finding]:
@@ -16,26 +32,16 @@ def text_findings(ctx: Context) -> list[Finding]:
     for h in hits:
         by_code.setdefault(h.signature.code, []).append(h)
     out = []
-    for code, group in by_code.items():
+    for group in by_code.values():
         group.sort(key=lambda h: (h.prose, h.signature.severity != ERROR, h.line_no))
-        first = group[0]
-        sig = first.signature
-        severity = sig.severity
-        message = sig.render(sig.message, first)
-        confidence = HIGH
+        found = finding_of(group[0], tuple(h.evidence for h in group[:MAX_EVIDENCE]))
         if all(h.prose for h in group):  # quoted in the reporter's sentence, not seen emitted
-            severity = WARNING if severity == ERROR else severity
-            confidence = LOW
-            message += " (the text quotes this message in a sentence; no output shows it)"
-        out.append(
-            Finding(
-                code,
-                severity,
-                message,
-                sig.render(sig.fix, first),
-                sig.layer,
-                evidence=tuple(h.evidence for h in group[:MAX_EVIDENCE]),
-                confidence=confidence,
+            found = replace(
+                found,
+                severity=WARNING if found.severity == ERROR else found.severity,
+                message=found.message
+                + " (the text quotes this message in a sentence; no output shows it)",
+                confidence=LOW,
             )
-        )
+        out.append(found)
     return out
