@@ -13,9 +13,61 @@
     └── EnvError                   an environment of the lock cannot be picked or made here
 
 The library raises and never prints or exits; `torchship.cli` maps these to output and exit codes.
+A value from the user is echoed in a message through `excerpt`, never whole: a file can hold a
+1 MB string or key.
 """
 
 from __future__ import annotations
+
+import re
+
+# What an error echoes of a user's value: enough to recognise it on one terminal line.
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`value` as repr() shows it, cut to about `limit` characters with "…" and the full
+    length: an error names what it refused without echoing a megabyte of it."""
+    if isinstance(value, str):
+        text = repr(value[: limit + 1])
+        size = f" ({len(value):,} characters)"
+    else:
+        try:
+            text, size = repr(value), ""
+        except ValueError:  # an int past Python's 4300-digit limit for str()
+            return f"<{type(value).__name__} too large to show>"
+    if len(text) <= limit + 2 and (not isinstance(value, str) or len(value) <= limit):
+        return text
+    return text[:limit] + "…" + size
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def key_text(key: str) -> str:
+    """A key as a field path shows it: bare when TOML would write it bare, else quoted and cut
+    (a key can be a megabyte long, or hold a line break)."""
+    return key if _BARE_KEY.fullmatch(key) else excerpt(key, 40)
+
+
+# The last wall, in the CLI's error printer: one line of at most this many characters.
+LINE_CHARS = 400
+
+
+def one_line(text: str, limit: int = LINE_CHARS) -> str:
+    """`text` on one line (line breaks and other control characters shown escaped), cut to
+    `limit` characters: a message that echoed a user's value whole still prints as one line."""
+    head = text[: limit + 1]
+    clean = "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in head)
+    return clean if len(clean) <= limit and len(text) <= limit else clean[:limit] + "…"
+
+
+def few_lines(text: str, lines: int = 20, limit: int = LINE_CHARS) -> str:
+    """`text` kept to its first `lines` lines, each made `one_line`: for the errors whose
+    message is meant to span lines (a build's last log lines)."""
+    head = text.splitlines()[: lines + 1]
+    out = [one_line(line, limit) for line in head[:lines]]
+    return "\n".join(out + (["…"] if len(head) > lines else []))
 
 
 class TorchshipError(Exception):
@@ -58,7 +110,7 @@ class UnknownGPUError(UsageError):
             hint = "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
         else:
             hint = "name a GPU model (e.g. 'H100', 'RTX 4090') or its architecture ('sm_90', '9.0')"
-        super().__init__(f"unknown GPU {name!r}", hint)
+        super().__init__(f"unknown GPU {excerpt(name)}", hint)
 
 
 class LockFileError(UsageError):

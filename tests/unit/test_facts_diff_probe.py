@@ -28,10 +28,18 @@ def test_round_trip(tmp_path: Path) -> None:
     [
         (lambda d: d.update(schema_version=2), "schema_version 2"),
         (lambda d: d.pop("kind"), "not a torchship facts file"),
-        (lambda d: d.update(torch=5), "'torch' has the wrong type"),
-        (lambda d: d.update(gpus=[{"index": 0}]), "malformed"),
-        (lambda d: d.update(env={"A": 1}), "'env' has the wrong type"),
-        (lambda d: d.update(cuda_available="yes"), "'cuda_available' has the wrong type"),
+        (lambda d: d.update(torch=5), "f.json:torch: must be a string or null, not a number"),
+        (lambda d: d.update(gpus=[{"index": 0}]), r"gpus\[0\].name: missing"),
+        (lambda d: d.update(env={"A": 1}), "env: must be an object of strings"),
+        (lambda d: d.update(cuda_available="yes"), "cuda_available: must be true or false or"),
+        # found by the structural fuzzer: each crashed a check after loading
+        (lambda d: d["gpus"][0].update(mig_mode=True), r"gpus\[0\].mig_mode: must be a string"),
+        (lambda d: d.update(torch_cuda="../etc"), "torch_cuda: '../etc' is not a version"),
+        (lambda d: d.update(shm_bytes=True), "shm_bytes: must be a whole number or null"),
+        (lambda d: d.update(cgroup_cpus=float("nan")), "cgroup_cpus: is nan"),
+        # unknown keys are refused with the closest field, not ignored
+        (lambda d: d.update(torch_cudaa="12.8"), "torch_cudaa: unknown field"),
+        (lambda d: d["gpus"][0].update(memory=1), r"gpus\[0\].memory: unknown field"),
     ],
 )
 def test_bad_facts(mutate, match: str) -> None:  # type: ignore[no-untyped-def]
@@ -44,9 +52,12 @@ def test_bad_facts(mutate, match: str) -> None:  # type: ignore[no-untyped-def]
 
 def test_unreadable_facts(tmp_path: Path) -> None:
     (tmp_path / "bin").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(UsageError, match="not JSON"):
+    with pytest.raises(UsageError, match="not UTF-8"):
         read_facts(tmp_path / "bin")
-    with pytest.raises(UsageError, match="cannot read"):
+    (tmp_path / "text").write_text("{oops")
+    with pytest.raises(UsageError, match="not JSON"):
+        read_facts(tmp_path / "text")
+    with pytest.raises(UsageError, match="no facts file"):
         read_facts(tmp_path / "absent")
 
 
@@ -83,7 +94,7 @@ def test_fuzz_facts(d: dict[str, object]) -> None:
     try:
         facts_from_json(d, "fuzz.json")
     except UsageError as e:
-        assert "\n" not in str(e)
+        assert "\n" not in str(e) and len(str(e)) < 300 and e.hint
 
 
 def test_diff_orders_by_consequence() -> None:

@@ -148,7 +148,8 @@ def test_non_utf8(tmp_path: Path) -> None:
 toml_scalars = st.one_of(
     st.text(max_size=12),
     st.integers(),
-    st.floats(allow_nan=False),
+    st.floats(),  # nan and inf are TOML floats
+    st.sampled_from([10**30, 10**400, "\x00", "x" * 10_000]),
     st.booleans(),
     st.lists(st.one_of(st.text(max_size=8), st.integers()), max_size=3),
 )
@@ -184,7 +185,7 @@ def test_fuzz_tables(table: dict[str, object]) -> None:
         spec = spec_from_table(table, "fuzz.toml", "fuzz")
     except SpecError as e:
         assert e.hint and str(e).startswith("fuzz.toml")
-        assert "\n" not in str(e) + e.hint
+        assert "\n" not in str(e) + e.hint and len(str(e)) < 300
         return
     try:
         request_from_spec(spec, load_matrix())

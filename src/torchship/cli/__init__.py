@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import NoReturn
 
 from torchship._version import __version__
-from torchship.errors import TorchshipError, UsageError
+from torchship.errors import TorchshipError, UsageError, few_lines, one_line
 
 # Each command's module, by the name the user types: a command imports only its own module
 # (and what that needs), so `torchship run` does not pay for Kubernetes rendering or the
@@ -40,6 +40,7 @@ COMMAND_MODULES = {
     "status": "status",
     "logs": "logs",
     "cancel": "cancel",
+    "state": "state",
     "metrics": "metrics",
     "report": "report",
 }
@@ -73,9 +74,12 @@ def _command(args: Sequence[str]) -> str | None:
 
 
 def _print_error(err: TorchshipError) -> None:
-    print(f"error: {err.message}", file=sys.stderr)
+    """`error:` and `hint:`, cut short: the last wall against a message that echoes a user's
+    value whole. Bad input is one line; other errors may span a few (a build's log tail)."""
+    message = one_line(err.message) if isinstance(err, UsageError) else few_lines(err.message)
+    print(f"error: {message}", file=sys.stderr)
     if err.hint:
-        print(f"hint: {err.hint}", file=sys.stderr)
+        print(f"hint: {one_line(err.hint)}", file=sys.stderr)
 
 
 def _take_debug(args: list[str]) -> tuple[list[str], bool]:
@@ -114,6 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if debug:
             raise
-        print(f"error: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"error: internal error: {type(e).__name__}: {one_line(str(e))}", file=sys.stderr)
         print("hint: re-run with --debug and report the traceback", file=sys.stderr)
         return INTERNAL_ERROR

@@ -25,7 +25,7 @@ def load_side(path: str) -> Facts:
     if text.lstrip().startswith("{"):
         try:
             data = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, too deep, a 5,000-digit number
             data = None
         if isinstance(data, dict) and data.get("kind") == FACTS_KIND:
             return facts_from_json(data, path)

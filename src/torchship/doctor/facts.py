@@ -7,13 +7,15 @@ was not observed but inferred from the compatibility matrix says so there ("infe
 
 from __future__ import annotations
 
-import json
+import difflib
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from torchship.errors import UsageError
+from torchship._files import parse_json, read_user_text
+from torchship.errors import UsageError, excerpt, key_text
 
 FACTS_SCHEMA_VERSION = 1
 FACTS_KIND = "torchship-facts"
@@ -107,87 +109,128 @@ def build_of_tag(tag: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _tupled(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_tupled(v) for v in value)
-    return value
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "str | None": (str, type(None)),
+# What a facts file holds: the fields of Facts (and of GPUFact for each GPU), each of one JSON
+# type. Every key is checked, unknown ones too: a facts file is written by `torchship facts`
+# alone, so a key it does not know is a typo or another tool's file, never something to ignore.
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
     "str": (str,),
+    "str | None": (str, type(None)),
     "int": (int,),
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
     "bool | None": (bool, type(None)),
 }
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
+# Version fields that checks turn into numbers (int(torch_cuda.split(".")[0]) for the driver
+# floor): digits and dots, as the probe and nvidia-smi write them.
+_DOTTED = re.compile(r"\d{1,6}(\.\d{1,6}){0,3}")
+_DOTTED_FIELDS = ("torch_cuda", "driver_cuda")
+_EXTRA_KEYS = ("kind",)  # written by to_json, not a field
+_HINT = "collect the facts again with this torchship: `torchship facts -o F`"
 
 
-def _check_types(facts: Facts, where: str) -> None:
-    for f in fields(Facts):
-        value = getattr(facts, f.name)
-        kind = str(f.type)
-        ok = True
-        if kind in _TYPES:
-            ok = isinstance(value, _TYPES[kind]) and not (
-                isinstance(value, bool) and bool not in _TYPES[kind]
-            )
-        elif kind.startswith("tuple[str, ...]"):
-            ok = (value is None and kind.endswith("None")) or (
-                isinstance(value, tuple) and all(isinstance(v, str) for v in value)
-            )
-        elif kind.startswith("dict[str, str]"):
-            ok = isinstance(value, dict) and all(
-                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-            )
+def _bad(where: str, field_path: str, problem: str) -> UsageError:
+    return UsageError(f"{where}:{field_path}: {problem}", _HINT)
+
+
+def _unknown(where: str, prefix: str, key: str, known: list[str]) -> UsageError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else _HINT
+    return UsageError(f"{where}:{prefix}{key_text(key)}: unknown field", hint)
+
+
+_JSON_KINDS: dict[type, str] = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "an object",
+}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), "a value")
+
+
+def _value(kind: str, value: Any, where: str, path: str) -> Any:
+    """The JSON `value` of a field typed `kind` as Facts holds it (lists as tuples), or
+    UsageError naming the field and what it should be."""
+    if kind in _JSON_TYPES:
+        allowed = _JSON_TYPES[kind]
+        ok = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            raise _bad(where, path, f"is {value}, not a finite number")
         if not ok:
-            raise UsageError(
-                f"{where}: field {f.name!r} has the wrong type", "collect the facts again"
-            )
-    for g in facts.gpus:
-        if not isinstance(g.index, int) or not isinstance(g.name, str):
-            raise UsageError(f"{where}: a GPU entry is malformed", "collect the facts again")
+            want = " or ".join(_TYPE_NAMES.get(t, "null") for t in allowed)
+            raise _bad(where, path, f"must be {want}, not {_json_kind(value)}")
+        return value
+    if kind.startswith("tuple[str, ...]"):
+        if value is None and kind.endswith("None"):
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _bad(where, path, f"must be a list of strings, not {_json_kind(value)}")
+        return tuple(value)
+    if kind.startswith("dict[str, str]"):
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise _bad(where, path, "must be an object of strings")
+        return dict(value)
+    raise AssertionError(f"facts field {path} of type {kind} has no JSON form")  # a bug
+
+
+def _gpus(raw: Any, where: str) -> tuple[GPUFact, ...]:
+    if not isinstance(raw, list):
+        raise _bad(where, "gpus", f"must be a list of objects, not {_json_kind(raw)}")
+    known = {f.name: str(f.type) for f in fields(GPUFact)}
+    out = []
+    for i, g in enumerate(raw):
+        if not isinstance(g, dict):
+            raise _bad(where, f"gpus[{i}]", f"must be an object, not {_json_kind(g)}")
+        for key in g:
+            if key not in known:
+                raise _unknown(where, f"gpus[{i}].", key, list(known))
+        for name in ("index", "name"):
+            if name not in g:
+                raise _bad(where, f"gpus[{i}].{name}", "missing")
+        kw = {k: _value(known[k], v, where, f"gpus[{i}].{k}") for k, v in g.items()}
+        out.append(GPUFact(**kw))
+    return tuple(out)
 
 
 def facts_from_json(data: Any, where: str) -> Facts:
-    """Validate a facts document; raises UsageError (exit 2) naming what is wrong."""
+    """Validate a facts document; raises UsageError (exit 2) naming the field that is wrong."""
     if not isinstance(data, dict) or data.get("kind") != FACTS_KIND:
         raise UsageError(
             f"{where}: not a torchship facts file", "create one with `torchship facts -o F`"
         )
     version = data.get("schema_version")
-    if version != FACTS_SCHEMA_VERSION:
+    if version != FACTS_SCHEMA_VERSION or isinstance(version, bool):
         raise UsageError(
-            f"{where}: facts schema_version {version!r} is not {FACTS_SCHEMA_VERSION}",
-            "collect the facts again with this torchship: `torchship facts -o F`",
+            f"{where}: facts schema_version {excerpt(version)} is not {FACTS_SCHEMA_VERSION}",
+            _HINT,
         )
-    known = {f.name for f in fields(Facts)}
+    known = {f.name: str(f.type) for f in fields(Facts)}
+    for key in data:
+        if key not in known and key not in _EXTRA_KEYS:
+            raise _unknown(where, "", key, list(known))
+    if "origin" not in data:
+        raise _bad(where, "origin", "missing")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key in known:
-            kwargs[key] = (
-                _tupled(value) if key not in ("env", "packages", "ulimits", "sources") else value
-            )
-    try:
-        kwargs["gpus"] = tuple(GPUFact(**g) for g in data.get("gpus") or ())
-        facts = Facts(**kwargs)
-    except TypeError as e:
-        raise UsageError(
-            f"{where}: malformed facts ({e})", "collect them again: `torchship facts -o F`"
-        ) from None
-    _check_types(facts, where)
-    return facts
+        if key in _EXTRA_KEYS:
+            continue
+        kwargs[key] = (
+            _gpus(value, where) if key == "gpus" else _value(known[key], value, where, key)
+        )
+    for key in _DOTTED_FIELDS:
+        value = kwargs.get(key)
+        if value is not None and not _DOTTED.fullmatch(value):
+            raise _bad(where, key, f"{excerpt(value)} is not a version such as '12.8'")
+    return Facts(**kwargs)
 
 
 def read_facts(path: Path) -> Facts:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read ({e.strerror})", "check the path") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UsageError(
-            f"{path}: not JSON ({e})", "pass a file written by `torchship facts -o F`"
-        ) from None
-    return facts_from_json(data, str(path))
+    """A facts file (bounded: see torchship._files)."""
+    text = read_user_text(path, "facts file", "create one with `torchship facts -o F`")
+    return facts_from_json(parse_json(text, str(path), _HINT), str(path))

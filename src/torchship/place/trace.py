@@ -21,16 +21,17 @@ helios_cluster_summary.csv, row Venus): 125,303 GPU jobs on 1,022 GPUs over 2020
 from __future__ import annotations
 
 import csv
+import difflib
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 from torchship._files import read_user_text
-from torchship.errors import SpecError, UnknownGPUError
+from torchship.errors import SpecError, UnknownGPUError, excerpt
 from torchship.place.sites import canonical_gpu
 from torchship.spec.job import DATA_CLASSES
 
@@ -67,6 +68,14 @@ def read_trace(path: str | Path) -> tuple[TraceJob, ...]:
 
 def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
     rows = csv.reader(text.splitlines())
+    try:
+        return _parse_rows(rows, file)
+    except csv.Error as e:  # a cell past the csv module's field limit (128 KB), a NUL
+        raise SpecError(file, f"line {rows.line_num}", f"not a readable CSV row ({e})",
+                        "one job per row, short cells") from None  # fmt: skip
+
+
+def _parse_rows(rows: Iterator[list[str]], file: str) -> tuple[TraceJob, ...]:
     header = next(rows, None)
     if not header:
         raise SpecError(file, "line 1", "empty trace", f"start with a header: {','.join(COLUMNS)}")
@@ -76,8 +85,10 @@ def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
             raise SpecError(file, "line 1", f"no {col!r} column", f"header: {','.join(COLUMNS)}")
     unknown = [h for h in header if h not in COLUMNS]
     if unknown:
-        raise SpecError(file, "line 1", f"unknown column {unknown[0]!r}",
-                        f"columns: {','.join(COLUMNS)}")  # fmt: skip
+        close = difflib.get_close_matches(unknown[0], COLUMNS, n=1)
+        raise SpecError(file, "line 1", f"unknown column {excerpt(unknown[0])}",
+                        f"did you mean {close[0]!r}?" if close
+                        else f"columns: {','.join(COLUMNS)}")  # fmt: skip
     jobs: list[TraceJob] = []
     names: set[str] = set()
     for n, row in enumerate(rows, start=2):
@@ -88,7 +99,7 @@ def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
                             "one value per column (leave optional ones empty)")  # fmt: skip
         job = _row(dict(zip(header, (v.strip() for v in row), strict=True)), file, n)
         if job.name in names:
-            raise SpecError(file, f"line {n}.name", f"{job.name!r} appears twice",
+            raise SpecError(file, f"line {n}.name", f"{excerpt(job.name)} appears twice",
                             "give each job its own name")  # fmt: skip
         names.add(job.name)
         jobs.append(job)
@@ -105,10 +116,10 @@ def _row(v: dict[str, str], file: str, n: int) -> TraceJob:
         try:
             x = float(raw)
         except ValueError:
-            raise SpecError(file, f"line {n}.{col}", f"{raw!r} is not a number",
+            raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is not a number",
                             f"{col} = a number ≥ {lo:g}") from None  # fmt: skip
         if not math.isfinite(x) or x < lo:
-            raise SpecError(file, f"line {n}.{col}", f"{raw} is out of range",
+            raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is out of range",
                             f"{col} = a number ≥ {lo:g}")  # fmt: skip
         return x
 
@@ -116,11 +127,11 @@ def _row(v: dict[str, str], file: str, n: int) -> TraceJob:
         raise SpecError(file, f"line {n}.name", "empty", "name each job")
     gpus = num("gpus", 1)
     if gpus != int(gpus):
-        raise SpecError(file, f"line {n}.gpus", f"{v['gpus']} is not a whole number",
+        raise SpecError(file, f"line {n}.gpus", f"{excerpt(v['gpus'])} is not a whole number",
                         "gpus = 1, 2, 4 …")  # fmt: skip
     data_class = v.get("data_class") or "public"
     if data_class not in DATA_CLASSES:
-        raise SpecError(file, f"line {n}.data_class", f"unknown data class {data_class!r}",
+        raise SpecError(file, f"line {n}.data_class", f"unknown data class {excerpt(data_class)}",
                         f"use {', '.join(DATA_CLASSES)}")  # fmt: skip
     model = v.get("gpu_model", "")
     if model:

@@ -12,6 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from torchship.errors import excerpt
 from torchship.versions import Version as NumVersion
 from torchship.versions import parse_version
 
@@ -36,7 +37,8 @@ def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
             return SpecifierSet(t), None
         except InvalidSpecifier:
             raise ValueError(
-                f"{t!r} is not a torch version or PEP 440 range (e.g. '2.9.1', '>=2.7,<2.10')"
+                f"{excerpt(t)} is not a torch version or PEP 440 range "
+                "(e.g. '2.9.1', '>=2.7,<2.10')"
             ) from None
     cuda = None
     if v.local:
@@ -58,14 +60,16 @@ def parse_cuda(text: str) -> str:
     m = _CUDA_RE.match(t) if "." in t or t.isdigit() else None
     if m and 10 <= int(m.group(1)) <= 99:
         return f"{int(m.group(1))}" + (f".{m.group(2)}" if m.group(2) else "")
-    raise ValueError(f"{text!r} is not a CUDA choice; expected 'auto', 'cpu', '12.8' or 'cu128'")
+    raise ValueError(
+        f"{excerpt(text)} is not a CUDA choice; expected 'auto', 'cpu', '12.8' or 'cu128'"
+    )
 
 
 def parse_python(text: str) -> str:
     t = str(text).strip()
     if not _PY_RE.match(t):
         raise ValueError(
-            f"{text!r} is not a Python version; expected '3.X' or '3.Xt' (free-threaded)"
+            f"{excerpt(text)} is not a Python version; expected '3.X' or '3.Xt' (free-threaded)"
         )
     return t
 
@@ -74,9 +78,13 @@ def parse_driver(text: str) -> NumVersion:
     try:
         v = parse_version(str(text))
     except ValueError:
-        raise ValueError(f"{text!r} is not a driver version; expected e.g. '580.65.06'") from None
+        raise ValueError(
+            f"{excerpt(text)} is not a driver version; expected e.g. '580.65.06'"
+        ) from None
     if not 200 <= v[0] <= 9999:
-        raise ValueError(f"{text!r} is not an NVIDIA driver version; expected e.g. '580.65.06'")
+        raise ValueError(
+            f"{excerpt(text)} is not an NVIDIA driver version; expected e.g. '580.65.06'"
+        )
     return v
 
 
@@ -84,9 +92,9 @@ def parse_glibc(text: str) -> NumVersion:
     try:
         v = parse_version(str(text))
     except ValueError:
-        raise ValueError(f"{text!r} is not a glibc version; expected e.g. '2.28'") from None
+        raise ValueError(f"{excerpt(text)} is not a glibc version; expected e.g. '2.28'") from None
     if len(v) < 2 or v[0] != 2:
-        raise ValueError(f"{text!r} is not a glibc version; expected e.g. '2.28'")
+        raise ValueError(f"{excerpt(text)} is not a glibc version; expected e.g. '2.28'")
     return v
 
 
@@ -95,8 +103,8 @@ def parse_requirement(text: str) -> Requirement:
     try:
         req = Requirement(str(text))
     except InvalidRequirement as e:
-        detail = str(e).splitlines()[0] if str(e) else "invalid"
-        raise ValueError(f"{text!r} is not a PEP 508 requirement ({detail})") from None
+        detail = str(e).splitlines()[0][:100] if str(e) else "invalid"
+        raise ValueError(f"{excerpt(text)} is not a PEP 508 requirement ({detail})") from None
     if req.name.lower() == "torch":
         raise ValueError("torch is set by the top-level `torch` field, not in packages")
     return req

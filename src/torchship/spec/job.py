@@ -10,7 +10,7 @@ processes_per_node = 2            # default: gpus_per_node, or 1
 gpu_models = []                   # acceptable GPU models ("H100", "A100", "sm_90")
 cpus = 2
 memory_gib = 4
-checkpoint_dir = "checkpoints"
+checkpoint_dir = "checkpoints"    # relative: to this file's folder
 max_runtime_minutes = 30
 retries = 1
 budget_usd = 10.0
@@ -33,13 +33,15 @@ steps = 200
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchship.errors import SpecError
+from torchship.errors import SpecError, excerpt, key_text, one_line
 from torchship.spec.load import NAME_RE, FieldReader, read_toml
 from torchship.workload.config import ArgError, check_table
 
@@ -69,6 +71,13 @@ DATA_KEYS = ("path", "mount", "read_only", "class", "size_gb", "mirrors")
 # a bucket, or a path on the host.
 BUCKETS = ("s3://", "gs://", "r2://", "cos://", "oci://", "https://")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Ceilings of a job's counts: past them a value is a typo. The largest nodes carry 16 GPUs
+# (DGX-2, HGX-2); 64 leaves room. 10,000 nodes is past the largest published training runs'
+# node counts (Llama 3: 16,384 GPUs = 2,048 nodes of 8).
+MAX_NODES = 10_000
+MAX_GPUS_PER_NODE = 64
+MAX_PROCESSES_PER_NODE = 1024
+MAX_RETRIES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,16 @@ class JobSpec:
     source: str = ""
 
     @property
+    def checkpoint_path(self) -> Path | None:
+        """checkpoint_dir on the machine that reads the job file: a relative one resolved
+        against the job file's folder (a re-run resumes, wherever it is started from); None
+        when unset."""
+        if not self.checkpoint_dir:
+            return None
+        path = Path(self.checkpoint_dir).expanduser()
+        return path if path.is_absolute() else Path(self.source).resolve().parent / path
+
+    @property
     def sensitivity(self) -> str:
         """The most sensitive data class the job reads ("public" when it reads none)."""
         order = {c: i for i, c in enumerate(DATA_CLASSES)}
@@ -135,7 +154,9 @@ def _command(r: FieldReader) -> tuple[tuple[str, ...] | None, str | None]:
     if has_wl:
         wl = r.string("workload", None, 'workload = "reference"')
         if wl not in WORKLOADS:
-            raise r.fail("workload", f"unknown workload {wl!r}", f"one of: {', '.join(WORKLOADS)}")
+            raise r.fail(
+                "workload", f"unknown workload {excerpt(wl)}", f"one of: {', '.join(WORKLOADS)}"
+            )
         return None, wl
     cmd = r.strings("command", 'command = ["python", "train.py"]')
     if not cmd or not cmd[0].strip():
@@ -151,11 +172,13 @@ def _data(r: FieldReader) -> tuple[DataMount, ...]:
             raise d.fail("path", "missing", 'add path = "data/corpus"')
         mount = d.string("mount", None, 'mount = "/data/corpus"') or f"/data/{Path(path).name}"
         if not mount.startswith("/"):
-            raise d.fail("mount", f"{mount!r} is not an absolute path", 'write mount = "/data/x"')
+            raise d.fail(
+                "mount", f"{excerpt(mount)} is not an absolute path", 'write mount = "/data/x"'
+            )
         cls = d.string("class", "internal", 'class = "internal"') or "internal"
         if cls not in DATA_CLASSES:
             raise d.fail(
-                "class", f"unknown data class {cls!r}", f"one of: {', '.join(DATA_CLASSES)}"
+                "class", f"unknown data class {excerpt(cls)}", f"one of: {', '.join(DATA_CLASSES)}"
             )
         read_only = d.table.get("read_only", True)
         if not isinstance(read_only, bool):
@@ -175,23 +198,29 @@ def _env(r: FieldReader) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise r.fail("env", "must be a table", 'write [job.env] with NAME = "value" lines')
     for k, v in raw.items():
-        if not _ENV_NAME.match(k) or not isinstance(v, str):
-            raise r.fail(f"env.{k}", 'must be NAME = "string"', 'write OMP_NUM_THREADS = "4"')
+        if not _ENV_NAME.fullmatch(k) or not isinstance(v, str):
+            raise r.fail(
+                f"env.{key_text(k)}", 'must be NAME = "string"', 'write OMP_NUM_THREADS = "4"'
+            )
+        if "\x00" in v:  # no process can be given it: exec refuses a NUL in the environment
+            raise r.fail(f"env.{k}", "holds a NUL character", "remove it from the value")
     return dict(raw)
 
 
 def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSpec:
     r = FieldReader(file, table, "job.", JOB_KEYS)
     command, workload = _command(r)
-    gpus = r.integer("gpus_per_node", 0, 0, "gpus_per_node = 1")
+    gpus = r.integer("gpus_per_node", 0, 0, "gpus_per_node = 1", MAX_GPUS_PER_NODE)
     models = r.strings("gpu_models", 'gpu_models = ["H100", "A100"]')
     if models and gpus == 0:
         raise r.fail(
             "gpu_models",
-            f"names GPU models ({', '.join(models)}) but gpus_per_node is 0",
+            f"names GPU models ({excerpt(', '.join(models))}) but gpus_per_node is 0",
             "set gpus_per_node ≥ 1, or remove gpu_models for a CPU job",
         )
-    procs = r.integer("processes_per_node", max(gpus, 1), 1, "processes_per_node = 2")
+    procs = r.integer(
+        "processes_per_node", max(gpus, 1), 1, "processes_per_node = 2", MAX_PROCESSES_PER_NODE
+    )
     if gpus and procs > gpus:
         raise r.fail(
             "processes_per_node",
@@ -203,17 +232,23 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
         raise r.fail("workload_args", "must be a table", "write [job.workload_args]")
     if args and workload is None:
         raise r.fail("workload_args", "is for the built-in workload", "pass arguments in command")
+    for key, value in args.items():  # nan passes every comparison the workload makes
+        if isinstance(value, float) and not math.isfinite(value):
+            raise r.fail(f"workload_args.{key_text(key)}", f"is {value}", "write a finite number")
     if workload == "reference":
         try:
             check_table(args)
         except ArgError as e:
-            raise r.fail(f"workload_args.{e.key}", str(e), e.hint) from None
+            raise r.fail(
+                f"workload_args.{key_text(e.key)}", one_line(str(e), 200), one_line(e.hint, 200)
+            ) from None
     name = r.string("name", default_name, 'name = "train"') or default_name
-    if not NAME_RE.match(name):
-        # it names output files (plan -o DIR/<name>.yaml) and Kubernetes objects
+    if not NAME_RE.fullmatch(name):
+        # it names output files (plan -o DIR/<name>.yaml) and Kubernetes objects; fullmatch:
+        # $ matches before a final line break, so match() took "train\n"
         raise r.fail(
             "name",
-            f"{name[:80]!r} is not a valid job name",
+            f"{excerpt(name)} is not a valid job name",
             "use lower case letters, digits, '.', '_' and '-', starting with a letter or digit "
             '(at most 63), e.g. name = "train"',
         )
@@ -221,7 +256,7 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
         name=name,
         command=command,
         workload=workload,
-        nodes=r.integer("nodes", 1, 1, "nodes = 1"),
+        nodes=r.integer("nodes", 1, 1, "nodes = 1", MAX_NODES),
         gpus_per_node=gpus,
         processes_per_node=procs,
         gpu_models=models,
@@ -231,7 +266,7 @@ def job_from_table(table: dict[str, Any], file: str, default_name: str) -> JobSp
         env=_env(r),
         checkpoint_dir=r.string("checkpoint_dir", None, 'checkpoint_dir = "checkpoints"'),
         max_runtime_minutes=r.number("max_runtime_minutes", 0.1, "max_runtime_minutes = 60"),
-        retries=r.integer("retries", 0, 0, "retries = 2"),
+        retries=r.integer("retries", 0, 0, "retries = 2", MAX_RETRIES),
         budget_usd=r.number("budget_usd", 0, "budget_usd = 100.0"),
         workload_args=dict(args),
         egress=_egress(r),
@@ -249,11 +284,30 @@ def _egress(r: FieldReader) -> tuple[tuple[str, int | None], ...]:
         try:
             net = str(ipaddress.ip_network(cidr, strict=False))
         except ValueError:
-            raise SpecError(r.file, where, f"{cidr!r} is not an IP network", example) from None
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise SpecError(r.file, where, f"{port!r} is not a port (1–65535)", example)
+            raise SpecError(
+                r.file, where, f"{excerpt(cidr)} is not an IP network", example
+            ) from None
+        # isascii: '²' is a digit to isdigit() and no number to int()
+        if port and not (
+            port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535
+        ):
+            raise SpecError(r.file, where, f"{excerpt(port)} is not a port (1–65535)", example)
         out.append((net, int(port) if port else None))
     return tuple(out)
+
+
+def _where_inside(key: str, value: object) -> str:
+    """The hint for a top-level `key`: the closest field of [job], written as its kind of TOML
+    (a list of tables is `[[job.data]]`, a table `[job.env]`, a value a line under [job])."""
+    close = difflib.get_close_matches(key, JOB_KEYS, n=1, cutoff=0.6)
+    if not close:
+        return f"move it under [job], whose fields are: {', '.join(JOB_KEYS)}"
+    name = close[0]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return f"did you mean [[job.{name}]]?"
+    if isinstance(value, dict):
+        return f"did you mean [job.{name}]?"
+    return f"did you mean {name} = … under [job]?"
 
 
 def load_job(path: str | Path) -> JobSpec:
@@ -261,20 +315,24 @@ def load_job(path: str | Path) -> JobSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "job.toml"
-    if not p.is_file():
-        raise SpecError(str(p), "", "does not exist", "pass a job.toml (see docs/jobs.md)")
-    data = read_toml(p)
+    hint = "pass a job.toml (see docs/jobs.md)"
+    if not p.exists():
+        raise SpecError(str(p), "", "does not exist", hint)
+    data = read_toml(p, "job file", hint)
     table = data.get("job")
     if not isinstance(table, dict):
-        raise SpecError(str(p), "job", "missing or not a table", "put the job under a [job] table")
-    for key in data:  # a top-level [[data]] or [env] would silently not be the job's
+        close = difflib.get_close_matches("job", [k for k in data if len(k) < 20], n=1)
+        hint = f"did you mean [job] (not [{close[0]}])?" if close else "put the job under [job]"
+        if "job" in data:  # [[job]], or job = "..."
+            hint = "write one [job] table"
+        raise SpecError(str(p), "job", "missing or not a table", hint)
+    for key, value in data.items():  # a top-level [[data]] or [env] would silently not be the job's
         if key != "job":
-            inside = f"job.{key}"
             raise SpecError(
                 str(p),
-                key,
+                key_text(key),
                 "unknown top-level table or key: everything of a job is under [job]",
-                f"did you mean [{inside}] (or [[{inside}]])?",
+                _where_inside(key, value),
             )
     folder = re.sub(r"[^a-z0-9._-]+", "-", p.parent.resolve().name.lower()).strip("-._")
     return job_from_table(table, str(p), folder[:63] or "job")

@@ -7,13 +7,14 @@ Validation happens once, here. Every error names the file and the field path
 from __future__ import annotations
 
 import difflib
+import math
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from torchship.errors import SpecError
+from torchship._files import parse_toml, read_user_text
+from torchship.errors import SpecError, excerpt, key_text
 from torchship.spec.fields import (
     parse_cuda,
     parse_driver,
@@ -28,6 +29,10 @@ SPEC_FILE = "torchship.toml"
 PYPROJECT = "pyproject.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _APT_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+:~-]+)?$")
+# Ceilings for counts and amounts no real file reaches (a million GPUs in a pool, 10**12
+# dollars or GiB): what is past them is a typo or an attack, never a fleet.
+MAX_COUNT = 10**6
+MAX_NUMBER = 1e12
 
 TOP_KEYS = ("name", "torch", "cuda", "python", "packages", "targets", "image")
 TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat", "cpu")
@@ -40,13 +45,21 @@ class FieldReader:
     """Walks one table, so that every error knows its file and field path (shared by the
     project spec and the job spec)."""
 
-    def __init__(self, file: str, table: dict[str, Any], prefix: str, allowed: tuple[str, ...]):
+    def __init__(self, file: str, table: Any, prefix: str, allowed: tuple[str, ...]):
+        if not isinstance(table, dict):  # `site = 0` where a [[site]] table belongs
+            where = prefix.removesuffix(".")
+            raise SpecError(
+                file,
+                where,
+                f"must be a table, not {_kind(table)}",
+                "write it as [name] or { k = v }",
+            )
         self.file, self.table, self.prefix = file, table, prefix
         for key in table:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-                raise SpecError(file, self.path(key), "unknown field", hint)
+                raise SpecError(file, self.path(key_text(key)), "unknown field", hint)
 
     def path(self, key: str) -> str:
         return f"{self.prefix}{key}"
@@ -64,7 +77,13 @@ class FieldReader:
             raise self.fail(
                 key, f"is the number {value!r}; versions must be strings", f"quote it: {example}"
             )
-        return str(value)
+        if isinstance(value, int):  # name = 2024 is "2024"; 10**400 is no one's name or version
+            if abs(value) >= 10**18:
+                raise self.fail(key, f"is the number {excerpt(value)}", f"write {example}")
+            return str(value)
+        if "\x00" in value:  # a NUL ends the string wherever it is passed on (argv, YAML, C)
+            raise self.fail(key, f"{excerpt(value)} holds a NUL character", f"write {example}")
+        return value
 
     def parsed(self, key: str, parse: Callable[[str], T], example: str) -> T | None:
         text = self.string(key, None, example)
@@ -75,22 +94,33 @@ class FieldReader:
         except ValueError as e:
             raise self.fail(key, str(e), f"write {example}") from None
 
-    def integer(self, key: str, default: int, minimum: int, example: str) -> int:
+    def integer(
+        self, key: str, default: int, minimum: int, example: str, maximum: int = MAX_COUNT
+    ) -> int:
+        """A whole number in [minimum, maximum]: every count has a ceiling, so that no value
+        (10**30 nodes) reaches a loop, a float or a rendered manifest unchecked."""
         value = self.table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"must be a whole number, not {_kind(value)}", f"write {example}")
-        if value < minimum:
-            raise self.fail(key, f"must be ≥ {minimum}, not {value}", f"write {example}")
+        if not minimum <= value <= maximum:
+            raise self.fail(key, f"must be {minimum}–{maximum}, not {excerpt(value)}",
+                            f"write {example}")  # fmt: skip
         return value
 
-    def number(self, key: str, minimum: float, example: str) -> float | None:
+    def number(
+        self, key: str, minimum: float, example: str, maximum: float = MAX_NUMBER
+    ) -> float | None:
+        """A finite number in [minimum, maximum] (nan and inf are TOML floats, and every
+        comparison with nan is false)."""
         if key not in self.table:
             return None
         value = self.table[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"must be a number, not {_kind(value)}", f"write {example}")
-        if value < minimum:
-            raise self.fail(key, f"must be ≥ {minimum:g}, not {value}", f"write {example}")
+        finite = isinstance(value, int) or math.isfinite(value)  # 10**400 is no float
+        if not (finite and minimum <= value <= maximum):
+            raise self.fail(key, f"must be a number from {minimum:g} to {maximum:g}, not "
+                            f"{excerpt(value)}", f"write {example}")  # fmt: skip
         return float(value)
 
     def boolean(self, key: str, default: bool = False) -> bool:
@@ -108,13 +138,11 @@ class FieldReader:
                 key, f"must be a list of strings, not {_kind(value)}", f"write {example}"
             )
         for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise SpecError(
-                    self.file,
-                    f"{self.path(key)}[{i}]",
-                    f"must be a string, not {_kind(item)}",
-                    f"write {example}",
-                )
+            if not isinstance(item, str) or "\x00" in item:
+                problem = f"must be a string, not {_kind(item)}"
+                if isinstance(item, str):
+                    problem = f"{excerpt(item)} holds a NUL character"
+                raise SpecError(self.file, f"{self.path(key)}[{i}]", problem, f"write {example}")
         return tuple(value)
 
     def tables(self, key: str, allowed: tuple[str, ...], example: str) -> list[FieldReader]:
@@ -170,11 +198,11 @@ def _image(r: FieldReader) -> ImageOptions:
     im = r.table_at("image", IMAGE_KEYS)
     pkgs = im.strings("system_packages", 'system_packages = ["git", "libgl1"]')
     for i, p in enumerate(pkgs):
-        if not _APT_RE.match(p):
+        if not _APT_RE.fullmatch(p):
             raise SpecError(
                 r.file,
                 im.path(f"system_packages[{i}]"),
-                f"{p!r} is not a Debian package name",
+                f"{excerpt(p)} is not a Debian package name",
                 'write a name such as "libgl1" or "git=1:2.39.5-0+deb12u1"',
             )
     return ImageOptions(
@@ -189,10 +217,10 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     """Validate a parsed torchship.toml (prefix "") or [tool.torchship] ("tool.torchship.")."""
     r = FieldReader(file, table, prefix, TOP_KEYS)
     name = r.string("name", default_name, 'name = "my-project"') or default_name
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise r.fail(
             "name",
-            f"{name!r} is not a valid name",
+            f"{excerpt(name)} is not a valid name",
             "use lower case letters, digits, '.', '_' and '-'",
         )
     if "torch" not in table:
@@ -235,19 +263,11 @@ def spec_from_table(table: dict[str, Any], file: str, default_name: str, prefix:
     )
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise SpecError(str(path), "", f"cannot read: {e.strerror}", "check the path") from None
-    try:
-        return tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError(str(path), "", "is not UTF-8 text", "save the file as UTF-8") from None
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(
-            str(path), "", f"is not valid TOML ({e})", "fix the syntax at that line"
-        ) from None
+def read_toml(
+    path: Path, what: str = "spec file", hint: str = "pass a project folder or its torchship.toml"
+) -> dict[str, Any]:
+    """The TOML table of the file `path`, read bounded (see torchship._files)."""
+    return parse_toml(read_user_text(path, what, hint), str(path))
 
 
 def find_spec_file(path: Path) -> Path:
@@ -272,9 +292,12 @@ def find_spec_file(path: Path) -> Path:
 
 
 def _has_tool_table(pyproject: Path) -> bool:
+    """Whether a pyproject.toml holds [tool.torchship]; one that is not UTF-8 TOML does not
+    (the folder then has no spec). One that cannot be read at all (too large, unreadable) is
+    that error."""
     try:
-        data = tomllib.loads(pyproject.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        data = read_toml(pyproject)
+    except SpecError:
         return False
     return isinstance(data.get("tool"), dict) and "torchship" in data["tool"]
 
