@@ -127,8 +127,9 @@ def test_hand_edits_are_detected(project: Path) -> None:
     ("text", "match"),
     [
         ("schema_version = 99\n", "schema_version 99"),
-        ("not toml [", "cannot be read"),
+        ("not toml [", "not valid TOML"),
         ("schema_version = 1\n", "missing"),
+        ("schema_version = true\n", "schema_version True"),  # true == 1 in Python
     ],
 )
 def test_bad_lock_files(tmp_path: Path, text: str, match: str) -> None:
@@ -139,6 +140,19 @@ def test_bad_lock_files(tmp_path: Path, text: str, match: str) -> None:
     assert e.value.exit_code == 2 and "torchship lock" in e.value.hint
     with pytest.raises(LockFileError, match="no lock file"):
         read_lock(tmp_path / "absent.lock")
+
+
+REPO = Path(__file__).resolve().parents[2]
+COMMITTED = sorted(p for p in REPO.glob("**/torchship.lock") if ".git" not in p.parts)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_committed_lock_passes_every_check(path: Path) -> None:
+    """The checks of read_lock (unknown fields, each value's rule, both hashes) hold for every
+    real lock in the repository, schema 1 and 2: no legitimate lock is refused."""
+    lock = read_lock(path)
+    assert read_lock(path).content_hash == lock.content_hash
+    assert export_requirements(lock).count("--hash=sha256:") >= len(lock.packages)
 
 
 def test_check_lists_what_changed(project: Path) -> None:

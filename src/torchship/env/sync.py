@@ -194,11 +194,12 @@ def _interpreter(python: str) -> str:
 
 def _build(env: LockEnvironment, tmp: Path, find_links: Sequence[str], out: TextIO | None) -> None:
     uv = find_uv()
+    lines = requirement_lines(env.packages)  # each pin checked before anything is made
     shutil.rmtree(tmp, ignore_errors=True)
     venv = [uv, "venv", "--quiet", "--no-config", "--relocatable", "--python"]
     _uv([*venv, _interpreter(env.python), str(tmp)], env, out, step="venv")
     reqs = tmp / "torchship-requirements.txt"
-    reqs.write_text("\n".join(requirement_lines(env.packages)) + "\n", "utf-8")
+    reqs.write_text("\n".join(lines) + "\n", "utf-8")
     _uv(sync_argv(uv, env, tmp, reqs, find_links), env, out)
     site = next((tmp / "lib").glob("python3*/site-packages"))
     (site / "_torchship_agent.pth").write_text(AGENT_PTH, "utf-8")

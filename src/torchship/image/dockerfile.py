@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torchship._version import __version__
-from torchship.errors import UsageError
+from torchship.errors import UsageError, excerpt
 from torchship.image.agent import AGENT_CONTEXT, AGENT_DIR, agent_files
-from torchship.lock.model import Lock, export_requirements
+from torchship.lock.model import LOCK_FILE, Lock, export_requirements
+from torchship.lock.validate import check_fields, image_ref, index_url, locked_spec, text
+from torchship.spec.model import Spec
 
 VARIANTS = ("runtime", "jupyter", "ssh", "devel")
 # uv's own image, pinned by version (docs.astral.sh/uv/guides/integration/docker).
@@ -95,13 +99,68 @@ def _quote(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def q(word: str) -> str:
+    """One word of a RUN line's shell: values are validated first and quoted all the same
+    (a safe word such as `tini` or `https://pypi.org/simple` is written as it is)."""
+    return shlex.quote(word)
+
+
+_LABEL_KEY = re.compile(r"[a-z0-9]+(?:[.-][a-z0-9]+)*")  # OCI annotation keys: reverse DNS
+_CONTEXT_DIR = re.compile(r"[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")  # never `,` or `=` (--mount)
+_INTERPRETER = re.compile(r"[A-Za-z0-9._+/][A-Za-z0-9._+/-]*")  # a path or a name, no option
+
+
+def _check_options(opts: RenderOptions) -> None:
+    """The options that reach FROM and RUN lines hold one word of their kind each."""
+    image = "an image reference: [registry/]name[:tag][@sha256:…]"
+    checks: list[tuple[str, str | None, Callable[[str], object], str]] = [
+        ("--base-image", opts.base_image, image_ref, image),
+        ("--uv-image", opts.uv_image, image_ref, image),
+        ("--pytorch-index", opts.pytorch_index or None, index_url, "an http(s) URL"),
+        ("--python", opts.python, _interpreter, "the interpreter's path or name"),
+        ("--find-links", opts.find_links, _context_dir, "a folder of the build context"),
+    ]
+    for key, label in opts.extra_labels.items():
+        checks.append(("label", key, _label_key, "a label key such as org.example.team"))
+        checks.append((f"label {key}", label, text, "a value of one line"))
+    for flag, value, check, want in checks:
+        if value is None:
+            continue
+        try:
+            check(value)
+        except ValueError as e:
+            raise UsageError(f"image option {flag}: {e}", f"pass {want}") from None
+
+
+def _interpreter(value: str) -> None:
+    _match(_INTERPRETER, value, "an interpreter's path or name")
+
+
+def _context_dir(value: str) -> None:
+    _match(_CONTEXT_DIR, value, "a relative folder")
+
+
+def _label_key(value: str) -> None:
+    _match(_LABEL_KEY, value, "a label key")
+
+
+def _match(pattern: re.Pattern[str], value: str, kind: str) -> None:
+    if ".." in value.split("/") or not pattern.fullmatch(value):
+        raise ValueError(f"{excerpt(value)} is not {kind}")
+
+
 def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     opts = opts or RenderOptions()
     if opts.variant not in VARIANTS:
         raise UsageError(
             f"unknown image variant {opts.variant!r}", f"one of: {', '.join(VARIANTS)}"
         )
-    if opts.variant == "devel" and not lock.spec.get("image", {}).get("cuda_extensions"):
+    # Validated before anything is written, whether the lock was read or made in memory:
+    # its values go into FROM and RUN lines (which quote them as well).
+    check_fields(lock, LOCK_FILE)
+    spec = locked_spec(lock, LOCK_FILE)
+    _check_options(opts)
+    if opts.variant == "devel" and not spec.image.cuda_extensions:
         raise UsageError(
             "the devel variant is for building CUDA extensions, and the spec does not ask for it",
             "set [image] cuda_extensions = true in torchship.toml and re-lock",
@@ -125,7 +184,7 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     parts = [
         _header(lock, opts, base),
         _builder(lock, opts, python, base),
-        _final(lock, opts, base, python, tag),
+        _final(lock, spec, opts, base, python, tag),
     ]
     if opts.variant == "jupyter":
         files["jupyter_server_config.py"] = JUPYTER_CONFIG
@@ -151,18 +210,15 @@ FROM {opts.uv_image} AS uv
 def _builder(lock: Lock, opts: RenderOptions, python: str | None, base: str) -> str:
     url = lock.index_url if opts.pytorch_index is None else opts.pytorch_index
     pypi = "download.pytorch.org" not in lock.index_url  # the lock's torch comes from PyPI
-    index = f" --index-url {url}" if pypi and url else ""
-    extra = f" --extra-index-url {url}" if url and not pypi else ""
+    index = f" --index-url {q(url)}" if pypi and url else ""
+    extra = f" --extra-index-url {q(url)}" if url and not pypi else ""
     if python:
-        interpreter = f"uv venv /opt/venv --python {python}"
+        interpreter = f"uv venv /opt/venv --python {q(python)}"
     else:
-        interpreter = f"uv python install {lock.python} && uv venv /opt/venv --python {lock.python}"
-    pth = (
-        f" \\\n    && echo {AGENT_DIR}/lib > /opt/venv/lib/python{lock.python}/site-packages/"
-        "zz_torchship_agent.pth"
-        if opts.agent
-        else ""
-    )
+        py = q(lock.python)
+        interpreter = f"uv python install {py} && uv venv /opt/venv --python {py}"
+    pth_file = f"/opt/venv/lib/python{lock.python}/site-packages/zz_torchship_agent.pth"
+    pth = f" \\\n    && echo {q(AGENT_DIR + '/lib')} > {q(pth_file)}" if opts.agent else ""
     wheels = ""
     if opts.find_links:
         wheels = f"    --mount=type=bind,source={opts.find_links},target=/tmp/wheels \\\n"
@@ -186,7 +242,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \\
 """
 
 
-def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: str) -> str:
+def _final(
+    lock: Lock, spec: Spec, opts: RenderOptions, base: str, python: str | None, tag: str
+) -> str:
     labels = " \\\n      ".join(
         f"{k}={_quote(v)}" for k, v in _labels(lock, opts, base, tag).items()
     )
@@ -207,7 +265,8 @@ def _final(lock: Lock, opts: RenderOptions, base: str, python: str | None, tag: 
         ]
     env_text = " \\\n    ".join(e for e in env if e)
     apt = ["tini", "ca-certificates", *(["openssh-server"] if opts.variant == "ssh" else [])]
-    apt += list(lock.spec.get("image", {}).get("system_packages", []))
+    apt += spec.image.system_packages
+    apt_words = " ".join(q(p) for p in sorted(set(apt)))
     copy_python = "" if python else "COPY --from=builder /opt/python /opt/python\n"
     if opts.agent:
         copy_python += (
@@ -225,7 +284,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # so pins break rebuilds; the base image itself is pinned by tag (and digest when locked).
 # hadolint ignore=DL3008
 RUN apt-get update \\
-    && apt-get install -y --no-install-recommends {" ".join(sorted(set(apt)))} \\
+    && apt-get install -y --no-install-recommends {apt_words} \\
     && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \\
     && if getent passwd "${{UID}}" >/dev/null; then userdel --remove \\
        "$(getent passwd "${{UID}}" | cut -d: -f1)"; fi \\

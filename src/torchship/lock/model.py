@@ -1,8 +1,11 @@
 """torchship.lock: the exact stack, every package pinned with hashes, and its content hash.
 
-The lock is TOML (schema documented in docs/lock.md). `content_hash` covers everything else in
-the file, so a hand-edited lock is detected; `spec_hash` covers the spec it was made from, so
-`torchship lock --check` knows when the spec changed. Image tags and labels use `content_hash`.
+The lock is TOML (schema documented in docs/lock.md). `read_lock` refuses unknown fields and
+checks every value by its rule (validate.py) before anything renders it. `content_hash` covers
+everything else in the file and `spec_hash` the spec it was made from (recomputed from the
+lock's own `[spec]` on every read, and compared with the spec beside it by
+`torchship lock --check`). Both are plain sha256 sums: they catch accidental edits and damage,
+never an attacker, who can recompute them. Image tags and labels use `content_hash`.
 
 A lock holds one or more *environments*: the primary one (`[environment]` and `[[package]]`,
 the build the resolver chose for the GPU targets, which images install) and, from schema 2,
@@ -13,8 +16,6 @@ environment) are still read.
 
 from __future__ import annotations
 
-import re
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,20 @@ from typing import Any
 import tomli_w
 
 from torchship._atomic import write_text_atomic
+from torchship._files import parse_toml, read_user_text
 from torchship._version import __version__
-from torchship.errors import LockFileError, LockOutOfDateError, UsageError
+from torchship.errors import LockFileError, LockOutOfDateError, UsageError, excerpt
+from torchship.lock.validate import (
+    REGENERATE,
+    SHA256,
+    Table,
+    build_name,
+    check_fields,
+    locked_spec,
+    package_name,
+    sha256,
+)
+from torchship.lock.validate import version as exact_version
 from torchship.spec.model import Spec, content_hash
 
 LOCK_FILE = "torchship.lock"
@@ -222,140 +235,146 @@ def write_lock(lock: Lock, path: Path) -> None:
     write_text_atomic(path, lock.to_toml())
 
 
-def _need(d: dict[str, Any], key: str, kind: type, where: str, path: Path) -> Any:
-    value = d.get(key)
-    if not isinstance(value, kind):
-        raise LockFileError(
-            f"{path}:{where}{key}: missing or not {kind.__name__}",
-            "regenerate it with `torchship lock`",
-        )
-    return value
+TOP_KEYS = (
+    "content_hash",
+    "schema_version",
+    "torchship_version",
+    "name",
+    "spec_hash",
+    "environment",
+    "targets",
+    "spec",
+    "package",
+    "environments",
+)
+_ENV_KEYS = ("torch", "variant", "cuda", "python", "platform", "index_url")
+PRIMARY_KEYS = (
+    *_ENV_KEYS,
+    *("base_image", "base_digest", "min_driver", "glibc_min", "cudnn", "nccl", "arch_list"),
+)
+ENVIRONMENT_KEYS = (*_ENV_KEYS, "package")
+TARGET_KEYS = ("gpus", "driver")
+GPU_KEYS = ("name", "cc")
+PACKAGE_KEYS = ("name", "version", "hashes", "source", "file")
 
 
 def read_lock(path: Path) -> Lock:
-    """Read and verify a lock file; raises LockFileError naming what is wrong."""
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise LockFileError(f"{path}: no lock file", "run `torchship lock` first") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise LockFileError(
-            f"{path}: cannot be read ({e})", "regenerate it with `torchship lock`"
-        ) from None
+    """Read and verify a lock file: its shape (no unknown fields), every value by its rule
+    (validate.py), its content hash and the hash of its own spec. Raises LockFileError naming
+    the file, the field path and the fix."""
+    data = _load(path)
     version = data.get("schema_version")
-    if version not in READABLE_SCHEMAS:
+    if type(version) is not int or version not in READABLE_SCHEMAS:
         raise LockFileError(
-            f"{path}: schema_version {version!r} is not one this torchship reads "
+            f"{path}: schema_version {excerpt(version)} is not one this torchship reads "
             f"({', '.join(map(str, READABLE_SCHEMAS))})",
             "regenerate it with this torchship: `torchship lock`",
         )
-    env = _need(data, "environment", dict, "", path)
-    targets = _need(data, "targets", dict, "", path)
-    try:
-        lock = Lock(
-            spec_hash=_need(data, "spec_hash", str, "", path),
-            spec=_need(data, "spec", dict, "", path),
-            name=_need(data, "name", str, "", path),
-            torch=_need(env, "torch", str, "environment.", path),
-            variant=_name(_need(env, "variant", str, "environment.", path), "variant", path),
-            cuda=env.get("cuda"),
-            python=_need(env, "python", str, "environment.", path),
-            platform=_need(env, "platform", str, "environment.", path),
-            index_url=_need(env, "index_url", str, "environment.", path),
-            arch_list=tuple(_need(env, "arch_list", list, "environment.", path)),
-            min_driver=env.get("min_driver"),
-            base_image=_need(env, "base_image", str, "environment.", path),
-            glibc_min=_need(env, "glibc_min", str, "environment.", path),
-            cudnn=env.get("cudnn"),
-            nccl=env.get("nccl"),
-            gpus=tuple(LockedGPU(str(g["name"]), str(g["cc"])) for g in targets.get("gpus", [])),
-            driver_target=targets.get("driver"),
-            packages=_packages(_need(data, "package", list, "", path)),
-            torchship_version=str(data.get("torchship_version", "")),
-            base_digest=_digest(env.get("base_digest"), path),
-            environments=_environments(data.get("environments", {}), path),
-            schema_version=version,
+    top = Table(str(path), data, "", TOP_KEYS)
+    lock = _lock_from(top, version)
+    check_fields(lock, str(path))
+    spec = locked_spec(lock, str(path))
+    if top.string("content_hash") != lock.content_hash:
+        raise LockFileError(
+            f"{path}:content_hash: does not match the lock's content (edited, or damaged)",
+            REGENERATE,
         )
-    except (KeyError, TypeError) as e:
+    if spec.spec_hash != lock.spec_hash:
         raise LockFileError(
-            f"{path}: malformed entry ({e!r})", "regenerate it with `torchship lock`"
-        ) from None
-    recorded = data.get("content_hash")
-    if recorded != lock.content_hash:
-        raise LockFileError(
-            f"{path}: content_hash does not match its content (edited by hand?)",
-            "regenerate it with `torchship lock`",
+            f"{path}:spec_hash: does not match the lock's own [spec] (edited after locking)",
+            REGENERATE,
         )
     return lock
 
 
-def _packages(raw: list[Any]) -> tuple[LockedPackage, ...]:
-    return tuple(
-        LockedPackage(
-            str(p["name"]),
-            str(p["version"]),
-            tuple(str(h) for h in p["hashes"]),
-            None if p.get("source") is None else str(p["source"]),
-            None if p.get("file") is None else str(p["file"]),
-        )
-        for p in raw
+def _load(path: Path) -> dict[str, Any]:
+    """The parsed TOML, read as every user file is (bounded; a FIFO or device is refused)."""
+    try:
+        text = read_user_text(path, "lock file", "run `torchship lock` first")
+    except UsageError as e:
+        raise LockFileError(e.message, e.hint) from None
+    try:
+        return parse_toml(text, str(path))
+    except UsageError as e:
+        raise LockFileError(e.message, REGENERATE) from None
+
+
+def _lock_from(top: Table, version: int) -> Lock:
+    env = top.table_at("environment", PRIMARY_KEYS)
+    targets = top.table_at("targets", TARGET_KEYS)
+    return Lock(
+        spec_hash=top.string("spec_hash"),
+        spec=top.mapping("spec"),
+        name=top.string("name"),
+        torch=env.string("torch"),
+        variant=env.string("variant"),
+        cuda=env.optional("cuda"),
+        python=env.string("python"),
+        platform=env.string("platform"),
+        index_url=env.string("index_url"),
+        arch_list=env.strings("arch_list"),
+        min_driver=env.optional("min_driver"),
+        base_image=env.string("base_image"),
+        glibc_min=env.string("glibc_min"),
+        cudnn=env.optional("cudnn"),
+        nccl=env.optional("nccl"),
+        gpus=tuple(
+            LockedGPU(g.string("name"), g.string("cc"))
+            for g in targets.tables("gpus", GPU_KEYS, required=False)
+        ),
+        driver_target=targets.optional("driver"),
+        packages=_packages(top),
+        torchship_version=top.optional("torchship_version") or "",
+        base_digest=env.optional("base_digest"),
+        environments=_environments(top),
+        schema_version=version,
     )
 
 
-def _environments(raw: Any, path: Path) -> tuple[LockEnvironment, ...]:
-    if not isinstance(raw, dict):
-        raise LockFileError(
-            f"{path}: environments must be a table", "regenerate it with `torchship lock`"
+def _packages(t: Table) -> tuple[LockedPackage, ...]:
+    return tuple(
+        LockedPackage(
+            p.string("name"),
+            p.string("version"),
+            p.strings("hashes"),
+            p.optional("source"),
+            p.optional("file"),
         )
+        for p in t.tables("package", PACKAGE_KEYS)
+    )
+
+
+def _environments(top: Table) -> tuple[LockEnvironment, ...]:
+    raw = top.mapping("environments", required=False)
+    for name in raw:  # checked before it is used in a field path or a cache folder
+        try:
+            build_name(name)
+        except ValueError as bad:
+            raise top.fail("environments", str(bad)) from None
+    envs = Table(top.file, raw, "environments.", tuple(raw))
     out = []
-    for name, e in raw.items():
-        where = f"environments.{name}."
-        _name(name, "environments", path)
-        if not isinstance(e, dict):
-            raise LockFileError(f"{path}:{where[:-1]}: not a table", "regenerate it")
+    for name in raw:
+        e = envs.table_at(name, ENVIRONMENT_KEYS)
         out.append(
             LockEnvironment(
                 name=name,
-                torch=_need(e, "torch", str, where, path),
-                variant=_name(_need(e, "variant", str, where, path), f"{where}variant", path),
-                cuda=e.get("cuda"),
-                python=_need(e, "python", str, where, path),
-                platform=_need(e, "platform", str, where, path),
-                index_url=_need(e, "index_url", str, where, path),
-                packages=_packages(_need(e, "package", list, where, path)),
+                torch=e.string("torch"),
+                variant=e.string("variant"),
+                cuda=e.optional("cuda"),
+                python=e.string("python"),
+                platform=e.string("platform"),
+                index_url=e.string("index_url"),
+                packages=_packages(e),
             )
         )
     return tuple(out)
 
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_ENV_NAME = re.compile(r"^[a-z][a-z0-9]{1,15}$")  # cpu, cu130, rocm64: a variant's name
-
-
-def _name(value: str, where: str, path: Path) -> str:
-    """An environment's or variant's name: it names a folder of the cache, so nothing else."""
-    if not _ENV_NAME.match(value):
-        raise LockFileError(
-            f"{path}: {where}: {value!r} is not a build name such as 'cpu' or 'cu130'",
-            "regenerate it with `torchship lock`",
-        )
-    return value
-
-
-def _digest(value: object, path: Path) -> str | None:
-    if value is None or (isinstance(value, str) and _DIGEST.match(value)):
-        return value
-    raise LockFileError(
-        f"{path}: environment.base_digest {value!r} is not sha256:<64 hex digits>",
-        "set it with `torchship image pin-base`, or remove the line and re-lock",
-    )
-
-
 def pin_base(lock: Lock, digest: str, path: Path) -> Lock:
     """The lock with its base image pinned by `digest`, written atomically to `path`."""
-    if not _DIGEST.match(digest):
+    if not SHA256.fullmatch(digest):
         raise LockFileError(
-            f"base digest {digest!r} is not sha256:<64 hex digits>",
+            f"base digest {excerpt(digest)} is not sha256:<64 hex digits>",
             "copy it from `docker buildx imagetools inspect IMAGE` or the registry",
         )
     pinned = replace(lock, base_digest=digest)
@@ -365,7 +384,10 @@ def pin_base(lock: Lock, digest: str, path: Path) -> Lock:
 
 def spec_changes(spec: Spec, lock: Lock) -> list[str]:
     """What changed in the spec since the lock, field by field ("torch: 2.9.1 → 2.10.0")."""
-    if spec.spec_hash == lock.spec_hash:
+    # the hash of the lock's own [spec], not the one it records: a lock whose spec was edited
+    # while its spec_hash was kept is out of date, not up to date
+    locked = locked_spec(lock, LOCK_FILE).spec_hash
+    if spec.spec_hash == locked == lock.spec_hash:
         return []
     out: list[str] = []
     _diff(drop_none(lock.spec), drop_none(spec.to_dict()), "", out)
@@ -424,6 +446,7 @@ def export_requirements(lock: Lock, index: bool = True, env: str | None = None) 
     """requirements.txt with hashes, installable with `pip install --require-hashes -r`.
     `index=False` leaves out the PyTorch index line (the Dockerfile passes its own); `env`
     names an environment of the lock (default: the primary one)."""
+    check_fields(lock, LOCK_FILE)  # a lock made in memory is held to the file's rules too
     e = lock.primary if env is None else lock_environment(lock, env)
     lines = [
         f"# exported from {LOCK_FILE} ({lock.content_hash}) by torchship {__version__}",
@@ -436,8 +459,19 @@ def export_requirements(lock: Lock, index: bool = True, env: str | None = None) 
 
 
 def requirement_lines(packages: tuple[LockedPackage, ...]) -> list[str]:
+    """`name==version` with its `--hash=` lines, each value checked again as it is written:
+    a requirements file has no quoting, so a space or `;` would be an option or a marker."""
     out = []
     for p in packages:
+        try:
+            package_name(p.name)
+            exact_version(p.version)
+            for h in p.hashes:
+                sha256(h)
+        except ValueError as e:
+            raise LockFileError(
+                f"package {excerpt(p.name)} cannot be written as a requirement: {e}", REGENERATE
+            ) from None
         hashes = " \\\n    ".join(f"--hash={h}" for h in p.hashes)
         out.append(p.pin + (f" \\\n    {hashes}" if hashes else ""))
     return out
