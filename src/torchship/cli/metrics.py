@@ -1,5 +1,5 @@
-"""`torchship metrics serve [--port P] [--host H]`: the Prometheus exporter (GPU metrics under
-dcgm-exporter's names, torchship's job metrics) until interrupted.
+"""`torchship metrics serve [--port P] [--host H] [--cache-s S]`: the Prometheus exporter (GPU
+metrics under dcgm-exporter's names, torchship's job metrics) until interrupted.
 `torchship metrics dashboard [-o FILE]`: the Grafana dashboard for those series."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from torchship._atomic import write_text_atomic
 from torchship.errors import UsageError
-from torchship.monitor.exporter import DEFAULT_PORT
+from torchship.monitor.exporter import DEFAULT_CACHE_S, DEFAULT_PORT
 
 
 def add_parser(sub: Any) -> None:
@@ -23,6 +23,10 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0 for a scraper "
                    "elsewhere)")  # fmt: skip
+    s.add_argument("--cache-s", type=float, default=DEFAULT_CACHE_S, metavar="S",
+                   help="serve one reading of the GPUs and the job store to every scrape "
+                   f"within S seconds (default {DEFAULT_CACHE_S:g}; 0: read on every "
+                   "scrape)")  # fmt: skip
     s.set_defaults(run=run)
     d = verbs.add_parser("dashboard", help="print (or write) the Grafana dashboard JSON")
     d.add_argument("-o", "--output", metavar="FILE", help="write it here instead of stdout")
@@ -51,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a TCP port", "give 1-65535")
+    if not 0 <= args.cache_s <= 3600:
+        raise UsageError(f"--cache-s {args.cache_s:g} is out of range",
+                         "give 0-3600 seconds, below the scrape interval")  # fmt: skip
     reader, why = open_reader()
     try:
-        server = serve(args.port, args.host, reader, why)
+        server = serve(args.port, args.host, reader, why, cache_s=args.cache_s)
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror}",
                          "pick another --port, or stop what holds it") from None  # fmt: skip
