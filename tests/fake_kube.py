@@ -146,3 +146,14 @@ class FakeKube:
                 self._route("DELETE")
 
         return Handler
+
+
+def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:
+    """A kubeconfig with one context per server, named as given, and its current context."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": current,
+        "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
+        "users": [{"name": "me", "user": {"token": "test"}}],
+        "contexts": [{"name": n, "context": {"cluster": n, "user": "me"}} for n in servers],
+    }))  # fmt: skip
+    return path

@@ -17,6 +17,7 @@ from tests.fake_kube import FakeKube
 from torchship.backends.docker import DockerBackend, options
 from torchship.backends.kubernetes import KubernetesBackend
 from torchship.errors import SpecError
+from torchship.k8s.identity import identity_of, record
 from torchship.k8s.render import options_for, render, to_yaml
 from torchship.lock import read_lock
 from torchship.place import load_sites
@@ -119,9 +120,13 @@ def test_the_jobs_own_env_wins_once() -> None:
     assert env == [{"name": "TORCHSHIP_LOG_FORMAT", "value": "text"}]
 
 
-def test_podmonitor_is_created_after_the_policy_and_deleted_on_cancel() -> None:
+def test_podmonitor_is_created_after_the_policy_and_deleted_on_cancel(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     site = dataclasses.replace(ONPREM, prometheus="podmonitor")
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path))
     with FakeKube() as kube:
+        record(site.name, str(site.context), site.trust, identity_of(kube.api_client()))
         be = KubernetesBackend(site, connector=lambda _ctx: kube.api_client())
         request = be.plan(load_job(HYBRID / "job-1node.toml"), LOCK, "01jobid")
         handle = be.apply(request)
@@ -162,8 +167,8 @@ def test_site_monitoring_fields_are_checked(kind: str, extra: str, field: str, s
 
 def test_site_monitoring_defaults() -> None:
     k8s, sky = sites_from_toml(
-        SITE.format(kind="kubernetes", extra="") + SITE.replace('"s"', '"t"').format(
-            kind="skypilot", extra='log_format = "json"'),
+        SITE.format(kind="kubernetes", extra='context = "c"') + SITE.replace('"s"', '"t"').format(
+            kind="skypilot", extra='log_format = "json"\ninfra = "k8s/c"'),
         "sites.toml",
     )  # fmt: skip
     assert (k8s.prometheus, k8s.prometheus_namespace, k8s.log_format) == (

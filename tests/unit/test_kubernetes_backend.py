@@ -15,6 +15,7 @@ from tests.fake_kube import FakeKube
 from torchship.backends.kubernetes import KubernetesBackend, make_handle, parse_handle
 from torchship.errors import UsageError
 from torchship.k8s.apply import Cluster, ClusterError
+from torchship.k8s.identity import identity_of, record
 from torchship.lock import read_lock
 from torchship.place import load_sites
 from torchship.spec.job import load_job
@@ -25,8 +26,11 @@ JOBS = "/apis/batch/v1/namespaces/ml/jobs"
 
 
 @pytest.fixture
-def kube() -> Iterator[FakeKube]:
+def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKube]:
+    """The stand-in cluster, recorded as the on-prem site's (as `site check` records it)."""
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "home"))
     with FakeKube() as k:
+        record("onprem", "onprem", "private", identity_of(k.api_client()))
         yield k
 
 
@@ -46,7 +50,7 @@ def test_apply_sends_exactly_the_rendered_objects_policy_first(kube: FakeKube) -
                       "01jobid")  # fmt: skip
     handle = be.apply(request)
     name = "finetune-1node-01jobid"
-    assert handle == f"k8s://onprem/ml/job/{name}"
+    assert handle == f"k8s://onprem/ml/job/{name}?cluster={identity_of(kube.api_client()).digest}"
     posts = [p for m, p in kube.requests if m == "POST"]
     assert posts == ["/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies", JOBS]
     rendered = list(yaml.safe_load_all(request.text))
@@ -82,7 +86,8 @@ def test_status_follows_kueue_pods_and_conditions(kube: FakeKube) -> None:
 
 def test_jobset_conditions_and_cancel(kube: FakeKube) -> None:
     be, handle = submit(kube, "job-2node.toml")
-    assert parse_handle(handle) == ("onprem", "ml", "JobSet", "pretrain-2node-01jobid")
+    digest = identity_of(kube.api_client()).digest
+    assert parse_handle(handle) == ("onprem", "ml", "JobSet", "pretrain-2node-01jobid", digest)
     path = "/apis/jobset.x-k8s.io/v1alpha2/namespaces/ml/jobsets/pretrain-2node-01jobid"
     kube.objects[path]["spec"]["suspend"] = False
     kube.objects[path]["status"] = {"conditions": [{"type": "Completed", "status": "False"}]}
@@ -109,7 +114,7 @@ def test_cluster_errors_say_what_and_how(kube: FakeKube) -> None:
     assert "forbidden" in e.value.message and "Role" in e.value.hint
     with pytest.raises(UsageError):
         parse_handle("k8s://ctx/ns/deployment/x")
-    assert make_handle(None, "ns", "PyTorchJob", "x") == "k8s://-/ns/pytorchjob/x"
+    assert make_handle("c", "ns", "PyTorchJob", "x", "ab") == "k8s://c/ns/pytorchjob/x?cluster=ab"
 
 
 def test_gpu_inventory_from_node_labels(kube: FakeKube) -> None:
@@ -130,10 +135,16 @@ def test_run_site_auto_applies_to_the_cluster(kube: FakeKube, tmp_path: Path) ->
     sites.write_text((HYBRID / "sites.toml").read_text().replace('context = "onprem"',
                      'context = "fake"'))  # fmt: skip
     env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
-           "TORCHSHIP_HOME": str(tmp_path / "home")}  # fmt: skip
+           "TORCHSHIP_HOME": str(tmp_path / "cli-home")}  # fmt: skip
     job = tmp_path / "job-2node.toml"
     job.write_text((HYBRID / "job-2node.toml").read_text())
     (tmp_path / "torchship.lock").write_text((HYBRID / "torchship.lock").read_text())
+    r = run_cli("run", str(job), "--site", "auto", "--sites", str(sites),
+                env=env)  # fmt: skip
+    assert r.returncode == 1 and "is not recorded" in r.stderr  # never shown: nothing is sent
+    assert not kube.objects
+    r = run_cli("site", "check", "--sites", str(sites), env=env)
+    assert r.returncode == 0 and f"onprem: context 'fake' recorded: {kube.url}" in r.stdout
     r = run_cli("run", str(job), "--site", "auto", "--sites", str(sites), "--detach", env=env)
     assert r.returncode == 0, r.stderr
     assert "preflight: 0 error(s)" in r.stdout  # this machine's GPUs are not the cluster's
@@ -159,7 +170,8 @@ def test_site_check_live_reads_the_nodes(kube: FakeKube, tmp_path: Path) -> None
     sites = tmp_path / "sites.toml"
     onprem = (HYBRID / "sites.toml").read_text().split("[[site]]")[2]
     sites.write_text("[[site]]" + onprem.replace('context = "onprem"', 'context = "fake"'))
-    env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig"))}
+    env = {"KUBECONFIG": str(kube.kubeconfig(tmp_path / "kubeconfig")),
+           "TORCHSHIP_HOME": str(tmp_path / "cli-home")}  # fmt: skip
     r = run_cli("site", "check", "--live", "--sites", str(sites), env=env)
     assert r.returncode == 0, r.stderr
     assert "onprem: the cluster has 24×A100, 4×L40S" in r.stdout

@@ -139,7 +139,7 @@ def test_examples_hybrid_jobs() -> None:
         ('[[site]]\nname = "a"\nkind = "vm"\n', "site[0].kind", "not a site kind"),
         ('[[site]]\nname = "a"\nkind = "local"\nmax_nodes = 2\n', "site[0].max_nodes", "one node"),
         (
-            '[[site]]\nname = "a"\nkind = "kubernetes"\ntrust = "private"\n'
+            '[[site]]\nname = "a"\nkind = "kubernetes"\ntrust = "private"\ncontext = "c"\n'
             "price_per_gpu_hour = 2\n",
             "site[0].price_per_gpu_hour",
             "needs its date and source",
@@ -157,6 +157,18 @@ def test_examples_hybrid_jobs() -> None:
             "two sites",
         ),
         ("[[site]]\nname = \n", "", "not valid TOML"),
+        (
+            '[[site]]\nname = "a"\nkind = "kubernetes"\ntrust = "private"\n',
+            "site[0].context",
+            "names its kubeconfig context",
+        ),
+        (
+            '[[site]]\nname = "a"\nkind = "skypilot"\ntrust = "private"\ninfra = "gcp"\n',
+            "site[0].trust",
+            "only on infrastructure it names",
+        ),
+        ('[[site]]\nname = "a"\nkind = "local"\ninfra = "k8s/x"\n', "site[0].infra", "skypilot"),
+        ('[[sites]]\nname = "a"\nkind = "local"\n', "", "did you mean [[site]]?"),
     ],
 )
 def test_sites_file_errors_name_the_field(text: str, field: str, words: str) -> None:

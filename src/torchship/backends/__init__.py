@@ -51,12 +51,14 @@ REGISTRY: dict[str, Callable[[], Backend]] = {
 }
 
 
-def backend_for_site(site: Site) -> Backend:
-    """The backend that runs jobs on this site: remote kinds need the site's own settings."""
+def backend_for_site(site: Site, peers: tuple[Site, ...] = ()) -> Backend:
+    """The backend that runs jobs on this site: remote kinds need the site's own settings
+    (and a Kubernetes site the other sites of its file: none of another trust may share its
+    cluster)."""
     if site.kind == "kubernetes":
         from torchship.backends.kubernetes import KubernetesBackend
 
-        return KubernetesBackend(site)
+        return KubernetesBackend(site, peers=peers)
     if site.kind == "skypilot":
         from torchship.backends.skypilot import create as sky
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
-from torchship.errors import UsageError
+from torchship.errors import TorchshipError, UsageError
 from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
+
+if TYPE_CHECKING:
+    from torchship.place.sites import Site
 
 SITE_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
 
@@ -49,6 +52,7 @@ class Request:
     cwd: str | None = None
     run_dir: str | None = None
     max_runtime_s: float | None = None
+    data_classes: tuple[str, ...] = ()  # the classes of data the job reads ("public": none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class SiteStatus:
     state: str  # one of SITE_STATES
     exit_code: int | None = None
     reason: str = ""
+    ended_at: float | None = None  # when a finished job ended, as the site recorded it
 
 
 class Backend(Protocol):
@@ -72,6 +77,40 @@ class Backend(Protocol):
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]: ...
 
     def cancel(self, handle: str) -> None: ...
+
+
+class DataPolicyError(TorchshipError):
+    """A request would carry data to a site that may not hold it."""
+
+
+def data_classes(job: JobSpec) -> tuple[str, ...]:
+    """The classes of data a job reads, for its request: ("public",) when it declares none."""
+    return tuple(sorted({d.data_class for d in job.data})) or ("public",)
+
+
+def admit(request: Request, site: Site) -> None:
+    """The last check before a backend sends anything off this machine: the request was
+    planned for this site, says what data it carries, and the site may hold all of it.
+    Placement decided this already; this holds when a caller, a switched site or a bug did
+    not go through placement."""
+    if request.site != site.name:
+        raise DataPolicyError(
+            f"job {request.job_id} was planned for site {request.site!r}, not {site.name!r}: "
+            "nothing was sent",
+            "plan it again for the site it runs on",
+        )
+    if not request.data_classes:
+        raise DataPolicyError(
+            f"job {request.job_id}'s request does not say what data it reads: nothing was sent",
+            "plan it with the site's backend (it records the job's data classes)",
+        )
+    barred = sorted(set(request.data_classes) - site.data_classes)
+    if barred:
+        raise DataPolicyError(
+            f"{' and '.join(barred)} data may not go to {site.name} ({site.trust} site; allows "
+            f"{', '.join(sorted(site.data_classes))}): job {request.job_id} was not sent",
+            "run it where placement puts it: `torchship run JOB --site auto`",
+        )
 
 
 def parse_handle(handle: str, scheme: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from typing import Any
 import tomli_w
 
 from torchship._atomic import write_text_atomic
+from torchship._files import read_user_text
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
 from torchship.place.sites import (
@@ -42,6 +43,9 @@ def add_parser(sub: Any) -> None:
             q.add_argument("--live", action="store_true",
                            help="also read each Kubernetes site's GPUs from its nodes")  # fmt: skip
     _add_parser(ssub)
+    q = ssub.add_parser("forget", help="forget the cluster recorded for a Kubernetes site")
+    q.add_argument("name")
+    q.set_defaults(run=run_forget)
 
 
 def _add_parser(ssub: Any) -> None:
@@ -65,7 +69,7 @@ def _add_parser(ssub: Any) -> None:
     q.add_argument("--egress", type=float, metavar="USD", help="per GB")
     q.add_argument("--wait-budget", type=float, metavar="MIN")
     q.add_argument("--startup", type=float, metavar="MIN")
-    for key in ("region", "queue", "context", "namespace", "operator", "registry"):
+    for key in ("region", "queue", "context", "namespace", "operator", "registry", "infra"):
         q.add_argument(f"--{key}")
     q.set_defaults(run=run_add)
 
@@ -90,6 +94,7 @@ def site_table(args: argparse.Namespace) -> dict[str, Any]:
         "wait_budget_minutes": args.wait_budget, "startup_minutes": args.startup,
         "region": args.region, "queue": args.queue, "context": args.context,
         "namespace": args.namespace, "operator": args.operator, "registry": args.registry,
+        "infra": args.infra,
     }  # fmt: skip
     if args.catalog:  # the catalog's dated price and source, unless given explicitly
         from torchship.place.prices import lookup
@@ -112,13 +117,49 @@ def site_table(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_add(args: argparse.Namespace) -> int:
     path = Path(args.sites) if args.sites else default_sites_path()
-    old = path.read_text("utf-8") if path.exists() else ""
+    exists = path.exists() or path.is_symlink()
+    old = read_user_text(path, "sites file", "check the --sites path") if exists else ""
     block = "[[site]]\n" + tomli_w.dumps(site_table(args))
     text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block
     sites = sites_from_toml(text, str(path))  # the whole file must still be valid
+    site = next(s for s in sites if s.name == args.name)
+    note = record_cluster(site) if site.kube_context else None  # refused before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     print(f"{path}: added {args.name} ({len(sites)} site(s))")
+    if note:
+        print(note)
+    return 0
+
+
+def record_cluster(site: Site) -> str:
+    """Record (first time) or check the cluster the site's context reaches; the line to say.
+    A context that cannot be read is a warning (recorded by a later `site check`); a changed
+    cluster, or one a site of another trust is recorded on, is an error."""
+    from torchship.k8s.apply import connect
+    from torchship.k8s.identity import identity_of, record
+
+    assert site.kube_context is not None
+    try:
+        identity = identity_of(connect(site.kube_context))
+    except UsageError as e:
+        return f"warning: {site.name}: cluster not recorded: {e.message}"
+    _, new = record(site.name, site.kube_context, site.trust, identity)
+    verb = "recorded" if new else "is the recorded cluster"
+    line = f"{site.name}: context {site.kube_context!r} {verb}: {identity.describe()}"
+    if not identity.verified:
+        line += (f"\nwarning: {site.name}: the cluster is pinned by its URL only (no CA "
+                 "verifies it): a DNS change could move jobs elsewhere")  # fmt: skip
+    return line
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    from torchship.k8s.identity import clusters_path, forget
+
+    if not forget(args.name):
+        raise UsageError(f"no cluster is recorded for site {args.name!r}",
+                         f"see {clusters_path()}")  # fmt: skip
+    print(f"{args.name}: recorded cluster forgotten; `torchship site check` records it again")
     return 0
 
 
@@ -149,6 +190,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.site_command == "check":
         notes = warnings(sites, dt.date.today())
+        for s in sites:
+            if s.kube_context:
+                for line in record_cluster(s).splitlines():
+                    if line.startswith("warning: "):
+                        notes.append(line.removeprefix("warning: "))
+                    else:
+                        print(line)
         if getattr(args, "live", False):
             notes += live_differences(sites)
         for n in notes:
@@ -205,6 +253,7 @@ def live_differences(sites: tuple[Site, ...]) -> list[str]:
     for s in sites:
         if s.kind != "kubernetes":
             continue
+        assert s.context is not None
         live = inventory(Cluster(connect(s.context)).gpu_nodes())
         found = ", ".join(f"{g.count}×{g.model}" for g in live) or "no GPUs"
         print(f"{s.name}: the cluster has {found}")

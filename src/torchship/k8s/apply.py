@@ -9,6 +9,7 @@ with the cause (exists, forbidden, no such CRD) and a hint.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,10 @@ def connect(context: str | None) -> Any:
             "Kubernetes sites need the kubernetes client, which is not installed",
             "pip install 'torchship[kubernetes]'",
         ) from None
+    # $KUBECONFIG as it is now: the client reads it once, when it is imported
+    files = os.environ.get("KUBECONFIG") or None
     try:
-        return config.new_client_from_config(context=context)
+        return config.new_client_from_config(config_file=files, context=context)
     except (config.ConfigException, OSError, TypeError, ValueError) as e:
         raise UsageError(
             f"cannot use kubeconfig context {context or '(current)'!r}: {e}",

@@ -17,27 +17,28 @@ wait_budget_minutes = 60          # how long a job may wait here before a higher
 wait_share = 0.1                  # … or this share of the job's expected run time, when longer
 startup_minutes = 0               # time to get capacity when it is free (VM boot, image pull)
 queue = "team-a"                  # a Kueue LocalQueue, when the cluster has Kueue
-context = "onprem"                # kubeconfig context (kubernetes)
+context = "onprem"                # kubeconfig context (kubernetes: required, its cluster recorded)
 namespace = "ml"
 operator = "jobset"               # multi-node objects: jobset | kubeflow
 checkpoint_claim = "ml-runs"      # a PVC for run folders, so a retried pod resumes (kubernetes)
 prometheus = "annotations"        # how Prometheus finds job pods: annotations | podmonitor | off
 prometheus_namespace = "monitoring"  # where Prometheus runs: the job's NetworkPolicy lets it in
 log_format = "json"               # job logs: json (Loki, ELK) or text (kubernetes, skypilot)
+infra = "k8s/onprem"              # skypilot: where SkyPilot runs it (a private one must name it)
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchship._files import read_user_text
+from torchship._files import parse_toml, read_user_text
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
-from torchship.errors import SpecError, UnknownGPUError
+from torchship.errors import SpecError, UnknownGPUError, excerpt
 from torchship.spec.job import DATA_CLASSES
 from torchship.spec.load import FieldReader
 
@@ -49,7 +50,11 @@ SITE_KEYS = (
     "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
     "wait_budget_minutes", "wait_share", "startup_minutes", "queue", "context", "namespace",
     "operator", "registry", "checkpoint_claim", "prometheus", "prometheus_namespace", "log_format",
+    "infra",
 )  # fmt: skip
+# SkyPilot infra that is yours, named: a kubeconfig context or an SSH node pool. A SkyPilot site
+# may be private only on these (anything else is a cloud SkyPilot may provision in).
+PRIVATE_INFRA = ("k8s/", "kubernetes/", "ssh/")
 PROMETHEUS_MODES = ("annotations", "podmonitor", "off")
 LOG_FORMATS = ("json", "text")
 # log_format's default per kind: cluster logs go to a collector; SkyPilot's and the local
@@ -96,6 +101,15 @@ class Site:
     prometheus: str = "annotations"  # kubernetes: annotations | podmonitor | off
     prometheus_namespace: str = "monitoring"
     log_format: str = ""  # kubernetes and skypilot: json | text; "" elsewhere (set by the job)
+    infra: str = ""  # skypilot: its resources.infra ("aws/us-east-1", "k8s/onprem", "ssh/pool")
+
+    @property
+    def kube_context(self) -> str | None:
+        """The kubeconfig context whose cluster the site's jobs reach, if any."""
+        if self.kind == "kubernetes":
+            return self.context
+        prefix = next((p for p in ("k8s/", "kubernetes/") if self.infra.startswith(p)), None)
+        return self.infra.removeprefix(prefix) if prefix else None
 
     @property
     def total_gpus(self) -> int:
@@ -157,7 +171,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         raise r.fail("name", "missing", 'add name = "onprem"')
     kind = r.string("kind", None, 'kind = "kubernetes"') or ""
     if kind not in KINDS:
-        raise r.fail("kind", f"{kind!r} is not a site kind", f"one of: {', '.join(KINDS)}")
+        raise r.fail("kind", f"{excerpt(kind)} is not a site kind", f"one of: {', '.join(KINDS)}")
     trust = r.string("trust", "private" if kind in SINGLE_NODE_KINDS else None, 'trust = "private"')
     if trust is None:
         raise r.fail(
@@ -166,7 +180,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
             'add trust = "private" or trust = "public"',
         )
     if trust not in TRUST:
-        raise r.fail("trust", f"{trust!r} is not a trust level", "one of: private, public")
+        raise r.fail("trust", f"{excerpt(trust)} is not a trust level", "one of: private, public")
     default_classes = ("public", "internal", "sensitive") if trust == "private" else ("public",)
     classes = (
         r.strings("data_classes", 'data_classes = ["public", "internal"]')
@@ -182,7 +196,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
     for c in classes:
         if c not in DATA_CLASSES:
             raise r.fail(
-                "data_classes", f"unknown data class {c!r}", f"use {', '.join(DATA_CLASSES)}"
+                "data_classes", f"unknown data class {excerpt(c)}", f"use {', '.join(DATA_CLASSES)}"
             )
     tier = r.integer("tier", 0 if kind in SINGLE_NODE_KINDS else 1, 0, "tier = 1")
     max_nodes = r.integer("max_nodes", 1, 1, "max_nodes = 4")
@@ -190,8 +204,11 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         raise r.fail("max_nodes", f"a {kind} site runs one node", "set max_nodes = 1")
     operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
     if operator not in OPERATORS:
-        raise r.fail("operator", f"{operator!r} is not supported", "one of: jobset, kubeflow")
+        raise r.fail(
+            "operator", f"{excerpt(operator)} is not supported", "one of: jobset, kubeflow"
+        )
     prometheus, log_format = _monitoring(r, kind)
+    context, infra = _cluster(r, kind, str(trust))
     price = r.number("price_per_gpu_hour", 0, "price_per_gpu_hour = 2.5") or 0.0
     if price and not (table.get("price_as_of") and table.get("price_source")):
         raise r.fail(
@@ -216,7 +233,7 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         wait_share=r.number("wait_share", 0, "wait_share = 0.1") or 0.0,
         startup_minutes=r.number("startup_minutes", 0, "startup_minutes = 5") or 0.0,
         queue=r.string("queue", None, 'queue = "team-a"'),
-        context=r.string("context", None, 'context = "onprem"'),
+        context=context,
         namespace=r.string("namespace", "default", 'namespace = "ml"') or "default",
         operator=operator,
         registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
@@ -227,14 +244,71 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         )
         or "monitoring",
         log_format=log_format,
+        infra=infra,
     )
+
+
+def _cluster(r: FieldReader, kind: str, trust: str) -> tuple[str | None, str]:
+    """(context, infra): the cluster a Kubernetes site is bound to (its context, named: the
+    current context can change under it), and where a SkyPilot site runs."""
+    context = r.string("context", None, 'context = "onprem"')
+    if kind == "kubernetes" and not context:
+        raise r.fail(
+            "context",
+            "missing: a Kubernetes site names its kubeconfig context (the current one changes "
+            "with `kubectl config use-context`)",
+            'add context = "onprem" (see `kubectl config get-contexts`)',
+        )
+    if context and kind != "kubernetes":
+        raise r.fail(
+            "context",
+            f"applies to kubernetes sites, not {kind}",
+            'remove it (a SkyPilot site names its cluster: infra = "k8s/CONTEXT")',
+        )
+    infra = r.string("infra", "", 'infra = "k8s/onprem"') or ""
+    if infra and kind != "skypilot":
+        raise r.fail("infra", f"applies to skypilot sites, not {kind}", "remove it")
+    if infra and ("region" in r.table or any(c.isspace() for c in infra)):
+        raise r.fail("infra", "give the region inside infra, not beside it, with no spaces",
+                     'e.g. infra = "aws/us-east-1", and remove region')  # fmt: skip
+    named = infra.startswith(PRIVATE_INFRA) and infra.split("/", 1)[1].strip("/")
+    if kind == "skypilot" and trust == "private" and not named:
+        raise r.fail(
+            "trust",
+            "a SkyPilot site is private only on infrastructure it names as yours "
+            f"(infra = {excerpt(infra or 'none')}: SkyPilot may provision in any enabled cloud)",
+            'add infra = "k8s/<context>" or "ssh/<node pool>", or set trust = "public"',
+        )
+    return context, infra
+
+
+def _shared_cluster(sites: list[Site], file: str) -> None:
+    """Sites of different trust on one cluster (a kubeconfig context) or one registry: the
+    public one could reach what the private one holds."""
+    seen: dict[tuple[str, str], Site] = {}
+    for s in sites:
+        keys = []
+        if s.kube_context:
+            keys.append(("the kubeconfig context", s.kube_context))
+        if s.registry:
+            keys.append(("the registry", s.registry.lower().rstrip("/")))
+        for key in keys:
+            other = seen.setdefault(key, s)
+            if other.trust != s.trust:
+                raise SpecError(
+                    file, "site",
+                    f"sites {other.name} ({other.trust}) and {s.name} ({s.trust}) share "
+                    f"{key[0]} {excerpt(key[1])}",
+                    "sites of different trust may not share a cluster or a registry: give "
+                    "each its own",
+                )  # fmt: skip
 
 
 def _monitoring(r: FieldReader, kind: str) -> tuple[str, str]:
     """(prometheus, log_format): how Prometheus finds the site's jobs, how their logs read."""
     prometheus = r.string("prometheus", "annotations", 'prometheus = "podmonitor"') or ""
     if prometheus not in PROMETHEUS_MODES:
-        raise r.fail("prometheus", f"{prometheus!r} is not a way to find pods",
+        raise r.fail("prometheus", f"{excerpt(prometheus)} is not a way to find pods",
                      f"one of: {', '.join(PROMETHEUS_MODES)}")  # fmt: skip
     for key in ("prometheus", "prometheus_namespace"):
         if key in r.table and kind != "kubernetes":
@@ -246,18 +320,19 @@ def _monitoring(r: FieldReader, kind: str) -> tuple[str, str]:
         raise r.fail("log_format", f"applies to kubernetes and skypilot sites, not {kind}",
                      'set TORCHSHIP_LOG_FORMAT = "json" in the job\'s [job.env]')  # fmt: skip
     if log_format not in (*LOG_FORMATS, ""):
-        raise r.fail("log_format", f"{log_format!r} is not a log format", "one of: json, text")
+        raise r.fail(
+            "log_format", f"{excerpt(log_format)} is not a log format", "one of: json, text"
+        )
     return prometheus, log_format
 
 
 def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(file, "", f"not valid TOML ({e})", "fix the syntax") from None
+    data = parse_toml(text, file)
     unknown = sorted(set(data) - {"site"})
     if unknown:
-        raise SpecError(file, unknown[0], "unknown table", "sites.toml holds [[site]] tables only")
+        close = difflib.get_close_matches(unknown[0].lower(), ["site"], n=1, cutoff=0.5)
+        hint = "did you mean [[site]]?" if close else "sites.toml holds [[site]] tables only"
+        raise SpecError(file, "", f"unknown table {excerpt(unknown[0])}: it would be ignored", hint)
     raw = data.get("site", [])
     if not isinstance(raw, list) or not raw:
         raise SpecError(file, "site", "no [[site]] tables", "add one: `torchship site add`")
@@ -267,7 +342,10 @@ def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
     names = [s.name for s in sites]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
-        raise SpecError(file, "site", f"two sites are named {dup!r}", "give each site its own name")
+        raise SpecError(
+            file, "site", f"two sites are named {excerpt(dup)}", "give each site its own name"
+        )
+    _shared_cluster(sites, file)
     return tuple(sites)
 
 

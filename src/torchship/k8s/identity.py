@@ -1,0 +1,220 @@
+"""Which cluster a kubeconfig context reaches, and the identities torchship has recorded.
+
+A site names its kubeconfig context, but a context is only a name: `kubectl config
+use-context`, a merged kubeconfig or an edited one can point it at another cluster. The
+identity of the cluster is what the client will really talk to: the API server's URL and the
+fingerprint of the CA it verifies the server's certificate against (the client refuses a
+server the CA did not sign, so the fingerprint pins the cluster; a cluster reached over plain
+HTTP, or with verification off, is pinned by its URL only, and `site check` says so).
+
+Identities are recorded per site in `clusters.json` in torchship's data dir, as SSH records
+host keys in known_hosts: by `site add` and the first `site check`, and checked before every
+apply, status, logs and cancel. A change is refused with both identities, never re-recorded
+silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torchship._atomic import write_text_atomic
+from torchship.errors import TorchshipError, UsageError
+
+CLUSTERS_FILE = "clusters.json"
+NO_CA = "none"
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+class IdentityError(TorchshipError):
+    """A context reaches another cluster than the one recorded for the site or the job."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterIdentity:
+    server: str  # the API server's URL, as the client will use it
+    ca_sha256: str  # sha256 of the CA certificates (DER), or "none": not verified by a CA
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits naming this identity (in job handles)."""
+        return hashlib.sha256(f"{self.server}\n{self.ca_sha256}".encode()).hexdigest()[:16]
+
+    @property
+    def verified(self) -> bool:
+        return self.ca_sha256 != NO_CA
+
+    def describe(self) -> str:
+        ca = f"CA sha256:{self.ca_sha256[:16]}…" if self.verified else "no CA (URL only)"
+        return f"{self.server}, {ca}"
+
+
+def ca_fingerprint(pem: str) -> str:
+    """sha256 over the DER bytes of every certificate in a PEM bundle; NO_CA when none."""
+    blocks = _PEM.findall(pem)
+    if not blocks:
+        return NO_CA
+    h = hashlib.sha256()
+    for block in blocks:
+        h.update(ssl.PEM_cert_to_DER_cert(block))
+    return h.hexdigest()
+
+
+def identity_of(api: Any) -> ClusterIdentity:
+    """The cluster an ApiClient will talk to: its configuration's host and CA (the kubernetes
+    client writes a kubeconfig's certificate-authority-data to a file and names it)."""
+    cfg = api.configuration
+    server = str(cfg.host).rstrip("/")
+    ca_file = getattr(cfg, "ssl_ca_cert", None)
+    if not server.startswith("https") or not getattr(cfg, "verify_ssl", True) or not ca_file:
+        return ClusterIdentity(server, NO_CA)
+    try:
+        pem = Path(ca_file).read_text("ascii", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read the cluster's CA file {ca_file}: {e}",
+                         "check the kubeconfig's certificate-authority") from None  # fmt: skip
+    return ClusterIdentity(server, ca_fingerprint(pem))
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    site: str
+    context: str
+    trust: str
+    identity: ClusterIdentity
+    recorded_at: str
+
+
+def clusters_path() -> Path:
+    from torchship.state import data_dir
+
+    return data_dir() / CLUSTERS_FILE
+
+
+def load_recorded(path: Path | None = None) -> dict[str, Recorded]:
+    """Site name → what was recorded for it; {} when nothing was."""
+    path = path or clusters_path()
+    try:
+        raw = json.loads(path.read_text("utf-8"))
+        return {
+            name: Recorded(name, r["context"], r["trust"],
+                           ClusterIdentity(r["server"], r["ca_sha256"]), r["recorded_at"])
+            for name, r in raw["sites"].items()
+        }  # fmt: skip
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(
+            f"{path}: the recorded cluster identities cannot be read ({type(e).__name__}: {e})",
+            "move the file away and run `torchship site check` to record them again",
+        ) from None
+
+
+def save_recorded(records: dict[str, Recorded], path: Path | None = None) -> None:
+    path = path or clusters_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = {
+        "sites": {
+            r.site: {"context": r.context, "trust": r.trust, "server": r.identity.server,
+                     "ca_sha256": r.identity.ca_sha256, "recorded_at": r.recorded_at}
+            for r in sorted(records.values(), key=lambda r: r.site)
+        }
+    }  # fmt: skip
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
+def shared_with(
+    site: str, trust: str, identity: ClusterIdentity, records: dict[str, Recorded]
+) -> Recorded | None:
+    """A site of another trust recorded on the same cluster (its API server or its CA)."""
+    for r in records.values():
+        if r.site == site or r.trust == trust:
+            continue
+        same_ca = identity.verified and r.identity.ca_sha256 == identity.ca_sha256
+        if r.identity.server == identity.server or same_ca:
+            return r
+    return None
+
+
+def record(
+    site: str, context: str, trust: str, identity: ClusterIdentity, path: Path | None = None
+) -> tuple[Recorded, bool]:
+    """Record `site`'s cluster on first sight; (the record, whether it is new). A different
+    identity than the recorded one, or a cluster a site of another trust is recorded on, is
+    refused."""
+    records = load_recorded(path)
+    old = records.get(site)
+    if old is not None:
+        check_recorded(old, context, trust, identity)
+        return old, False
+    other = shared_with(site, trust, identity, records)
+    if other is not None:
+        raise IdentityError(
+            f"sites {other.site} ({other.trust}) and {site} ({trust}) would share the cluster "
+            f"{identity.server}",
+            "sites of different trust may not share a cluster: give each its own context "
+            "and cluster",
+        )
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    new = Recorded(site, context, trust, identity, now)
+    save_recorded({**records, site: new}, path)
+    return new, True
+
+
+def check_recorded(rec: Recorded, context: str, trust: str, identity: ClusterIdentity) -> None:
+    """The site still names the recorded context, with the recorded trust, and the context
+    still reaches the recorded cluster."""
+    if rec.trust != trust:  # a cloud relabelled private would take sensitive data
+        raise IdentityError(
+            f"site {rec.site} was recorded as {rec.trust}, and is now declared {trust}",
+            f"if that is meant: `torchship site forget {rec.site}`, then `torchship site check`",
+        )
+    if rec.context != context:
+        raise IdentityError(
+            f"site {rec.site} was recorded with context {rec.context!r}, and now names {context!r}",
+            f"if the site really moved: `torchship site forget {rec.site}`, then "
+            "`torchship site check`",
+        )
+    if rec.identity != identity:
+        raise IdentityError(
+            f"context {context!r} of site {rec.site} now reaches {identity.describe()}, not "
+            f"the cluster recorded on {rec.recorded_at[:10]} ({rec.identity.describe()})",
+            "switch the context back (`kubectl config get-contexts`); if the cluster really "
+            f"changed: `torchship site forget {rec.site}`, then `torchship site check`",
+        )
+
+
+def check_site(site: str, context: str, trust: str, identity: ClusterIdentity) -> None:
+    """Before anything is sent: the site's cluster is recorded, the context still reaches it,
+    and no site of another trust is recorded on it."""
+    records = load_recorded()
+    rec = records.get(site)
+    if rec is None:
+        raise IdentityError(
+            f"the cluster of site {site} is not recorded: torchship does not send jobs "
+            "to a cluster it has not been shown",
+            "run `torchship site check` (it records each Kubernetes site's cluster)",
+        )
+    check_recorded(rec, context, trust, identity)
+    other = shared_with(site, trust, identity, records)
+    if other is not None:
+        raise IdentityError(
+            f"site {site} ({trust}) reaches the cluster recorded for {other.site} "
+            f"({other.trust}): {identity.describe()}",
+            "sites of different trust may not share a cluster",
+        )
+
+
+def forget(site: str, path: Path | None = None) -> bool:
+    records = load_recorded(path)
+    if site not in records:
+        return False
+    del records[site]
+    save_recorded(records, path)
+    return True
