@@ -32,6 +32,29 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CACHE] = "" if keep else path
 
 
+def _example_files() -> set[str]:
+    return {str(p.relative_to(REPO)) for p in (REPO / "examples").rglob("*")}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_EXAMPLES] = _example_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A run leaves the examples as it found them (a job run in place writes its checkpoints
+    beside its job.toml: tests copy the example first)."""
+    before = session.config.stash.get(_EXAMPLES, None)
+    if before is None:
+        return
+    new = sorted(_example_files() - before)
+    if new:
+        print(f"\nerror: the tests wrote into examples/: {', '.join(new[:5])}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_EXAMPLES = pytest.StashKey[set[str]]()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     path = config.stash.get(_CACHE, "")
     if path:

@@ -1,7 +1,14 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+File modes respect the umask, as open(2) does, and nothing is widened: a plain file gets
+PUBLIC (0666) less the umask (0644 under umask 022, 0600 under 077); a file that can hold
+secrets (a job's environment, its command line, its log, the job store) gets PRIVATE (0600)
+less the umask, and its folder 0700 less the umask.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -9,10 +16,50 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+PUBLIC = 0o666
+PRIVATE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def umask() -> int:
+    """This process's umask: read from /proc where it can be (Linux ≥ 4.7), since setting it
+    to read it back is not safe while other threads create files."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def private_dir(path: Path) -> Path:
+    """`path` and any missing folder above it, created 0700 (less the umask); folders that
+    exist are left as they are."""
+    path = Path(path)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another process
+            folder.mkdir(mode=PRIVATE_DIR)
+    return path
+
+
+def append_private(path: Path) -> BinaryIO:
+    """`path` opened to append bytes, created PRIVATE (less the umask) when it does not exist."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE)
+    return os.fdopen(fd, "ab")
+
 
 @contextmanager
-def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A binary file that replaces `path` only when the block ends without an exception.
+def open_atomic(path: Path, mode: int = PUBLIC) -> Iterator[BinaryIO]:
+    """A binary file that replaces `path` only when the block ends without an exception,
+    with `mode` less the umask.
 
     Temp file in the same folder, fsync, rename over `path`, fsync the folder (so the rename
     itself survives a power cut). On an exception the temp file is removed and `path` is
@@ -20,13 +67,13 @@ def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # 0600
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -38,6 +85,6 @@ def open_atomic(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         os.close(dir_fd)
 
 
-def write_text_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def write_text_atomic(path: Path, text: str, mode: int = PUBLIC) -> None:
     with open_atomic(path, mode) as f:
         f.write(text.encode("utf-8"))

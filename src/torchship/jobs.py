@@ -7,7 +7,9 @@ site for the truth and records any change as a state transition.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -24,7 +26,7 @@ from torchship.lock import check_lock_file
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec, load_job
-from torchship.state import TERMINAL, Job, JobStore, new_job_id
+from torchship.state import TERMINAL, Job, JobStore, abandoned, new_job_id, owner_id
 
 if TYPE_CHECKING:  # the local site's module starts its supervisor's imports: load it lazily
     from torchship.backends.local import LocalBackend
@@ -45,7 +47,7 @@ class Submission:
     findings: list[Finding]
     lock_path: Path | None
     job: Job | None = None  # None for a dry run
-    created: bool = False
+    created: bool = False  # this call started it: a new job, or a retry of one never started
     environment: str | None = None  # "cpu (…/envs/cpu-1a2b…): why", for a synced local run
 
 
@@ -79,9 +81,9 @@ def submit(
     placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
     placement["rejected"] = []
     if site == "auto":
-        chosen, placement = choose_site(spec, sites)
+        chosen, placement, peers = choose_site(spec, sites)
         site = chosen.kind
-        backend = backend or backend_for_site(chosen)
+        backend = backend or backend_for_site(chosen, peers)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
     backend = backend or create_backend(site)
@@ -120,6 +122,7 @@ def submit(
         raise UsageError("submit needs a job store", "pass store=JobStore()")
     if errors:
         placement["forced_past"] = sorted({f.code for f in errors})
+    owner = owner_id()
     job, created = store.submit(
         key or job_id,
         spec.name,
@@ -128,12 +131,35 @@ def submit(
         site,
         placement,
         job_id=job_id,
+        owner=owner,
     )
-    if not created:  # the same key again: the job that key started, untouched
-        return Submission(spec, request, findings, lock_path, job, False, environment)
-    handle = backend.apply(request)
-    job = store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
+    if not created:  # the same key again: the job it started, untouched, unless it never started
+        retry = store.claim(job.id, owner)
+        if retry is None:  # started, or being started by another process right now
+            return Submission(spec, request, findings, lock_path, job, False, environment)
+        job, request = retry, backend.plan(spec, lock, retry.id)
+    job = apply(store, job, backend, request)
     return Submission(spec, request, findings, lock_path, job, True, environment)
+
+
+def apply(store: JobStore, job: Job, backend: Backend, request: Request) -> Job:
+    """Start a claimed job on its site and record it `pending` with its handle; a failed start
+    is recorded `failed` with its reason (a retry with the same key starts it again)."""
+    try:
+        handle = backend.apply(request)
+    except BaseException as e:
+        why = e.message if isinstance(e, TorchshipError) else f"{type(e).__name__}: {e}"
+        with contextlib.suppress(TorchshipError, sqlite3.Error):  # the first error is the news
+            store.transition(job.id, "failed", detail={"reason": f"apply failed: {why}"})
+        raise
+    try:
+        return store.transition(job.id, "pending", handle=handle, detail={"request": request.text})
+    except UsageError:
+        now = store.get(job.id)
+        if now is None or now.state != "cancelled":
+            raise
+        backend.cancel(handle)  # cancelled while it was being started: it does not run
+        return now
 
 
 def in_environment(
@@ -186,9 +212,11 @@ def in_environment(
     return type(backend)(options), facts, note
 
 
-def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dict[str, Any]]:
-    """`--site auto`: place the job across the sites; the site to run on and the placement
-    record (decision, reason, every rejected site) stored with the job."""
+def choose_site(
+    spec: JobSpec, sites_file: str | Path | None
+) -> tuple[Site, dict[str, Any], tuple[Site, ...]]:
+    """`--site auto`: place the job across the sites; the site to run on, the placement
+    record (decision, reason, every rejected site) stored with the job, and all the sites."""
     from torchship.place.policy import demand_from_job, place
     from torchship.place.sites import sites_or_default
 
@@ -203,7 +231,7 @@ def choose_site(spec: JobSpec, sites_file: str | Path | None) -> tuple[Site, dic
     chosen = next(x for x in sites if x.name == p.site)
     # the rate the job is billed at there: the exporter's cost accrued
     rate = demand.gpus * chosen.price_per_gpu_hour
-    return chosen, {**p.to_dict(), "sites": source, "usd_per_hour": round(rate, 4)}
+    return chosen, {**p.to_dict(), "sites": source, "usd_per_hour": round(rate, 4)}, sites
 
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:
@@ -228,14 +256,28 @@ def get_job(store: JobStore, ref: str) -> Job:
 
 
 def reconcile(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
-    """Ask the job's site how it is, and record any change."""
+    """Ask the job's site how it is, and record any change (a job's end at the time the site
+    says it ended). A job recorded but never started, whose client died, is recorded failed."""
+    if abandoned(job):
+        why = (
+            f"its submission ended before it started ({job.claimed_by or 'no claim'}); "
+            "run it again with the same --key to start it"
+        )
+        return store.transition(job.id, "failed", detail={"reason": why})
     if job.state in TERMINAL or not job.handle or not job.site:
         return job
     st = (backend or create_backend(job.site)).status(job.handle)
-    if st.state == job.state:
-        return job
+    if st.state == job.state and (not st.reason or st.reason == last_reason(store, job)):
+        return job  # nothing new (a new reason in the same state is news: an orphaned job)
     detail = {"reason": st.reason} if st.reason else None
-    return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail)
+    at = st.ended_at if st.state in TERMINAL else None
+    return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail, at=at)
+
+
+def last_reason(store: JobStore, job: Job) -> str | None:
+    events = store.events(job.id)
+    reason = (events[-1].detail or {}).get("reason") if events else None
+    return reason if isinstance(reason, str) else None
 
 
 def wait(store: JobStore, job: Job, poll_s: float = 0.5, backend: Backend | None = None) -> Job:
@@ -243,6 +285,20 @@ def wait(store: JobStore, job: Job, poll_s: float = 0.5, backend: Backend | None
         time.sleep(poll_s)
         job = reconcile(store, job, backend)
     return job
+
+
+def follow(
+    store: JobStore, job: Job, backend: Backend | None = None, every_s: float = 0.5
+) -> Iterator[tuple[str, Job]]:
+    """The job's log lines as they come, each with the job as last recorded: until the job is
+    seen running, the store is reconciled on its first line and then at most every `every_s`
+    (a followed job is recorded `running`, not only `pending` then its end)."""
+    be = backend or (create_backend(job.site) if job.site else None)
+    seen = 0.0
+    for line in logs(job, True, be):
+        if job.state in ("submitted", "pending") and time.monotonic() - seen >= every_s:
+            job, seen = reconcile(store, job, be), time.monotonic()
+        yield line, job
 
 
 def logs(job: Job, follow: bool = False, backend: Backend | None = None) -> Iterator[str]:

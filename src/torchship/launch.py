@@ -28,17 +28,24 @@ def torchrun_argv(python: str, job: JobSpec, job_id: str) -> list[str]:
     ]
 
 
-def checkpoint_dir(job: JobSpec, run: Path) -> Path:
-    """Absolute: shared by every submission (resume across them); relative: per job run."""
+def checkpoint_dir(job: JobSpec, run: Path, here: bool = False) -> Path:
+    """Where the job's checkpoints go; unset: the run folder's `checkpoints` (per run).
+
+    `here` (a site on the machine that read the job file: local): checkpoint_dir, a relative
+    one resolved against the job file's folder, so a re-run of the same job file resumes.
+    Elsewhere an absolute checkpoint_dir is kept (shared by every submission) and a relative
+    one lives in the run folder: the job file's folder is not on that site."""
+    if here and job.checkpoint_path is not None:
+        return job.checkpoint_path
     if job.checkpoint_dir and Path(job.checkpoint_dir).expanduser().is_absolute():
         return Path(job.checkpoint_dir).expanduser()
     return run / (job.checkpoint_dir or "checkpoints")
 
 
-def workload_argv(job: JobSpec, run: Path) -> list[str]:
+def workload_argv(job: JobSpec, run: Path, here: bool = False) -> list[str]:
     table: dict[str, Any] = {
         **job.workload_args,
-        "checkpoint_dir": str(checkpoint_dir(job, run)),
+        "checkpoint_dir": str(checkpoint_dir(job, run, here)),
         "summary": str(run / "summary.json"),
         "metrics": str(run / "metrics.jsonl"),
     }
@@ -48,11 +55,11 @@ def workload_argv(job: JobSpec, run: Path) -> list[str]:
         raise SpecError(job.source, f"job.workload_args.{e.key}", str(e), e.hint) from None
 
 
-def job_env(job: JobSpec, job_id: str, run: Path) -> dict[str, str]:
+def job_env(job: JobSpec, job_id: str, run: Path, here: bool = False) -> dict[str, str]:
     env = {
         "TORCHSHIP_JOB_ID": job_id,
         "TORCHSHIP_RUN_DIR": str(run),
-        "TORCHSHIP_CHECKPOINT_DIR": str(checkpoint_dir(job, run)),
+        "TORCHSHIP_CHECKPOINT_DIR": str(checkpoint_dir(job, run, here)),
         "PYTHONUNBUFFERED": "1",
         # gloo binds to the address the hostname resolves to; a one-node job talks over loopback
         "GLOO_SOCKET_IFNAME": "lo",

@@ -5,25 +5,45 @@
 - Schema version in `PRAGMA user_version`, upgraded by ordered migrations in one transaction.
 - JSON columns (spec, placement, event detail), never pickle.
 - Idempotent submission: every job has a unique `key`; submitting the same key again returns the
-  existing job, so a client that crashed mid-submit can simply retry.
+  existing job, so a client that crashed mid-submit can simply retry. A job that never reached
+  its site (no handle: its apply failed, or its client died first) is started by the retry; the
+  client that records or retries a job holds a *claim* on it while it applies (its host and pid,
+  and a lease), so two clients never apply one job at once (see `claim`).
 - Every state change is an event row with its timestamp, written in the same transaction.
+- Private: the file (0600) and a folder torchship creates for it (0700), less the umask; the
+  WAL and shared-memory files take the file's mode (SQLite's unix VFS does that).
+- A damaged store is named, never a traceback: every SQLite error and every row that does not
+  read becomes a StoreError saying what is wrong, with a hint (torchship.store_health, which
+  also checks and repairs the file: `torchship state check|repair`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from torchship.errors import TorchshipError, UsageError
+from torchship._atomic import PRIVATE, private_dir
+from torchship.errors import UsageError
+from torchship.store_health import StoreError, damage, error, file_problem
 
-SCHEMA_VERSION = 1
+__all__ = ["Event", "Job", "JobStore", "StoreError"]
+P = ParamSpec("P")
+R = TypeVar("R")
+BUSY_ENV = "TORCHSHIP_BUSY_TIMEOUT_S"
+
+SCHEMA_VERSION = 2
+# How long a claim holds when its owner's liveness cannot be checked (another host): longer than
+# any apply takes (a Kubernetes apply or a SkyPilot launch's start is seconds; a docker run of
+# a local image is seconds). On this host a claim ends as soon as its process does.
+LEASE_S = 600.0
 STATES = ("submitted", "pending", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 ALLOWED: dict[str, frozenset[str]] = {
@@ -64,11 +84,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         )""",
         "CREATE INDEX job_events_job ON job_events(job_id, id)",
     ),
+    2: (  # who is applying a job that has no handle yet, and until when (see JobStore.claim)
+        "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE jobs ADD COLUMN claimed_until REAL",
+    ),
 }
-
-
-class StoreError(TorchshipError):
-    """The job store cannot be opened or is damaged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +105,8 @@ class Job:
     exit_code: int | None
     created_at: float
     updated_at: float
+    claimed_by: str | None = None  # "host:pid" of the client applying it (no handle yet)
+    claimed_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,38 +143,130 @@ def _like_prefix(ref: str) -> str:
     return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+class _BadRow(Exception):
+    """A row's JSON column does not read: the store turns it into a StoreError."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+def _loads(text: str, job_id: str, column: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        raise _BadRow(f"job {job_id}'s {column} is not valid JSON") from None
+
+
 def _job(row: sqlite3.Row) -> Job:
     return Job(
         id=row["id"],
         key=row["key"],
         name=row["name"],
-        spec=json.loads(row["spec"]),
+        spec=_loads(row["spec"], row["id"], "spec"),
         lock_hash=row["lock_hash"],
         site=row["site"],
-        placement=json.loads(row["placement"]) if row["placement"] else None,
+        placement=_loads(row["placement"], row["id"], "placement") if row["placement"] else None,
         state=row["state"],
         handle=row["handle"],
         exit_code=row["exit_code"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        claimed_by=row["claimed_by"],
+        claimed_until=row["claimed_until"],
     )
+
+
+def owner_id() -> str:
+    """This process, as the owner of a claim: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_lives(claimed_by: str | None, claimed_until: float | None, now: float) -> bool:
+    """A claim holds while its lease runs and, on this host, while its process lives (a client
+    that died frees its claim at once; pid reuse within the lease only delays a retry)."""
+    if not claimed_by or claimed_until is None or claimed_until <= now:
+        return False
+    host, _, pid = claimed_by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's process: trust the lease
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    return True
+
+
+def abandoned(job: Job, now: float | None = None) -> bool:
+    """Recorded but never started, and nobody is starting it: its client died before apply."""
+    now = time.time() if now is None else now
+    return (
+        job.state == "submitted"
+        and not job.handle
+        and not claim_lives(job.claimed_by, job.claimed_until, now)
+    )
+
+
+def _guarded(
+    method: Callable[Concatenate[JobStore, P], R],
+) -> Callable[Concatenate[JobStore, P], R]:
+    """SQLite's errors and rows that do not read, as a StoreError that says what is wrong
+    (a constraint or API misuse stays what it is: a bug, not damage)."""
+
+    def wrapper(self: JobStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
+            raise
+        except sqlite3.Error as e:
+            raise damage(self.path, e, self.busy_timeout_s) from None
+        except _BadRow as e:
+            raise error("bad-json", self.path, f"the job store {self.path} is damaged: "
+                                               f"{e.what}") from None  # fmt: skip
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
+def busy_timeout() -> float:
+    """How long a command waits for another one's write: TORCHSHIP_BUSY_TIMEOUT_S, or 30 s."""
+    try:
+        return max(0.0, float(os.environ.get(BUSY_ENV, "30")))
+    except ValueError:
+        return 30.0
 
 
 class JobStore:
     """One SQLite file; safe to use from many processes at once (one JobStore per process)."""
 
-    def __init__(self, path: Path | str | None = None, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: Path | str | None = None, busy_timeout_s: float | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
+        self.busy_timeout_s = busy_timeout() if busy_timeout_s is None else busy_timeout_s
+        self._db: sqlite3.Connection | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(
-                f"cannot open the job store {self.path}: {e}",
-                "check the path and its permissions, or set TORCHSHIP_HOME",
-            ) from None
+            self._open()
+        except OSError as e:
+            raise error("no-permission" if isinstance(e, PermissionError) else "cannot-open",
+                        self.path, f"cannot open the job store {self.path}: "
+                        f"{e.strerror or e}") from None  # fmt: skip
+        except BaseException:
+            self.close()
+            raise
+
+    @_guarded
+    def _open(self) -> None:
+        private_dir(self.path.parent)
+        if not self.path.exists() and not self.path.is_symlink():
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE))
+        problem = file_problem(self.path)
+        if problem is not None:
+            raise problem
+        ms = int(self.busy_timeout_s * 1000)
+        self._db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        self._db.execute(f"PRAGMA busy_timeout = {ms}")
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(
@@ -162,9 +276,21 @@ class JobStore:
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        have = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for table in ("jobs", "job_events"):
+            if table not in have:
+                raise error("missing-table", self.path,
+                            f"the job store {self.path} has no {table} table")  # fmt: skip
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "the store is closed"
+        return self._db
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> JobStore:
         return self
@@ -175,37 +301,39 @@ class JobStore:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: take the write lock up front, so writers queue instead of deadlock."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self.db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield self.db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with suppress(sqlite3.Error):  # a damaged file may not roll back: the error is news
+                self.db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        self.db.execute("COMMIT")
 
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this "
+            raise error(
+                "newer-schema",
+                self.path,
+                f"the job store {self.path} has schema version {version}, newer than this "
                 f"torchship's {SCHEMA_VERSION}",
-                "upgrade torchship",
             )
         if version == SCHEMA_VERSION:
             return
         with self._tx() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[
-                0
-            ]  # another process may have won
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another may have won
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target]:
                     db.execute(statement)
                 db.execute(f"PRAGMA user_version = {target}")
 
     @property
+    @_guarded
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    @_guarded
     def submit(
         self,
         key: str,
@@ -215,8 +343,10 @@ class JobStore:
         site: str | None = None,
         placement: dict[str, Any] | None = None,
         job_id: str | None = None,
+        owner: str | None = None,
     ) -> tuple[Job, bool]:
-        """(job, created). The same key returns the existing job unchanged."""
+        """(job, created). The same key returns the existing job unchanged. `owner` ("host:pid",
+        see owner_id) claims a new job for LEASE_S while it applies it."""
         if not key:
             raise UsageError("a submission needs a non-empty key", "pass a unique idempotency key")
         now = time.time()
@@ -224,7 +354,8 @@ class JobStore:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO jobs (id, key, name, spec, lock_hash, site, placement, state,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?)"
+                " created_at, updated_at, claimed_by, claimed_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO NOTHING",
                 (
                     job_id,
@@ -236,6 +367,8 @@ class JobStore:
                     None if placement is None else json.dumps(placement, sort_keys=True),
                     now,
                     now,
+                    owner,
+                    None if owner is None else now + LEASE_S,
                 ),
             )
             created = cur.rowcount == 1
@@ -247,6 +380,7 @@ class JobStore:
             row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return _job(row), created
 
+    @_guarded
     def transition(
         self,
         job_id: str,
@@ -255,11 +389,14 @@ class JobStore:
         exit_code: int | None = None,
         handle: str | None = None,
         detail: dict[str, Any] | None = None,
+        at: float | None = None,
     ) -> Job:
-        """Move a job to `state`, recording the event; refuses transitions that cannot happen."""
+        """Move a job to `state`, recording the event; refuses transitions that cannot happen.
+        `at`: when it happened, as the site says (a job's end is when it ended, not when someone
+        asked); default now. Any claim on the job ends with it."""
         if state not in STATES:
             raise UsageError(f"unknown job state {state!r}", f"one of {', '.join(STATES)}")
-        now = time.time()
+        now = time.time() if at is None else at
         with self._tx() as db:
             row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -271,7 +408,8 @@ class JobStore:
                 )
             db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, exit_code = COALESCE(?, exit_code),"
-                " handle = COALESCE(?, handle) WHERE id = ?",
+                " handle = COALESCE(?, handle), claimed_by = NULL, claimed_until = NULL"
+                " WHERE id = ?",
                 (state, now, exit_code, handle, job_id),
             )
             db.execute(
@@ -281,9 +419,31 @@ class JobStore:
             out = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(out)
 
+    @_guarded
+    def claim(
+        self, job_id: str, owner: str, now: float | None = None, lease_s: float = LEASE_S
+    ) -> Job | None:
+        """Take the job for `owner` to apply it, when it never reached its site (no handle;
+        `submitted` or `failed`) and nobody else holds a live claim on it; None otherwise.
+        Checked and taken in one write transaction: of two retries at once, one gets it."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or row["handle"] or row["state"] not in ("submitted", "failed"):
+                return None
+            if claim_lives(row["claimed_by"], row["claimed_until"], now):
+                return None
+            db.execute(
+                "UPDATE jobs SET claimed_by = ?, claimed_until = ? WHERE id = ?",
+                (owner, now + lease_s, job_id),
+            )
+            out = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(out)
+
+    @_guarded
     def get(self, ref: str) -> Job | None:
         """By id, id prefix (unique), or key."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT * FROM jobs WHERE id = ? OR key = ? OR id LIKE ? ESCAPE '\\' LIMIT 2",
             (ref, ref, _like_prefix(ref)),
         ).fetchall()
@@ -292,27 +452,30 @@ class JobStore:
             return _job(exact[0])
         return _job(rows[0]) if len(rows) == 1 else None
 
+    @_guarded
     def prefix_matches(self, ref: str, limit: int = 5) -> list[str]:
         """The ids starting with `ref` (at most `limit`): to say which when `ref` is ambiguous."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
             (_like_prefix(ref), limit),
         ).fetchall()
         return [r["id"] for r in rows]
 
+    @_guarded
     def jobs(self, state: str | None = None, site: str | None = None) -> list[Job]:
         sql, args = "SELECT * FROM jobs WHERE 1=1", list[str]()
         if state:
             sql, args = sql + " AND state = ?", [*args, state]
         if site:
             sql, args = sql + " AND site = ?", [*args, site]
-        return [_job(r) for r in self._db.execute(sql + " ORDER BY id", args)]
+        return [_job(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
+    @_guarded
     def tallies(self, now: float) -> list[tuple[str, str, str, str, int, float]]:
         """(state, site, placed site, decision, jobs, USD accrued) per group, aggregated in
         SQLite (the exporter asks on every scrape): accrued = the placement's usd_per_hour ×
         the hours from submission to its end (or now)."""
-        rows = self._db.execute(
+        rows = self.db.execute(
             "SELECT state, COALESCE(site, '') AS site,"
             " COALESCE(json_extract(placement, '$.site'), site, '') AS placed,"
             " COALESCE(json_extract(placement, '$.decision'), 'asked') AS decision,"
@@ -325,8 +488,9 @@ class JobStore:
         )
         return [(r[0], r[1], str(r[2]), str(r[3]), r[4], float(r[5] or 0.0)) for r in rows]
 
+    @_guarded
     def events(self, job_id: str) -> list[Event]:
-        rows = self._db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
+        rows = self.db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
         return [
             Event(
                 r["job_id"], r["state"], r["at"], json.loads(r["detail"]) if r["detail"] else None
@@ -334,5 +498,6 @@ class JobStore:
             for r in rows
         ]
 
+    @_guarded
     def integrity_check(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])

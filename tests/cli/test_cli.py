@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -241,3 +248,143 @@ def test_status_state_filters_on_what_the_site_says_now(
     args = argparse.Namespace(job=None, state="running", json=True)
     assert status_cli.run(args) == 0
     assert [j["state"] for j in json.loads(capsys.readouterr().out)] == ["running"]
+
+
+# --- a damaged job store (issue 17 item 14) ------------------------------------------------
+
+
+def _real_store(home: Path) -> Path:
+    """A job store as torchship writes it: 40 jobs, each submitted, started and finished."""
+    from torchship.state import JobStore
+
+    home.mkdir(parents=True, exist_ok=True)
+    with JobStore(home / "jobs.db") as store:
+        for i in range(40):
+            job, _ = store.submit(f"k{i}", "train", {"name": "train", "pad": "x" * 300},
+                                  site="local", placement={"site": "local"})  # fmt: skip
+            store.transition(job.id, "pending", handle=f"local://box/{job.id}")
+            store.transition(job.id, "succeeded", exit_code=0)
+    return home / "jobs.db"
+
+
+def _sql(db: Path, *statements: str) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    for s in statements:
+        conn.execute(s)
+    conn.close()
+
+
+def _overwrite(db: Path, at: int, data: bytes) -> None:
+    with open(db, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def _replace_with_dir(db: Path) -> None:
+    db.unlink()
+    db.mkdir()
+
+
+DAMAGE = {  # each kind of damage: how it is done, and words of the error it must give
+    "truncated": (lambda db: os.truncate(db, db.stat().st_size - 2 * 4096), "is damaged"),
+    "zeroed-header": (lambda db: _overwrite(db, 0, bytes(100)), "is not a SQLite database"),
+    "garbage-pages": (
+        lambda db: _overwrite(db, 4096, random.Random(17).randbytes(3 * 4096)),
+        "is damaged: database disk image is malformed",
+    ),
+    "a-directory": (_replace_with_dir, "is a directory, not a file"),
+    "no-permission": (lambda db: db.chmod(0), "permission denied"),
+    "not-a-database": (lambda db: db.write_text("hello\n" * 900), "is not a SQLite database"),
+    "newer-schema": (lambda db: _sql(db, "PRAGMA user_version = 99"), "has schema version 99"),
+    "missing-table": (lambda db: _sql(db, "DROP TABLE job_events"), "has no job_events table"),
+    "invalid-json": (
+        lambda db: _sql(
+            db,
+            "PRAGMA ignore_check_constraints = ON",
+            "UPDATE jobs SET spec = '{\"name\": ' WHERE rowid = 7",
+        ),
+        "'s spec is not valid JSON",
+    ),
+    "garbage-wal": (
+        lambda db: db.with_name("jobs.db-wal").write_bytes(random.Random(3).randbytes(9000)),
+        "jobs.db-wal is not a SQLite WAL file",
+    ),
+    "locked": (lambda db: None, "is locked by another process (waited 1 s)"),
+}
+REFUSED = {"no-permission", "newer-schema", "locked"}  # not the file's fault: not repaired
+
+
+def _cli(home: Path, kind: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as its user runs it; for no-permission without root's powers (as root, in
+    a user namespace of its own: a file of mode 0 is unreadable there too)."""
+    env = {**os.environ, "TORCHSHIP_HOME": str(home), "TORCHSHIP_BUSY_TIMEOUT_S": "1"}
+    argv = [sys.executable, "-m", "torchship", *args]
+    if kind == "no-permission" and os.geteuid() == 0:
+        if subprocess.run(["unshare", "--user", "true"], check=False).returncode != 0:
+            pytest.skip("root reads any file, and no user namespace drops that here")
+        argv = ["unshare", "--user", *argv]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@contextmanager
+def _damaged(home: Path, kind: str) -> Iterator[Path]:
+    """A real store, damaged that way; for `locked`, held by another process meanwhile."""
+    db = _real_store(home)
+    DAMAGE[kind][0](db)
+    holder = None
+    if kind == "locked":  # an exclusive lock that outlasts the busy timeout
+        code = (
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            "c.execute('PRAGMA locking_mode = EXCLUSIVE'); c.execute('BEGIN EXCLUSIVE');"
+            "c.execute(\"UPDATE jobs SET name = 'x'\"); print('held', flush=True); time.sleep(60)"
+        )
+        holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE)
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+    try:
+        yield db
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_a_damaged_store_is_named_with_a_hint_never_a_traceback(tmp_path: Path, kind: str) -> None:
+    """7 of these 11 ended in 'internal error … report the traceback' (and a garbage WAL was
+    dropped without a word)."""
+    with _damaged(tmp_path / "home", kind):
+        r = _cli(tmp_path / "home", kind, "status")
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 2 and r.stdout == "", r.stdout + r.stderr
+    assert lines[0].startswith("error: ") and DAMAGE[kind][1] in lines[0], lines[0]
+    hint = lines[1]
+    assert hint.startswith("hint: ") and "Traceback" not in r.stderr
+    if kind not in REFUSED:
+        assert "`torchship state check`" in hint and "`torchship state repair`" in hint
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_state_check_says_what_is_wrong_and_repair_keeps_a_copy(tmp_path: Path, kind: str) -> None:
+    home = tmp_path / "home"
+    with _damaged(home, kind) as db:
+        before = db.read_bytes() if db.is_file() and kind != "no-permission" else None
+        check = _cli(home, kind, "state", "check")
+        assert check.returncode == 1 and "✗ " in check.stdout, check.stdout + check.stderr
+        fixed = _cli(home, kind, "state", "repair")
+    if kind in REFUSED:
+        assert fixed.returncode == 2 and ": not repaired" in fixed.stderr, fixed.stderr
+        assert not list(home.glob("jobs.db.damaged-*"))  # untouched
+        return
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    kept = sorted(home.glob("jobs.db.damaged-*"))
+    assert kept and f"kept the damaged store as {kept[0]}" in fixed.stdout
+    if before is not None:
+        assert kept[0].read_bytes() == before  # the damaged file, as it was
+    listed = _cli(home, kind, "status", "--json")
+    assert listed.returncode == 0, listed.stderr
+    recovered = len(json.loads(listed.stdout))
+    print(f"{kind}: {recovered} of 40 jobs recovered; {fixed.stdout.splitlines()[1]}")
+    # a cut file lost its last two pages (8 jobs there); the others held nothing to recover
+    least = {"truncated": 32, "a-directory": 0, "not-a-database": 0}.get(kind, 40)
+    assert recovered >= least
+    assert _cli(home, kind, "state", "check").returncode == 0

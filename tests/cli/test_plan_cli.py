@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import kubernetes_validate
@@ -69,7 +70,8 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     sites = tmp_path / "sites.toml"
     sites.write_text('[[site]]\nname = "this-box"\nkind = "local"\nwait_budget_minutes = 10\n')
     env = {"TORCHSHIP_HOME": str(tmp_path / "home")}
-    job = str(REPO / "examples/quickstart")
+    job = str(tmp_path / "quickstart")  # a copy: the run keeps its checkpoints beside job.toml
+    shutil.copytree(REPO / "examples/quickstart", job)
     r = run_cli("run", job, "--site", "auto", "--sites", str(sites), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("status", "--json", env=env)
@@ -88,12 +90,15 @@ def test_site_add_validates_and_appends(tmp_path: Path) -> None:
     f = str(tmp_path / "sites.toml")
     r = run_cli("site", "add", "box", "--kind", "local", "--gpu", "A100:4:4", "--sites", f)
     assert r.returncode == 0 and "added box (1 site(s))" in r.stdout, r.stderr
-    cloud = ["--kind", "kubernetes", "--trust", "public", "--gpu", "h100:64:8", "--price", "6.88"]
+    cloud = ["--kind", "kubernetes", "--trust", "public", "--context", "eks", "--gpu", "h100:64:8",
+             "--price", "6.88"]  # fmt: skip
     r = run_cli("site", "add", "aws", *cloud, "--sites", f)
     assert r.returncode == 2 and "needs its date and source" in r.stderr  # nothing written
     dated = ["--price-as-of", "2025-06-01", "--price-source", "AWS on-demand, us-east-1"]
-    r = run_cli("site", "add", "aws", *cloud, *dated, "--sites", f)
+    env = {"KUBECONFIG": str(tmp_path / "no-kubeconfig"), "TORCHSHIP_HOME": str(tmp_path / "h")}
+    r = run_cli("site", "add", "aws", *cloud, *dated, "--sites", f, env=env)
     assert r.returncode == 0, r.stderr
+    assert "warning: aws: cluster not recorded: cannot use kubeconfig context 'eks'" in r.stdout
     r = run_cli("site", "add", "aws", "--kind", "docker", "--sites", f)
     assert r.returncode == 2 and "two sites are named 'aws'" in r.stderr
     r = run_cli("site", "add", "k", "--kind", "kubernetes", "--sites", f)

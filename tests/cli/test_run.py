@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 from torchship.backends.supervise import job_pids
 
 pytest.importorskip("torch", reason="local runs start torchrun (pip install -e '.[dev]')")
@@ -113,22 +114,54 @@ def test_preflight_refuses_a_gpu_job_here_and_dry_run_shows_the_plan(
     assert "-m torch.distributed.run --nnodes=1 --nproc-per-node=2" in d.stdout
 
 
-def test_lost_supervisor_is_reconciled_as_lost(tmp_path: Path, home: dict[str, str]) -> None:
+def _training(tmp_path: Path, home: dict[str, str]) -> tuple[str, Path, dict[str, object]]:
+    """A detached reference job, once both workers train: (job id, run folder, supervisor.json)."""
     r = run_cli("run", str(job_file(tmp_path, 100_000)), "--detach", env=home)
     assert r.returncode == 0, r.stderr
     (job,) = status(home)  # type: ignore[misc]
     run_dir = Path(home["TORCHSHIP_HOME"]) / "runs" / job["id"]
-    deadline = time.time() + 30
-    while not (run_dir / "supervisor.json").exists():
-        assert time.time() < deadline
+    deadline = time.time() + 60
+    while "step 10/" not in run_cli("logs", job["id"], env=home).stdout:
+        assert time.time() < deadline, run_cli("logs", job["id"], env=home).stdout
+        time.sleep(0.2)
+    # supervisor, torchrun and two workers (and the supervisor's reaper)
+    assert len(job_pids(job["id"])) >= 4, job_pids(job["id"])
+    return job["id"], run_dir, json.loads((run_dir / "supervisor.json").read_text())
+
+
+def test_killed_supervisor_takes_its_workers_with_it(tmp_path: Path, home: dict[str, str]) -> None:
+    """Killing the supervisor left torchrun and the workers training while `status` said
+    `lost` forever."""
+    job_id, _, sup = _training(tmp_path, home)
+    os.kill(int(sup["pid"]), signal.SIGKILL)  # the supervisor dies without writing exit.json
+    t0 = time.monotonic()
+    while job_pids(job_id):
+        assert time.monotonic() - t0 < 10, job_pids(job_id)
         time.sleep(0.05)
-    sup = json.loads((run_dir / "supervisor.json").read_text())
-    os.kill(sup["pid"], signal.SIGKILL)  # the supervisor dies without writing exit.json
-    time.sleep(0.3)
-    assert status(home, job["id"])["state"] == "lost"  # type: ignore[index]
-    c = run_cli("cancel", job["id"], env=home)  # ends the orphaned torchrun and workers
-    assert c.returncode == 0, c.stderr
-    assert job_pids(job["id"]) == []
+    print(f"no process of the job left {time.monotonic() - t0:.2f} s after SIGKILL")
+    seen = status(home, job_id)
+    assert seen["state"] == "failed"  # type: ignore[index]
+    reason = seen["events"][-1]["detail"]["reason"]  # type: ignore[index]
+    assert f"its supervisor (pid {sup['pid']}) died" in reason and "were stopped" in reason
+
+
+def test_status_checks_the_processes_before_it_says_lost(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    """With its reaper killed too, the job's workers still train: `status` says so (not
+    `lost`), and `cancel` ends them."""
+    job_id, _, sup = _training(tmp_path, home)
+    for pid in (sup.get("reaper"), sup["pid"]):
+        if pid is not None:
+            os.kill(int(pid), signal.SIGKILL)  # type: ignore[call-overload]
+    time.sleep(0.5)
+    seen = status(home, job_id)
+    assert seen["state"] == "running", seen  # type: ignore[index]
+    assert "its supervisor is gone but 3 of its processes still run" in str(seen)
+    c = run_cli("cancel", job_id, env=home)
+    assert c.returncode == 0 and f"job {job_id} cancelled" in c.stdout, c.stdout + c.stderr
+    assert job_pids(job_id) == []
+    assert status(home, job_id)["state"] == "cancelled"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(
@@ -166,3 +199,52 @@ def test_command_job_runs_under_torchrun(tmp_path: Path, home: dict[str, str]) -
     path.write_text('[job]\ncommand = ["python", "-c", "raise SystemExit(7)"]\n')
     bad = run_cli("run", str(path), env=home)
     assert bad.returncode == 1 and " failed on local://" in bad.stdout
+
+
+def test_history_is_right_running_recorded_end_when_it_ended_program_exit_code(
+    tmp_path: Path, home: dict[str, str]
+) -> None:
+    """A followed run never recorded `running`; a job's end was when `status` noticed; a
+    failing job reported torchrun's exit code (1), not its program's (3 here, on rank 1)."""
+    path = tmp_path / "fails" / "job.toml"
+    path.parent.mkdir()
+    path.write_text(
+        '[job]\nprocesses_per_node = 2\ncommand = ["python", "-c", "import os, sys, time; '
+        "time.sleep(2); sys.exit(3 if os.environ['RANK'] == '1' else 0)\"]\n"
+    )
+    r = run_cli("run", str(path), env=home)
+    assert r.returncode == 1 and "(exit code 3)" in r.stdout, r.stdout + r.stderr
+    (job,) = status(home)  # type: ignore[misc]
+    assert (job["state"], job["exit_code"]) == ("failed", 3)
+    detail = status(home, job["id"])
+    events = detail["events"]  # type: ignore[index]
+    assert [e["state"] for e in events] == ["submitted", "pending", "running", "failed"]
+    assert "exit code 3 (rank 1" in events[-1]["detail"]["reason"]
+    ended = json.loads(
+        (Path(home["TORCHSHIP_HOME"]) / "runs" / job["id"] / "exit.json").read_text()
+    )
+    time.sleep(1.5)  # asked later: the end stays when the job ended
+    again = status(home, job["id"])
+    assert again["updated_at"] == events[-1]["at"] == ended["ended_at"]  # type: ignore[index]
+
+
+def test_quickstart_killed_then_run_again_resumes(tmp_path: Path, home: dict[str, str]) -> None:
+    """The quickstart's relative checkpoint_dir lived in each run's folder, so a re-run after
+    SIGKILL restarted at step 0. Its job file as written (without its lock: no sync here)."""
+    proj = tmp_path / "quickstart"
+    proj.mkdir()
+    shutil.copy(REPO / "examples/quickstart/job.toml", proj / "job.toml")
+    r = run_cli("run", str(proj), "--detach", env=home, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (job,) = status(home)  # type: ignore[misc]
+    runs = Path(home["TORCHSHIP_HOME"]) / "runs"
+    deadline = time.time() + 120
+    while not [*proj.glob("checkpoints/step-*.pt"), *runs.glob("*/checkpoints/step-*.pt")]:
+        assert time.time() < deadline, run_cli("logs", job["id"], env=home).stdout
+        time.sleep(0.02)
+    for pid in job_pids(job["id"]):  # everything of the job at once, as a crash would
+        os.kill(pid, signal.SIGKILL)
+    again = run_cli("run", str(proj / "job.toml"), env=home, cwd=REPO)  # from another folder
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resumed from step 20" in again.stdout or "resumed from step 40" in again.stdout
+    assert "step 60/60" in again.stdout

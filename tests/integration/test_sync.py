@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,15 +283,17 @@ def test_readme_first_command_in_a_fresh_venv_whatever_pypi_released(tmp_path: P
         "TORCHSHIP_HOME": str(tmp_path / "home"),
         "PATH": f"{venv}/bin:{os.environ['PATH']}",
     }
+    project = tmp_path / "quickstart"  # a copy: the run writes its checkpoints beside job.toml
+    shutil.copytree(QUICKSTART, project, ignore=shutil.ignore_patterns("checkpoints"))
     run = subprocess.run(
-        ["torchship", "run", str(QUICKSTART)],
+        ["torchship", "run", str(project)],
         capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "succeeded on local://" in run.stdout and "preflight: 0 error(s)" in run.stdout
     code = "import filelock, numpy; print(filelock.__version__, numpy.__version__)"
     seen = subprocess.run(
-        ["torchship", "exec", "--local", str(QUICKSTART), "--", "python", "-c", code],
+        ["torchship", "exec", "--local", str(project), "--", "python", "-c", code],
         capture_output=True, text=True, env=env, timeout=300, check=True,
     )  # fmt: skip
     assert seen.stdout.split() == [locked["filelock"], locked["numpy"]]

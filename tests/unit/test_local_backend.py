@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import stat
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 from tests.unit.test_doctor_checks import HEALTHY
-from torchship.backends.base import parse_handle
+from torchship.backends.base import Request, parse_handle
 from torchship.backends.local import LocalBackend, LocalOptions
 from torchship.backends.preflight import blocking, preflight
+from torchship.backends.supervise import job_pids
 from torchship.doctor.facts import Facts, GPUFact
 from torchship.errors import UsageError
 from torchship.lock import read_lock
@@ -56,7 +63,7 @@ def test_reference_job_plan_is_exact() -> None:
         "--checkpoint-every",
         "20",
         "--checkpoint-dir",
-        f"{run}/checkpoints",
+        f"{REPO}/examples/quickstart/checkpoints",  # relative: to the job file's folder
         "--summary",
         f"{run}/summary.json",
         "--metrics",
@@ -82,11 +89,15 @@ def test_command_job_runs_through_torchrun_with_this_python() -> None:
     assert r.max_runtime_s is None and not any(a.startswith("--max-runtime") for a in r.argv)
 
 
-def test_checkpoint_dir_relative_is_per_run_absolute_is_shared() -> None:
+def test_checkpoint_dir_relative_to_the_job_file_absolute_as_is_unset_per_run() -> None:
+    """A relative checkpoint_dir was per run, so a re-run restarted at step 0."""
     rel = LocalBackend(OPTS).plan(job(checkpoint_dir="ck"), None, "j")
-    assert rel.env["TORCHSHIP_CHECKPOINT_DIR"] == "/data/ts/runs/j/ck"
+    assert rel.env["TORCHSHIP_CHECKPOINT_DIR"] == "/proj/ck"  # the job file is /proj/job.toml
+    assert rel.argv[rel.argv.index("--checkpoint-dir") + 1] == "/proj/ck"
     ab = LocalBackend(OPTS).plan(job(checkpoint_dir="/scratch/ck"), None, "j")
     assert ab.env["TORCHSHIP_CHECKPOINT_DIR"] == "/scratch/ck"
+    unset = LocalBackend(OPTS).plan(job(), None, "j")
+    assert unset.env["TORCHSHIP_CHECKPOINT_DIR"] == "/data/ts/runs/j/checkpoints"
 
 
 def test_job_env_wins_over_defaults() -> None:
@@ -180,3 +191,51 @@ def test_missing_data_torch_and_lock() -> None:
     assert codes(job(), no_torch)["torch-missing"] == "error"
     assert codes(job(), CPU_BOX, None) == {"no-lock": "warning"}
     assert not blocking(preflight(job(), None, CPU_BOX))
+
+
+def test_apply_of_a_job_already_started_starts_nothing(tmp_path: Path) -> None:
+    """A retry after a client died between starting a job and recording it: one job runs."""
+    job_id = f"j-{uuid.uuid4().hex[:8]}"
+    request = Request(
+        site="local",
+        kind="local",
+        job_id=job_id,
+        text="sleep 30",
+        argv=("sleep", "30"),
+        env={"TORCHSHIP_JOB_ID": job_id},
+        run_dir=str(tmp_path / job_id),
+    )
+    be = LocalBackend(dataclasses.replace(OPTS, home=tmp_path))
+    try:
+        handles = {be.apply(request), be.apply(request)}
+        assert handles == {f"local://box/{job_id}"} and len(job_pids(job_id)) == 1
+    finally:
+        for pid in job_pids(job_id):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o022])
+def test_run_folders_and_their_files_are_private_under_any_umask(tmp_path: Path, mask: int) -> None:
+    """request.json (it holds [job.env]), the log and the supervisor's records were 0644
+    whatever the umask, in folders the umask left open to all."""
+    job_id = f"j-{uuid.uuid4().hex[:8]}"
+    home = tmp_path / "home"  # made by the run
+    run = home / "runs" / job_id
+    argv = (sys.executable, "-m", "torchship.backends.supervise", "--run-dir", str(run))
+    argv += ("--job-id", job_id, "--no-gpu-samples", "--", sys.executable, "-c", "pass")
+    env = {"TORCHSHIP_JOB_ID": job_id, "API_TOKEN": "s3cret"}
+    request = Request("local", "local", job_id, "API_TOKEN=s3cret …", argv, env, None, str(run))
+    old = os.umask(mask)
+    try:
+        LocalBackend(dataclasses.replace(OPTS, home=home)).apply(request)
+        deadline = time.time() + 60
+        while not (run / "exit.json").exists():
+            assert time.time() < deadline, (run / "log").read_text()
+            time.sleep(0.05)
+    finally:
+        os.umask(old)
+    assert "s3cret" in (run / "request.json").read_text()
+    for folder in (home, home / "runs", run):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in run.iterdir()}
+    assert modes == dict.fromkeys(("request.json", "log", "supervisor.json", "exit.json"), 0o600)

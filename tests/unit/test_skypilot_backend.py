@@ -35,7 +35,7 @@ def test_the_request_is_the_task_and_the_exact_launch(tmp_path: Path) -> None:
     launch = ["/opt/sky/bin/sky", "launch", "--yes", "--down", "--cluster", "ts-0ab1", task_file]
     assert r.argv[-7:] == tuple(launch)
     assert r.argv[:3] == ("/venv/bin/python", "-m", "torchship.backends.supervise")
-    assert "--no-gpu-samples" in r.argv[: -len(launch)]  # this machine's GPUs are not the job's
+    assert "--remote" in r.argv[: -len(launch)]  # no GPU samples here, no reaper, sky's codes
     assert r.text.endswith(f"# {' '.join(launch)}\n")
     task = yaml.safe_load(r.text)
     assert task["resources"]["image_id"].startswith("docker:registry.example/ml/pytorch-cuda:")

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from torchship.errors import UsageError
-from torchship.state import SCHEMA_VERSION, JobStore, StoreError
+from torchship._atomic import PRIVATE, write_text_atomic
+from torchship.backends.base import Capabilities, Request, SiteStatus
+from torchship.doctor.facts import Facts
+from torchship.errors import TorchshipError, UsageError
+from torchship.jobs import Submission, reconcile, submit
+from torchship.spec.job import JobSpec
+from torchship.state import SCHEMA_VERSION, JobStore, StoreError, owner_id
 
 
 @pytest.fixture
@@ -66,7 +77,7 @@ def test_migrates_an_empty_file_and_refuses_a_newer_one(tmp_path: Path) -> None:
 
 def test_json_columns_are_checked(store: JobStore) -> None:
     with pytest.raises(sqlite3.IntegrityError):
-        store._db.execute(
+        store.db.execute(
             "INSERT INTO jobs (id, key, name, spec, state, created_at, updated_at)"
             " VALUES ('x', 'x', 'x', 'not json', 'submitted', 0, 0)"
         )
@@ -83,3 +94,119 @@ def test_a_reference_is_a_prefix_not_a_pattern_and_ambiguity_is_said(store: JobS
         get_job(store, "01aaaa")
     assert a.id in str(e.value) and b.id in str(e.value) and "more of the id" in e.value.hint
     assert get_job(store, a.id[:-1] + "a") == a
+
+
+# --- idempotent submission that survives a failed or abandoned start (issue 17 item 10) ------
+
+
+class Site:
+    """A site of this test: apply fails while `down` says why; it counts what it started."""
+
+    kind = "fake"
+
+    def __init__(self, down: str | None = None) -> None:
+        self.down = down
+        self.started: list[str] = []
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(kind="fake", multi_node=False, max_nodes=1, gpus=False, remote=True)
+
+    def plan(self, job: JobSpec, lock: object, job_id: str) -> Request:
+        return Request(site="fake", kind="fake", job_id=job_id, text=f"start {job_id}")
+
+    def apply(self, request: Request) -> str:
+        if self.down:
+            raise TorchshipError(self.down, "try again later")
+        self.started.append(request.job_id)
+        return f"fake://here/{request.job_id}"
+
+    def status(self, handle: str) -> SiteStatus:
+        return SiteStatus("running")
+
+    def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
+        return iter(())
+
+    def cancel(self, handle: str) -> None:
+        pass
+
+
+def _submit(tmp_path: Path, store: JobStore, site: Site, key: str) -> Submission:
+    path = tmp_path / "proj" / "job.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text('[job]\ncommand = ["python", "train.py"]\n')
+    return submit(path, "fake", store=store, key=key, backend=site, facts=Facts("probe"))
+
+
+def test_a_failed_apply_is_recorded_and_the_same_key_applies_again(
+    tmp_path: Path, store: JobStore
+) -> None:
+    """A failed apply left the job `submitted` with no handle forever, and a retry with the same
+    key exited 0 without starting anything."""
+    site = Site(down="the site is down")
+    with pytest.raises(TorchshipError, match="the site is down"):
+        _submit(tmp_path, store, site, "nightly")
+    (job,) = store.jobs()
+    assert (job.state, job.handle) == ("failed", None)
+    assert store.events(job.id)[-1].detail == {"reason": "apply failed: the site is down"}
+    site.down = None
+    sub = _submit(tmp_path, store, site, "nightly")
+    assert sub.created and sub.job is not None and sub.job.id == job.id
+    assert (sub.job.state, sub.job.handle) == ("pending", f"fake://here/{job.id}")
+    assert site.started == [job.id]
+    again = _submit(tmp_path, store, site, "nightly")  # started now: the key starts nothing more
+    assert not again.created and site.started == [job.id] and len(store.jobs()) == 1
+
+
+def test_a_submission_whose_process_died_before_apply_is_applied_by_the_retry(
+    tmp_path: Path, store: JobStore
+) -> None:
+    """Recorded, then the CLI died before apply: the same key must start it, once."""
+    job, _ = store.submit("k-dead", "train", {}, site="fake")  # no claim: a store of before
+    site = Site()
+    sub = _submit(tmp_path, store, site, "k-dead")
+    assert sub.created and site.started == [job.id] and sub.job is not None
+    assert sub.job.handle == f"fake://here/{job.id}"
+    # a claim whose process has ended is abandoned too; reconcile says so instead of waiting
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    owner = f"{socket.gethostname()}:{ended.stdout.strip()}"
+    gone, _ = store.submit("k-gone", "train", {}, site="fake", owner=owner)
+    seen = reconcile(store, gone)
+    assert seen.state == "failed" and "ended before it started" in str(
+        store.events(gone.id)[-1].detail
+    )
+    assert _submit(tmp_path, store, site, "k-gone").created and site.started[-1] == gone.id
+
+
+def test_a_submission_being_applied_now_is_not_applied_twice(
+    tmp_path: Path, store: JobStore
+) -> None:
+    job, _ = store.submit("k-live", "train", {}, site="fake", owner=owner_id())  # this process
+    site = Site()
+    sub = _submit(tmp_path, store, site, "k-live")
+    assert not sub.created and site.started == [] and sub.job is not None
+    assert sub.job.state == "submitted" and reconcile(store, sub.job).state == "submitted"
+    assert store.claim(job.id, "elsewhere:1") is None  # its owner lives: not claimable
+
+
+@pytest.mark.parametrize("mask", [0o077, 0o022])
+def test_the_store_is_private_and_plain_files_respect_the_umask(tmp_path: Path, mask: int) -> None:
+    """jobs.db (specs with their [job.env]) was 0644, and atomic writes forced 0644."""
+    old = os.umask(mask)
+    try:
+        with JobStore(tmp_path / "home" / "jobs.db") as s:
+            s.submit("k", "train", {"env": {"API_TOKEN": "s3cret"}})
+            files = [s.path, *(s.path.with_name(s.path.name + x) for x in ("-wal", "-shm"))]
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+        write_text_atomic(tmp_path / "plain.txt", "x")
+        write_text_atomic(tmp_path / "secret.txt", "x", PRIVATE)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "home").stat().st_mode) == 0o700
+    assert modes == {"jobs.db": 0o600, "jobs.db-wal": 0o600, "jobs.db-shm": 0o600}
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "secret.txt").stat().st_mode) == 0o600

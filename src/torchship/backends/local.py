@@ -4,11 +4,14 @@ environment synced for this machine (torchship.env), or with --no-sync in the cu
 plan() is pure: it turns (job, lock, job id) into the exact command, environment and folder.
 apply() starts the supervisor (torchship.backends.supervise) in a session of its own, its
 output going to <data dir>/runs/<job id>/log. The run folder is the site's truth:
-supervisor.json (a live pid) means running, exit.json says how it ended, neither means lost.
+supervisor.json (a live pid) means running, exit.json says how it ended; neither means
+running while processes of the job remain (found by TORCHSHIP_JOB_ID), lost when none does.
+Files there are 0600 in a 0700 folder (less the umask): the plan holds the job's environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -22,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchship._atomic import write_text_atomic
+from torchship._atomic import PRIVATE, append_private, private_dir, write_text_atomic
 from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
-from torchship.backends.supervise import job_pids
+from torchship.backends.supervise import LOG, job_pids
 from torchship.errors import UsageError
 from torchship.launch import job_env, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
@@ -73,7 +76,7 @@ class LocalBackend:
         argv = torchrun_argv(o.python, job, job_id)
         cwd = run
         if job.command is None:
-            argv += workload_argv(job, run)
+            argv += workload_argv(job, run, here=True)
         else:
             cmd = [o.python if c in PYTHONS and i == 0 else c for i, c in enumerate(job.command)]
             argv += ["--no-python", *cmd]
@@ -82,7 +85,7 @@ class LocalBackend:
         sup = [o.supervisor or o.python, "-m", "torchship.backends.supervise", "--run-dir"]
         sup += [str(run), "--job-id", job_id]
         sup += [*([f"--max-runtime-s={max_s:g}"] if max_s else []), "--"]
-        env = {**o.env, **job_env(job, job_id, run)}
+        env = {**o.env, **job_env(job, job_id, run, here=True)}
         # assignments keep their name bare (a quoted `'K=v'` is a command, not an assignment)
         assignments = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         text = f"cd {shlex.quote(str(cwd))} && {assignments} {shlex.join(argv)}".replace(
@@ -102,7 +105,9 @@ class LocalBackend:
 
     def apply(self, request: Request) -> str:
         run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
-        self._children.append(start_supervised(request, run, self.options.unset))
+        if not started(run, request.job_id):  # else: a retry after a client died between
+            # starting the job and recording it: the job runs, once
+            self._children.append(start_supervised(request, run, self.options.unset))
         return f"{SCHEME}://{self.options.host}/{request.job_id}"
 
     def _run(self, handle: str) -> tuple[str, Path]:
@@ -120,21 +125,30 @@ class LocalBackend:
         job_id, run = self._run(handle)
         ended = read_json(run / "exit.json")
         if ended is not None:
-            return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""))
+            at = ended.get("ended_at")
+            return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""),
+                              at if isinstance(at, int | float) else None)  # fmt: skip
         sup = read_json(run / "supervisor.json")
         if sup is not None and supervisor_alive(int(sup["pid"]), job_id):
             return SiteStatus("running")
         if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
             return SiteStatus("pending", reason="starting")
+        left = [p for p in job_pids(job_id) if sup is None or p != sup.get("reaper")]
+        if left:  # its processes outlived it (its reaper stops them, or was killed too)
+            return SiteStatus(
+                "running",
+                reason=f"its supervisor is gone but {len(left)} of its processes still run "
+                f"(pids {' '.join(map(str, sorted(left)[:8]))}); `torchship cancel` ends them",
+            )
         return SiteStatus(
             "lost",
-            reason="its supervisor ended without recording an exit (killed, or the machine "
-            "restarted)",
+            reason="its supervisor ended without recording an exit and none of its processes "
+            "runs (killed, or the machine restarted)",
         )
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         _, run = self._run(handle)
-        return read_log(run / "log", follow, lambda: self.status(handle).state)
+        return read_log(run / LOG, follow, lambda: self.status(handle).state)
 
     def cancel(self, handle: str) -> None:
         job_id, run = self._run(handle)
@@ -142,13 +156,25 @@ class LocalBackend:
         if st.state in ("succeeded", "failed", "cancelled"):
             return
         sup = read_json(run / "supervisor.json")
-        if st.state == "running" and sup is not None:
-            os.kill(int(sup["pid"]), signal.SIGTERM)  # the supervisor stops the job, records it
-            return
-        for pid in job_pids(job_id):  # lost: no supervisor to ask; end what is left
-            os.kill(pid, signal.SIGKILL)
-        record = {"state": "cancelled", "exit_code": None, "reason": "cancelled after loss"}
-        write_text_atomic(run / "exit.json", json.dumps({**record, "ended_at": time.time()}))
+        if sup is not None and supervisor_alive(int(sup["pid"]), job_id):
+            with contextlib.suppress(ProcessLookupError):  # else it ended just now: sweep
+                os.kill(int(sup["pid"]), signal.SIGTERM)  # it stops the job and records it
+                return
+        killed = 0
+        for pid in job_pids(job_id):  # no supervisor to ask: end what is left
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        why = f"cancelled without its supervisor ({killed} process(es) killed)"
+        record = {"state": "cancelled", "exit_code": None, "reason": why, "ended_at": time.time()}
+        if not (run / "exit.json").exists():
+            write_text_atomic(run / "exit.json", json.dumps(record), PRIVATE)
+
+
+def started(run: Path, job_id: str) -> bool:
+    """The job was started here before: its supervisor wrote its files, or its processes run."""
+    done = (run / "supervisor.json").exists() or (run / "exit.json").exists()
+    return done or bool(job_pids(job_id))
 
 
 def start_supervised(
@@ -157,9 +183,9 @@ def start_supervised(
     """Start request.argv (the supervisor and its command) in a session of its own, its output
     going to RUN/log, with the request recorded beside it; `unset` names variables of this
     process it does not inherit."""
-    run.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2))
-    with open(run / "log", "ab") as log:
+    private_dir(run)  # the plan holds the job's environment: 0700 folder, 0600 files
+    write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2), PRIVATE)
+    with append_private(run / LOG) as log:
         return subprocess.Popen(
             request.argv,
             cwd=request.cwd,

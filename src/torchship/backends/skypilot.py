@@ -38,6 +38,8 @@ from torchship.backends.base import (
     Capabilities,
     Request,
     SiteStatus,
+    admit,
+    data_classes,
     last_line,
     parse_handle,
 )
@@ -134,7 +136,9 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
     }
     if job.gpus_per_node:
         resources["accelerators"] = {accelerator(job, site): job.gpus_per_node}
-    if site.region:
+    if site.infra:  # where SkyPilot may run it: a private site names its own cluster or pool
+        resources["infra"] = site.infra
+    elif site.region:
         resources["region"] = site.region
     if job.cpus:
         resources["cpus"] = f"{job.cpus:g}+"
@@ -202,12 +206,21 @@ class SkyPilotBackend:
         launch = launch_command(task_file, cluster_name(job_id), self.sky or "sky")
         text = to_yaml([sky_task(job, lock, job_id, self.site)])
         sup = [self.python, "-m", "torchship.backends.supervise", "--run-dir", str(run),
-               "--job-id", job_id, "--no-gpu-samples", "--"]  # fmt: skip
+               "--job-id", job_id, "--remote", "--"]  # fmt: skip
         return Request(site=self.site.name, kind=self.kind, job_id=job_id,
                        text=f"{text}# {shlex.join(launch)}\n", argv=(*sup, *launch),
-                       run_dir=str(run))  # fmt: skip
+                       run_dir=str(run), data_classes=data_classes(job))  # fmt: skip
 
     def apply(self, request: Request) -> str:
+        if self.site is None:
+            raise UsageError("a SkyPilot job needs its site", "run it with --site auto")
+        admit(request, self.site)
+        if self.site.kube_context:  # SkyPilot on a cluster of ours: the recorded one only
+            from torchship.k8s.apply import connect
+            from torchship.k8s.identity import check_site, identity_of
+
+            ctx = self.site.kube_context
+            check_site(self.site.name, ctx, self.site.trust, identity_of(connect(ctx)))
         if self.sky is None:
             raise UsageError(
                 "SkyPilot is not installed here (no `sky` on PATH)",

@@ -4,9 +4,20 @@
 
 It starts CMD (torchrun), records its own pid in D/supervisor.json, and when CMD ends —
 or is cancelled (SIGTERM/SIGINT/SIGHUP to the supervisor) or runs past its time — writes
-D/exit.json atomically: the site's record of how the job ended, which the job store is
-reconciled from. torchrun puts each worker in a session of its own, so stopping a job also
-sweeps every process that carries TORCHSHIP_JOB_ID=ID in its environment.
+D/exit.json atomically: the site's record of how the job ended (with the time it ended), which
+the job store is reconciled from. torchrun puts each worker in a session of its own, so
+stopping a job also sweeps every process that carries TORCHSHIP_JOB_ID=ID in its environment.
+
+The exit code recorded is the program's: when torchrun fails (it exits 1 whatever its workers
+did) the supervisor reads the exit code of the first rank that failed from torchrun's
+ChildFailedError report in the job's log ("Root Cause (first observed failure)").
+
+No orphan training: before anything else the supervisor forks a *reaper*, in a session of its
+own, holding the read end of a pipe only the supervisor writes to. When the supervisor dies
+without recording an exit (SIGKILL, the OOM killer, a crash), the pipe closes; the reaper
+SIGTERMs every process of the job, SIGKILLs what is left after REAP_GRACE_S, and records the
+job failed with the reason. (A parent-death signal would reach torchrun only: its workers are
+in sessions of their own, and prctl's signal is not inherited.)
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,14 +34,23 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from torchship._atomic import write_text_atomic
+from torchship._atomic import PRIVATE, write_text_atomic
 from torchship.monitor import logs
 from torchship.monitor.gpus import GpuReader, open_reader
 from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler, interval_s
 from torchship.monitor.sampler import FILE as GPU_FILE
 
 GRACE_S = 20.0  # torchrun forwards SIGTERM to workers and waits for them (its default is 30 s)
+# Nobody waits for a job whose supervisor died: its processes get a few seconds after SIGTERM
+# (torchrun stops its workers in that time when they end on SIGTERM), then SIGKILL.
+REAP_GRACE_S = 5.0
 POLL_S = 0.2
+LOG = "log"  # the job's output, in the run folder (the local site sends it there)
+# torchrun's report of a failed worker group, as torch.distributed.elastic's ChildFailedError
+# prints it (torch 1.9 to 2.13: https://docs.pytorch.org/docs/stable/elastic/errors.html)
+ROOT_CAUSE = "Root Cause (first observed failure):"
+_FIELD = re.compile(r"^\s*(rank|exitcode)\s*:\s*(-?\d+)", re.MULTILINE)
+TAIL_BYTES = 64 * 1024
 
 
 def job_pids(job_id: str, proc: Path = Path("/proc")) -> list[int]:
@@ -46,10 +67,81 @@ def job_pids(job_id: str, proc: Path = Path("/proc")) -> list[int]:
     return out
 
 
-def kill_all(job_id: str, sig: int) -> None:
-    for pid in job_pids(job_id):
+def kill_all(job_id: str, sig: int, spare: frozenset[int] = frozenset()) -> list[int]:
+    """Send `sig` to every process of the job but those in `spare`; the pids it was sent to."""
+    pids = [p for p in job_pids(job_id) if p not in spare]
+    for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, sig)
+    return pids
+
+
+def program_exit(log: Path, offset: int = 0) -> tuple[int, int | None] | None:
+    """(exit code, rank) of the first rank that failed, from torchrun's report in the log
+    written after `offset`; None when there is none (torchrun itself failed, or no log)."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(offset, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    at = tail.rfind(ROOT_CAUSE)
+    if at < 0:
+        return None
+    fields = {m.group(1): m.group(2) for m in _FIELD.finditer(tail, at)}
+    if "exitcode" not in fields:
+        return None
+    rank = fields.get("rank")
+    return exit_code(int(fields["exitcode"])), None if rank is None else int(rank)
+
+
+def start_reaper(run_dir: Path, job_id: str) -> tuple[int, int]:
+    """Fork the reaper (see the module's docstring): (its pid, the pipe's write end, which the
+    supervisor keeps open for as long as it lives)."""
+    read_end, write_end = os.pipe()  # not inheritable: torchrun and its workers never hold it
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid:
+        os.close(read_end)
+        return pid, write_end
+    code = 0
+    try:  # the reaper: only os-level work until it exits, never back into the caller
+        os.close(write_end)
+        os.setsid()  # a kill of the supervisor's process group does not reach it
+        while os.read(read_end, 1):
+            pass
+        reap(run_dir, job_id, os.getppid())
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def reap(run_dir: Path, job_id: str, parent: int) -> None:
+    """The supervisor is gone: when it recorded no exit, stop the job's processes and say so."""
+    if (run_dir / "exit.json").exists():
+        return  # it ended the job itself
+    sup = _read_pid(run_dir / "supervisor.json")
+    stopped = kill_all(job_id, signal.SIGTERM)
+    deadline = time.monotonic() + REAP_GRACE_S
+    while job_pids(job_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    kill_all(job_id, signal.SIGKILL)
+    reason = (
+        f"its supervisor (pid {sup or parent}) died without recording an exit (killed, or "
+        f"crashed); its {len(stopped)} process(es) were stopped"
+    )
+    if not (run_dir / "exit.json").exists():
+        record = {"state": "failed", "exit_code": None, "reason": reason, "ended_at": time.time()}
+        write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n", PRIVATE)
+    say(f"job {job_id} failed: {reason}", "end", state="failed", reason=reason)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text("utf-8"))["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def exit_code(returncode: int) -> int:
@@ -57,7 +149,7 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def stop(child: subprocess.Popen[bytes], job_id: str) -> None:
+def stop(child: subprocess.Popen[bytes], job_id: str, spare: frozenset[int]) -> None:
     if child.poll() is None:
         child.send_signal(signal.SIGTERM)
         try:
@@ -65,7 +157,7 @@ def stop(child: subprocess.Popen[bytes], job_id: str) -> None:
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-    kill_all(job_id, signal.SIGKILL)
+    kill_all(job_id, signal.SIGKILL, spare)
 
 
 def say(msg: str, event: str, **fields: object) -> None:
@@ -81,9 +173,17 @@ def supervise(
     cmd: list[str],
     gpus: GpuReader | None = None,
     sample_s: float = DEFAULT_INTERVAL_S,
+    reaper: bool = False,
+    remote: bool = False,
 ) -> int:
-    """Run `cmd` to its end; with `gpus`, sample them into run_dir/gpus.jsonl meanwhile."""
+    """Run `cmd` to its end; with `gpus`, sample them into run_dir/gpus.jsonl meanwhile; with
+    `reaper`, fork the reaper first (the command line does; a test in-process does not). A
+    failing torchrun's code is replaced by the failed program's, unless `remote`: the command
+    is a launcher of a job that runs elsewhere, whose own codes mean something (`sky launch`:
+    100 failed, 103 cancelled)."""
     cancelled: list[str] = []
+    reaper_pid, _keep_open = start_reaper(run_dir, job_id) if reaper else (None, None)
+    spare = frozenset() if reaper_pid is None else frozenset({reaper_pid})
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         cancelled.append(signal.Signals(signum).name)
@@ -91,9 +191,10 @@ def supervise(
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, on_signal)
     started = time.time()
-    info = {"pid": os.getpid(), "started_at": started, "argv": cmd}
-    write_text_atomic(run_dir / "supervisor.json", json.dumps(info) + "\n")
+    info = {"pid": os.getpid(), "started_at": started, "argv": cmd, "reaper": reaper_pid}
+    write_text_atomic(run_dir / "supervisor.json", json.dumps(info) + "\n", PRIVATE)
     say(f"job {job_id} started: {' '.join(cmd[:4])} …", "start")
+    log_at = _size(run_dir / LOG)  # torchrun's report is looked for in what it writes
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     sampler = Sampler(gpus, run_dir / GPU_FILE, job_id, sample_s).start() if gpus else None
     reason = ""
@@ -104,21 +205,40 @@ def supervise(
             reason = f"ran past its max runtime ({max_runtime_s / 60:g} min)"
         if reason:
             say(f"stopping job {job_id}: {reason}", "stopping", reason=reason)
-            stop(child, job_id)
+            stop(child, job_id, spare)
             break
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(POLL_S)
-    kill_all(job_id, signal.SIGKILL)  # orphaned workers, if torchrun itself was killed
+    ended_at = time.time()
+    kill_all(job_id, signal.SIGKILL, spare)  # orphaned workers, if torchrun itself was killed
     if sampler is not None:
         sampler.stop()
     code = exit_code(child.returncode)
     state = "cancelled" if cancelled else ("succeeded" if code == 0 and not reason else "failed")
-    reason = reason or ("" if code == 0 else f"exit code {code}")
-    record = {"state": state, "exit_code": code, "reason": reason, "ended_at": time.time()}
-    write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n")
+    if code and not reason and not remote:
+        code, reason = _program_code(code, run_dir / LOG, log_at)
+    record = {"state": state, "exit_code": code, "reason": reason, "ended_at": ended_at}
+    write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n", PRIVATE)
     say(f"job {job_id} {state}" + (f": {reason}" if reason else ""), "end", state=state,
         exit_code=code, reason=reason)  # fmt: skip
     return code
+
+
+def _program_code(code: int, log: Path, offset: int) -> tuple[int, str]:
+    """The program's exit code and the reason, when torchrun says which rank failed how."""
+    found = program_exit(log, offset)
+    if found is None or found[0] == 0:
+        return code, f"exit code {code}"
+    program, rank = found
+    where = "" if rank is None else f" (rank {rank}; torchrun exited {code})"
+    return program, f"exit code {program}{where}"
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +246,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True, type=Path)
     p.add_argument("--job-id", required=True)
     p.add_argument("--max-runtime-s", type=float)
-    p.add_argument("--no-gpu-samples", action="store_true",
-                   help="the job runs elsewhere (SkyPilot): no GPU samples here")  # fmt: skip
+    p.add_argument("--no-gpu-samples", action="store_true", help="no GPU samples here")
+    p.add_argument("--remote", action="store_true",
+                   help="the command launches the job elsewhere (sky launch): no GPU samples, no "
+                   "reaper (the job outlives this client), the launcher's exit code")  # fmt: skip
     p.add_argument("cmd", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     if not cmd:
         p.error("no command after --")
-    gpus = None if a.no_gpu_samples else open_reader()[0]  # no NVML: no samples (the report
-    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s())  # says so)
+    # no NVML: no samples (the report says why)
+    gpus = None if a.no_gpu_samples or a.remote else open_reader()[0]
+    return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s(),
+                     reaper=not a.remote, remote=a.remote)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from torchship.jobs import get_job, logs
+from torchship.jobs import follow, get_job, logs
 from torchship.state import JobStore
 
 
@@ -20,7 +20,9 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     with JobStore() as store:
         job = get_job(store, args.job)
-    for line in logs(job, follow=args.follow):
-        sys.stdout.write(line)
-        sys.stdout.flush()
+        # following: the store learns the job runs as its lines come (jobs.follow)
+        lines = (x for x, _ in follow(store, job)) if args.follow else logs(job)
+        for line in lines:
+            sys.stdout.write(line)
+            sys.stdout.flush()
     return 0

@@ -13,7 +13,7 @@ from torchship.jobs import (
     PreflightError,
     Submission,
     cancel,
-    logs,
+    follow,
     submit,
     wait,
     workload_summary,
@@ -119,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
             if sub.environment:
                 print(f"environment {sub.environment}")
             print(findings_text(sub.findings))
-            verb = "started" if sub.created else "already submitted with this key"
-            print(f"job {sub.job.id} {verb}: {sub.job.handle}", flush=True)
+            print(f"job {sub.job.id} {_verb(sub)}: {sub.job.handle or '-'}", flush=True)
         if args.detach or not sub.created:
             if args.json:
                 print_json(_json(sub, sub.job))
@@ -128,12 +127,22 @@ def run(args: argparse.Namespace) -> int:
         return _follow(store, sub, args.json)
 
 
+def _verb(sub: Submission) -> str:
+    assert sub.job is not None
+    if sub.created:
+        return "started"
+    if sub.job.state == "submitted" and not sub.job.handle:
+        return f"is being started by another process ({sub.job.claimed_by})"
+    return "already submitted with this key"
+
+
 def _follow(store: JobStore, sub: Submission, as_json: bool) -> int:
     assert sub.job is not None
     started = time.time()
     job = sub.job
     try:
-        for line in logs(job, follow=True):
+        for line, seen in follow(store, job):
+            job = seen
             if not as_json:
                 sys.stdout.write(line)
                 sys.stdout.flush()
