@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ class FakeKube:
         self.missing_groups: set[str] = set()  # API groups the cluster lacks (no CRD)
         self.forbidden: set[str] = set()  # HTTP methods answered 403
         self.requests: list[tuple[str, str]] = []
+        self.uid = str(uuid.uuid4())  # kube-system's UID: the cluster's own identity
+        self.uid_readable = True  # False: this user may not read namespaces (403)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -99,6 +102,12 @@ class FakeKube:
                 seg = parts.path.strip("/").split("/")
                 if seg[0] == "apis" and seg[1] in fake.missing_groups:
                     return self._status(404, "NotFound")
+                if parts.path == "/api/v1/namespaces/kube-system":
+                    if not fake.uid_readable:
+                        return self._status(403, "Forbidden")
+                    ns = {"kind": "Namespace", "apiVersion": "v1",
+                          "metadata": {"name": "kube-system", "uid": fake.uid}}  # fmt: skip
+                    return self._send(200, ns)
                 if parts.path == "/api/v1/nodes":
                     return self._send(200, {"kind": "NodeList", "items": fake.nodes})
                 if seg[:2] == ["api", "v1"] and len(seg) >= 5 and seg[4] == "pods":

@@ -8,6 +8,7 @@ site for the truth and records any change as a state transition.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import time
@@ -134,12 +135,25 @@ def submit(
         owner=owner,
     )
     if not created:  # the same key again: the job it started, untouched, unless it never started
+        same_job(job, spec, site, key or job_id)
         retry = store.claim(job.id, owner)
         if retry is None:  # started, or being started by another process right now
             return Submission(spec, request, findings, lock_path, job, False, environment)
         job, request = retry, backend.plan(spec, lock, retry.id)
     job = apply(store, job, backend, request)
     return Submission(spec, request, findings, lock_path, job, True, environment)
+
+
+def same_job(job: Job, spec: JobSpec, site: str, key: str) -> None:
+    """A key names one job: a retry with another job file, or placed on another kind of
+    site, would run something else under the first job's record."""
+    now = json.loads(json.dumps({**asdict(spec), "source": None}))
+    if {**job.spec, "source": None} != now or job.site != site:
+        what = "the job file changed" if job.site == site else f"now placed on {site}"
+        raise UsageError(
+            f"key {key!r} belongs to job {job.id} ({job.name} on {job.site}); {what}",
+            "use a new --key for a different job, or run the same file again",
+        )
 
 
 def apply(store: JobStore, job: Job, backend: Backend, request: Request) -> Job:

@@ -7,8 +7,8 @@
 - Idempotent submission: every job has a unique `key`; submitting the same key again returns the
   existing job, so a client that crashed mid-submit can simply retry. A job that never reached
   its site (no handle: its apply failed, or its client died first) is started by the retry; the
-  client that records or retries a job holds a *claim* on it while it applies (its host and pid,
-  and a lease), so two clients never apply one job at once (see `claim`).
+  client that records or retries a job holds a *claim* on it while it applies (its host, pid and
+  process start time, and a lease), so two clients never apply one job at once (see `claim`).
 - Every state change is an event row with its timestamp, written in the same transaction.
 - Private: the file (0600) and a folder torchship creates for it (0700), less the umask; the
   WAL and shared-memory files take the file's mode (SQLite's unix VFS does that).
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -40,9 +41,10 @@ R = TypeVar("R")
 BUSY_ENV = "TORCHSHIP_BUSY_TIMEOUT_S"
 
 SCHEMA_VERSION = 2
-# How long a claim holds when its owner's liveness cannot be checked (another host): longer than
-# any apply takes (a Kubernetes apply or a SkyPilot launch's start is seconds; a docker run of
-# a local image is seconds). On this host a claim ends as soon as its process does.
+# How long a claim holds when its owner's liveness cannot be checked (another host sharing the
+# store): longer than a remote apply takes (a Kubernetes apply or a SkyPilot launch's start is
+# seconds). On this host the lease does not count: a claim lives exactly as long as its
+# process, so a docker pull of an hour is never taken over by a retry.
 LEASE_S = 600.0
 STATES = ("submitted", "pending", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -177,26 +179,51 @@ def _job(row: sqlite3.Row) -> Job:
     )
 
 
+# A claim's owner: "host:pid", then ":start" where the process's start time is known (Linux).
+_OWNER = re.compile(r"(?P<host>[^:]+):(?P<pid>\d{1,10})(?::(?P<start>\d+))?")
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks since boot (proc(5): /proc/PID/stat field 22,
+    counted after the command name, which may hold spaces and parentheses). With the pid it
+    names one process: a later process given the same pid started later. None without /proc
+    (not Linux) or once the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # from field 3 (state) on
+    return fields[19] if len(fields) > 19 and fields[19].isdigit() else None
+
+
 def owner_id() -> str:
-    """This process, as the owner of a claim: "host:pid"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process, as the owner of a claim: "host:pid:start" ("host:pid" without /proc)."""
+    pid = os.getpid()
+    start = process_start(pid)
+    return f"{socket.gethostname()}:{pid}" + (f":{start}" if start else "")
 
 
 def claim_lives(claimed_by: str | None, claimed_until: float | None, now: float) -> bool:
-    """A claim holds while its lease runs and, on this host, while its process lives (a client
-    that died frees its claim at once; pid reuse within the lease only delays a retry)."""
-    if not claimed_by or claimed_until is None or claimed_until <= now:
+    """On this host a claim lives exactly as long as its process: the pid is alive and, where
+    the claim recorded it, that process started when the claimant did (a reused pid is another
+    process). A claim from another host, whose process cannot be asked, holds while its lease
+    (`claimed_until`) runs."""
+    if not claimed_by:
         return False
-    host, _, pid = claimed_by.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine's process: trust the lease
+    owner = _OWNER.fullmatch(claimed_by)
+    if owner is None or owner["host"] != socket.gethostname():
+        return claimed_until is not None and claimed_until > now
+    pid = int(owner["pid"])
+    if pid <= 0:
+        return False  # kill(0) would ask this process group, not a claimant
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
-        return True  # alive, someone else's
-    return True
+        pass  # alive, someone else's
+    start = process_start(pid)
+    return owner["start"] is None or start is None or start == owner["start"]
 
 
 def abandoned(job: Job, now: float | None = None) -> bool:

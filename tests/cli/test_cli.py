@@ -250,6 +250,41 @@ def test_status_state_filters_on_what_the_site_says_now(
     assert [j["state"] for j in json.loads(capsys.readouterr().out)] == ["running"]
 
 
+def test_status_lists_every_job_when_one_site_cannot_be_asked(tmp_path: Path) -> None:
+    """One job whose site could not be asked (an unreachable cluster, a handle its backend cannot
+    read) failed the whole listing, hiding every other job. Each job is reconciled on its own:
+    that one shows its last recorded state, marked, with one stderr line; `status JOB` still
+    fails on it as before."""
+    from torchship.state import JobStore
+
+    env = {"TORCHSHIP_HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    with JobStore(tmp_path / "jobs.db") as store:
+        done, _ = store.submit("k-done", "finished", {}, site="local")
+        store.transition(done.id, "succeeded", handle=f"local://h/{done.id}", exit_code=0)
+        k8s, _ = store.submit("k-k8s", "on-k8s", {}, site="kubernetes")
+        store.transition(k8s.id, "pending", handle="k8s://nowhere/ns/name")
+        box, _ = store.submit("k-box", "in-docker", {}, site="docker")
+        store.transition(box.id, "running", handle="not a handle")
+        last, _ = store.submit("k-last", "newest", {}, site="local")
+        store.transition(last.id, "cancelled", handle=f"local://h/{last.id}")
+    listed = run_cli("status", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {done.id, k8s.id, box.id, last.id}
+    assert " pending?" in rows[k8s.id] and " running?" in rows[box.id]
+    warnings = listed.stderr.strip().splitlines()
+    assert len(warnings) == 2 and "Traceback" not in listed.stderr
+    assert all(w.startswith("warning: job ") and "last recorded" in w for w in warnings)
+    assert k8s.id in warnings[0] + warnings[1] and "not a Kubernetes handle" in listed.stderr
+    as_json = run_cli("status", "--json", env=env)
+    jobs = {j["id"]: j for j in json.loads(as_json.stdout)}
+    assert as_json.returncode == 0 and len(jobs) == 4
+    assert "not a Kubernetes handle" in jobs[k8s.id]["site_error"]
+    assert jobs[done.id]["site_error"] is None and jobs[k8s.id]["state"] == "pending"
+    one = run_cli("status", k8s.id, env=env)  # the one job: its error, as before
+    assert one.returncode == 2 and "not a Kubernetes handle" in one.stderr
+
+
 # --- a damaged job store (issue 17 item 14) ------------------------------------------------
 
 

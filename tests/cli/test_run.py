@@ -95,6 +95,10 @@ def test_same_key_starts_one_job(tmp_path: Path, home: dict[str, str]) -> None:
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert "already submitted with this key" in second.stdout
     assert len(status(home)) == 1  # type: ignore[arg-type]
+    other = job_file(tmp_path / "other", 12)  # another job under the same key: refused
+    third = run_cli("run", str(other), "--key", "nightly-1", "--detach", env=home)
+    assert third.returncode == 2 and "key 'nightly-1' belongs to job" in third.stderr
+    assert len(status(home)) == 1  # type: ignore[arg-type]
 
 
 def test_preflight_refuses_a_gpu_job_here_and_dry_run_shows_the_plan(

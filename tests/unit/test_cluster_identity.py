@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -25,7 +26,7 @@ from torchship.backends.kubernetes import KubernetesBackend, parse_handle
 from torchship.backends.skypilot import sky_task
 from torchship.cli import main
 from torchship.errors import SpecError
-from torchship.k8s.identity import IdentityError, ca_fingerprint, identity_of, record
+from torchship.k8s.identity import IdentityError, ca_fingerprint, identity_of, normal_url, record
 from torchship.lock import read_lock
 from torchship.place.sites import sites_from_toml
 from torchship.spec.job import load_job
@@ -161,7 +162,12 @@ def test_sites_of_different_trust_may_not_share_a_cluster(
     )
     with pytest.raises(SpecError) as e:
         sites_from_toml(shared, "sites.toml")
-    assert "share the registry 'registry.internal.example/ml'" in e.value.message
+    assert "share the registry 'registry.internal.example'" in e.value.message
+    for spelling in ("registry.internal.example:443/ml/", "Registry.Internal.Example./other/"):
+        other = SITES.replace("max_nodes = 8\n", f'max_nodes = 8\nregistry = "{spelling}"\n')
+        other = other.replace("max_nodes = 2\n", "max_nodes = 2\n" + registry)
+        with pytest.raises(SpecError, match="share the registry"):
+            sites_from_toml(other, "sites.toml")
     # two contexts, one API server: found when the clusters are recorded
     onprem, _ = clusters
     cfg = kubeconfig(project / "kubeconfig", {"onprem": onprem.url, "cloud": onprem.url}, "onprem")
@@ -181,6 +187,7 @@ def test_the_backend_rechecks_data_classes_before_sending(
     _, cloud = clusters
     sites = {s.name: s for s in sites_from_toml(SITES, "sites.toml")}
     record("cloud", "cloud", "public", identity_of(cloud.api_client()))
+    cloud.requests.clear()
     be = KubernetesBackend(sites["cloud"], connector=lambda _c: cloud.api_client())
     job = load_job(project / "job.toml")
     request_lock = read_lock(project / "torchship.lock")
@@ -232,7 +239,7 @@ def test_an_https_cluster_is_pinned_by_its_ca(
             "contexts": [{"name": "onprem", "context": {"cluster": "c", "user": "me"}}],
         }))  # fmt: skip
         monkeypatch.setenv("KUBECONFIG", str(cfg))
-        return identity_of(connect("onprem"))
+        return identity_of(connect("onprem"), ask=False)  # no server there: the kubeconfig's
 
     first = identity_with(pems[0])
     assert first == identity_with(pems[0].replace("\n", "\r\n"))
@@ -315,3 +322,83 @@ def test_a_private_skypilot_site_launches_only_on_its_recorded_cluster(
     kubeconfig(cfg, {"onprem": cloud.url}, "onprem")  # the context now reaches the cloud
     with pytest.raises(IdentityError, match=f"now reaches {cloud.url}"):
         be.apply(request)
+
+
+def test_a_gateway_or_proxy_in_front_of_another_cluster_is_refused(
+    clusters: tuple[FakeKube, FakeKube], project: Path
+) -> None:
+    """One URL and CA, another cluster behind it (a gateway routing by user, Teleport-style):
+    the cluster's own answer (kube-system's UID) changed, so nothing is sent. A proxy-url
+    added to the context changes the route: refused too."""
+    onprem, cloud = clusters
+    cfg = kubeconfig(project / "kubeconfig", {"onprem": onprem.url, "cloud": cloud.url}, "onprem")
+    env = env_for(project, cfg)
+    assert run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env).returncode == 0
+    onprem.uid = cloud.uid  # the gateway now routes this user to the cloud cluster
+    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
+                str(project / "sites.toml"), "--detach", env=env)  # fmt: skip
+    assert r.returncode == 1 and f"cluster uid {cloud.uid}" in r.stderr
+    assert not onprem.find("jobs")
+    onprem.uid = "recorded-again"
+    raw = json.loads(cfg.read_text())
+    raw["clusters"][0]["cluster"]["proxy-url"] = cloud.url
+    cfg.write_text(json.dumps(raw))
+    r = run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env)
+    assert r.returncode == 1 and "proxy=" in r.stderr
+
+
+def test_one_server_spelt_two_ways_is_one_cluster(
+    clusters: tuple[FakeKube, FakeKube], project: Path
+) -> None:
+    """`http://localhost:P` for the private site, `HTTP://127.0.0.1:P/` for the public one:
+    the same cluster (its UID says so), refused when recorded."""
+    onprem, _ = clusters
+    port = onprem.url.rsplit(":", 1)[1]
+    urls = {"onprem": f"http://localhost:{port}", "cloud": f"HTTP://127.0.0.1:{port}/"}
+    cfg = kubeconfig(project / "kubeconfig", urls, "onprem")
+    r = run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env_for(project, cfg))
+    assert r.returncode == 1 and "would share the cluster" in r.stderr
+    assert normal_url("HTTPS://Host.Example.:443/") == normal_url("https://host.example")
+    assert normal_url("https://h:6443/") == "https://h:6443" != normal_url("https://h:6444")
+
+
+def test_a_context_named_like_an_eks_arn_round_trips_through_the_handle(
+    clusters: tuple[FakeKube, FakeKube], project: Path
+) -> None:
+    onprem, _ = clusters
+    arn = "arn:aws:eks:eu-west-1:123456789012:cluster/prod"
+    (project / "sites.toml").write_text(SITES.replace('context = "onprem"', f'context = "{arn}"'))
+    cfg = kubeconfig(project / "kubeconfig", {arn: onprem.url}, arn)
+    env = env_for(project, cfg)
+    assert run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env).returncode == 0
+    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
+                str(project / "sites.toml"), "--detach", "--json", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    handle = json.loads(r.stdout)["job"]["handle"]
+    assert parse_handle(handle)[0] == arn
+    job_id = json.loads(r.stdout)["job"]["id"]
+    assert run_cli("status", job_id, env=env).returncode == 0
+    assert run_cli("cancel", job_id, env=env).returncode == 0 and not onprem.find("jobs")
+
+
+@pytest.mark.parametrize("infra", ["K8S/onprem", "Kubernetes/onprem", "k8s/onprem/", "/k8s/onprem"])
+def test_skypilot_infra_is_read_as_skypilot_reads_it(infra: str) -> None:
+    """Spellings SkyPilot accepts for the private site's context: a public SkyPilot site on
+    them shares the private cluster."""
+    private = (
+        '[[site]]\nname = "onprem"\nkind = "kubernetes"\ntrust = "private"\ncontext = "onprem"\n'
+    )
+    public = f'[[site]]\nname = "sky"\nkind = "skypilot"\ntrust = "public"\ninfra = "{infra}"\n'
+    with pytest.raises(SpecError, match="share the kubeconfig context 'onprem'"):
+        sites_from_toml(private + public, "sites.toml")
+
+
+def test_a_skypilot_site_on_kubernetes_names_its_context() -> None:
+    for infra, says in (
+        ("k8s", "names no context"),
+        ("k8s//x", "empty part"),
+        ("k8s/*", "no spaces or *"),
+    ):
+        text = f'[[site]]\nname = "sky"\nkind = "skypilot"\ntrust = "public"\ninfra = "{infra}"\n'
+        with pytest.raises(SpecError, match=re.escape(says)):
+            sites_from_toml(text, "sites.toml")

@@ -5,21 +5,25 @@ runs all of it for real on podman)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 from tests.unit.test_doctor_checks import HEALTHY
 from torchship.backends.docker import (
     DockerBackend,
     DockerOptions,
     Launch,
     container_state,
+    engine_elsewhere,
     gpu_flags,
+    refuse_remote_engine,
     run_argv,
     shm_size,
 )
@@ -185,3 +189,125 @@ def test_preflight_in_a_container_ignores_this_environment() -> None:
     assert "torch-missing" in host
     inside = {f.code for f in preflight(job(), LOCK, bare, containers=True)}
     assert "torch-missing" not in inside and "lock-mismatch" not in inside
+
+
+# -- the engine is this machine's ------------------------------------------------------------
+# A security review sent `DOCKER_HOST=ssh://… torchship run job.toml --site docker` to another
+# machine's engine: the job, its bind mounts and its [job.env] secrets. The docker site is
+# "this machine"; an engine elsewhere is refused before any engine command runs.
+
+REMOTE = "ssh://ubuntu@gpu-vm.cloud.example"
+
+
+def _context(config: Path, name: str, host: str) -> None:
+    """A docker context as `docker context create` stores it: contexts/meta/<sha256(name)>/."""
+    meta = config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+    meta.mkdir(parents=True)
+    endpoints = {"docker": {"Host": host, "SkipTLSVerify": False}}
+    (meta / "meta.json").write_text(json.dumps({"Name": name, "Endpoints": endpoints}))
+
+
+@pytest.mark.parametrize(
+    ("env", "current", "named"),
+    [
+        ({"DOCKER_HOST": REMOTE}, None, "DOCKER_HOST"),
+        ({"DOCKER_HOST": "tcp://10.0.0.5:2376"}, None, "DOCKER_HOST"),
+        ({"CONTAINER_HOST": REMOTE}, None, "CONTAINER_HOST"),
+        ({"CONTAINER_CONNECTION": "gpu-vm"}, None, "CONTAINER_CONNECTION"),
+        ({"DOCKER_CONTEXT": "gpu-vm"}, None, "DOCKER_CONTEXT"),
+        ({"DOCKER_CONTEXT": "unknown"}, None, "DOCKER_CONTEXT"),  # a context we cannot read
+        ({}, "gpu-vm", "currentContext"),
+        ({"DOCKER_HOST": "unix:///d.sock", "CONTAINER_HOST": REMOTE}, None, "CONTAINER_HOST"),
+    ],
+)  # fmt: skip
+def test_an_engine_on_another_machine_is_named(
+    tmp_path: Path, env: dict[str, str], current: str | None, named: str
+) -> None:
+    _context(tmp_path, "gpu-vm", REMOTE)
+    if current:
+        (tmp_path / "config.json").write_text(json.dumps({"currentContext": current}))
+    why = engine_elsewhere({**env, "DOCKER_CONFIG": str(tmp_path)})
+    assert why is not None and why.startswith(named) and "\n" not in why
+
+
+@pytest.mark.parametrize(
+    ("env", "current"),
+    [
+        ({}, None),
+        ({"DOCKER_HOST": ""}, None),
+        ({"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}, None),
+        ({"CONTAINER_HOST": "unix:///run/user/1000/podman/podman.sock"}, None),
+        ({}, "default"),
+        ({"DOCKER_CONTEXT": "rootless"}, None),  # rootless docker: a context on a local socket
+        ({}, "rootless"),
+        ({"DOCKER_HOST": "unix:///run/docker.sock"}, "gpu-vm"),  # DOCKER_HOST wins, as in docker
+    ],
+)  # fmt: skip
+def test_this_machines_engine_is_taken(
+    tmp_path: Path, env: dict[str, str], current: str | None
+) -> None:
+    _context(tmp_path, "gpu-vm", REMOTE)
+    _context(tmp_path, "rootless", "unix:///run/user/1000/docker.sock")
+    if current:
+        (tmp_path / "config.json").write_text(json.dumps({"currentContext": current}))
+    assert engine_elsewhere({**env, "DOCKER_CONFIG": str(tmp_path)}) is None
+
+
+def test_engine_args_cannot_point_the_engine_elsewhere(tmp_path: Path) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    for args in (["--url=ssh://me@vm"], ["--remote"], ["-H", "ssh://vm"], ["--context", "vm"]):
+        with pytest.raises(UsageError, match="TORCHSHIP_ENGINE_ARGS"):
+            refuse_remote_engine(env, args)
+    refuse_remote_engine(env, ["--runtime=runc", "--pull=never"])  # run's own flags are fine
+    (tmp_path / "contexts").mkdir()  # a context whose meta is not JSON of the expected shape
+    meta = tmp_path / "contexts" / "meta" / hashlib.sha256(b"odd").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text('{"Endpoints": ["docker"]}')
+    assert "cannot read" in (engine_elsewhere({**env, "DOCKER_CONTEXT": "odd"}) or "")
+
+
+def _project(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A job with a secret and a bind mount, its lock, and a fake `docker` on PATH that records
+    every call and answers like an engine holding the project's image."""
+    proj, bin_dir, calls = tmp_path / "p", tmp_path / "bin", tmp_path / "calls"
+    proj.mkdir()
+    bin_dir.mkdir()
+    (proj / "torchship.lock").write_text((REPO / "tests/data/locks/cpu/torchship.lock").read_text())
+    (proj / "job.toml").write_text(
+        '[job]\nname = "patients"\ncommand = ["python", "train.py"]\ngpus_per_node = 0\n'
+        '[job.env]\nDB_PASSWORD = "s3cret"\n'
+        f'[[job.data]]\npath = "{tmp_path}"\nclass = "sensitive"\n'
+    )
+    labels = json.dumps({"io.torchship.lock-hash": LOCK.content_hash})
+    docker = bin_dir / "docker"
+    docker.write_text(
+        f'#!/bin/sh\necho "$* [DOCKER_HOST=$DOCKER_HOST]" >> {calls}\n'
+        f"case \"$1\" in\n  version) echo 27.0.0;;\n  image) echo '{labels}';;\n"
+        "  run) echo cafe;;\nesac\n"
+    )
+    docker.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "TORCHSHIP_HOME": str(tmp_path / "home"),
+        "DOCKER_CONFIG": str(tmp_path / "docker-config"),
+        "TORCHSHIP_ENGINE": "",
+    }
+    return proj, calls, env
+
+
+def test_a_remote_docker_host_gets_nothing_of_the_job(tmp_path: Path) -> None:
+    proj, calls, env = _project(tmp_path)
+    for name in ("DOCKER_HOST", "CONTAINER_HOST", "DOCKER_CONTEXT", "CONTAINER_CONNECTION"):
+        env[name] = ""  # this test's engine only, whatever the machine running it has set
+    here = run_cli("run", "job.toml", "--site", "docker", "--detach", cwd=proj, env=env)
+    assert here.returncode == 0, here.stderr  # the fake engine, on this machine, runs it
+    assert "DB_PASSWORD=s3cret" in calls.read_text()
+    calls.unlink()
+    env["DOCKER_HOST"] = REMOTE
+    away = run_cli("run", "job.toml", "--site", "docker", "--detach", "--key", "k2", cwd=proj,
+                   env=env)  # fmt: skip
+    lines = away.stderr.strip().splitlines()
+    assert away.returncode == 2 and len(lines) == 2, away.stderr
+    assert lines[0].startswith("error: ") and "DOCKER_HOST" in lines[0] and "gpu-vm" in lines[0]
+    assert lines[1].startswith("hint: ") and "Kubernetes" in lines[1]
+    assert not calls.exists()  # not even `docker version` reached it

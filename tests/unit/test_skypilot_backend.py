@@ -100,3 +100,12 @@ def test_json_after_progress_lines() -> None:
 def test_a_skypilot_site_gets_the_skypilot_backend() -> None:
     be = backend_for_site(SITE)
     assert isinstance(be, SkyPilotBackend) and be.site is SITE
+
+
+def test_a_hand_edited_handle_cannot_name_another_cluster(tmp_path: Path) -> None:
+    """`sky://prod-serving/<id>` in the store would make cancel run `sky down prod-serving`."""
+    from torchship.backends.skypilot import SkyPilotBackend
+
+    be = SkyPilotBackend(None, tmp_path, sky=None)
+    with pytest.raises(UsageError, match="not the job's own ts-01abc"):
+        be.cancel("sky://prod-serving/01abc")

@@ -8,7 +8,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -18,8 +20,17 @@ from torchship.backends.base import Capabilities, Request, SiteStatus
 from torchship.doctor.facts import Facts
 from torchship.errors import TorchshipError, UsageError
 from torchship.jobs import Submission, reconcile, submit
-from torchship.spec.job import JobSpec
-from torchship.state import SCHEMA_VERSION, JobStore, StoreError, owner_id
+from torchship.spec.job import JobSpec, load_job
+from torchship.state import (
+    LEASE_S,
+    SCHEMA_VERSION,
+    Job,
+    JobStore,
+    StoreError,
+    abandoned,
+    claim_lives,
+    owner_id,
+)
 
 
 @pytest.fixture
@@ -130,11 +141,22 @@ class Site:
         pass
 
 
-def _submit(tmp_path: Path, store: JobStore, site: Site, key: str) -> Submission:
+def _job_file(tmp_path: Path) -> Path:
     path = tmp_path / "proj" / "job.toml"
     path.parent.mkdir(exist_ok=True)
     path.write_text('[job]\ncommand = ["python", "train.py"]\n')
+    return path
+
+
+def _submit(tmp_path: Path, store: JobStore, site: Site, key: str) -> Submission:
+    path = _job_file(tmp_path)
     return submit(path, "fake", store=store, key=key, backend=site, facts=Facts("probe"))
+
+
+def _recorded(tmp_path: Path, store: JobStore, key: str, owner: str | None = None) -> Job:
+    """The job file of `_submit`, recorded by a client that then stopped before its apply."""
+    spec = asdict(load_job(_job_file(tmp_path)))
+    return store.submit(key, "train", spec, site="fake", owner=owner)[0]
 
 
 def test_a_failed_apply_is_recorded_and_the_same_key_applies_again(
@@ -161,7 +183,7 @@ def test_a_submission_whose_process_died_before_apply_is_applied_by_the_retry(
     tmp_path: Path, store: JobStore
 ) -> None:
     """Recorded, then the CLI died before apply: the same key must start it, once."""
-    job, _ = store.submit("k-dead", "train", {}, site="fake")  # no claim: a store of before
+    job = _recorded(tmp_path, store, "k-dead")  # no claim: a store of before
     site = Site()
     sub = _submit(tmp_path, store, site, "k-dead")
     assert sub.created and site.started == [job.id] and sub.job is not None
@@ -174,7 +196,7 @@ def test_a_submission_whose_process_died_before_apply_is_applied_by_the_retry(
         check=True,
     )
     owner = f"{socket.gethostname()}:{ended.stdout.strip()}"
-    gone, _ = store.submit("k-gone", "train", {}, site="fake", owner=owner)
+    gone = _recorded(tmp_path, store, "k-gone", owner)
     seen = reconcile(store, gone)
     assert seen.state == "failed" and "ended before it started" in str(
         store.events(gone.id)[-1].detail
@@ -185,7 +207,7 @@ def test_a_submission_whose_process_died_before_apply_is_applied_by_the_retry(
 def test_a_submission_being_applied_now_is_not_applied_twice(
     tmp_path: Path, store: JobStore
 ) -> None:
-    job, _ = store.submit("k-live", "train", {}, site="fake", owner=owner_id())  # this process
+    job = _recorded(tmp_path, store, "k-live", owner_id())  # this process
     site = Site()
     sub = _submit(tmp_path, store, site, "k-live")
     assert not sub.created and site.started == [] and sub.job is not None
@@ -210,3 +232,23 @@ def test_the_store_is_private_and_plain_files_respect_the_umask(tmp_path: Path, 
     assert modes == {"jobs.db": 0o600, "jobs.db-wal": 0o600, "jobs.db-shm": 0o600}
     assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o666 & ~mask
     assert stat.S_IMODE((tmp_path / "secret.txt").stat().st_mode) == 0o600
+
+
+def test_a_claim_on_this_host_lives_exactly_as_long_as_its_process(store: JobStore) -> None:
+    """A live client's claim expired with its 600 s lease, so a retry could take a slow apply
+    (a docker pull of ten minutes) and start the job twice. On this host the process decides,
+    however long it takes; the lease is for claims from other hosts, which cannot be asked."""
+    job, _ = store.submit("k-slow", "train", {}, site="fake", owner=owner_id())  # this process
+    later = time.time() + 10 * LEASE_S  # long past the lease
+    assert claim_lives(job.claimed_by, job.claimed_until, later)
+    assert not abandoned(job, now=later)
+    assert store.claim(job.id, "elsewhere:1", now=later) is None
+    host, pid = socket.gethostname(), os.getpid()
+    assert claim_lives(f"{host}:{pid}", 0.0, later)  # a claim written before start times were
+    if Path(f"/proc/{pid}/stat").exists():  # Linux: the start time tells a reused pid apart
+        assert owner_id().startswith(f"{host}:{pid}:")
+        assert not claim_lives(f"{host}:{pid}:1", later + 1, later)  # same pid, another process
+    now = time.time()
+    assert claim_lives("elsewhere:1", now + 5, now)  # another host: its lease holds
+    assert not claim_lives("elsewhere:1", now - 5, now)  # and only its lease
+    assert not claim_lives(None, now + 5, now)

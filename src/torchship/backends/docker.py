@@ -7,6 +7,11 @@ are the engine's, cancel is `<engine> stop` (SIGTERM through tini to torchrun, t
 after the grace period). The job's run folder on the host is mounted at /torchship/run, so
 summary.json, metrics and checkpoints land where the local site puts them.
 
+The engine is this machine's: DOCKER_HOST, CONTAINER_HOST, a docker context or a podman
+connection that names another machine's engine is refused before any engine command runs
+(`engine_elsewhere`), so a job, its mounts and its [job.env] never leave by a setting the user
+forgot. Remote machines are the Kubernetes and SkyPilot sites.
+
 Defaults are the safe ones: the image's non-root user (or the host user's UID/GID when it is
 not root, so files in mounts stay yours), no new privileges, all capabilities dropped, data
 read-only unless asked, /dev/shm sized for DataLoader workers and NCCL (the engines' 64 MB
@@ -15,6 +20,7 @@ default breaks them), Jupyter published on 127.0.0.1 only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -22,16 +28,17 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from torchship._atomic import write_text_atomic
 from torchship.backends.base import Capabilities, Request, SiteStatus, last_line, parse_handle
 from torchship.backends.local import run_dir
 from torchship.backends.preflight import data_path
 from torchship.doctor.checks import ERROR, Finding
-from torchship.errors import TorchshipError, UsageError
+from torchship.errors import TorchshipError, UsageError, excerpt
 from torchship.image.build import detect_engine
 from torchship.image.dockerfile import image_tag
 from torchship.launch import checkpoint_dir, job_env, torchrun_argv, workload_argv
@@ -52,6 +59,11 @@ LABEL_JOB = "io.torchship.job-id"
 LABEL_LOCK = "io.torchship.lock-hash"
 LABEL_SITE = "io.torchship.site"
 Runner = Callable[..., subprocess.CompletedProcess[str]]
+# An engine on this machine answers on a unix socket; ssh://, tcp:// and the rest are elsewhere.
+LOCAL_ENDPOINT = "unix://"
+# Flags that point an engine elsewhere: docker's global -H/--host/--context; podman's global
+# --remote/-r/--url/--connection, which podman also takes after `run` (cobra persistent flags).
+REMOTE_FLAGS = ("-H", "--host", "--context", "-r", "--remote", "--url", "--connection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +278,7 @@ class DockerBackend:
         return []
 
     def apply(self, request: Request) -> str:
+        refuse_remote_engine(os.environ, self.options.engine_args)
         run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
         run.mkdir(parents=True, exist_ok=True)
         if self.options.uid == 0:  # the container runs as the image's user; let it write
@@ -360,17 +373,70 @@ def _finding(code: str, message: str, fix: str) -> Finding:
     return Finding(code, ERROR, message, fix, "job")
 
 
+def engine_elsewhere(environ: Mapping[str, str]) -> str | None:
+    """What in `environ` (or the docker config it names) points the engine at another machine,
+    as one line (`DOCKER_HOST='ssh://…'`); None when the engine is this machine's. Docker's
+    order (docker/cli `resolveContextName`): DOCKER_HOST, else DOCKER_CONTEXT, else the
+    config's currentContext, a context counting as local when its endpoint is a unix socket
+    (rootless docker's). Podman's CONTAINER_HOST and CONTAINER_CONNECTION count whichever
+    engine runs: a podman connection is nearly always ssh://."""
+    host = environ.get("DOCKER_HOST")
+    if host and not host.startswith(LOCAL_ENDPOINT):
+        return f"DOCKER_HOST={excerpt(host)}"
+    if not host:
+        config = Path(environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+        name, where = environ.get("DOCKER_CONTEXT"), "DOCKER_CONTEXT="
+        if not name:
+            name, where = _json(config / "config.json").get("currentContext"), "currentContext "
+        if isinstance(name, str) and name and name != "default":
+            meta = config / "contexts" / "meta" / hashlib.sha256(name.encode()).hexdigest()
+            endpoints = _json(meta / "meta.json").get("Endpoints")
+            docker = endpoints.get("docker") if isinstance(endpoints, dict) else None
+            url = docker.get("Host") if isinstance(docker, dict) else None
+            if not isinstance(url, str) or not url.startswith(LOCAL_ENDPOINT):
+                at = excerpt(url) if isinstance(url, str) else "a context torchship cannot read"
+                return f"{where}{excerpt(name)} ({at}) in {config}"
+    container = environ.get("CONTAINER_HOST")
+    if container and not container.startswith(LOCAL_ENDPOINT):
+        return f"CONTAINER_HOST={excerpt(container)}"
+    if environ.get("CONTAINER_CONNECTION"):
+        return f"CONTAINER_CONNECTION={excerpt(environ['CONTAINER_CONNECTION'])}"
+    return None
+
+
+def _json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or {} when there is none (docker reads a broken one so too)."""
+    try:
+        value = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def refuse_remote_engine(environ: Mapping[str, str], engine_args: Sequence[str]) -> None:
+    """UsageError when the engine would be another machine's: see engine_elsewhere."""
+    flag = next((a for a in engine_args if a.split("=", 1)[0] in REMOTE_FLAGS), None)
+    why = f"TORCHSHIP_ENGINE_ARGS {excerpt(flag)}" if flag else engine_elsewhere(environ)
+    if why is not None:
+        raise UsageError(
+            f"the docker site runs jobs on this machine, but {why} points its engine elsewhere",
+            "unset it, or `docker context use default` (a local unix:// socket is fine); "
+            "run on remote machines through a Kubernetes or SkyPilot site",
+        )
+
+
 def options(engine: str | None = None, engine_args: Sequence[str] = ()) -> DockerOptions:
     from torchship.state import data_dir
 
+    args = tuple(engine_args) or tuple(shlex.split(os.environ.get("TORCHSHIP_ENGINE_ARGS", "")))
+    refuse_remote_engine(os.environ, args)  # before any engine command, `docker version` too
     return DockerOptions(
         engine=engine or os.environ.get("TORCHSHIP_ENGINE") or detect_engine(engines=ENGINES),
         home=data_dir(),
         host=socket.gethostname(),
         uid=os.getuid(),
         gid=os.getgid(),
-        engine_args=tuple(engine_args)
-        or tuple(shlex.split(os.environ.get("TORCHSHIP_ENGINE_ARGS", ""))),
+        engine_args=args,
         network=os.environ.get("TORCHSHIP_DOCKER_NETWORK") or None,
     )
 

@@ -16,15 +16,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
 from torchship.backends.base import Capabilities, Request, SiteStatus, admit, data_classes
 from torchship.errors import UsageError
 from torchship.k8s import render as k8s
-from torchship.k8s.apply import Cluster, connect
-from torchship.k8s.identity import ClusterIdentity, IdentityError, check_site, identity_of
+from torchship.k8s.apply import Cluster, ClusterError, connect
+from torchship.k8s.identity import (
+    ClusterIdentity,
+    IdentityError,
+    check_site,
+    identity_of,
+    same_cluster,
+)
 from torchship.lock.model import Lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
@@ -37,7 +43,8 @@ DONE = {"Complete": "succeeded", "Completed": "succeeded", "Succeeded": "succeed
 
 
 def make_handle(context: str, namespace: str, kind: str, name: str, cluster: str) -> str:
-    return f"k8s://{context}/{namespace}/{kind.lower()}/{name}?cluster={cluster}"
+    """The context percent-encoded: EKS and OpenShift context names hold `/` and `:`."""
+    return f"k8s://{quote(context, safe='')}/{namespace}/{kind.lower()}/{name}?cluster={cluster}"
 
 
 def parse_handle(handle: str) -> tuple[str, str, str, str, str]:
@@ -58,7 +65,7 @@ def parse_handle(handle: str) -> tuple[str, str, str, str, str]:
             "torchship pinned clusters): torchship will not guess",
             f"use kubectl with the right context: kubectl -n {path[0]} get {path[1]} {path[2]}",
         )
-    return parts.netloc, path[0], kinds[path[1]], path[2], cluster
+    return unquote(parts.netloc), path[0], kinds[path[1]], path[2], cluster
 
 
 class KubernetesBackend:
@@ -107,12 +114,14 @@ class KubernetesBackend:
             if peer.trust == site.trust or not peer.kube_context or peer.name == site.name:
                 continue
             try:
-                theirs = identity_of(self.connector(peer.kube_context))
+                api = self.connector(peer.kube_context)
             except UsageError:  # a context the kubeconfig lacks reaches no cluster
                 continue
-            if theirs.server == identity.server or (
-                identity.verified and theirs.ca_sha256 == identity.ca_sha256
-            ):
+            try:
+                theirs = identity_of(api)
+            except UsageError:  # it does not answer: compare what the kubeconfig says
+                theirs = identity_of(api, ask=False)
+            if same_cluster(theirs, identity):
                 raise IdentityError(
                     f"sites {site.name} ({site.trust}) and {peer.name} ({peer.trust}) both reach "
                     f"{identity.describe()} (contexts {site.context!r} and "
@@ -148,7 +157,7 @@ class KubernetesBackend:
         main = next(o for o in objects if o["kind"] in JOB_KINDS)
         cluster, identity = self.site_cluster(self.site)
         for obj in sorted(objects, key=lambda o: o["kind"] != "NetworkPolicy"):
-            cluster.create(obj)
+            create_or_adopt(cluster, obj)
         meta = main["metadata"]
         assert self.site.context is not None
         return make_handle(self.site.context, meta["namespace"], main["kind"], meta["name"],
@@ -194,6 +203,22 @@ class KubernetesBackend:
         if self.site is not None and self.site.prometheus == "podmonitor":
             cluster.delete("PodMonitor", ns, name)
         self._cancelled.add(handle)
+
+
+def create_or_adopt(cluster: Cluster, obj: dict[str, Any]) -> None:
+    """Create the object; one that exists already with this job's id label was created by an
+    earlier attempt of this same job (an apply cut short, then retried with its key): it is
+    this job's, and the retry goes on. Any other object of that name is refused."""
+    try:
+        cluster.create(obj)
+    except ClusterError as e:
+        if e.status != 409:
+            raise
+        meta = obj["metadata"]
+        there = cluster.get(obj["kind"], meta["namespace"], meta["name"])
+        ours = meta.get("labels", {}).get(k8s.LABEL_JOB)
+        if there is None or (there["metadata"].get("labels") or {}).get(k8s.LABEL_JOB) != ours:
+            raise
 
 
 def job_state(obj: dict[str, Any]) -> SiteStatus | None:

@@ -51,7 +51,7 @@ from torchship.backends.local import (
     start_supervised,
     supervisor_alive,
 )
-from torchship.errors import UsageError
+from torchship.errors import UsageError, excerpt
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
@@ -168,6 +168,19 @@ def cluster_name(job_id: str) -> str:
     return f"ts-{job_id}"
 
 
+def sky_handle(handle: str) -> tuple[str, str]:
+    """(cluster, job id) of a handle torchship made: the cluster is the job's own, never one
+    a hand-edited handle names (cancel runs `sky down` on it)."""
+    cluster, job_id = parse_handle(handle, SCHEME)
+    if cluster != cluster_name(job_id):
+        raise UsageError(
+            f"{excerpt(handle)} names cluster {excerpt(cluster)}, not the job's own "
+            f"{cluster_name(job_id)}: torchship acts only on clusters it launched",
+            "see `torchship status`; use `sky` itself for other clusters",
+        )
+    return cluster, job_id
+
+
 def make_handle(cluster: str, job_id: str) -> str:
     return f"{SCHEME}://{cluster}/{job_id}"
 
@@ -236,7 +249,7 @@ class SkyPilotBackend:
     def status(self, handle: str) -> SiteStatus:
         for c in self._children:
             c.poll()  # reap a finished supervisor we started
-        cluster, job_id = parse_handle(handle, SCHEME)
+        cluster, job_id = sky_handle(handle)
         run = run_dir(self.home, job_id)
         ended = read_json(run / "exit.json")
         if ended is not None:
@@ -269,13 +282,13 @@ class SkyPilotBackend:
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         """The output `sky launch` streamed into the run folder (it outlives the cluster)."""
-        _, job_id = parse_handle(handle, SCHEME)
+        _, job_id = sky_handle(handle)
         return read_log(run_dir(self.home, job_id) / "log", follow,
                         lambda: self.status(handle).state)  # fmt: skip
 
     def cancel(self, handle: str) -> None:
         """Cancel the job on the cluster, stop the local client, then tear the cluster down."""
-        cluster, job_id = parse_handle(handle, SCHEME)
+        cluster, job_id = sky_handle(handle)
         if self.status(handle).state in ("succeeded", "failed", "cancelled"):
             return
         if self.sky is None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from torchship.errors import LockFileError
+from torchship.errors import LockFileError, UsageError
 from torchship.lock import (
     LOCK_FILE,
     Lock,
@@ -22,6 +22,7 @@ from torchship.lock import (
     write_lock,
 )
 from torchship.lock.compile import find_links_from_env, plan_compile
+from torchship.lock.validate import index_url
 from torchship.spec.load import find_spec_file, load_spec
 
 
@@ -71,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
         check_lock(spec, read_lock(path), path)
         print(f"{path} is up to date with {spec.source}")
         return 0
+    for flag, url in (("--pytorch-index", args.pytorch_index), ("--pypi-index", args.pypi_index)):
+        if url is not None:
+            try:
+                index_url(url)
+            except ValueError as e:
+                raise UsageError(
+                    f"{flag}: {e}", "an http(s) URL of an index, no user part"
+                ) from None
     for d in args.find_links:
         if not Path(d).is_dir():
             raise LockFileError(f"--find-links {d}: not a folder", "pass a folder holding wheels")

@@ -1,14 +1,24 @@
-"""`torchship status [JOB]`: jobs as their sites report them (the store is reconciled first)."""
+"""`torchship status [JOB]`: jobs as their sites report them (the store is reconciled first).
+
+The listing asks each job's site on its own: a job whose site cannot be asked (a cluster that
+does not answer, a handle its backend cannot read) is listed with its last recorded state,
+marked `?`, and one `warning:` line on stderr; the listing still exits 0. `status JOB` fails on
+that job as any command does.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
 from torchship.cli._output import print_json, table
+from torchship.errors import TorchshipError, one_line
 from torchship.jobs import get_job, reconcile
-from torchship.state import STATES, TERMINAL, Job, JobStore
+from torchship.state import STATES, TERMINAL, Job, JobStore, StoreError
+
+NOTE_CHARS = 200  # a site's error as the listing's warning line shows it
 
 
 def add_parser(sub: Any) -> None:
@@ -26,13 +36,13 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _row(job: Job, now: float) -> list[str]:
+def _row(job: Job, now: float, unsure: bool = False) -> list[str]:
     took = job.updated_at - job.created_at if job.state in TERMINAL else now - job.created_at
     return [
         job.id,
         job.name,
         job.site or "-",
-        job.state,
+        job.state + ("?" if unsure else ""),
         "-" if job.exit_code is None else str(job.exit_code),
         _age(now - job.created_at) + " ago",
         _age(took),
@@ -53,6 +63,21 @@ def _as_json(job: Job) -> dict[str, Any]:
         "created_at": job.created_at,
         "updated_at": job.updated_at,
     }
+
+
+def _reconciled(store: JobStore, job: Job) -> tuple[Job, str | None]:
+    """The job as its site says now, or as last recorded with why its site was not asked (a
+    damaged store is no one job's trouble: it fails the command)."""
+    try:
+        return reconcile(store, job), None
+    except StoreError:
+        raise
+    except (TorchshipError, OSError) as e:
+        why = e.message if isinstance(e, TorchshipError) else f"{type(e).__name__}: {e}"
+        note = one_line(why, NOTE_CHARS)
+        print(f"warning: job {job.id} ({job.site}): its site was not asked ({note}); "
+              f"shown as last recorded, {job.state}", file=sys.stderr)  # fmt: skip
+        return job, note
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,12 +103,13 @@ def run(args: argparse.Namespace) -> int:
         # a job stored as pending may be running by now: reconcile the unfinished, then filter
         wanted = args.state
         stored = store.jobs() if wanted and wanted not in TERMINAL else store.jobs(state=wanted)
-        jobs = [j for j in (reconcile(store, j) for j in stored) if not wanted or j.state == wanted]
+        seen = [_reconciled(store, j) for j in stored]
+        jobs = [(j, why) for j, why in seen if not wanted or j.state == wanted]
         if args.json:
-            print_json([_as_json(j) for j in jobs])
+            print_json([{**_as_json(j), "site_error": why} for j, why in jobs])
         elif jobs:
             header = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
-            print(table([_row(j, now) for j in jobs], header))
+            print(table([_row(j, now, why is not None) for j, why in jobs], header))
         else:
             print("no jobs yet: `torchship run examples/quickstart/job.toml`")
     return 0

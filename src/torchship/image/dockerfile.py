@@ -21,7 +21,14 @@ from torchship._version import __version__
 from torchship.errors import UsageError, excerpt
 from torchship.image.agent import AGENT_CONTEXT, AGENT_DIR, agent_files
 from torchship.lock.model import LOCK_FILE, Lock, export_requirements
-from torchship.lock.validate import check_fields, image_ref, index_url, locked_spec, text
+from torchship.lock.validate import (
+    check_fields,
+    image_ref,
+    index_url,
+    is_pytorch_index,
+    locked_spec,
+    text,
+)
 from torchship.spec.model import Spec
 
 VARIANTS = ("runtime", "jupyter", "ssh", "devel")
@@ -209,7 +216,7 @@ FROM {opts.uv_image} AS uv
 
 def _builder(lock: Lock, opts: RenderOptions, python: str | None, base: str) -> str:
     url = lock.index_url if opts.pytorch_index is None else opts.pytorch_index
-    pypi = "download.pytorch.org" not in lock.index_url  # the lock's torch comes from PyPI
+    pypi = not is_pytorch_index(lock.index_url)  # by its host: the lock's torch is PyPI's
     index = f" --index-url {q(url)}" if pypi and url else ""
     extra = f" --extra-index-url {q(url)}" if url and not pypi else ""
     if python:

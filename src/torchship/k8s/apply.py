@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from torchship.errors import TorchshipError, UsageError
+from torchship.errors import TorchshipError, UsageError, excerpt
 
 # kind → (group, version, plural); batch, networking and the CRDs share the /apis/ path shape.
 KINDS = {
@@ -32,7 +33,25 @@ OPERATOR_HINT = {
 
 
 class ClusterError(TorchshipError):
-    """The cluster refused or could not be reached."""
+    """The cluster refused or could not be reached; `status` is the HTTP status (0: none)."""
+
+    def __init__(self, message: str, hint: str, status: int = 0) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+@contextmanager
+def _answering(what: str) -> Iterator[None]:
+    """A network failure (refused, timed out, TLS) is the cluster not answering: one line,
+    never a traceback."""
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except (HTTPError, OSError) as e:
+        why = excerpt(str(getattr(e, "reason", None) or e), 160)
+        hint = "check the site's context and that the cluster is up"
+        raise ClusterError(f"{what}: the API server did not answer ({why})", hint) from None
 
 
 def connect(context: str | None) -> Any:
@@ -81,16 +100,18 @@ class Cluster:
         group, version, plural = self._route(obj["kind"])
         ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
         try:
-            self._custom.create_namespaced_custom_object(group, version, ns, plural, obj)
+            with _answering(f"create {obj['kind']} {ns}/{name}"):
+                self._custom.create_namespaced_custom_object(group, version, ns, plural, obj)
         except self._exc as e:
             raise self._error(e, f"create {obj['kind']} {ns}/{name}", obj["kind"]) from None
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         group, version, plural = self._route(kind)
         try:
-            obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
-                group, version, namespace, plural, name
-            )
+            with _answering(f"read {kind} {namespace}/{name}"):
+                obj: dict[str, Any] = self._custom.get_namespaced_custom_object(
+                    group, version, namespace, plural, name
+                )
         except self._exc as e:
             if e.status == 404:
                 return None
@@ -101,9 +122,10 @@ class Cluster:
         """Delete with its pods (background propagation); False when it was not there."""
         group, version, plural = self._route(kind)
         try:
-            self._custom.delete_namespaced_custom_object(
-                group, version, namespace, plural, name, propagation_policy="Background"
-            )
+            with _answering(f"delete {kind} {namespace}/{name}"):
+                self._custom.delete_namespaced_custom_object(
+                    group, version, namespace, plural, name, propagation_policy="Background"
+                )
         except self._exc as e:
             if e.status == 404:
                 return False
@@ -112,7 +134,8 @@ class Cluster:
 
     def pods(self, namespace: str, selector: str) -> list[PodState]:
         try:
-            items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
+            with _answering(f"list pods in {namespace}"):
+                items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
         except self._exc as e:
             raise self._error(e, f"list pods in {namespace}", "Pod") from None
         out = []
@@ -128,23 +151,28 @@ class Cluster:
     def logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
         """The pod's log as it arrives (lines keep their newlines, as the local site's do)."""
         try:
-            if follow:
-                resp = self._core.read_namespaced_pod_log(
-                    pod, namespace, follow=True, _preload_content=False
-                )
-                for chunk in resp.stream():
-                    yield chunk.decode(errors="replace")
-                return
-            text = self._core.read_namespaced_pod_log(pod, namespace)
+            with _answering(f"read the log of {namespace}/{pod}"):
+                yield from self._log_chunks(namespace, pod, follow)
         except self._exc as e:
             raise self._error(e, f"read the log of {namespace}/{pod}", "Pod") from None
+
+    def _log_chunks(self, namespace: str, pod: str, follow: bool) -> Iterator[str]:
+        if follow:
+            resp = self._core.read_namespaced_pod_log(
+                pod, namespace, follow=True, _preload_content=False
+            )
+            for chunk in resp.stream():
+                yield chunk.decode(errors="replace")
+            return
+        text = self._core.read_namespaced_pod_log(pod, namespace)
         yield from str(text).splitlines(keepends=True)
 
     def gpu_nodes(self) -> list[tuple[str, str, int]]:
         """(node, GPU product, allocatable GPUs) from NVIDIA's feature-discovery label
         `nvidia.com/gpu.product` and `status.allocatable["nvidia.com/gpu"]`."""
         try:
-            items = self._core.list_node().items
+            with _answering("list nodes"):
+                items = self._core.list_node().items
         except self._exc as e:
             raise self._error(e, "list nodes", "Node") from None
         out = []
@@ -159,7 +187,8 @@ class Cluster:
     def _error(self, e: Any, what: str, kind: str) -> ClusterError:
         status = getattr(e, "status", None)
         if status == 409:
-            return ClusterError(f"{what}: it already exists", "cancel it first, or submit anew")
+            return ClusterError(f"{what}: it already exists", "cancel it first, or submit anew",
+                                409)  # fmt: skip
         if status == 403:
             return ClusterError(
                 f"{what}: forbidden for this kubeconfig user",

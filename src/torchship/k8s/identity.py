@@ -23,9 +23,10 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from torchship._atomic import write_text_atomic
-from torchship.errors import TorchshipError, UsageError
+from torchship.errors import TorchshipError, UsageError, excerpt
 
 CLUSTERS_FILE = "clusters.json"
 NO_CA = "none"
@@ -38,21 +39,67 @@ class IdentityError(TorchshipError):
 
 @dataclass(frozen=True, slots=True)
 class ClusterIdentity:
-    server: str  # the API server's URL, as the client will use it
+    server: str  # the API server's URL, normalised (scheme and host lower case, no default port)
     ca_sha256: str  # sha256 of the CA certificates (DER), or "none": not verified by a CA
+    route: str = ""  # how the client gets there, when not directly: "proxy=…", "tls-name=…"
+    uid: str = ""  # the cluster's own answer: the kube-system namespace's UID ("" unreadable)
 
     @property
     def digest(self) -> str:
         """16 hex digits naming this identity (in job handles)."""
-        return hashlib.sha256(f"{self.server}\n{self.ca_sha256}".encode()).hexdigest()[:16]
+        text = f"{self.server}\n{self.ca_sha256}\n{self.route}\n{self.uid}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def verified(self) -> bool:
         return self.ca_sha256 != NO_CA
 
     def describe(self) -> str:
-        ca = f"CA sha256:{self.ca_sha256[:16]}…" if self.verified else "no CA (URL only)"
-        return f"{self.server}, {ca}"
+        ca = f"CA sha256:{self.ca_sha256[:16]}…" if self.verified else "no CA"
+        parts = [self.server, ca, *([self.route] if self.route else [])]
+        parts.append(f"cluster uid {self.uid}" if self.uid else "cluster uid unreadable")
+        return ", ".join(parts)
+
+
+def normal_url(url: str) -> str:
+    """One spelling per server: `HTTPS://Host.:443/` and `https://host` are the same."""
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
+    default = {"https": 443, "http": 80}.get(scheme)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != default:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{parts.path.rstrip('/')}"
+
+
+def cluster_uid(api: Any) -> str:
+    """The UID of the cluster's kube-system namespace, read through the client that sends the
+    jobs: what a gateway or a proxy in front of several clusters cannot fake by its URL. ""
+    when this user may not read it (the identity then rests on the URL, CA and route)."""
+    from kubernetes import client
+
+    try:
+        ns = client.CoreV1Api(api).read_namespace("kube-system", _request_timeout=10)
+    except client.ApiException as e:
+        if e.status in (401, 403, 404):
+            return ""
+        raise UsageError(f"cannot read the cluster's identity: HTTP {e.status} {e.reason}",
+                         "check the context and that the cluster is up") from None  # fmt: skip
+    except (OSError, urllib3_errors()) as e:
+        why = excerpt(str(getattr(e, "reason", None) or e), 120)
+        raise UsageError(f"the API server did not answer: {why}",
+                         "check the context and that the cluster is up") from None  # fmt: skip
+    return str(getattr(ns.metadata, "uid", "") or "")
+
+
+def urllib3_errors() -> type[Exception]:
+    from urllib3.exceptions import HTTPError
+
+    return HTTPError
 
 
 def ca_fingerprint(pem: str) -> str:
@@ -66,20 +113,26 @@ def ca_fingerprint(pem: str) -> str:
     return h.hexdigest()
 
 
-def identity_of(api: Any) -> ClusterIdentity:
-    """The cluster an ApiClient will talk to: its configuration's host and CA (the kubernetes
-    client writes a kubeconfig's certificate-authority-data to a file and names it)."""
+def identity_of(api: Any, ask: bool = True) -> ClusterIdentity:
+    """The cluster an ApiClient will talk to: its configuration's host, CA (the kubernetes
+    client writes a kubeconfig's certificate-authority-data to a file and names it), proxy and
+    TLS server name, and the UID the cluster itself answers with (`ask`: read it)."""
     cfg = api.configuration
-    server = str(cfg.host).rstrip("/")
+    server = normal_url(str(cfg.host))
+    route = ";".join(
+        f"{k}={v}" for k, v in (("proxy", getattr(cfg, "proxy", None)),
+                                ("tls-name", getattr(cfg, "tls_server_name", None))) if v
+    )  # fmt: skip
+    uid = cluster_uid(api) if ask else ""
     ca_file = getattr(cfg, "ssl_ca_cert", None)
-    if not server.startswith("https") or not getattr(cfg, "verify_ssl", True) or not ca_file:
-        return ClusterIdentity(server, NO_CA)
+    if not server.startswith("https:") or not getattr(cfg, "verify_ssl", True) or not ca_file:
+        return ClusterIdentity(server, NO_CA, route, uid)
     try:
         pem = Path(ca_file).read_text("ascii", errors="replace")
     except OSError as e:
         raise UsageError(f"cannot read the cluster's CA file {ca_file}: {e}",
                          "check the kubeconfig's certificate-authority") from None  # fmt: skip
-    return ClusterIdentity(server, ca_fingerprint(pem))
+    return ClusterIdentity(server, ca_fingerprint(pem), route, uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +157,8 @@ def load_recorded(path: Path | None = None) -> dict[str, Recorded]:
         raw = json.loads(path.read_text("utf-8"))
         return {
             name: Recorded(name, r["context"], r["trust"],
-                           ClusterIdentity(r["server"], r["ca_sha256"]), r["recorded_at"])
+                           ClusterIdentity(r["server"], r["ca_sha256"], r.get("route", ""),
+                                           r.get("uid", "")), r["recorded_at"])
             for name, r in raw["sites"].items()
         }  # fmt: skip
     except FileNotFoundError:
@@ -122,11 +176,21 @@ def save_recorded(records: dict[str, Recorded], path: Path | None = None) -> Non
     data = {
         "sites": {
             r.site: {"context": r.context, "trust": r.trust, "server": r.identity.server,
-                     "ca_sha256": r.identity.ca_sha256, "recorded_at": r.recorded_at}
+                     "ca_sha256": r.identity.ca_sha256, "route": r.identity.route,
+                     "uid": r.identity.uid, "recorded_at": r.recorded_at}
             for r in sorted(records.values(), key=lambda r: r.site)
         }
     }  # fmt: skip
     write_text_atomic(path, json.dumps(data, indent=2) + "\n", mode=0o600)
+
+
+def same_cluster(a: ClusterIdentity, b: ClusterIdentity) -> bool:
+    """Two identities that may be one cluster: the same server, the same CA, or the same UID."""
+    return (
+        a.server == b.server
+        or (a.verified and a.ca_sha256 == b.ca_sha256)
+        or bool(a.uid and a.uid == b.uid)
+    )
 
 
 def shared_with(
@@ -136,8 +200,7 @@ def shared_with(
     for r in records.values():
         if r.site == site or r.trust == trust:
             continue
-        same_ca = identity.verified and r.identity.ca_sha256 == identity.ca_sha256
-        if r.identity.server == identity.server or same_ca:
+        if same_cluster(r.identity, identity):
             return r
     return None
 

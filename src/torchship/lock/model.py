@@ -32,6 +32,7 @@ from torchship.lock.validate import (
     Table,
     build_name,
     check_fields,
+    is_pytorch_index,
     locked_spec,
     package_name,
     sha256,
@@ -452,7 +453,7 @@ def export_requirements(lock: Lock, index: bool = True, env: str | None = None) 
         f"# exported from {LOCK_FILE} ({lock.content_hash}) by torchship {__version__}",
         f"# environment {e.name}: torch {e.torch} for Python {e.python} on {e.platform}",
     ]
-    if index and e.index_url.startswith("https://download.pytorch.org/"):
+    if index and is_pytorch_index(e.index_url):
         lines.append(f"--extra-index-url {e.index_url}")
     lines += requirement_lines(e.packages)
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from packaging.utils import canonicalize_name
 from packaging.utils import parse_wheel_filename as _parse_wheel
 from packaging.version import Version
 
+from torchship.compat.matrix import PYTORCH_INDEX
 from torchship.errors import LockFileError, SpecError, excerpt, key_text
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python
 from torchship.versions import parse_version
@@ -122,6 +123,15 @@ def version(value: str) -> str:
     return _parsed(value, "an exact PEP 440 version such as '2.9.1'", Version)
 
 
+def torch_version(value: str) -> str:
+    """torch's version as the lock pins it and an image tag shows it: exact, with a build tag
+    (`+cu128`) or none, never an epoch (`1!2.9.1`: torch has none, and no tag holds a `!`)."""
+    version(value)
+    if "!" in value:
+        raise ValueError(f"{excerpt(value)} has an epoch ('N!'), which no torch release has")
+    return value
+
+
 def package_name(value: str) -> str:
     return _parsed(
         value,
@@ -205,14 +215,37 @@ def image_ref(value: str) -> str:
 
 
 def index_url(value: str) -> str:
-    """A package index: http(s), a host, one word, nothing a shell or pip would expand."""
+    """A package index: http(s), a host, one word, nothing a shell or pip would expand, and no
+    user part: `https://download.pytorch.org@evil.example/` is evil.example's, and a password
+    in a lock or a Dockerfile is one every reader of it has."""
     kind = "an http(s) URL of a package index, in one word"
-    parts = urlsplit(word(value, kind))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(word(value, kind))
+        host = parts.hostname
+    except ValueError:  # urlsplit: an unbalanced `[` of an IPv6 host
+        raise ValueError(f"{excerpt(value)} is not {kind}") from None
+    if parts.scheme not in ("http", "https") or not host:
         raise ValueError(f"{excerpt(value)} is not {kind}")
     if not _URL_CHARS.fullmatch(value):
         raise ValueError(f"{excerpt(value)} holds what a URL does not ($, quotes, backslashes…)")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{excerpt(value)} has a user part before '@' (its host is {excerpt(host)}); "
+            "credentials for an index go in ~/.netrc, never in its URL"
+        )
     return value
+
+
+PYTORCH_HOST = urlsplit(PYTORCH_INDEX).hostname
+
+
+def is_pytorch_index(url: str) -> bool:
+    """Whether `url` is on the PyTorch index's host: its host compared, never a substring
+    (`https://evil.example/download.pytorch.org/` is not)."""
+    try:
+        return urlsplit(url).hostname == PYTORCH_HOST
+    except ValueError:
+        return False
 
 
 def wheel_file(value: str) -> str:
@@ -333,7 +366,7 @@ def _fields(lock: Lock) -> Iterator[tuple[str, str | None, Check]]:
 
 
 def _environment(e: LockEnvironment, where: str, packages: str) -> Iterator[Any]:
-    yield where + "torch", e.torch, version
+    yield where + "torch", e.torch, torch_version
     yield where + "variant", e.variant, build_name
     yield where + "cuda", e.cuda, cuda
     yield where + "python", e.python, python

@@ -54,7 +54,7 @@ SITE_KEYS = (
 )  # fmt: skip
 # SkyPilot infra that is yours, named: a kubeconfig context or an SSH node pool. A SkyPilot site
 # may be private only on these (anything else is a cloud SkyPilot may provision in).
-PRIVATE_INFRA = ("k8s/", "kubernetes/", "ssh/")
+PRIVATE_INFRA = ("k8s/", "ssh/")  # after normal_infra
 PROMETHEUS_MODES = ("annotations", "podmonitor", "off")
 LOG_FORMATS = ("json", "text")
 # log_format's default per kind: cluster logs go to a collector; SkyPilot's and the local
@@ -108,8 +108,7 @@ class Site:
         """The kubeconfig context whose cluster the site's jobs reach, if any."""
         if self.kind == "kubernetes":
             return self.context
-        prefix = next((p for p in ("k8s/", "kubernetes/") if self.infra.startswith(p)), None)
-        return self.infra.removeprefix(prefix) if prefix else None
+        return self.infra.removeprefix("k8s/") if self.infra.startswith("k8s/") else None
 
     @property
     def total_gpus(self) -> int:
@@ -265,13 +264,22 @@ def _cluster(r: FieldReader, kind: str, trust: str) -> tuple[str | None, str]:
             f"applies to kubernetes sites, not {kind}",
             'remove it (a SkyPilot site names its cluster: infra = "k8s/CONTEXT")',
         )
-    infra = r.string("infra", "", 'infra = "k8s/onprem"') or ""
+    infra = normal_infra(r.string("infra", "", 'infra = "k8s/onprem"') or "")
     if infra and kind != "skypilot":
         raise r.fail("infra", f"applies to skypilot sites, not {kind}", "remove it")
-    if infra and ("region" in r.table or any(c.isspace() for c in infra)):
-        raise r.fail("infra", "give the region inside infra, not beside it, with no spaces",
+    if infra and ("region" in r.table or any(c.isspace() or c == "*" for c in infra)):
+        raise r.fail("infra", "give the region inside infra, not beside it, and no spaces or *",
                      'e.g. infra = "aws/us-east-1", and remove region')  # fmt: skip
-    named = infra.startswith(PRIVATE_INFRA) and infra.split("/", 1)[1].strip("/")
+    cloud, _, rest = infra.partition("/")
+    if rest.startswith("/") or rest.endswith("/"):
+        raise r.fail("infra", f"{excerpt(infra)} has an empty part", 'e.g. infra = "k8s/onprem"')
+    if cloud == "k8s" and not rest:
+        raise r.fail(
+            "infra",
+            "names no context: SkyPilot would run on any allowed context, yours included",
+            'name it: infra = "k8s/<context>"',
+        )
+    named = infra.startswith(PRIVATE_INFRA) and bool(rest)
     if kind == "skypilot" and trust == "private" and not named:
         raise r.fail(
             "trust",
@@ -280,6 +288,20 @@ def _cluster(r: FieldReader, kind: str, trust: str) -> tuple[str | None, str]:
             'add infra = "k8s/<context>" or "ssh/<node pool>", or set trust = "public"',
         )
     return context, infra
+
+
+def normal_infra(text: str) -> str:
+    """SkyPilot's infra as SkyPilot reads it: outer slashes dropped, the cloud lower case,
+    `kubernetes` spelt `k8s` (the context after it keeps its case)."""
+    cloud, sep, rest = text.strip().strip("/").partition("/")
+    cloud = cloud.lower()
+    return ("k8s" if cloud == "kubernetes" else cloud) + sep + rest
+
+
+def registry_host(registry: str) -> str:
+    """The host of an image registry prefix: `Registry.example.:443/ml/` → registry.example."""
+    host = registry.strip().lower().split("/", 1)[0].rstrip(".")
+    return host.removesuffix(":443").rstrip(".")
 
 
 def _shared_cluster(sites: list[Site], file: str) -> None:
@@ -291,7 +313,7 @@ def _shared_cluster(sites: list[Site], file: str) -> None:
         if s.kube_context:
             keys.append(("the kubeconfig context", s.kube_context))
         if s.registry:
-            keys.append(("the registry", s.registry.lower().rstrip("/")))
+            keys.append(("the registry", registry_host(s.registry)))
         for key in keys:
             other = seen.setdefault(key, s)
             if other.trust != s.trust:
