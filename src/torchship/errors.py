@@ -100,12 +100,29 @@ class SpecError(UsageError):
         super().__init__(f"{where}: {problem}", hint)
 
 
+OTHER_VENDORS = {
+    "AMD": "PyTorch's ROCm builds run on AMD GPUs (download.pytorch.org/whl/rocm…); torchship "
+    "does not resolve them yet",
+    "Intel": "PyTorch's XPU builds run on Intel GPUs (download.pytorch.org/whl/xpu); torchship "
+    "does not resolve them yet",
+    "Intel Gaudi": "Gaudi runs PyTorch through Intel's Gaudi software (habana_frameworks); "
+    "torchship does not resolve it",
+    "Apple": "torch's macOS build uses Apple GPUs through MPS; no CUDA build applies",
+}
+
+
 class UnknownGPUError(UsageError):
     """A GPU name that is not in the matrix; `suggestions` holds close matches."""
 
-    def __init__(self, name: str, suggestions: tuple[str, ...]) -> None:
+    def __init__(self, name: str, suggestions: tuple[str, ...], vendor: str = "") -> None:
         self.name = name
         self.suggestions = suggestions
+        if vendor:  # never a close NVIDIA name for another vendor's GPU
+            super().__init__(
+                f"{excerpt(name)} is not an NVIDIA GPU ({vendor}): torchship resolves CUDA builds",
+                OTHER_VENDORS.get(vendor, "target an NVIDIA GPU, or use torch's CPU build"),
+            )
+            return
         if suggestions:
             hint = "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
         else:

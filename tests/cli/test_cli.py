@@ -70,7 +70,11 @@ def test_nothing_fits_exits_1_with_what_would(capsys: pytest.CaptureFixture[str]
         (["resolve", "--torch", "3.1"], "matches no release torchship knows", "hint: pick"),
         (["resolve", "--torch", "2.9", "--driver", "x"], "error: --driver:", "hint:"),
         (["resolve", "--torch", "2.9", "--cuda", "11"], "", ""),  # valid: any 11.x (exit 1)
-        (["resolve", "--gpu", "H100"], "error: target flags need --torch", "hint:"),
+        (
+            ["resolve", "--gpu", "MI300X"],
+            "error: --gpu: 'MI300X' is not an NVIDIA GPU (AMD): torchship resolves CUDA builds",
+            "hint: PyTorch's ROCm builds",
+        ),
         (["frobnicate"], "error: argument COMMAND: invalid choice", "hint: see `torchship --help`"),
         (["lock", "/nonexistent/project"], "does not exist", "hint:"),
     ],
@@ -84,6 +88,54 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], error: str, hint: str
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in out.stderr
     assert error in lines[0] and lines[1].startswith(hint)
+
+
+def test_which_torch_runs_here_without_torch(capsys: pytest.CaptureFixture[str]) -> None:
+    """The question people ask first: no --torch, one row per release, newest first."""
+    assert main(["resolve", "--gpu", "RTX 4090", "--driver", "550", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    releases = data["releases"]
+    newest = releases[0]
+    assert newest["torch"] == "2.15.0" and not newest["ok"]  # CUDA 13 only: driver 580+
+    assert newest["code"] == "driver-too-old"
+    assert data["chosen"] == "2.14.1+cu126" and releases[1]["build"] == "2.14.1+cu126"
+    assert [r["torch"] for r in releases] == sorted(
+        (r["torch"] for r in releases), key=lambda v: tuple(map(int, v.split("."))), reverse=True
+    )
+    assert main(["resolve", "--gpu", "RTX 4090", "--driver", "550"]) == 0
+    text = capsys.readouterr().out
+    assert "✗  2.15.0  -" in text and "✓  2.14.1  2.14.1+cu126  chosen" in text
+
+
+def test_a_range_shows_one_row_per_release(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resolve", "--torch", ">=2.7,<2.10", "--gpu", "GTX 1080"]) == 0
+    table = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert [row.split()[1] for row in table[1:]] == ["2.9.1", "2.9.0", "2.8.0", "2.7.1", "2.7.0"]
+    assert all("+cu126" in row for row in table[1:])  # Pascal: only cu126 has sm_60
+
+
+@pytest.mark.parametrize(
+    ("name", "vendor"),
+    [("AMD Instinct MI250X", "AMD"), ("Radeon RX 7900 XTX", "AMD"), ("Intel Arc A770", "Intel"),
+     ("Intel Data Center GPU Max 1550", "Intel"), ("Gaudi 3", "Intel Gaudi"),
+     ("Apple M3 Max", "Apple")],
+)  # fmt: skip
+def test_another_vendors_gpu_is_named_so_not_matched_to_an_nvidia_one(
+    name: str, vendor: str, tmp_path: Path
+) -> None:
+    (tmp_path / "torchship.toml").write_text(
+        f'torch = "2.9.1"\npython = "3.12"\n[targets]\ngpus = ["H100", "{name}"]\n'
+    )
+    out = run_cli("resolve", str(tmp_path))
+    assert out.returncode == 2 and "did you mean" not in out.stderr
+    assert f"targets.gpus[1]: '{name}' is not an NVIDIA GPU ({vendor})" in out.stderr
+
+
+def test_nvidia_names_near_other_vendors_still_resolve() -> None:
+    from torchship.compat import load_matrix, lookup_gpu
+
+    for name in ("Tesla M60", "M40", "RTX A6000", "A2", "Quadro RTX 8000"):
+        assert lookup_gpu(load_matrix(), name).gpu is not None, name
 
 
 def test_malformed_spec_names_file_and_field(tmp_path: Path) -> None:

@@ -7,12 +7,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from packaging.specifiers import SpecifierSet
+
 from torchship.cli._output import print_json, table
 from torchship.compat.explain import explain
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
 from torchship.compat.request import Request, check_torch_known, domain_libraries
-from torchship.compat.resolve import Resolution, resolve
+from torchship.compat.resolve import (
+    ReleaseRow,
+    Resolution,
+    matching_releases,
+    per_release,
+    resolve,
+)
 from torchship.errors import UnknownGPUError, UsageError
 from torchship.lock import resolve_spec
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python, parse_torch
@@ -53,10 +61,9 @@ def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
 
 
 def request_from_flags(args: argparse.Namespace) -> Request:
+    """The request the flags make; without --torch, every release torchship knows."""
     m = load_matrix()
-    torch = _flag("--torch", args.torch, parse_torch)
-    assert torch is not None
-    spec, pin = torch
+    spec, pin = _flag("--torch", args.torch, parse_torch) or (SpecifierSet(), None)
     gpus = []
     for g in args.gpu:
         try:
@@ -66,7 +73,7 @@ def request_from_flags(args: argparse.Namespace) -> Request:
     cuda = _flag("--cuda", args.cuda, parse_cuda) or "auto"
     req = Request(
         torch=spec,
-        torch_text=args.torch,
+        torch_text=args.torch or "any",
         cuda=pin if pin and cuda == "auto" else cuda,
         python=_flag("--python", args.python, parse_python),
         gpus=tuple(gpus),
@@ -79,14 +86,27 @@ def request_from_flags(args: argparse.Namespace) -> Request:
     return req
 
 
-def render(res: Resolution) -> str:
-    rows = []
+def release_table(rows: tuple[ReleaseRow, ...], chosen: str | None) -> str:
+    """One row per release: its build here, or why none runs (the PyPI default's reason)."""
+    cells = [
+        ["✓", r.torch, r.build, "chosen" if r.build == chosen else ""] if r.build
+        else ["✗", r.torch, "-", f"{r.code}: {r.reason}"[:110]]
+        for r in rows
+    ]  # fmt: skip
+    return table(cells, ["", "TORCH", "BUILD", "WHY NOT / NOTE"])
+
+
+def render(res: Resolution, releases: tuple[ReleaseRow, ...] = ()) -> str:
     chosen = res.chosen.local_version if res.chosen else None
-    for name in res.compatible:
-        rows.append(["✓", name, "chosen" if name == chosen else "compatible", ""])
-    for r in res.rejected:
-        rows.append(["✗", r.variant, r.code, r.reason])
-    out = [table(rows, ["", "BUILD", "STATUS", "WHY"])]
+    if releases:  # a range: one row per release, not one per build
+        out = [release_table(releases, chosen)]
+    else:
+        rows = []
+        for name in res.compatible:
+            rows.append(["✓", name, "chosen" if name == chosen else "compatible", ""])
+        for r in res.rejected:
+            rows.append(["✗", r.variant, r.code, r.reason])
+        out = [table(rows, ["", "BUILD", "STATUS", "WHY"])]
     if res.chosen:
         c = res.chosen
         out.append("")
@@ -107,16 +127,21 @@ def render(res: Resolution) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.torch is not None:
-        res = resolve(request_from_flags(args), load_matrix())
-    else:
-        if args.gpu or args.driver or args.python or args.glibc or args.package:
-            raise UsageError(
-                "target flags need --torch", "pass --torch, or put targets in the spec"
-            )
+    targets = args.gpu or args.driver or args.python or args.glibc or args.package
+    if args.torch is None and not targets:
         res = resolve_spec(load_spec(Path(args.project)))
+        releases: tuple[ReleaseRow, ...] = ()
+    else:  # the flags; without --torch: which releases run on these targets, newest first
+        m = load_matrix()
+        req = request_from_flags(args)
+        res = resolve(req, m)
+        several = args.torch is None or len(matching_releases(m, req.torch)) > 1
+        releases = per_release(req, m) if several else ()
     if args.json:
-        print_json(res.to_json(tuple(s.text for s in explain(res))))
+        out = res.to_json(tuple(s.text for s in explain(res)))
+        if releases:
+            out["releases"] = [r.to_json() for r in releases]
+        print_json(out)
     else:
-        print(render(res))
+        print(render(res, releases))
     return 0 if res.ok else 1

@@ -83,6 +83,24 @@ def suggest(matrix: Matrix, name: str, n: int = 3) -> tuple[str, ...]:
     return tuple(out[:n])
 
 
+# Names that are another vendor's GPU (asked only after no NVIDIA name matched): an AMD
+# Instinct MI300X or Radeon RX 7900 XTX, an Intel Arc/Data Center GPU Max/Gaudi, an Apple M3.
+_AMD = re.compile(r"\b(amd|radeon|instinct|mi\d{2,3}[a-z]?|rx \d{3,4}|w\d{4})\b")
+_GAUDI = re.compile(r"\bgaudi ?\d?\b")
+_INTEL = re.compile(r"\b(intel|arc [abc]\d{3}|iris|ponte vecchio|data center gpu max)\b")
+_APPLE = re.compile(r"\b(apple|m[1-5] (pro|max|ultra))\b")
+
+
+def other_vendor(name: str) -> str:
+    """ "AMD", "Intel" or "Apple" when the name is one of their GPUs, else ""."""
+    text = " ".join(re.split(r"[^a-z0-9]+", name.lower())).strip()
+    vendors = (("AMD", _AMD), ("Intel Gaudi", _GAUDI), ("Intel", _INTEL), ("Apple", _APPLE))
+    for vendor, pattern in vendors:
+        if pattern.search(text):
+            return vendor
+    return ""
+
+
 def lookup_gpu(matrix: Matrix, name: str) -> GPUTarget:
     """Resolve a GPU name or architecture; raises UnknownGPUError with close matches."""
     text = name.strip()
@@ -91,5 +109,6 @@ def lookup_gpu(matrix: Matrix, name: str) -> GPUTarget:
         return GPUTarget(label=sm_str(cc), cc=cc, gpu=None)
     gpu = _match(matrix, normalize(text))
     if gpu is None:
-        raise UnknownGPUError(text, suggest(matrix, text))
+        vendor = other_vendor(text)
+        raise UnknownGPUError(text, () if vendor else suggest(matrix, text), vendor)
     return GPUTarget(label=gpu.name, cc=gpu.cc, gpu=gpu)

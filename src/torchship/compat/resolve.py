@@ -10,7 +10,7 @@ else the newest CUDA. Codes are documented in docs/resolver.md; never rename one
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from typing import Any
 
@@ -436,3 +436,34 @@ def judge_all(req: Request, m: Matrix, releases: Iterable[Release]) -> list[tupl
                 continue
             out.append((rel.local_version(v), _judge(req, m, rel, v).ok))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRow:
+    """One torch release, judged for the request: its best build there, or why none runs."""
+
+    torch: str
+    build: str | None  # the build the resolver would pick in this release
+    code: str = ""  # why not, when build is None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"torch": self.torch, "ok": self.build is not None, "build": self.build,
+                "code": self.code or None, "reason": self.reason or None}  # fmt: skip
+
+
+def per_release(req: Request, m: Matrix) -> tuple[ReleaseRow, ...]:
+    """Each release the request's torch range admits, newest first, with the build the
+    resolver picks in it or the reason none runs: the answer to "which torch runs here", one
+    row per release rather than one per build."""
+    rows = []
+    for rel in matching_releases(m, req.torch):
+        res = resolve(replace(req, torch=SpecifierSet(f"=={rel.torch}")), m)
+        if res.chosen is not None:
+            rows.append(ReleaseRow(rel.torch, res.chosen.local_version))
+            continue
+        default = f"{rel.torch}+{rel.pypi_default}"  # what `pip install torch` would give
+        why = next((r for r in res.rejected if r.variant == default), None)
+        why = why or (res.rejected[0] if res.rejected else Rejection(default, "no-build", ""))
+        rows.append(ReleaseRow(rel.torch, None, why.code, why.reason))
+    return tuple(rows)
