@@ -8,7 +8,8 @@ From PyPI, per torch release (Linux x86_64 wheels only):
   - Python tags (cp311, cp313t ...) and the manylinux tag -> `python`, `glibc_min`
   - the default build: `torch/version.py` inside the wheel (`__version__ = '2.9.1+cu128'`)
   - its pins (nvidia-cudnn-*, nvidia-nccl-*, cuda-toolkit, triton): the wheel's METADATA
-  - torchvision / torchaudio paired releases: their METADATA's `torch==X` requirement
+  - torchvision / torchaudio paired releases: their METADATA's `torch==X` requirement, and
+    (`companions`) every release's torch specifier, Requires-Python and Python tags
 Wheels are not downloaded whole: the zip's central directory and the two members are read with
 HTTP range requests (a few MB per ~900 MB wheel), because the index here serves no PEP 658
 `.metadata` files. Facts PyPI cannot tell (arch lists of non-default builds, driver floors, GPU
@@ -236,6 +237,80 @@ def domain_pairs(
     return pairs
 
 
+# A companion's wheel: compiled per CPython (cp39) or one pure tag for all (py3-none).
+_COMPANION_RE = re.compile(
+    r"^(?P<name>[^-]+)-(?P<ver>[^-+]+)(\+[^-]+)?(-\d[^-]*)?-(?P<py>cp\d+|py3)-"
+    r"(?P<abi>cp\d+t?|abi3|none)-(?P<plat>[^.]+)\.whl$"
+)
+
+
+COMPANIONS_SOURCE = (
+    "PyPI torchvision/torchaudio Linux x86_64 wheels: the torch of Requires-Dist (any "
+    "specifier), Requires-Python and the Python tags, read with HTTP range requests of "
+    ".dist-info/METADATA (tools/gen_matrix.py --domain); a release declaring no torch takes "
+    "its maintainers' statement (UNDECLARED in tools/gen_matrix.py)"
+)
+# Releases whose wheels declare no torch at all, and what their maintainers say instead.
+UNDECLARED = {
+    ("torchaudio", "2.11.0"): (
+        ">=2.11",
+        "none declared; the 2.11 install page: works with PyTorch 2.11 and every future "
+        "release (docs.pytorch.org/audio/2.11.0/installation.html)",
+    ),
+}
+
+
+def relevant(companions: list[dict[str, Any]], torches: list[str]) -> list[dict[str, Any]]:
+    """The releases from the oldest one pinned (`==`) to a torch the matrix knows: older ones
+    belong to torch 1.x (and some declare an unversioned `torch`)."""
+    first = next(
+        (i for i, c in enumerate(companions) if c["torch"].removeprefix("==") in torches), None
+    )
+    return [] if first is None else companions[first:]
+
+
+def parse_torch_requirement(metadata: str) -> tuple[str, str]:
+    """(the `torch` specifier of Requires-Dist, Requires-Python) from a METADATA text; "" when
+    the wheel declares none (torchaudio 2.11.0 declares no torch at all)."""
+    torch = ""
+    for line in metadata.splitlines():
+        m = re.match(r"^Requires-Dist:\s*torch\s*\(?([^;)]*)\)?\s*(;.*)?$", line)
+        if m and "extra ==" not in (m.group(2) or ""):
+            torch = m.group(1).replace(" ", "")
+    rp = re.search(r"^Requires-Python:\s*(.+)$", metadata, re.MULTILINE)
+    return torch, rp.group(1).strip().replace(" ", "") if rp else ""
+
+
+def companion_facts(
+    name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch
+) -> list[dict[str, Any]]:
+    """Per release of a companion (torchvision, torchaudio), from its Linux x86_64 wheels: the
+    torch it accepts (any specifier: `==2.5.1`, `>=2.14.0`), its Requires-Python, the Pythons
+    it has wheels for (`py3`: one wheel for all) and whether it is yanked."""
+    by_version: dict[str, list[tuple[re.Match[str], dict[str, Any]]]] = {}
+    for f in files:
+        m = _COMPANION_RE.match(f["filename"])
+        if m and "x86_64" in m["plat"] and "linux" in m["plat"]:
+            by_version.setdefault(m["ver"], []).append((m, f))
+    out = []
+    for ver, wheels in by_version.items():
+        pys = {m["py"] for m, _ in wheels}
+        python = (
+            ["py3"] if "py3" in pys else python_tags([w for w in wheels if w[0]["py"] != "py3"])
+        )
+        live = [f for _, f in wheels if not f.get("yanked")]
+        f = (live or [f for _, f in wheels])[0]
+        members = read_members(f["url"], lambda n: n.endswith(".dist-info/METADATA"), fetch)
+        torch, requires_python = parse_torch_requirement(next(iter(members.values()), ""))
+        source = "Requires-Dist"
+        if not torch and (name, ver) in UNDECLARED:
+            torch, source = UNDECLARED[(name, ver)]
+        out.append({"version": ver, "torch": torch, "torch_source": source,
+                    "requires_python": requires_python, "python": python,
+                    "yanked": not live})  # fmt: skip
+    return sorted(out, key=lambda c: [int(x) for x in re.findall(r"\d+", c["version"])])
+
+
 # --- applying a refresh -----------------------------------------------------------------------
 
 
@@ -286,7 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.domain:
         for lib in ("torchvision", "torchaudio"):
-            pairs = domain_pairs(lib, simple_files(lib))
+            lib_files = simple_files(lib)
+            torches = [r["torch"] for r in matrix["releases"]]
+            facts_now = relevant(companion_facts(lib, lib_files), torches)
+            companions = matrix.setdefault("companions", {})
+            matrix["sources"].setdefault("companions", COMPANIONS_SOURCE)
+            if companions.get(lib) != facts_now:
+                changes.append(f"companions {lib}: {len(facts_now)} releases")
+                companions[lib] = facts_now
+            pairs = domain_pairs(lib, lib_files)
             for rel in matrix["releases"]:
                 if (only is None or rel["torch"] in only) and rel["torch"] in pairs:
                     new = sorted(pairs[rel["torch"]])

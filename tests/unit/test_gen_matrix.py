@@ -81,3 +81,24 @@ def test_python_tags_and_glibc() -> None:
 def test_refresh_from_pypi_agrees_with_the_packaged_matrix() -> None:
     """The packaged facts for torch 2.13.0 are what PyPI says today."""
     assert gen.main(["--releases", "2.13.0,2.7.1", "--check"]) == 0
+
+
+def test_a_companions_torch_requirement_and_python_are_read() -> None:
+    meta = (
+        "Metadata-Version: 2.1\nName: torchvision\nVersion: 0.29.2\n"
+        "Requires-Python: >=3.10, !=3.14.1\nRequires-Dist: numpy\n"
+        'Requires-Dist: torch>=2.14.0\nRequires-Dist: gdown>=4.7.3; extra == "gdown"\n'
+    )
+    assert gen.parse_torch_requirement(meta) == (">=2.14.0", ">=3.10,!=3.14.1")
+    assert gen.parse_torch_requirement("Requires-Dist: torch (==2.0.0)\n") == ("==2.0.0", "")
+    assert gen.parse_torch_requirement("Name: torchaudio\n") == ("", "")  # 2.11.0 declares none
+    rows = [{"version": "0.2.2", "torch": ""}, {"version": "0.15.1", "torch": "==2.0.0"},
+            {"version": "0.29.2", "torch": ">=2.14.0"}]  # fmt: skip
+    assert [r["version"] for r in gen.relevant(rows, ["2.0.0", "2.15.0"])] == ["0.15.1", "0.29.2"]
+
+
+@pytest.mark.network
+def test_the_companions_are_what_pypi_lists_today() -> None:
+    """torchvision and torchaudio: every release's torch, Requires-Python and Python tags in the
+    packaged matrix are what their PyPI wheels say (the packaged torch facts of 2.13.0 too)."""
+    assert gen.main(["--releases", "2.13.0", "--domain", "--check"]) == 0

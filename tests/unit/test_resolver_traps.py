@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from tests.conftest import codes, res
+from tests.conftest import codes, request, res
+from torchship.compat import Matrix, Request, resolve
 from torchship.compat.explain import explain
 from torchship.compat.resolve import Resolution
 
@@ -233,8 +236,14 @@ def test_ptx_jit_needs_the_toolkit_driver() -> None:
 
 
 def test_domain_library_pairs() -> None:
-    r = res("2.12.0", ["A100"], domain=("torchaudio",))
-    assert not r.ok and "domain-library-unavailable" in codes(r).values()
+    """No torchaudio 2.12 exists, but torchaudio 2.11.1 declares torch>=2.11 (its maintainers:
+    2.11 works with every later torch), so torch 2.12 has a torchaudio; the lock pins it."""
+    from torchship.compat import load_matrix
+    from torchship.lock.compile import companion_versions
+
+    assert res("2.12.0", ["A100"], domain=("torchaudio",)).ok
+    release = load_matrix().release("2.12.0")
+    assert release is not None and companion_versions("torchaudio", release, "3.12")[-1] == "2.11.1"
     assert res("2.11.0", ["A100"], domain=("torchaudio", "torchvision")).ok
 
 
@@ -250,3 +259,57 @@ def test_range_picks_newest_release_that_fits() -> None:
     assert chosen(r) == "2.14.1+cu126"
     r = res(">=2.0,<2.7", ["RTX 5090"])
     assert not r.ok
+
+
+# --- companion packages (measured from PyPI into the matrix: tools/gen_matrix.py --domain) ---
+
+
+def _companion_req(torch: str, python: str | None = None, patch: str | None = None,
+                   packages: tuple[str, ...] = ("torchvision",)) -> Request:  # fmt: skip
+    from torchship.compat.request import domain_libraries, domain_pins
+
+    base = request(torch, python=python, domain=domain_libraries(packages))
+    return replace(base, domain_pins=domain_pins(packages), python_patch=patch)
+
+
+def test_torchvision_0_20_has_no_python_3_13_wheel(matrix: Matrix) -> None:
+    """torch 2.5.1 has cp313 wheels, its torchvision 0.20.1 does not (PyPI file list)."""
+    res = resolve(_companion_req("2.5.1", "3.13"), matrix)
+    assert not res.ok
+    reasons = {r.code: r.reason for r in res.rejected}
+    assert (
+        "torchvision 0.20.1 (for torch 2.5.1) has no wheel for Python 3.13"
+        in (reasons["domain-library-unavailable"])
+    )
+    assert resolve(_companion_req("2.5.1", "3.12"), matrix).ok
+
+
+def test_requires_python_excludes_a_patch_level(matrix: Matrix) -> None:
+    """torchvision 0.26+ declares Requires-Python >=3.10,!=3.14.1 (pytorch/vision#9307)."""
+    assert not resolve(_companion_req("2.11.0", "3.14", "3.14.1"), matrix).ok
+    assert resolve(_companion_req("2.11.0", "3.14", "3.14.2"), matrix).ok
+    assert resolve(_companion_req("2.11.0", "3.14"), matrix).ok  # some 3.14 patch is admitted
+
+
+def test_a_companion_pin_no_torch_in_range_accepts_is_nothing_fits(matrix: Matrix) -> None:
+    res = resolve(_companion_req(">=2.11", packages=("torchaudio==2.10.0",)), matrix)
+    assert not res.ok
+    why = {r.reason for r in res.rejected if r.code == "domain-library-unavailable"}
+    assert any("torchaudio==2.10.0 does not install beside torch 2.11.0" in w
+               and "2.10.0 needs torch ==2.10.0" in w for w in why)  # fmt: skip
+    assert resolve(_companion_req(">=2.9", packages=("torchaudio==2.10.0",)), matrix).chosen
+
+
+def test_a_companion_that_accepts_later_torch_pairs_with_it(matrix: Matrix) -> None:
+    """torchvision 0.29.2 declares torch>=2.14.0 and torchaudio 2.11.1 torch>=2.11: torch
+    2.15 has both, though neither names it."""
+    assert resolve(_companion_req("2.15.0", "3.12", packages=("torchvision", "torchaudio")),
+                   matrix).ok  # fmt: skip
+
+
+def test_every_exact_pair_is_a_companion_that_accepts_its_torch(matrix: Matrix) -> None:
+    for rel in matrix.releases:
+        for lib, pairs in (("torchvision", rel.torchvision), ("torchaudio", rel.torchaudio)):
+            rows = {c.version: c for c in matrix.companions_of(lib)}
+            for v in pairs:
+                assert rows[v].accepts(rel.version), (lib, v, rel.torch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from torchship.cli._output import print_json, table
 from torchship.compat.explain import explain
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
-from torchship.compat.request import Request, check_torch_known, domain_libraries
+from torchship.compat.request import Request, check_torch_known, domain_libraries, domain_pins
 from torchship.compat.resolve import (
     ReleaseRow,
     Resolution,
@@ -38,7 +39,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--torch", help="torch version or range, e.g. 2.9.1 or '>=2.7,<2.10'")
     p.add_argument("--gpu", action="append", default=[], help="GPU model, sm_XY or X.Y (repeat)")
     p.add_argument("--driver", help="the oldest NVIDIA driver of the targets, e.g. 580.65.06")
-    p.add_argument("--python", help="Python version, e.g. 3.12 or 3.13t")
+    p.add_argument("--python", help="Python version, e.g. 3.12, 3.13t or 3.14.1")
     p.add_argument("--cuda", default="auto", help="auto (default), cpu, or a CUDA version (12.8)")
     p.add_argument("--glibc", help="the oldest glibc of the targets, e.g. 2.31")
     p.add_argument("--package", action="append", default=[], help="a package (torchvision...)")
@@ -71,16 +72,21 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         except UnknownGPUError as e:
             raise UsageError(f"--gpu: {e.message}", e.hint) from None
     cuda = _flag("--cuda", args.cuda, parse_cuda) or "auto"
+    # a patch level (3.14.1): wheels are per minor, but Requires-Python may exclude a patch
+    patch = args.python if args.python and re.fullmatch(r"3\.\d+\.\d+", args.python) else None
+    minor = patch.rsplit(".", 1)[0] if patch else args.python
     req = Request(
         torch=spec,
         torch_text=args.torch or "any",
         cuda=pin if pin and cuda == "auto" else cuda,
-        python=_flag("--python", args.python, parse_python),
+        python=_flag("--python", minor, parse_python),
+        python_patch=patch,
         gpus=tuple(gpus),
         driver=_flag("--driver", args.driver, parse_driver),
         glibc=_flag("--glibc", args.glibc, parse_glibc),
         allow_forward_compat=args.allow_forward_compat,
         domain_libraries=domain_libraries(tuple(args.package)),
+        domain_pins=domain_pins(tuple(args.package)),
     )
     check_torch_known(req, m, "", "--torch")
     return req

@@ -13,6 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from torchship.compat.archs import Arch, parse_arch, parse_version
@@ -122,6 +123,12 @@ class Matrix:
     cpu_image: str
     gpus: tuple[GPU, ...]
     releases: tuple[Release, ...]  # oldest first
+    # torchvision / torchaudio releases: the torch each accepts and the Pythons it has
+    # wheels for (Linux x86_64), oldest first
+    companions: tuple[tuple[str, tuple[Companion, ...]], ...] = ()
+
+    def companions_of(self, name: str) -> tuple[Companion, ...]:
+        return next((rows for lib, rows in self.companions if lib == name), ())
 
     def release(self, torch: str) -> Release | None:
         for r in self.releases:
@@ -214,6 +221,50 @@ def _gpu(d: dict[str, Any], where: str) -> GPU:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Companion:
+    """A release of torchvision or torchaudio, as its wheels declare it."""
+
+    name: str
+    version: str
+    torch: SpecifierSet  # the torch it accepts ("==2.5.1", ">=2.14.0")
+    requires_python: SpecifierSet
+    python: tuple[str, ...]  # "3.12", "3.13t"; ("py3",): one wheel for every Python
+    yanked: bool
+
+    def accepts(self, torch: Version) -> bool:
+        return self.torch.contains(torch, prereleases=True)
+
+    def has_wheel_for(self, python: str) -> bool:
+        """A wheel for "3.13" / "3.13t" (a py3-none wheel serves a free-threaded one too)."""
+        return self.python == ("py3",) or python in self.python
+
+    def runs_on(self, python: str, patch: str | None) -> bool:
+        """Requires-Python admits the interpreter (`!=3.14.1` needs its patch to judge)."""
+        full = patch or f"{python.rstrip('t')}.0"
+        if patch is None:  # without a patch level, a minor is out only if no patch of it is in
+            return any(
+                self.requires_python.contains(f"{python.rstrip('t')}.{n}") for n in range(0, 20)
+            )
+        return self.requires_python.contains(full)
+
+
+def _companion(lib: str, c: dict[str, Any]) -> Companion:
+    return Companion(
+        name=lib,
+        version=c["version"],
+        torch=SpecifierSet(c["torch"]),
+        requires_python=SpecifierSet(c.get("requires_python", "")),
+        python=tuple(c["python"]),
+        yanked=bool(c.get("yanked")),
+    )
+
+
+def _companions(data: dict[str, Any]) -> tuple[tuple[str, tuple[Companion, ...]], ...]:
+    rows = data.get("companions", {})
+    return tuple((lib, tuple(_companion(lib, c) for c in cs)) for lib, cs in rows.items())
+
+
 def parse_matrix(data: dict[str, Any]) -> Matrix:
     """Validate and convert matrix JSON; raises MatrixError naming the bad field."""
     version = data.get("schema_version")
@@ -248,8 +299,9 @@ def parse_matrix(data: dict[str, Any]) -> Matrix:
             cpu_image=data["images"]["cpu"],
             gpus=tuple(_gpu(g, f"gpus[{i}]") for i, g in enumerate(data["gpus"])),
             releases=releases,
+            companions=_companions(data),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, InvalidSpecifier) as e:
         raise MatrixError(f"matrix is malformed: {e!r}", "regenerate the matrix") from None
 
 

@@ -28,11 +28,23 @@ class Request:
     glibc: NumVersion | None = None
     allow_forward_compat: bool = False
     domain_libraries: tuple[str, ...] = ()
+    domain_pins: tuple[tuple[str, str], ...] = ()  # ("torchaudio", "==2.10.0"): the user's pin
+    python_patch: str | None = None  # "3.14.1" when given: Requires-Python may exclude a patch
 
 
 def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
     names = {Requirement(p).name.lower() for p in packages}
     return tuple(lib for lib in DOMAIN_LIBRARIES if lib in names)
+
+
+def domain_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The version specifiers the user put on torchvision / torchaudio (`torchaudio==2.10.0`)."""
+    out = []
+    for p in packages:
+        r = Requirement(p)
+        if r.name.lower() in DOMAIN_LIBRARIES and r.specifier:
+            out.append((r.name.lower(), str(r.specifier)))
+    return tuple(out)
 
 
 def check_torch_known(req: Request, matrix: Matrix, file: str, where: str) -> None:
@@ -69,6 +81,7 @@ def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
         glibc=parse_glibc(t.glibc) if t.glibc else None,
         allow_forward_compat=t.allow_forward_compat,
         domain_libraries=domain_libraries(spec.packages),
+        domain_pins=domain_pins(spec.packages),
     )
     check_torch_known(req, matrix, spec.source, spec.where("torch"))
     return req

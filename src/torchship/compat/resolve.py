@@ -26,7 +26,14 @@ from torchship.compat.archs import (
     Version as NumVersion,
 )
 from torchship.compat.gpus import GPUTarget
-from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Matrix, Release, Variant
+from torchship.compat.matrix import (
+    PYPI_INDEX,
+    PYTORCH_INDEX,
+    Companion,
+    Matrix,
+    Release,
+    Variant,
+)
 from torchship.compat.request import Request
 
 # Stable rejection codes.
@@ -144,7 +151,7 @@ def _arch_summary(v: Variant) -> str:
     return span + (f" + PTX {', '.join(a.token for a in ptx)}" if ptx else ", no PTX")
 
 
-def _check_install(req: Request, rel: Release, v: Variant) -> list[tuple[str, str]]:
+def _check_install(req: Request, m: Matrix, rel: Release, v: Variant) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     if req.python is not None and req.python not in rel.python:
         out.append(
@@ -163,15 +170,54 @@ def _check_install(req: Request, rel: Release, v: Variant) -> list[tuple[str, st
             )
         )
     for lib in req.domain_libraries:
-        pairs = rel.torchvision if lib == "torchvision" else rel.torchaudio
-        if not pairs:
-            out.append(
-                (
-                    DOMAIN_LIBRARY_UNAVAILABLE,
-                    f"no {lib} release is paired with torch {rel.torch}",
-                )
-            )
+        problem = companion_problem(req, m, rel, lib)
+        if problem:
+            out.append((DOMAIN_LIBRARY_UNAVAILABLE, problem))
     return out
+
+
+def companions_for(req: Request, m: Matrix, rel: Release, lib: str) -> tuple[Companion, ...]:
+    """The releases of `lib` that install beside this torch for the request: they accept the
+    torch, match the user's pin, and have a wheel for the Python that Requires-Python admits
+    (oldest first)."""
+    pin = SpecifierSet(dict(req.domain_pins).get(lib, ""))
+    return tuple(
+        c
+        for c in m.companions_of(lib)
+        if not c.yanked
+        and c.accepts(rel.version)
+        and pin.contains(c.version, prereleases=True)
+        and (req.python is None or (c.has_wheel_for(req.python)
+                                    and c.runs_on(req.python, req.python_patch)))
+    )  # fmt: skip
+
+
+def companion_problem(req: Request, m: Matrix, rel: Release, lib: str) -> str | None:
+    """Why no release of `lib` installs beside torch `rel` for the request, or None."""
+    rows = m.companions_of(lib)
+    if not rows:  # a matrix without the companions' data: only the exact pairs are known
+        pairs = rel.torchvision if lib == "torchvision" else rel.torchaudio
+        return None if pairs else f"no {lib} release is paired with torch {rel.torch}"
+    if companions_for(req, m, rel, lib):
+        return None
+    accepting = [c for c in rows if not c.yanked and c.accepts(rel.version)]
+    if not accepting:
+        return f"no {lib} release accepts torch {rel.torch}"
+    pin = dict(req.domain_pins).get(lib, "")
+    pinned = [c for c in accepting if SpecifierSet(pin).contains(c.version, prereleases=True)]
+    if not pinned:
+        wanted = [c for c in rows if SpecifierSet(pin).contains(c.version, prereleases=True)]
+        needs = ", ".join(f"{c.version} needs torch {c.torch}" for c in wanted[-3:])
+        return f"{lib}{pin} does not install beside torch {rel.torch}" + (
+            f" ({needs})" if needs else f" (no {lib} release matches {pin})"
+        )
+    newest = pinned[-1]
+    py = req.python or ""
+    if not newest.has_wheel_for(py):
+        return (f"{lib} {newest.version} (for torch {rel.torch}) has no wheel for Python {py} "
+                f"(has {', '.join(newest.python)})")  # fmt: skip
+    return (f"{lib} {newest.version} (for torch {rel.torch}) requires Python "
+            f"{newest.requires_python}: {req.python_patch or py} is excluded")  # fmt: skip
 
 
 def _check_kernels(
@@ -233,7 +279,7 @@ def _check_driver(
 
 
 def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
-    failures = _check_install(req, rel, v)
+    failures = _check_install(req, m, rel, v)
     if v.is_cpu:
         return _Verdict(tuple(failures), False, False)
     if v.archs is None:

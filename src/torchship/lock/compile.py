@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion
 
-from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Release, Variant
+from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Release, Variant, load_matrix
 from torchship.compat.resolve import Choice, Resolution
 from torchship.errors import IndexUnreachableError, LockError
 from torchship.lock.model import Lock, LockedGPU, LockedPackage, LockEnvironment, drop_none
@@ -124,15 +124,30 @@ def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
     return out
 
 
+def companion_versions(name: str, release: Release, python: str) -> tuple[str, ...]:
+    """The torchvision / torchaudio releases that install beside this torch on this Python,
+    oldest first: the ones made for it (`==torch`) when there are, else those whose `>=`
+    accepts it (torchvision 0.29.2 for torch 2.15); () for any other package."""
+    if name not in ("torchvision", "torchaudio"):
+        return ()
+    pairs = release.torchvision if name == "torchvision" else release.torchaudio
+    fits = tuple(
+        c.version
+        for c in load_matrix().companions_of(name)
+        if not c.yanked and c.accepts(release.version) and c.has_wheel_for(python)
+        and c.runs_on(python, None)
+    )  # fmt: skip
+    made_for = tuple(v for v in fits if v in pairs)
+    return made_for or fits or pairs
+
+
 def _requirements(spec: Spec, release: Release, torch: str) -> list[str]:
     # `===` (exact string): `==2.13.0` would also match a local build such as 2.13.0+cpu in a
     # find-links folder, and the environment would get the wrong build of torch.
     reqs = [f"torch==={torch}"]
     for p in spec.packages:
         r = Requirement(p)
-        pairs = {"torchvision": release.torchvision, "torchaudio": release.torchaudio}.get(
-            r.name.lower()
-        )
+        pairs = companion_versions(r.name.lower(), release, spec.python)
         if pairs and not r.specifier and not r.url:  # pin the release paired with this torch
             reqs.append(
                 f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}"
