@@ -72,6 +72,8 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     env = {"TORCHSHIP_HOME": str(tmp_path / "home")}
     job = str(tmp_path / "quickstart")  # a copy: the run keeps its checkpoints beside job.toml
     shutil.copytree(REPO / "examples/quickstart", job)
+    short = (REPO / "examples/quickstart/job.toml").read_text().replace("steps = 60", "steps = 6")
+    (Path(job) / "job.toml").write_text(short)  # placement is the point here, not training
     r = run_cli("run", job, "--site", "auto", "--sites", str(sites), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("status", "--json", env=env)

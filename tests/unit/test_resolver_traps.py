@@ -313,3 +313,43 @@ def test_every_exact_pair_is_a_companion_that_accepts_its_torch(matrix: Matrix) 
             rows = {c.version: c for c in matrix.companions_of(lib)}
             for v in pairs:
                 assert rows[v].accepts(rel.version), (lib, v, rel.torch)
+
+
+# --- CUDA extensions locked beside torch (compat/data/extensions.json) ---
+
+
+def _ext_req(torch: str, *packages: str, **kw: object) -> Request:
+    from torchship.compat.extensions import extension_pins
+
+    return replace(request(torch, **kw), extension_pins=extension_pins(packages))  # type: ignore[arg-type]
+
+
+def test_an_xformers_pin_for_another_torch_is_unpaired(matrix: Matrix) -> None:
+    """xformers 0.0.29's wheels require torch==2.5.1 (PyPI Requires-Dist)."""
+    res = resolve(_ext_req("2.9.1", "xformers==0.0.29"), matrix)
+    assert not res.ok and set(codes(res).values()) == {"extension-unpaired"}
+    assert "xformers==0.0.29 was built for torch ==2.5.1, not 2.9.1" in res.rejected[0].reason
+    assert resolve(_ext_req("2.9.1", "xformers==0.0.33.post2"), matrix).ok
+    assert resolve(_ext_req("2.9.1", "xformers==0.0.1"), matrix).ok  # no facts: not judged
+
+
+def test_bitsandbytes_without_a_library_for_the_cuda_moves_the_choice(matrix: Matrix) -> None:
+    """bitsandbytes 0.49.2 bundles libraries up to cu130; torch 2.15's default is cu132, so
+    the resolver picks cu130, and bitsandbytes>=0.50 (cu132 bundled) keeps the default."""
+    req = _ext_req("2.15.0", "bitsandbytes==0.49.2", gpus=["H100"], driver="590.44.01")
+    res = resolve(req, matrix)
+    assert res.chosen is not None and res.chosen.local_version == "2.15.0+cu130"
+    assert "no library for cu132" in codes_and_reasons(res)["2.15.0+cu132"]
+    req = _ext_req("2.15.0", "bitsandbytes>=0.50", gpus=["H100"], driver="590.44.01")
+    assert resolve(req, matrix).chosen.local_version == "2.15.0+cu132"  # type: ignore[union-attr]
+
+
+def test_torchao_and_flash_attn_are_warnings(matrix: Matrix) -> None:
+    res = resolve(_ext_req("2.13.0", "torchao==0.16.0", "flash-attn"), matrix)
+    assert res.ok
+    assert "torchao==0.16.0 was built for torch ==2.10.0, not 2.13.0" in res.warnings
+    assert any(w.startswith("flash-attn has no wheel on PyPI") for w in res.warnings)
+
+
+def codes_and_reasons(res: Resolution) -> dict[str, str]:
+    return {r.variant: r.reason for r in res.rejected}

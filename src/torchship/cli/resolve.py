@@ -12,6 +12,7 @@ from packaging.specifiers import SpecifierSet
 
 from torchship.cli._output import print_json, table
 from torchship.compat.explain import explain
+from torchship.compat.extensions import extension_pins
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
 from torchship.compat.request import Request, check_torch_known, domain_libraries, domain_pins
@@ -87,6 +88,7 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         allow_forward_compat=args.allow_forward_compat,
         domain_libraries=domain_libraries(tuple(args.package)),
         domain_pins=domain_pins(tuple(args.package)),
+        extension_pins=extension_pins(tuple(args.package)),
     )
     check_torch_known(req, m, "", "--torch")
     return req

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
+from torchship.compat.extensions import extension_pins
 from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
 from torchship.errors import SpecError, UnknownGPUError, UsageError
@@ -30,6 +31,7 @@ class Request:
     domain_libraries: tuple[str, ...] = ()
     domain_pins: tuple[tuple[str, str], ...] = ()  # ("torchaudio", "==2.10.0"): the user's pin
     python_patch: str | None = None  # "3.14.1" when given: Requires-Python may exclude a patch
+    extension_pins: tuple[tuple[str, str], ...] = ()  # ("xformers", "==0.0.29"): CUDA extensions
 
 
 def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
@@ -82,6 +84,7 @@ def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
         allow_forward_compat=t.allow_forward_compat,
         domain_libraries=domain_libraries(spec.packages),
         domain_pins=domain_pins(spec.packages),
+        extension_pins=extension_pins(spec.packages),
     )
     check_torch_known(req, matrix, spec.source, spec.where("torch"))
     return req

@@ -25,6 +25,7 @@ from torchship.compat.archs import (
 from torchship.compat.archs import (
     Version as NumVersion,
 )
+from torchship.compat.extensions import problems as extension_problems
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import (
     PYPI_INDEX,
@@ -42,6 +43,7 @@ VARIANT_UNVERIFIED = "variant-unverified"
 PYTHON_UNAVAILABLE = "python-unavailable"
 GLIBC_TOO_OLD = "glibc-too-old"
 DOMAIN_LIBRARY_UNAVAILABLE = "domain-library-unavailable"
+EXTENSION_UNPAIRED = "extension-unpaired"
 ARCH_UNSUPPORTED = "arch-unsupported"
 ARCH_UNVERIFIED = "arch-unverified"
 DRIVER_TOO_OLD = "driver-too-old"
@@ -280,6 +282,11 @@ def _check_driver(
 
 def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
     failures = _check_install(req, m, rel, v)
+    failures += [
+        (EXTENSION_UNPAIRED, p.text)
+        for p in extension_problems(req.extension_pins, rel, v)
+        if p.severity == "error"
+    ]
     if v.is_cpu:
         return _Verdict(tuple(failures), False, False)
     if v.archs is None:
@@ -374,6 +381,11 @@ def _warnings(
     if choice is None or verdict is None:
         return out
     v = choice.variant
+    out += [
+        p.text
+        for p in extension_problems(req.extension_pins, choice.release, v)
+        if p.severity == "warning"
+    ]
     if v.is_cpu and req.gpus:
         out.append("cuda = 'cpu': the build will not use the target GPUs")
     if not v.is_cpu and not req.gpus:

@@ -1,0 +1,92 @@
+"""CUDA extensions locked beside torch, and the torch (and CUDA) each release was built for.
+
+xformers pins an exact torch; bitsandbytes bundles one library per CUDA version and quietly
+falls back to its CPU one when torch's is missing; torchao skips its kernels on another torch;
+flash-attn has no wheel on PyPI and builds against whatever torch is installed. A pin that does
+not pair with the chosen torch is a top cause of `undefined symbol` and "CUDA Setup failed"
+reports (the doctor's `extension-abi-mismatch`): say so before anything is installed.
+
+Data: src/torchship/compat/data/extensions.json (tools/gen_extensions.py, with sources).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
+
+from torchship.compat.matrix import Release, Variant
+
+EXTENSIONS = ("xformers", "bitsandbytes", "torchao", "flash-attn")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    severity: str  # "error": it will not work (a rejection); "warning": it runs without kernels
+    text: str
+
+
+@cache
+def _data() -> dict[str, Any]:
+    text = resources.files("torchship.compat").joinpath("data/extensions.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def extension_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The extensions among the packages, with their specifiers ("" when unpinned)."""
+    out = []
+    for p in packages:
+        r = Requirement(p)
+        name = r.name.lower().replace("_", "-")
+        if name in EXTENSIONS:
+            out.append((name, str(r.specifier)))
+    return tuple(out)
+
+
+def problems(pins: tuple[tuple[str, str], ...], rel: Release, v: Variant) -> tuple[Problem, ...]:
+    """What goes wrong with these extension pins beside this torch build."""
+    out = []
+    for name, spec in pins:
+        info = _data()["packages"][name]
+        if info.get("sdist_only"):
+            out.append(Problem("warning", f"{name} has no wheel on PyPI: it compiles against "
+                               f"the installed torch {rel.local_version(v)} when installed "
+                               "(nvcc, --no-build-isolation), or fetches a matching wheel "
+                               "from its GitHub releases"))  # fmt: skip
+            continue
+        if not spec:
+            continue  # unpinned: the installer picks a release that accepts this torch
+        wanted = {ver: r for ver, r in info["releases"].items() if SpecifierSet(spec).contains(ver)}
+        if not wanted:
+            continue  # releases torchship has no facts for: not judged
+        fits = [ver for ver, r in wanted.items() if SpecifierSet(r["torch"]).contains(rel.version)]
+        if not fits:
+            built = sorted({r["torch"] for r in wanted.values()}, key=_order)[-3:]
+            out.append(Problem(info["severity"], f"{name}{spec} was built for torch "
+                               f"{' or '.join(built)}, not {rel.torch}"))  # fmt: skip
+            continue
+        if name != "bitsandbytes" or v.is_cpu:
+            continue
+        cuda = v.name.removeprefix("cu")
+        bundled = [wanted[ver]["cuda"] for ver in fits]
+        if not any(cuda in b for b in bundled):
+            have = sorted({c for b in bundled for c in b}, key=int)
+            out.append(Problem("error", f"{name}{spec} has no library for {v.name} (has "
+                               f"{', '.join('cu' + c for c in have)}): it would load its CPU "
+                               "library"))  # fmt: skip
+    return tuple(out)
+
+
+def _order(spec: str) -> Version:
+    digits = spec.lstrip("=<>!~ ").split(",")[0]
+    try:
+        return Version(digits)
+    except ValueError:
+        return Version("0")
