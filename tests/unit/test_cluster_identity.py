@@ -93,6 +93,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def run_auto(project: Path, env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
+    """`torchship run job.toml --site auto --sites sites.toml` in the project."""
+    sites = str(project / "sites.toml")
+    return run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites", sites, *flags,
+                   env=env)  # fmt: skip
+
+
 def env_for(tmp_path: Path, kube: Path) -> dict[str, str]:
     return {"KUBECONFIG": str(kube), "TORCHSHIP_HOME": str(tmp_path / "home")}
 
@@ -115,8 +122,7 @@ def test_switching_the_current_context_does_not_move_a_job(
     r = run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env)
     assert r.returncode == 0, r.stderr
     assert f"onprem: context 'onprem' recorded: {onprem.url}, no CA" in r.stdout
-    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
-                str(project / "sites.toml"), "--detach", env=env)  # fmt: skip
+    r = run_auto(project, env, "--detach")
     assert r.returncode == 0, r.stderr
     assert onprem.find("jobs") and not cloud.objects  # the current context is "cloud"
 
@@ -130,13 +136,11 @@ def test_a_context_pointed_at_another_cluster_is_refused_everywhere(
     cfg = kubeconfig(project / "kubeconfig", {"onprem": onprem.url, "cloud": cloud.url}, "onprem")
     env = env_for(project, cfg)
     assert run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env).returncode == 0
-    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
-                str(project / "sites.toml"), "--detach", "--json", env=env)  # fmt: skip
+    r = run_auto(project, env, "--detach", "--json")
     assert r.returncode == 0, r.stderr
     job_id = json.loads(r.stdout)["job"]["id"]
     kubeconfig(cfg, {"onprem": cloud.url, "cloud": cloud.url}, "onprem")  # the switch
-    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
-                str(project / "sites.toml"), "--detach", env=env)  # fmt: skip
+    r = run_auto(project, env, "--detach")
     assert r.returncode == 1
     assert f"context 'onprem' of site onprem now reaches {cloud.url}" in r.stderr
     assert not cloud.objects
@@ -335,8 +339,7 @@ def test_a_gateway_or_proxy_in_front_of_another_cluster_is_refused(
     env = env_for(project, cfg)
     assert run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env).returncode == 0
     onprem.uid = cloud.uid  # the gateway now routes this user to the cloud cluster
-    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
-                str(project / "sites.toml"), "--detach", env=env)  # fmt: skip
+    r = run_auto(project, env, "--detach")
     assert r.returncode == 1 and f"cluster uid {cloud.uid}" in r.stderr
     assert not onprem.find("jobs")
     onprem.uid = "recorded-again"
@@ -371,8 +374,7 @@ def test_a_context_named_like_an_eks_arn_round_trips_through_the_handle(
     cfg = kubeconfig(project / "kubeconfig", {arn: onprem.url}, arn)
     env = env_for(project, cfg)
     assert run_cli("site", "check", "--sites", str(project / "sites.toml"), env=env).returncode == 0
-    r = run_cli("run", str(project / "job.toml"), "--site", "auto", "--sites",
-                str(project / "sites.toml"), "--detach", "--json", env=env)  # fmt: skip
+    r = run_auto(project, env, "--detach", "--json")
     assert r.returncode == 0, r.stderr
     handle = json.loads(r.stdout)["job"]["handle"]
     assert parse_handle(handle)[0] == arn
