@@ -26,6 +26,7 @@ import sys
 import urllib.request
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -218,25 +219,6 @@ def _pin(pins: dict[str, str], prefix: str) -> str | None:
     return None
 
 
-def domain_pairs(
-    name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch
-) -> dict[str, list[str]]:
-    """torch version -> [torchvision versions] from each release's `torch==X` requirement."""
-    by_version: dict[str, dict[str, Any]] = {}
-    for f in files:
-        m = _WHEEL_RE.match(f["filename"])
-        if m and "x86_64" in m["plat"] and not f.get("yanked"):
-            by_version.setdefault(m["ver"], f)
-    pairs: dict[str, list[str]] = {}
-    for ver, f in by_version.items():
-        members = read_members(f["url"], lambda n: n.endswith(".dist-info/METADATA"), fetch)
-        text = next(iter(members.values()), "")
-        m = re.search(r"^Requires-Dist:\s*torch\s*\(?==\s*([0-9.]+)", text, re.MULTILINE)
-        if m:
-            pairs.setdefault(m.group(1), []).append(ver)
-    return pairs
-
-
 # A companion's wheel: compiled per CPython (cp39) or one pure tag for all (py3-none).
 _COMPANION_RE = re.compile(
     r"^(?P<name>[^-]+)-(?P<ver>[^-+]+)(\+[^-]+)?(-\d[^-]*)?-(?P<py>cp\d+|py3)-"
@@ -282,7 +264,7 @@ def parse_torch_requirement(metadata: str) -> tuple[str, str]:
 
 
 def companion_facts(
-    name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch
+    name: str, files: list[dict[str, Any]], fetch: Fetch = http_fetch, only: set[str] | None = None
 ) -> list[dict[str, Any]]:
     """Per release of a companion (torchvision, torchaudio), from its Linux x86_64 wheels: the
     torch it accepts (any specifier: `==2.5.1`, `>=2.14.0`), its Requires-Python, the Pythons
@@ -290,25 +272,29 @@ def companion_facts(
     by_version: dict[str, list[tuple[re.Match[str], dict[str, Any]]]] = {}
     for f in files:
         m = _COMPANION_RE.match(f["filename"])
-        if m and "x86_64" in m["plat"] and "linux" in m["plat"]:
+        if m and "x86_64" in m["plat"] and "linux" in m["plat"] and (not only or m["ver"] in only):
             by_version.setdefault(m["ver"], []).append((m, f))
-    out = []
-    for ver, wheels in by_version.items():
-        pys = {m["py"] for m, _ in wheels}
-        python = (
-            ["py3"] if "py3" in pys else python_tags([w for w in wheels if w[0]["py"] != "py3"])
-        )
-        live = [f for _, f in wheels if not f.get("yanked")]
-        f = (live or [f for _, f in wheels])[0]
-        members = read_members(f["url"], lambda n: n.endswith(".dist-info/METADATA"), fetch)
-        torch, requires_python = parse_torch_requirement(next(iter(members.values()), ""))
-        source = "Requires-Dist"
-        if not torch and (name, ver) in UNDECLARED:
-            torch, source = UNDECLARED[(name, ver)]
-        out.append({"version": ver, "torch": torch, "torch_source": source,
-                    "requires_python": requires_python, "python": python,
-                    "yanked": not live})  # fmt: skip
+    with ThreadPoolExecutor(max_workers=8) as pool:  # range reads wait on the network
+        out = list(pool.map(lambda kv: _companion(name, kv[0], kv[1], fetch), by_version.items()))
     return sorted(out, key=lambda c: [int(x) for x in re.findall(r"\d+", c["version"])])
+
+
+def _companion(
+    name: str, ver: str, wheels: list[tuple[re.Match[str], dict[str, Any]]], fetch: Fetch
+) -> dict[str, Any]:
+    """One release's facts from its wheels (a range read of one wheel's METADATA)."""
+    pys = {m["py"] for m, _ in wheels}
+    python = ["py3"] if "py3" in pys else python_tags([w for w in wheels if w[0]["py"] != "py3"])
+    live = [f for _, f in wheels if not f.get("yanked")]
+    f = (live or [f for _, f in wheels])[0]
+    members = read_members(f["url"], lambda n: n.endswith(".dist-info/METADATA"), fetch)
+    torch, requires_python = parse_torch_requirement(next(iter(members.values()), ""))
+    source = "Requires-Dist"
+    if not torch and (name, ver) in UNDECLARED:
+        torch, source = UNDECLARED[(name, ver)]
+    return {"version": ver, "torch": torch, "torch_source": source,
+            "requires_python": requires_python, "python": python,
+            "yanked": not live}  # fmt: skip
 
 
 # --- applying a refresh -----------------------------------------------------------------------
@@ -333,6 +319,32 @@ def apply(release: dict[str, Any], facts: dict[str, Any]) -> list[str]:
     return changes
 
 
+def refresh_companions(
+    matrix: dict[str, Any], lib: str, only: set[str] | None, wanted: set[str] | None
+) -> list[str]:
+    """Refresh `matrix["companions"][lib]` and each release's exact pairs (`torch==X`) from one
+    read of every release's METADATA; with `wanted`, only compare those versions."""
+    facts = companion_facts(lib, simple_files(lib), only=wanted)
+    companions = matrix.setdefault("companions", {})
+    matrix["sources"].setdefault("companions", COMPANIONS_SOURCE)
+    if wanted:  # a spot check: the packaged rows of these versions, as PyPI says them now
+        packaged = {c["version"]: c for c in companions.get(lib, [])}
+        return [f"companions {lib} {c['version']}: {packaged.get(c['version'])} -> {c}"
+                for c in facts if packaged.get(c["version"]) != c]  # fmt: skip
+    changes = []
+    now = relevant(facts, [r["torch"] for r in matrix["releases"]])
+    if companions.get(lib) != now:
+        changes.append(f"companions {lib}: {len(now)} releases")
+        companions[lib] = now
+    for rel in matrix["releases"]:
+        pairs = sorted(c["version"] for c in facts
+                       if c["torch"] == f"=={rel['torch']}" and not c["yanked"])  # fmt: skip
+        if (only is None or rel["torch"] in only) and pairs and rel.get(lib) != pairs:
+            changes.append(f"{rel['torch']} {lib}: {rel.get(lib)} -> {pairs}")
+            rel[lib] = pairs
+    return changes
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -344,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print changes, write nothing")
     ap.add_argument(
         "--domain", action="store_true", help="also refresh torchvision/torchaudio pairs"
+    )
+    ap.add_argument(
+        "--companions",
+        help="with --domain: only these torchvision/torchaudio versions (comma-separated), "
+        "compared with the packaged ones",
     )
     args = ap.parse_args(argv)
     matrix = json.loads(MATRIX.read_text())
@@ -360,22 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if args.domain:
+        wanted = set(args.companions.split(",")) if args.companions else None
         for lib in ("torchvision", "torchaudio"):
-            lib_files = simple_files(lib)
-            torches = [r["torch"] for r in matrix["releases"]]
-            facts_now = relevant(companion_facts(lib, lib_files), torches)
-            companions = matrix.setdefault("companions", {})
-            matrix["sources"].setdefault("companions", COMPANIONS_SOURCE)
-            if companions.get(lib) != facts_now:
-                changes.append(f"companions {lib}: {len(facts_now)} releases")
-                companions[lib] = facts_now
-            pairs = domain_pairs(lib, lib_files)
-            for rel in matrix["releases"]:
-                if (only is None or rel["torch"] in only) and rel["torch"] in pairs:
-                    new = sorted(pairs[rel["torch"]])
-                    if rel.get(lib) != new:
-                        changes.append(f"{rel['torch']} {lib}: {rel.get(lib)} -> {new}")
-                        rel[lib] = new
+            changes += refresh_companions(matrix, lib, only, wanted)
     for c in changes:
         print(c)
     if args.check:

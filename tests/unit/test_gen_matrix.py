@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import zipfile
@@ -98,7 +99,20 @@ def test_a_companions_torch_requirement_and_python_are_read() -> None:
 
 
 @pytest.mark.network
-def test_the_companions_are_what_pypi_lists_today() -> None:
-    """torchvision and torchaudio: every release's torch, Requires-Python and Python tags in the
-    packaged matrix are what their PyPI wheels say (the packaged torch facts of 2.13.0 too)."""
-    assert gen.main(["--releases", "2.13.0", "--domain", "--check"]) == 0
+def test_the_companions_are_what_pypi_lists_today(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision and torchaudio: the torch, Requires-Python and Python tags packaged for the
+    releases that carry the facts the resolver relies on (no cp313 in 0.20.1 and 2.5.1, the
+    `!=3.14.1` exclusion, `>=` requirements, a declared-nothing release) are what their PyPI
+    wheels say today (`--domain` without --companions checks them all, in about a minute)."""
+    spot = "0.20.1,0.26.0,0.29.2,2.5.1,2.11.0,2.11.1"
+    assert gen.main(["--releases", "2.13.0", "--domain", "--companions", spot, "--check"]) == 0
+    # the check can fail: a packaged matrix that says 0.20.1 has a cp313 wheel disagrees
+    data = json.loads(gen.MATRIX.read_text())
+    row = next(c for c in data["companions"]["torchvision"] if c["version"] == "0.20.1")
+    row["python"].append("3.13")
+    wrong = tmp_path / "matrix.json"
+    wrong.write_text(json.dumps(data))
+    monkeypatch.setattr(gen, "MATRIX", wrong)
+    assert gen.main(["--releases", "2.13.0", "--domain", "--companions", "0.20.1", "--check"]) == 1

@@ -98,7 +98,7 @@ def release_table(rows: tuple[ReleaseRow, ...], chosen: str | None) -> str:
     """One row per release: its build here, or why none runs (the PyPI default's reason)."""
     cells = [
         ["✓", r.torch, r.build, "chosen" if r.build == chosen else ""] if r.build
-        else ["✗", r.torch, "-", f"{r.code}: {r.reason}"[:110]]
+        else ["✗", r.torch, "-", f"{r.code}: {r.reason}"]
         for r in rows
     ]  # fmt: skip
     return table(cells, ["", "TORCH", "BUILD", "WHY NOT / NOTE"])
