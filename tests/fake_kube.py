@@ -26,7 +26,10 @@ class FakeKube:
         self.uid = str(uuid.uuid4())  # kube-system's UID: the cluster's own identity
         self.uid_readable = True  # False: this user may not read namespaces (403)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # a short poll: shutdown() waits for it, and tests start many of these servers
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def url(self) -> str:

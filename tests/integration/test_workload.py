@@ -139,6 +139,7 @@ def _logged_steps(metrics: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e  # 27 s: with the long end-to-end tests, so the suite stays under 10 minutes
 def test_sigkill_a_worker_then_resume_ends_bitwise_equal(tmp_path: Path) -> None:
     args = ["--steps", "150", "--checkpoint-every", "25", "--log-every", "5"]
     clean, faulty = tmp_path / "clean", tmp_path / "faulty"
