@@ -174,6 +174,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         worker.wait()
 
 
+@pytest.mark.e2e  # a real Prometheus: with the long end-to-end tests (the suite stays < 10 min)
 def test_the_pod_annotations_lead_prometheus_to_the_training_endpoint(
     prometheus: tuple[str, dict[str, int]],
 ) -> None:
@@ -194,6 +195,7 @@ def _queries() -> Iterator[tuple[str, str]]:
                 yield p.title, query
 
 
+@pytest.mark.e2e  # a real Prometheus: with the long end-to-end tests (the suite stays < 10 min)
 @pytest.mark.parametrize(("title", "expr"), list(_queries()), ids=lambda v: str(v)[:40])
 def test_every_panel_query_returns_series(
     prometheus: tuple[str, dict[str, int]], title: str, expr: str
@@ -203,6 +205,7 @@ def test_every_panel_query_returns_series(
     assert result, f"{title}: {expr} returned nothing"
 
 
+@pytest.mark.e2e  # a real Prometheus: with the long end-to-end tests (the suite stays < 10 min)
 def test_variables_have_values(prometheus: tuple[str, dict[str, int]]) -> None:
     base, _ = prometheus
     hosts = api(base, "/api/v1/label/Hostname/values", **{"match[]": "DCGM_FI_DEV_GPU_UTIL"})
@@ -210,6 +213,7 @@ def test_variables_have_values(prometheus: tuple[str, dict[str, int]]) -> None:
     assert "job-train" in api(base, "/api/v1/label/torchship_job/values")
 
 
+@pytest.mark.e2e  # a real Prometheus: with the long end-to-end tests (the suite stays < 10 min)
 def test_every_metric_the_dashboard_names_is_exported(
     prometheus: tuple[str, dict[str, int]],
 ) -> None:
