@@ -3,9 +3,11 @@
     python benchmarks/resolve.py [--seconds 3]
 
 1. Every torch release x GPU model x driver in the matrix is resolved and compared with the
-   independent oracle in tests/oracle.py (prints cases and mismatches).
-2. A seeded mix of realistic requests (one exact torch or a range, 1-3 GPUs, a driver and a
-   Python most of the time) is resolved in a loop for --seconds; prints resolutions/s.
+   independent oracle in tests/oracle.py, on Linux x86_64 and on every other platform with
+   wheels for the release and GPUs that can be there (prints cases and mismatches).
+2. A seeded mix of realistic requests (a platform, one exact torch or a range, 1-3 GPUs that
+   can be on that platform, a driver and a Python most of the time) is resolved in a loop for
+   --seconds; prints resolutions/s.
 The last line is the ratio against the 10,000/s target measured in this run.
 """
 
@@ -21,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import oracle
 
-from torchship.compat import Request, load_matrix, lookup_gpu, resolve
+from torchship.compat import Request, load_matrix, lookup_gpu
+from torchship.compat.platforms import LINUX_X86_64, PLATFORMS, possible
+from torchship.compat.resolve import resolve
 from torchship.spec.fields import parse_driver, parse_torch
 
 TARGET_PER_S = 10_000
@@ -46,6 +50,26 @@ def correctness() -> tuple[int, int]:
             list(got.compatible) != names
             or (got.chosen.local_version if got.chosen else None) != pick
         )
+    for platform, release, gpu, driver in oracle.platform_cases(data):
+        t = lookup_gpu(m, gpu["name"])
+        spec, _ = parse_torch(release["torch"])
+        got = resolve(
+            Request(
+                spec,
+                release["torch"],
+                gpus=(t,),
+                driver=parse_driver(driver) if driver else None,
+                platform=platform,
+                platforms=(platform,),
+            ),
+            m,
+        )
+        names, pick = oracle.expected(data, release, t.cc, driver)
+        total += 1
+        bad += (
+            list(got.compatible) != names
+            or (got.chosen.local_version if got.chosen else None) != pick
+        )
     return total, bad
 
 
@@ -53,6 +77,7 @@ def workload(n: int, seed: int = 7) -> list[Request]:
     m = load_matrix()
     rng = random.Random(seed)
     gpus = [lookup_gpu(m, g.name) for g in m.gpus]
+    platforms = [*PLATFORMS, LINUX_X86_64, LINUX_X86_64]  # Linux x86_64 most often
     torches = [r.torch for r in m.releases] + [">=2.7,<2.12", "2.9", ">=2.4"]
     drivers = [None, *oracle.DRIVERS[1:]]
     out = []
@@ -60,13 +85,17 @@ def workload(n: int, seed: int = 7) -> list[Request]:
         torch = rng.choice(torches)
         spec, _ = parse_torch(torch)
         d = rng.choice(drivers)
+        platform = rng.choice(platforms)
+        here = [g for g in gpus if platform in possible(g.gpu)]
         out.append(
             Request(
                 torch=spec,
                 torch_text=torch,
-                gpus=tuple(rng.sample(gpus, rng.randint(1, 3))),
+                gpus=tuple(rng.sample(here, rng.randint(1, 3))) if here else (),
                 driver=parse_driver(d) if d else None,
                 python=rng.choice([None, "3.11", "3.12", "3.13"]),
+                platform=platform,
+                platforms=(platform,),
             )
         )
     return out
@@ -92,7 +121,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     total, bad = correctness()
-    print(f"correctness: {total} cases (release x GPU x driver), {bad} disagree with the oracle")
+    print(
+        f"correctness: {total} cases (platform x release x GPU x driver), "
+        f"{bad} disagree with the oracle"
+    )
     done, elapsed = throughput(args.seconds, full=True)
     failing = sum(not resolve(r, load_matrix()).ok for r in workload(2000)) / 20
     print(

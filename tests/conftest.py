@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.podman_env import LOCAL_TORCH_WHEELS
-from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gpu, resolve
+from torchship.compat import Matrix, Request, Resolution, load_matrix, lookup_gpu
+from torchship.compat.resolve import resolve
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_torch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,6 +1,7 @@
 """Build src/torchship/compat/data/matrix.json from the researched reference facts.
 
     python tools/import_reference.py ../shared/reference/compat
+    python tools/import_reference.py --platform-facts   # only the facts of PLATFORM_SOURCES
 
 The reference folder holds facts gathered by hand from public sources (each with its source and
 confidence); this script maps them into torchship's matrix schema once. Afterwards
@@ -164,6 +165,58 @@ EXTRA_SOURCES = {
 }
 
 
+# Facts beyond Linux x86_64, from tools/research/platforms.md (each with its source id).
+PLATFORM_SOURCES = {
+    "nv_arch_matrix": "https://docs.nvidia.com/datacenter/tesla/drivers/cuda-toolkit-driver-and-"
+    "architecture-matrix.html: Maxwell, Pascal and Volta: last toolkit CUDA 12.x, last driver "
+    "R580; Kepler: R470",
+    "nv_legacy_595": "https://github.com/NixOS/nixos-hardware/issues/1880: driver 595.71.05 "
+    "logs that a GTX 1050 'is supported through the NVIDIA 580.xx Legacy drivers' and ignores it",
+    "compat_branches": "https://docs.nvidia.com/deploy/cuda-compatibility/forward-compatibility"
+    ".html: which cuda-compat package each driver branch supports; 'New Feature Branches are "
+    "not supported targets'; branch kinds and end of life from docs.nvidia.com/datacenter/tesla/"
+    "drivers/620/supported-drivers-and-cuda-toolkit-versions.html",
+    "grace_platform": "Grace superchips and DGX Spark are Arm (aarch64) systems: pytorch/pytorch"
+    "#123835 and NVIDIA/apex#1833 (GH200 on aarch64), conda-forge/pytorch-cpu-feedstock#486 "
+    "(GB10 sbsa+sm121), learn.arm.com DGX Spark setup (lscpu aarch64)",
+    "tegra_rule": "CUDA C Programming Guide, Binary Compatibility: 'supported only for the "
+    "desktop. It is not supported for Tegra'",
+    "jetson_driver": "anduril/jetpack-nixos#371 (JetPack 6 nvidia-smi: 540.4.0, CUDA N/A); "
+    "pollen-robotics/microduck_rl#38 (JetPack 7 Thor: driver 580, CUDA 13.0)",
+}
+# GPUs that exist only on one platform (Jetson boards are all linux-aarch64 by segment).
+GPU_PLATFORMS = {name: ["linux-aarch64"] for name in ("GH200", "GB200", "GB300", "GB10")}
+# GPUs of capability below `cc_below` are ignored by drivers after `last_branch`.
+DRIVER_CEILINGS = [
+    {"cc_below": "5.0", "last_branch": 470, "source": "nv_arch_matrix"},
+    {"cc_below": "7.5", "last_branch": 580, "source": "nv_arch_matrix nv_legacy_595"},
+]
+# The branches NVIDIA supports cuda-compat on (LTSB and production branches; feature branches
+# R590/R610 are not supported targets) and the packages each supports.
+COMPAT_BRANCHES = [
+    {"branch": 535, "kind": "LTSB", "eol": "2026-06",
+     "compat": ["12.3", "12.4", "12.5", "12.6", "12.8", "12.9",
+                "13.0", "13.1", "13.2", "13.3", "13.4"]},
+    {"branch": 570, "kind": "PB", "eol": "2026-02",
+     "compat": ["12.9", "13.0", "13.1", "13.2", "13.3", "13.4"]},
+    {"branch": 580, "kind": "LTSB", "eol": "2028-06", "compat": ["13.1", "13.2", "13.3", "13.4"]},
+    {"branch": 595, "kind": "PB", "eol": "2027-03", "compat": ["13.3", "13.4"]},
+    {"branch": 620, "kind": "LTSB", "eol": "2029-09", "compat": []},
+]  # fmt: skip
+
+
+def add_platform_facts(matrix: dict[str, Any]) -> None:
+    """The facts above, into a matrix (also run on the packaged one, see main)."""
+    matrix["sources"].update(PLATFORM_SOURCES)
+    for gpu in matrix["gpus"]:
+        if gpu["name"] in GPU_PLATFORMS:
+            gpu["platforms"] = GPU_PLATFORMS[gpu["name"]]
+            gpu["platforms_source"] = "grace_platform"
+    matrix["driver_ceilings"] = DRIVER_CEILINGS
+    matrix["forward_compat"]["branches"] = COMPAT_BRANCHES
+    matrix["forward_compat"]["branches_source"] = "compat_branches"
+
+
 def _ver(text: str) -> str:
     """'580 (13.0 GA driver 580.65.06)' -> '580.65.06'; '450.80.02' -> itself."""
     tokens = [t.strip("()") for t in text.split()]
@@ -308,7 +361,14 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print(__doc__)
         return 2
+    if argv == ["--platform-facts"]:  # add them to the packaged matrix, nothing else
+        data = json.loads(OUT.read_text())
+        add_platform_facts(data)
+        OUT.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"added the platform facts to {OUT}")
+        return 0
     data = build(Path(argv[0]))
+    add_platform_facts(data)
     OUT.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {OUT} ({len(data['releases'])} releases, {len(data['gpus'])} GPUs)")
     return 0

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 from torchship._version import __version__
 
 if TYPE_CHECKING:
-    from torchship.compat import Request, Resolution, load_matrix, lookup_gpu, resolve
+    from torchship.compat.gpus import lookup_gpu
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.request import Request
+    from torchship.compat.resolve import Resolution, resolve
     from torchship.errors import TorchshipError
     from torchship.jobs import submit
     from torchship.lock import Lock, lock_spec, read_lock, resolve_spec, write_lock
@@ -25,17 +28,17 @@ _WHERE = {
     "JobSpec": "torchship.spec.job",
     "JobStore": "torchship.state",
     "Lock": "torchship.lock",
-    "Request": "torchship.compat",
-    "Resolution": "torchship.compat",
+    "Request": "torchship.compat.request",
+    "Resolution": "torchship.compat.resolve",
     "Spec": "torchship.spec",
     "TorchshipError": "torchship.errors",
     "load_job": "torchship.spec.job",
-    "load_matrix": "torchship.compat",
+    "load_matrix": "torchship.compat.matrix",
     "load_spec": "torchship.spec",
     "lock_spec": "torchship.lock",
-    "lookup_gpu": "torchship.compat",
+    "lookup_gpu": "torchship.compat.gpus",
     "read_lock": "torchship.lock",
-    "resolve": "torchship.compat",
+    "resolve": "torchship.compat.resolve",
     "resolve_spec": "torchship.lock",
     "submit": "torchship.jobs",
     "write_lock": "torchship.lock",

@@ -245,13 +245,30 @@ def test_an_unreachable_index_without_a_find_links_copy_names_torch(tmp_path: Pa
 
 
 def test_an_environment_of_another_platform_is_refused(tmp_path: Path) -> None:
-    proj = project(tmp_path / "p", platform="aarch64-manylinux_2_28")
-    out = cli("sync", str(proj), cache=tmp_path / "cache")
+    """A lock across platforms synced on this (x86_64) machine: its aarch64 environment is
+    refused naming the platform, before anything is built."""
+    fleet = tmp_path / "fleet"
+    shutil.copytree(REPO / "tests/data/locks/fleet", fleet)
+    out = cli("sync", str(fleet), "--env", "linux-aarch64-cu130", cache=tmp_path / "cache")
     assert out.returncode == 1
     assert out.stderr.splitlines()[0] == (
-        "error: environment cpu of quickstart cannot be installed here: it is locked for "
-        "aarch64-manylinux_2_28; this machine is x86_64"
+        "error: environment linux-aarch64-cu130 of golden-fleet cannot be installed here: it is "
+        "locked for aarch64-manylinux_2_28; this machine is x86_64"
     )
+    assert out.stderr.splitlines()[1].startswith("hint: sync it on a linux-aarch64 machine")
+    assert not (tmp_path / "cache/envs").exists()
+
+
+def test_a_lock_whose_environment_was_moved_to_another_platform_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """The quickstart's cpu environment hand-edited to aarch64's platform: a schema 2 lock's
+    environments are all linux-x86_64, so the lock itself is refused (exit 2)."""
+    proj = project(tmp_path / "p", platform="aarch64-manylinux_2_28")
+    out = cli("sync", str(proj), cache=tmp_path / "cache")
+    assert out.returncode == 2
+    assert "environments.cpu.platform: 'aarch64-manylinux_2_28' is not a platform of " \
+        "linux-x86_64" in out.stderr.splitlines()[0]  # fmt: skip
     assert not (tmp_path / "cache/envs").exists()
 
 

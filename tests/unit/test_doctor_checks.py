@@ -309,3 +309,26 @@ def test_findings_json_contract() -> None:
     assert set(data) == {"findings", "facts", "report"}
     assert set(data["findings"][0]) >= {"code", "severity", "message", "fix", "evidence"}
     assert facts_from_json(data["facts"], "x") == d.facts
+
+
+@pytest.mark.parametrize(
+    ("torch", "arch", "os_name", "says"),
+    [
+        # PyPI's aarch64 wheels were CPU builds before 2.11 (pytorch/pytorch#160162)
+        ("2.9.1", "aarch64", "Ubuntu 24.04.1 LTS (aarch64)", "aarch64 wheels are CPU builds"),
+        ("2.13.0+cpu", "aarch64", "Ubuntu 24.04.1 LTS (aarch64)", ""),  # chosen on purpose
+        # every Windows wheel on PyPI is a CPU build (pytorch/pytorch#131731)
+        ("2.13.0", "AMD64", "Microsoft Windows 11 Pro", "PyPI's Windows wheels are CPU builds"),
+        ("2.9.1", "x86_64", "Ubuntu 22.04.4 LTS (x86_64)", ""),
+    ],
+)
+def test_a_cpu_build_on_a_gpu_machine_names_the_platforms_usual_cause(
+    torch: str, arch: str, os_name: str, says: str
+) -> None:
+    facts = with_(torch=torch, torch_cuda=None, torch_build="cpu", arch=arch, os=os_name)
+    found = [f for f in diagnose(facts, None, "", load_matrix()) if f.code == "cpu-only-build"]
+    assert found and found[0].severity == "error"
+    if says:
+        assert says in found[0].message
+    else:
+        assert "PyPI's" not in found[0].message

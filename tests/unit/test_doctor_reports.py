@@ -139,7 +139,8 @@ def test_an_unlabelled_version_is_never_called_a_cpu_build(matrix: Matrix) -> No
     ("extra", "build", "cuda"),
     [
         ("OS: Ubuntu 22.04.3 LTS (x86_64)\n", "cuda", "12.1"),  # PyPI's default for 2.1.0
-        ("OS: Ubuntu 22.04.3 LTS (aarch64)\n", None, None),  # aarch64 wheels: not inferred
+        # PyPI's aarch64 wheels up to 2.10 are CPU builds (measured into the matrix)
+        ("OS: Ubuntu 22.04.3 LTS (aarch64)\n", "cpu", None),
         ("OS: Microsoft Windows 11 Pro\n", "cpu", None),  # Windows PyPI wheels: CPU builds
         ("OS: macOS 14.4 (arm64)\n", "cpu", None),
         ("", None, None),  # no platform: not known

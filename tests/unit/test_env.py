@@ -15,11 +15,11 @@ import pytest
 from tests.conftest import REPO
 from torchship.compat import load_matrix
 from torchship.doctor.facts import Facts, GPUFact
-from torchship.env import pick_environment, platform_problem, prune
+from torchship.env import Host, host_of, pick_environment, platform_problem, prune
 from torchship.env.sync import MARKER, install_error, python_error, sync_argv
 from torchship.errors import EnvError, LockFileError, UsageError
 from torchship.lock import lock_changes, read_lock, write_lock
-from torchship.lock.model import LockedPackage, export_requirements, is_cuda_package
+from torchship.lock.model import Lock, LockedPackage, export_requirements, is_cuda_package
 
 LOCK = read_lock(REPO / "examples/quickstart/torchship.lock")
 UV_DATA = REPO / "tests/data/uv"
@@ -75,7 +75,7 @@ def test_an_unknown_schema_is_refused_with_the_ones_read(tmp_path: Path) -> None
     )
     with pytest.raises(LockFileError) as e:
         read_lock(tmp_path / "torchship.lock")
-    assert "schema_version 7" in e.value.message and "(1, 2)" in e.value.message
+    assert "schema_version 7" in e.value.message and "(1, 2, 3)" in e.value.message
 
 
 def test_a_hand_edited_environment_breaks_the_content_hash(tmp_path: Path) -> None:
@@ -374,3 +374,140 @@ def test_exec_options_after_the_project_are_a_usage_error() -> None:
     out = run_cli("exec", "--local", str(REPO / "examples/quickstart"), "--env", "cpu", "--", "x")
     assert out.returncode == 2 and "'--env' after the project" in out.stderr
     assert "-- CMD ARGS" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- a lock across platforms: this machine's platform first -------------------------------------
+
+FLEET = read_lock(REPO / "tests/data/locks/fleet/torchship.lock")  # x86_64, aarch64, macOS arm64
+GB200 = Facts(
+    origin="probe",
+    arch="aarch64",
+    glibc="2.39",
+    driver="580.95.05",
+    gpus=(GPUFact(0, "NVIDIA GB200", cc="10.0"),),
+)
+
+
+def with_aarch64_cpu(lock: Lock) -> Lock:
+    """The fleet lock as it is with `cpu = true` (its aarch64 CPU build needs the PyTorch
+    index, which the machine that made the committed lock cannot reach)."""
+    arm = lock.environment("linux-aarch64-cu130")
+    assert arm is not None
+    cpu = dataclasses.replace(
+        arm,
+        name="linux-aarch64-cpu",
+        variant="cpu",
+        cuda=None,
+        torch="2.13.0+cpu",
+        min_driver=None,
+        arch_list=(),
+        packages=tuple(p for p in arm.packages if not is_cuda_package(p.name)),
+    )
+    return dataclasses.replace(lock, environments=(*lock.environments, cpu))
+
+
+@pytest.mark.parametrize(
+    ("facts", "host", "env", "why"),
+    [
+        (H100, None, "cu130", "linux-x86_64: NVIDIA H100 80GB HBM3 with driver 580.95.05 runs"),
+        (GB200, None, "linux-aarch64-cu130", "linux-aarch64: NVIDIA GB200 with driver 580.95.05"),
+        (
+            Facts(origin="probe", arch="arm64"),
+            Host("macos", "aarch64", None, "15.1"),
+            "macos-arm64-cpu",
+            "macos-arm64: the CPU build (with MPS)",
+        ),
+        # a Mac's facts alone: Apple's `arm64` (Linux says aarch64), no glibc
+        (Facts(origin="probe", arch="arm64"), None, "macos-arm64-cpu", "macos-arm64: the CPU"),
+    ],
+)
+def test_each_platform_gets_its_own_environment(
+    facts: Facts, host: Host | None, env: str, why: str
+) -> None:
+    pick = pick_environment(FLEET, facts, load_matrix(), host=host)
+    assert pick.env.name == env and pick.reason.startswith(why), pick.reason
+
+
+def test_an_aarch64_machine_whose_gpu_cannot_run_the_cuda_build_gets_its_cpu_one() -> None:
+    lock = with_aarch64_cpu(FLEET)
+    old_driver = dataclasses.replace(GB200, driver="570.86.15")
+    pick = pick_environment(lock, old_driver, load_matrix())
+    assert pick.env.name == "linux-aarch64-cpu"
+    assert pick.reason == (
+        "linux-aarch64: linux-aarch64-cu130 needs driver ≥ 580.65.06; this machine has "
+        "570.86.15: the CPU build"
+    )
+    # its own arch list, not the x86_64 one: a T4 (sm_75) has no aarch64 kernels (sm_80 on)
+    t4 = dataclasses.replace(GB200, gpus=(GPUFact(0, "Tesla T4", cc="7.5"),))
+    pick = pick_environment(lock, t4, load_matrix())
+    assert pick.env.name == "linux-aarch64-cpu" and "no kernels for GPU 0 Tesla T4" in pick.reason
+    assert "no kernels" not in pick_environment(lock, H100, load_matrix()).reason  # sm_75 there
+
+
+def test_a_machine_of_no_platform_of_the_lock_is_told_which_to_add() -> None:
+    with pytest.raises(EnvError) as e:
+        pick_environment(FLEET, Facts(origin="probe", arch="AMD64"), load_matrix())
+    assert e.value.message == (
+        "the lock of golden-fleet has environments for linux-x86_64, linux-aarch64, "
+        "macos-arm64, none for this machine (windows-x86_64)"
+    )
+    assert e.value.hint.startswith('add "windows-x86_64" to [targets] platforms and re-lock')
+    intel_mac = Host("macos", "x86_64", None, "13.6")
+    with pytest.raises(EnvError, match=r"none for this machine \(macos-x86_64\)"):
+        pick_environment(FLEET, Facts(origin="probe", arch="x86_64"), load_matrix(), host=intel_mac)
+
+
+def test_a_mac_older_than_the_wheels_is_refused_with_its_version() -> None:
+    old = Host("macos", "aarch64", None, "13.6.1")
+    with pytest.raises(EnvError) as e:
+        pick_environment(FLEET, Facts(origin="probe", arch="arm64"), load_matrix(), host=old)
+    assert e.value.message == (
+        "environment macos-arm64-cpu of golden-fleet cannot be installed here: it is locked "
+        "for macos-arm64 (macOS ≥ 14.0); this machine has macOS 13.6.1"
+    )
+
+
+def test_an_environment_of_another_platform_by_name_is_refused_naming_it() -> None:
+    with pytest.raises(EnvError) as e:
+        pick_environment(FLEET, H100, load_matrix(), "linux-aarch64-cu130")
+    assert e.value.message == (
+        "environment linux-aarch64-cu130 of golden-fleet cannot be installed here: it is "
+        "locked for aarch64-manylinux_2_28; this machine is x86_64"
+    )
+    assert e.value.hint.startswith("sync it on a linux-aarch64 machine")
+    mac = Host("macos", "aarch64", None, "15.1")
+    with pytest.raises(EnvError, match=r"locked for linux-x86_64 \(x86_64-manylinux_2_28\); this "
+                       r"machine is macos-arm64"):  # fmt: skip
+        pick_environment(FLEET, Facts(origin="probe", arch="arm64"), load_matrix(), "cu130", mac)
+
+
+@pytest.mark.parametrize(
+    ("facts", "system", "platform"),
+    [
+        (Facts(origin="probe", arch="x86_64", glibc="2.36"), None, "linux-x86_64"),
+        (Facts(origin="probe", arch="aarch64", glibc="2.39"), None, "linux-aarch64"),
+        (Facts(origin="probe", arch="arm64"), None, "macos-arm64"),
+        (Facts(origin="probe", arch="x86_64"), "Darwin", "macos-x86_64"),
+        (Facts(origin="probe", arch="AMD64"), None, "windows-x86_64"),
+        (Facts(origin="probe", arch="AMD64"), "Windows", "windows-x86_64"),
+        (Facts(origin="probe", arch="x86_64"), None, None),  # musl Linux or an Intel Mac
+    ],
+)
+def test_the_platform_a_machine_is(facts: Facts, system: str | None, platform: str | None) -> None:
+    assert host_of(facts, system).platform == platform
+
+
+def test_platform_problem_of_every_kind_of_environment() -> None:
+    mac = FLEET.environment("macos-arm64-cpu")
+    assert mac is not None
+    linux = Facts(origin="probe", arch="x86_64", glibc="2.36")
+    assert platform_problem(mac, linux) == (
+        "it is locked for macos-arm64 (aarch64-apple-darwin); this machine is linux-x86_64"
+    )
+    m1 = Facts(origin="probe", arch="arm64")
+    assert platform_problem(mac, m1, Host("macos", "aarch64", None, "14.0")) is None
+    assert platform_problem(mac, m1) is None  # the macOS version not known: not refused
+    win = dataclasses.replace(mac, name="windows-x86_64-cpu", target="windows-x86_64",
+                              platform="x86_64-pc-windows-msvc", macos_min=None)  # fmt: skip
+    assert platform_problem(win, Facts(origin="probe", arch="AMD64")) is None
+    assert "this machine is macos-arm64" in (platform_problem(win, m1) or "")

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import codes, request, res
-from torchship.compat import Matrix, Request, resolve
+from torchship.compat import Matrix, Request
 from torchship.compat.explain import explain
-from torchship.compat.resolve import Resolution
+from torchship.compat.resolve import Resolution, resolve
 
 
 def advice(r: Resolution) -> list[str]:
@@ -193,18 +193,26 @@ def test_forward_compat_never_on_geforce() -> None:
 
 
 def test_forward_compat_reported_for_data_center() -> None:
-    r = res("2.15.0", ["A100"], driver="550.54.15")
+    r = res("2.15.0", ["A100"], driver="535.104.05")  # R535: an LTSB cuda-compat supports
     assert not r.ok
     assert set(codes(r).values()) == {"forward-compat-only"}
     assert r.forward_compatible == ("2.15.0+cu130", "2.15.0+cu132")
-    allowed = res("2.15.0", ["A100"], driver="550.54.15", allow_forward_compat=True)
+    allowed = res("2.15.0", ["A100"], driver="535.104.05", allow_forward_compat=True)
     assert chosen(allowed) == "2.15.0+cu132"
     assert allowed.chosen is not None and allowed.chosen.forward_compat
     assert any("cuda-compat-13-2" in w for w in allowed.warnings)
 
 
+def test_forward_compat_not_on_a_branch_nvidia_does_not_support_it_on() -> None:
+    # R550 is neither in the forward-compatibility table nor a supported branch any more
+    r = res("2.15.0", ["A100"], driver="550.54.15", allow_forward_compat=True)
+    assert not r.ok and set(codes(r).values()) == {"driver-too-old"}
+    assert "does not support driver branch R550" in r.rejected[0].reason
+    assert r.forward_compatible == ()
+
+
 def test_mixed_fleet_blocks_forward_compat() -> None:
-    r = res("2.15.0", ["A100", "RTX 4090"], driver="550.54.15", allow_forward_compat=True)
+    r = res("2.15.0", ["A100", "RTX 4090"], driver="535.104.05", allow_forward_compat=True)
     assert not r.ok
     assert set(codes(r).values()) == {"driver-too-old"}
 

@@ -103,12 +103,13 @@ def run_sync(args: argparse.Namespace) -> int:
 def run_path(args: argparse.Namespace) -> int:
     from torchship.compat.matrix import load_matrix
     from torchship.doctor.probe import probe
-    from torchship.env import envs_dir, pick_environment
+    from torchship.env import envs_dir, pick_environment, this_host
     from torchship.env.sync import cached, env_path
     from torchship.lock import read_lock
 
     lock = read_lock(lock_path(Path(args.project)))
-    pick = pick_environment(lock, probe(runtime=False, python=False), load_matrix(), args.env)
+    facts = probe(runtime=False, python=False)
+    pick = pick_environment(lock, facts, load_matrix(), args.env, this_host(facts))
     hit = cached(pick.env, envs_dir())
     if hit is None:
         raise EnvError(

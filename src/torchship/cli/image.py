@@ -24,7 +24,7 @@ from torchship.image.build import (
     detect_engine,
     write_context,
 )
-from torchship.lock import read_lock
+from torchship.lock import Lock, read_lock
 from torchship.lock.model import pin_base
 
 
@@ -51,6 +51,13 @@ def add_parser(sub: Any) -> None:
         )
         q.add_argument(
             "--no-agent", action="store_true", help="leave torchship itself out of the image"
+        )
+        which = q.add_mutually_exclusive_group()
+        which.add_argument("--env", metavar="NAME", help="an environment of the lock to install")
+        which.add_argument(
+            "--platform",
+            metavar="P",
+            help="the lock's environment for platform P (linux-aarch64): its CUDA build if any",
         )
         q.set_defaults(run=run)
         if name == "render":
@@ -82,6 +89,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     project = Path(args.project)
     lock = read_lock(lock_path(project))
+    env = args.env or (platform_env(lock, args.platform) if args.platform else None)
     opts = RenderOptions(
         variant=args.variant,
         base_image=args.base_image,
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         agent=not args.no_agent,
         find_links="wheels" if args.find_links else None,
         pytorch_index="" if args.pytorch_index == "none" else args.pytorch_index,
+        env=env,
         **({"uv_image": args.uv_image} if args.uv_image else {}),
     )
     rendered = render(lock, opts)
@@ -109,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     # reproducible timestamps: BuildKit and buildah clamp file and image times to this
     build_args = {"SOURCE_DATE_EPOCH": "0"}
     kw: dict[str, Any] = {"build_args": build_args, "secrets": secrets, "extra": args.engine_arg}
+    kw["platform"] = rendered.platform
     if args.dry_run:
         print(shlex.join(build_argv(engine, Path("CONTEXT"), tag, **kw)))
         return 0
@@ -121,6 +131,27 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(context)  # the context holds the wheels (hundreds of MB); kept only on failure
     print(f"built {tag}")
     return 0
+
+
+def platform_env(lock: Lock, text: str) -> str | None:
+    """The environment of `lock` for platform `text`: its CUDA build where it has one, else its
+    cpu one; None for the primary environment's platform (the default image)."""
+    from torchship.compat.platforms import parse_platform
+
+    try:
+        name = parse_platform(text)
+    except ValueError as e:
+        raise UsageError(f"--platform: {e}", "name a platform of the lock") from None
+    envs = [e for e in lock.all_environments() if e.platform_name == name]
+    if not envs:
+        have = ", ".join(lock.platforms())
+        raise UsageError(
+            f"the lock of {lock.name} has no environment for {name} (it has {have})",
+            f"add {name} to [targets] platforms and re-lock",
+        )
+    if name == lock.platform_name:
+        return None
+    return next((e for e in envs if e.variant != "cpu"), envs[0]).name
 
 
 def _dirs(rendered: Rendered, wheels: str | None) -> list[str]:

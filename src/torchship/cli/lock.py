@@ -16,9 +16,9 @@ from torchship.lock import (
     LockEnvironment,
     check_lock,
     lock_changes,
-    lock_spec,
+    lock_fleet,
     read_lock,
-    resolve_spec,
+    resolve_spec_fleet,
     write_lock,
 )
 from torchship.lock.compile import find_links_from_env, plan_compile
@@ -85,18 +85,10 @@ def run(args: argparse.Namespace) -> int:
             raise LockFileError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
     links = [*args.find_links, *find_links_from_env(os.environ)]
     if args.dry_run:
-        res = resolve_spec(spec)
-        if res.chosen is None:
-            print("nothing fits; see `torchship resolve`")
-            return 1
-        plan = plan_compile(spec, res.chosen, links, args.pytorch_index, args.pypi_index)
-        print(f"would lock {res.chosen.local_version} into {path}")
-        print("requirements: " + ", ".join(plan.requirements))
-        print("$ " + shlex.join(plan.argv("uv")))
-        return 0
+        return _dry_run(spec, path, links, args)
     previous = _previous(path)
     upgrade = [":all:"] if args.upgrade == [] else (args.upgrade or [])
-    lock, res = lock_spec(
+    lock, fleet = lock_fleet(
         spec, links, args.pytorch_index, args.pypi_index, previous=previous, upgrade=upgrade
     )
     write_lock(lock, path)
@@ -118,11 +110,14 @@ def run(args: argparse.Namespace) -> int:
             + (f" · cuDNN {lock.cudnn}" if lock.cudnn else "")
             + (f" · NCCL {lock.nccl}" if lock.nccl else "")
         )
-    print(f"  base image: {lock.base_image}")
+    print(f"  base image: {lock.base_image or f'none ({lock.platform_name} has no images)'}")
     print(f"  index:      {lock.index_url}")
     print("  environments: " + ", ".join(_env_line(lock, e) for e in lock.all_environments()))
-    for w in res.warnings:
-        print(f"  warning: {w}")
+    several = len(fleet.platforms) > 1
+    for name, res in fleet.platforms:
+        for w in res.warnings:
+            at = f"{name}: " if several and not w.startswith(name) else ""
+            print(f"  warning: {at}{w}")
     changes = lock_changes(previous, lock)
     if previous is not None:
         print(f"changes since the previous lock: {len(changes) or 'none'}")
@@ -134,6 +129,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _env_line(lock: Lock, env: LockEnvironment) -> str:
     return f"{env.name} (torch {env.torch}, {len(env.packages)} packages)"
+
+
+def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) -> int:
+    """The resolution of every platform and the primary environment's exact uv call."""
+    fleet = resolve_spec_fleet(spec)
+    res = fleet.primary
+    if fleet.problem or res.chosen is None or not fleet.ok:
+        print(
+            f"nothing fits{': ' + fleet.problem if fleet.problem else ''}; see `torchship resolve`"
+        )
+        return 1
+    plan = plan_compile(spec, res.chosen, links, args.pytorch_index, args.pypi_index)
+    print(f"would lock {res.chosen.local_version} into {path}")
+    for name, other in fleet.platforms[1:]:
+        c = other.chosen
+        if c is not None:
+            print(
+                f"  and for {name}: torch {c.release.torch} ({c.variant.name}) from {c.index_url}"
+            )
+    print("requirements: " + ", ".join(plan.requirements))
+    print("$ " + shlex.join(plan.argv("uv")))
+    return 0
 
 
 def _previous(path: Path) -> Lock | None:

@@ -15,16 +15,25 @@ from torchship.compat.explain import explain
 from torchship.compat.extensions import extension_pins
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
-from torchship.compat.request import Request, check_torch_known, domain_libraries, domain_pins
+from torchship.compat.platforms import LINUX_X86_64, parse_platform
+from torchship.compat.request import (
+    Request,
+    check_torch_known,
+    domain_libraries,
+    domain_pins,
+    fleet_platforms,
+    request_from_spec,
+)
 from torchship.compat.resolve import (
+    FleetResolution,
+    FleetRow,
     ReleaseRow,
     Resolution,
     matching_releases,
-    per_release,
-    resolve,
+    per_release_fleet,
+    resolve_fleet,
 )
 from torchship.errors import UnknownGPUError, UsageError
-from torchship.lock import resolve_spec
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python, parse_torch
 from torchship.spec.load import load_spec
 from torchship.versions import driver_str
@@ -43,6 +52,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--python", help="Python version, e.g. 3.12, 3.13t or 3.14.1")
     p.add_argument("--cuda", default="auto", help="auto (default), cpu, or a CUDA version (12.8)")
     p.add_argument("--glibc", help="the oldest glibc of the targets, e.g. 2.31")
+    p.add_argument(
+        "--platform",
+        action="append",
+        default=[],
+        help="a platform the environment must install on (repeat): linux-x86_64, "
+        "linux-aarch64, windows-x86_64, macos-arm64; default: what the GPUs imply",
+    )
     p.add_argument("--package", action="append", default=[], help="a package (torchvision...)")
     p.add_argument(
         "--allow-forward-compat",
@@ -73,6 +89,15 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         except UnknownGPUError as e:
             raise UsageError(f"--gpu: {e.message}", e.hint) from None
     cuda = _flag("--cuda", args.cuda, parse_cuda) or "auto"
+    named: list[str] = []
+    for text in args.platform:
+        name = _flag("--platform", text, parse_platform) or ""
+        if name not in named:
+            named.append(name)
+    try:
+        platforms = fleet_platforms(tuple(gpus), tuple(named))
+    except ValueError as e:
+        raise UsageError(f"--platform: {e}", "name the platform those GPUs are on") from None
     # a patch level (3.14.1): wheels are per minor, but Requires-Python may exclude a patch
     patch = args.python if args.python and re.fullmatch(r"3\.\d+\.\d+", args.python) else None
     minor = patch.rsplit(".", 1)[0] if patch else args.python
@@ -89,6 +114,9 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         domain_libraries=domain_libraries(tuple(args.package)),
         domain_pins=domain_pins(tuple(args.package)),
         extension_pins=extension_pins(tuple(args.package)),
+        platform=platforms[0],
+        platforms=platforms,
+        platforms_implied=not named,
     )
     check_torch_known(req, m, "", "--torch")
     return req
@@ -123,7 +151,8 @@ def render(res: Resolution, releases: tuple[ReleaseRow, ...] = ()) -> str:
             + (" (PyPI default)" if c.variant.name == c.release.pypi_default else "")
         )
         out.append(f"index:      {c.index_url}")
-        out.append(f"base image: {c.base_image}")
+        if c.base_image:
+            out.append(f"base image: {c.base_image}")
         if c.min_driver:
             out.append(f"min driver: {driver_str(c.min_driver)}")
     out += [f"warning: {w}" for w in res.warnings]
@@ -134,22 +163,68 @@ def render(res: Resolution, releases: tuple[ReleaseRow, ...] = ()) -> str:
     return "\n".join(out)
 
 
+def fleet_table(rows: tuple[FleetRow, ...], chosen: str | None) -> str:
+    """One row per release: its build on each platform, or the first platform's reason."""
+    cells = []
+    for r in rows:
+        if r.ok:
+            builds = ", ".join(f"{p}: {row.build}" for p, row in r.rows)
+            cells.append(["✓", r.torch, builds, "chosen" if r.torch == chosen else ""])
+        else:
+            p, row = next((p, row) for p, row in r.rows if not row.build)
+            cells.append(["✗", r.torch, "-", f"{p}: {row.code}: {row.reason}"])
+    return table(cells, ["", "TORCH", "BUILDS", "WHY NOT / NOTE"])
+
+
+def render_fleet(fleet: FleetResolution, rows: tuple[FleetRow, ...] = ()) -> str:
+    """One platform: today's answer. Several: the release table, then each platform's."""
+    if len(fleet.platforms) == 1:
+        platform, res = fleet.platforms[0]
+        single = tuple(row for r in rows for _, row in r.rows)
+        text = render(res, single)
+        return text if platform == LINUX_X86_64 else f"platform:   {platform}\n{text}"
+    out = [fleet_table(rows, fleet.torch), ""] if rows else []
+    for platform, res in fleet.platforms:
+        out += [f"== {platform} ==", render(res) if not rows else _summary(res), ""]
+    if fleet.ok:
+        out.append(
+            f"torch {fleet.torch} on every platform: {', '.join(p for p, _ in fleet.platforms)}"
+        )
+    else:
+        out.append(fleet.problem or "nothing fits on every platform.")
+    return "\n".join(out)
+
+
+def _summary(res: Resolution) -> str:
+    if res.chosen is None:
+        first = res.rejected[0] if res.rejected else None
+        return f"nothing fits{f': {first.code}: {first.reason}' if first else ''}"
+    c = res.chosen
+    lines = [f"chosen:     {c.local_version}", f"index:      {c.index_url}"]
+    lines += [f"base image: {c.base_image}"] if c.base_image else []
+    lines += [f"warning: {w}" for w in res.warnings]
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     targets = args.gpu or args.driver or args.python or args.glibc or args.package
-    if args.torch is None and not targets:
-        res = resolve_spec(load_spec(Path(args.project)))
-        releases: tuple[ReleaseRow, ...] = ()
+    m = load_matrix()
+    if args.torch is None and not targets and not args.platform:
+        spec = load_spec(Path(args.project))
+        req = request_from_spec(spec, m)
+        rows: tuple[FleetRow, ...] = ()
     else:  # the flags; without --torch: which releases run on these targets, newest first
-        m = load_matrix()
         req = request_from_flags(args)
-        res = resolve(req, m)
         several = args.torch is None or len(matching_releases(m, req.torch)) > 1
-        releases = per_release(req, m) if several else ()
+        rows = per_release_fleet(req, m) if several else ()
+    fleet = resolve_fleet(req, m)
     if args.json:
-        out = res.to_json(tuple(s.text for s in explain(res)))
-        if releases:
-            out["releases"] = [r.to_json() for r in releases]
+        out = fleet.to_json(tuple(s.text for s in explain(fleet.primary)))
+        if rows and len(fleet.platforms) == 1:
+            out["releases"] = [row.to_json() for r in rows for _, row in r.rows]
+        elif rows:
+            out["releases"] = [r.to_json() for r in rows]
         print_json(out)
     else:
-        print(render(res, releases))
-    return 0 if res.ok else 1
+        print(render_fleet(fleet, rows))
+    return 0 if fleet.ok else 1

@@ -2,7 +2,15 @@
 
 Kernel rule (NVIDIA "CUDA C++ Programming Guide", binary compatibility): a cubin built for
 sm_XY runs on any GPU of compute capability X.Z with Z >= Y (same major X only); PTX built for
-compute_AB is JIT-compiled by the driver for any compute capability >= A.B.
+compute_AB is JIT-compiled by the driver for any compute capability >= A.B. Three exceptions,
+each from the same guide (sources in tools/research/platforms.md §4–5):
+  - Tegra (Jetson): "binary compatibility is supported only for the desktop"; a cubin runs on
+    a Jetson only when built for exactly its compute capability (sm_80 code does not run on
+    Orin's 8.7);
+  - arch-specific targets (`sm_90a`, `compute_100a`) run only on exactly that capability, as
+    cubin and as PTX;
+  - family-specific targets (`sm_100f`, CUDA 12.9+) run on the members of their family
+    (FAMILIES below), which is not always the whole major.
 """
 
 from __future__ import annotations
@@ -28,7 +36,21 @@ CC = tuple[int, int]
 """A compute capability as (major, minor): 9.0 is (9, 0), 12.0 is (12, 0)."""
 
 
-_ARCH_RE = re.compile(r"^(sm|compute)_(\d{2,3})[af]?$")
+_ARCH_RE = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
+
+# Family-specific targets -> the capabilities they run on (CUDA Programming Guide, "Feature
+# Availability", family table). 10.7 appears only in the newest guide and is left out.
+FAMILIES: dict[CC, frozenset[CC]] = {
+    (10, 0): frozenset({(10, 0), (10, 3)}),
+    (10, 3): frozenset({(10, 3)}),
+    (11, 0): frozenset({(11, 0)}),
+    (12, 0): frozenset({(12, 0), (12, 1)}),
+    (12, 1): frozenset({(12, 1)}),
+}
+
+# The capabilities only Tegra (Jetson) GPUs have: TK1 3.2, TX1/Nano 5.3, TX2 6.2, Xavier 7.2,
+# Orin 8.7, Thor 10.1 (as CUDA <= 12.9 names it) and 11.0 (CUDA 13).
+TEGRA: frozenset[CC] = frozenset({(3, 2), (5, 3), (6, 2), (7, 2), (8, 7), (10, 1), (11, 0)})
 _CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
 
 
@@ -38,19 +60,34 @@ class Arch:
 
     cc: CC
     ptx: bool
+    suffix: str = ""  # "a": this capability only; "f": its family (FAMILIES)
 
     @property
     def token(self) -> str:
-        return f"{'compute' if self.ptx else 'sm'}_{self.cc[0]}{self.cc[1]}"
+        return f"{'compute' if self.ptx else 'sm'}_{self.cc[0]}{self.cc[1]}{self.suffix}"
+
+    def runs_on(self, cc: CC) -> bool:
+        """Whether the driver can load this entry on a GPU of capability `cc`."""
+        if self.suffix == "a":
+            return cc == self.cc
+        if self.suffix == "f":
+            return cc in FAMILIES.get(self.cc, frozenset({self.cc}))
+        if self.ptx:
+            return self.cc <= cc
+        if cc in TEGRA:
+            return cc == self.cc
+        return self.cc[0] == cc[0] and self.cc[1] <= cc[1]
 
 
 def parse_arch(token: str) -> Arch:
-    """`sm_90` -> SASS 9.0; `compute_120` -> PTX 12.0; `sm_90a` -> SASS 9.0."""
+    """`sm_90` -> SASS 9.0; `compute_120` -> PTX 12.0; `sm_90a` -> SASS 9.0, 9.0 only."""
     m = _ARCH_RE.match(token.strip().lower())
     if not m:
         raise ValueError(f"not an arch token: {token!r} (expected sm_XY or compute_XY)")
     digits = m.group(2)
-    return Arch(cc=(int(digits[:-1]), int(digits[-1])), ptx=m.group(1) == "compute")
+    return Arch(
+        cc=(int(digits[:-1]), int(digits[-1])), ptx=m.group(1) == "compute", suffix=m.group(3)
+    )
 
 
 def parse_cc(text: str) -> CC:
@@ -69,14 +106,24 @@ def sm_str(cc: CC) -> str:
 
 
 def kernel_match(archs: tuple[Arch, ...], cc: CC) -> Arch | None:
-    """The arch entry the driver loads on `cc`: the closest SASS of the same major (highest
-    minor <= cc's), else the newest PTX <= cc (JIT); None when nothing runs."""
+    """The arch entry the driver loads on `cc`: the closest SASS that runs there (highest
+    minor <= cc's in the same major; exactly cc on a Jetson), else the newest PTX <= cc (JIT);
+    None when nothing runs."""
     sass: Arch | None = None
     ptx: Arch | None = None
-    for a in archs:
+    tegra = cc in TEGRA
+    for a in archs:  # Arch.runs_on, inlined: the resolver's innermost loop
+        if a.suffix:
+            if not a.runs_on(cc):
+                continue
+        elif a.ptx:
+            if a.cc > cc:
+                continue
+        elif a.cc[0] != cc[0] or a.cc[1] > cc[1] or (tegra and a.cc != cc):
+            continue
         if a.ptx:
-            if a.cc <= cc and (ptx is None or a.cc > ptx.cc):
+            if ptx is None or a.cc > ptx.cc:
                 ptx = a
-        elif a.cc[0] == cc[0] and a.cc[1] <= cc[1] and (sass is None or a.cc > sass.cc):
+        elif sass is None or a.cc > sass.cc:
             sass = a
     return sass or ptx

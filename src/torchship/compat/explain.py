@@ -28,13 +28,27 @@ class Suggestion:
     build: str | None = None  # for "fit": the local version that fits every target
 
 
+_LABEL = {
+    "linux-x86_64": "Linux x86_64",
+    "linux-aarch64": "Linux aarch64",
+    "windows-x86_64": "Windows",
+    "macos-arm64": "macOS arm64",
+    "macos-x86_64": "macOS x86_64",
+}
+
+
+def _views(req: Request, releases: tuple[Release, ...]) -> list[Release]:
+    """The releases as on the request's platform (those with wheels there), oldest first."""
+    return [v for r in releases if (v := r.on(req.platform)) is not None]
+
+
 def _requested(req: Request, m: Matrix) -> list[Release]:
-    return list(reversed(matching_releases(m, req.torch)))
+    return _views(req, tuple(reversed(matching_releases(m, req.torch))))
 
 
-def _covering(m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
+def _covering(req: Request, m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
     out = []
-    for r in m.releases:
+    for r in _views(req, m.releases):
         names = [
             v.name
             for v in r.variants
@@ -47,13 +61,13 @@ def _covering(m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
 
 def _gpu_hint(req: Request, m: Matrix, t: GPUTarget) -> str | None:
     wanted = _requested(req, m)
-    cover = _covering(m, t)
+    cover = _covering(req, m, t)
     if any(r in wanted for r, _ in cover):
         return None
     if not cover:
         return (
             f"{t.display} has kernels in no torch {m.releases[0].torch}–"
-            f"{m.releases[-1].torch} build for Linux x86_64"
+            f"{m.releases[-1].torch} build for {_LABEL.get(req.platform, req.platform)}"
         )
     (lo, lo_names), (hi, hi_names) = cover[0], cover[-1]
     if wanted and max(r.version for r in wanted) < lo.version:
@@ -71,7 +85,7 @@ def _driver_hint(req: Request, m: Matrix) -> str | None:
     need = m.driver_floor(majors[0])
     older = [
         r.torch
-        for r in m.releases
+        for r in _views(req, m.releases)
         for v in r.variants
         if v.cuda and (f := m.driver_floor(v.cuda[0])) is not None and req.driver >= f
     ]
@@ -85,9 +99,10 @@ def _driver_hint(req: Request, m: Matrix) -> str | None:
 def _python_hint(req: Request, m: Matrix) -> str | None:
     if req.python is None or any(req.python in r.python for r in _requested(req, m)):
         return None
-    have = [r.torch for r in m.releases if req.python in r.python]
+    have = [r.torch for r in _views(req, m.releases) if req.python in r.python]
     if not have:
-        return f"no torch release has a Linux x86_64 wheel for Python {req.python}"
+        where = _LABEL.get(req.platform, req.platform)
+        return f"no torch release has a {where} wheel for Python {req.python}"
     return f"Python {req.python} wheels exist for torch {have[0]}–{have[-1]}"
 
 

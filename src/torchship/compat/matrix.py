@@ -8,7 +8,7 @@ an `arch_confidence` below "high", so the resolver can say when it relies on the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -38,6 +38,7 @@ class Variant:
     cudnn: str | None
     nccl: str | None
     uncertain: bool
+    mps: bool = False  # a macOS build: CPU and Apple's Metal (MPS)
 
     @property
     def is_cpu(self) -> bool:
@@ -64,11 +65,32 @@ class Release:
     torchaudio: tuple[str, ...]
     notes: tuple[str, ...]
     variants: tuple[Variant, ...]
+    platform: str = "linux-x86_64"
+    platform_tag: str = ""  # the wheels' platform tag there: "win_amd64", "macosx_14_0_arm64"
+    macos_min: NumVersion | None = None
+    macos_min_python: tuple[tuple[str, NumVersion], ...] = ()  # ("3.14", (14, 0)): higher floors
+    # the same release on the other platforms PyPI has wheels for (linux-x86_64 is this one)
+    platforms: tuple[tuple[str, Release], ...] = ()
+    platforms_known: bool = False  # the matrix measured the other platforms for this release
 
     def variant(self, name: str) -> Variant | None:
         for v in self.variants:
             if v.name == name:
                 return v
+        return None
+
+    def macos_floor(self, python: str | None) -> NumVersion | None:
+        """The oldest macOS the wheel for `python` installs on (None off macOS)."""
+        return dict(self.macos_min_python).get(python or "", self.macos_min)
+
+    def on(self, platform: str) -> Release | None:
+        """This release as installed on `platform` (its builds, Pythons, tags); None when it
+        has no wheels there."""
+        if platform == self.platform:
+            return self
+        for name, view in self.platforms:
+            if name == platform:
+                return view
         return None
 
     def local_version(self, variant: Variant) -> str:
@@ -85,6 +107,7 @@ class GPU:
     forward_compat: bool
     min_driver: NumVersion | None
     min_driver_uncertain: bool
+    platforms: tuple[str, ...] = ()  # the only platforms it is ever on (GB200: linux-aarch64)
 
 
 IMAGE_FLAVORS = ("base", "runtime", "devel", "cudnn-runtime", "cudnn-devel")
@@ -126,6 +149,20 @@ class Matrix:
     # torchvision / torchaudio releases: the torch each accepts and the Pythons it has
     # wheels for (Linux x86_64), oldest first
     companions: tuple[tuple[str, tuple[Companion, ...]], ...] = ()
+    # GPUs below a capability are ignored by drivers after a branch: ((7, 5), 580) means a
+    # GPU of capability < 7.5 (Maxwell, Pascal, Volta) runs on R580 at most
+    driver_ceilings: tuple[tuple[tuple[int, int], int], ...] = ()
+    # driver branch -> (kind, the CUDA minors whose cuda-compat package supports it)
+    compat_branches: tuple[tuple[int, str, tuple[NumVersion, ...]], ...] = ()
+
+    def driver_ceiling(self, cc: tuple[int, int]) -> int | None:
+        """The last driver branch that supports a GPU of this capability, or None."""
+        found = [branch for below, branch in self.driver_ceilings if cc < below]
+        return min(found) if found else None
+
+    def compat_branch(self, branch: int) -> tuple[str, tuple[NumVersion, ...]] | None:
+        """The kind (LTSB, PB) of a driver branch cuda-compat supports, and its packages."""
+        return next(((k, c) for b, k, c in self.compat_branches if b == branch), None)
 
     def companions_of(self, name: str) -> tuple[Companion, ...]:
         return next((rows for lib, rows in self.companions if lib == name), ())
@@ -160,6 +197,11 @@ class Matrix:
         return None
 
 
+def parse_cc_pair(text: str) -> tuple[int, int]:
+    major, minor = (int(p) for p in str(text).split("."))
+    return major, minor
+
+
 def _req(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
         raise MatrixError(f"matrix {where}: missing {key!r}", "regenerate the matrix")
@@ -179,6 +221,37 @@ def _variant(d: dict[str, Any], where: str) -> Variant:
         cudnn=d.get("cudnn"),
         nccl=d.get("nccl"),
         uncertain=bool(d.get("uncertain", False)),
+        mps=bool(d.get("mps", False)),
+    )
+
+
+def _platform_view(base: Release, name: str, d: dict[str, Any], where: str) -> Release:
+    """The release as one more platform's wheels make it (matrix `releases[i].platforms`)."""
+    glibc = d.get("glibc_min")
+    macos = d.get("macos_min")
+    variants = tuple(
+        _variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_req(d, "variants", where))
+    )
+    if name.startswith("macos"):  # every macOS build is the CPU one with Apple's MPS backend
+        variants = tuple(replace(v, mps=True) if v.is_cpu else v for v in variants)
+    return Release(
+        torch=base.torch,
+        version=base.version,
+        python=tuple(_req(d, "python", where)),
+        glibc_min=parse_version(glibc) if glibc else (0, 0),
+        manylinux=d.get("tag", "") if glibc else "",
+        pypi_default=_req(d, "pypi_default", where),
+        pypi_default_pins=(),
+        torchvision=base.torchvision,
+        torchaudio=base.torchaudio,
+        notes=tuple(d.get("notes", ())),
+        variants=variants,
+        platform=name,
+        platform_tag=d.get("tag", ""),
+        macos_min=parse_version(macos) if macos else None,
+        macos_min_python=tuple(
+            (py, parse_version(v)) for py, v in sorted(d.get("macos_min_python", {}).items())
+        ),
     )
 
 
@@ -191,7 +264,7 @@ def _release(d: dict[str, Any], where: str) -> Release:
     variants = tuple(
         _variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_req(d, "variants", where))
     )
-    return Release(
+    base = Release(
         torch=torch,
         version=version,
         python=tuple(_req(d, "python", where)),
@@ -203,7 +276,15 @@ def _release(d: dict[str, Any], where: str) -> Release:
         torchaudio=tuple(d.get("torchaudio", ())),
         notes=tuple(d.get("notes", ())),
         variants=variants,
+        platform_tag=d.get("manylinux", ""),
     )
+    if "platforms" not in d:
+        return base
+    views = tuple(
+        (name, _platform_view(base, name, p, f"{where}.platforms.{name}"))
+        for name, p in d["platforms"].items()
+    )
+    return replace(base, platforms=views, platforms_known=True)
 
 
 def _gpu(d: dict[str, Any], where: str) -> GPU:
@@ -218,6 +299,7 @@ def _gpu(d: dict[str, Any], where: str) -> GPU:
         forward_compat=bool(d.get("forward_compat", False)),
         min_driver=parse_version(md) if md else None,
         min_driver_uncertain=bool(d.get("min_driver_uncertain", False)),
+        platforms=tuple(d.get("platforms", ())),
     )
 
 
@@ -300,6 +382,14 @@ def parse_matrix(data: dict[str, Any]) -> Matrix:
             gpus=tuple(_gpu(g, f"gpus[{i}]") for i, g in enumerate(data["gpus"])),
             releases=releases,
             companions=_companions(data),
+            driver_ceilings=tuple(
+                (parse_cc_pair(c["cc_below"]), int(c["last_branch"]))
+                for c in data.get("driver_ceilings", ())
+            ),
+            compat_branches=tuple(
+                (int(b["branch"]), b["kind"], tuple(parse_version(c) for c in b["compat"]))
+                for b in data["forward_compat"].get("branches", ())
+            ),
         )
     except (KeyError, TypeError, ValueError, InvalidSpecifier) as e:
         raise MatrixError(f"matrix is malformed: {e!r}", "regenerate the matrix") from None

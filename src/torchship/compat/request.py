@@ -10,6 +10,7 @@ from packaging.specifiers import SpecifierSet
 from torchship.compat.extensions import extension_pins
 from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
+from torchship.compat.platforms import contradiction, implied
 from torchship.errors import SpecError, UnknownGPUError, UsageError
 from torchship.spec.fields import parse_driver, parse_glibc, parse_torch
 from torchship.spec.model import Spec
@@ -32,6 +33,23 @@ class Request:
     domain_pins: tuple[tuple[str, str], ...] = ()  # ("torchaudio", "==2.10.0"): the user's pin
     python_patch: str | None = None  # "3.14.1" when given: Requires-Python may exclude a patch
     extension_pins: tuple[tuple[str, str], ...] = ()  # ("xformers", "==0.0.29"): CUDA extensions
+    platform: str = "linux-x86_64"  # the platform this request resolves for
+    # every platform of the fleet, as named or implied; resolve_fleet splits the request
+    platforms: tuple[str, ...] = ("linux-x86_64",)
+    platforms_implied: bool = True  # not named by the user: implied by the GPUs (or default)
+    gpus_elsewhere: tuple[str, ...] = ()  # GPU targets checked on the fleet's other platforms
+
+
+def fleet_platforms(gpus: tuple[GPUTarget, ...], named: tuple[str, ...]) -> tuple[str, ...]:
+    """The platforms to resolve for: the named ones, else those the GPUs imply. ValueError
+    when a GPU cannot be on any named platform (GB200 on linux-x86_64, any on macOS)."""
+    if not named:
+        return implied(tuple(t.gpu for t in gpus))
+    for t in gpus:
+        problem = contradiction(t.gpu, t.label, named)
+        if problem:
+            raise ValueError(problem)
+    return named
 
 
 def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
@@ -73,6 +91,15 @@ def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
                 spec.source, spec.where(f"targets.gpus[{i}]"), e.message, e.hint
             ) from None
     t = spec.targets
+    try:
+        platforms = fleet_platforms(tuple(gpus), t.platforms)
+    except ValueError as e:
+        raise SpecError(
+            spec.source,
+            spec.where("targets.platforms"),
+            str(e),
+            "add the platform those GPUs are on, or remove the GPU from targets.gpus",
+        ) from None
     req = Request(
         torch=torch,
         torch_text=spec.torch,
@@ -85,6 +112,9 @@ def request_from_spec(spec: Spec, matrix: Matrix) -> Request:
         domain_libraries=domain_libraries(spec.packages),
         domain_pins=domain_pins(spec.packages),
         extension_pins=extension_pins(spec.packages),
+        platform=platforms[0],
+        platforms=platforms,
+        platforms_implied=not t.platforms,
     )
     check_torch_known(req, matrix, spec.source, spec.where("torch"))
     return req

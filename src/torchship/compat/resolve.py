@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import (
+    TEGRA,
     Arch,
     driver_str,
     kernel_match,
@@ -35,6 +36,7 @@ from torchship.compat.matrix import (
     Release,
     Variant,
 )
+from torchship.compat.platforms import INFO, LINUX_X86_64
 from torchship.compat.request import Request
 
 # Stable rejection codes.
@@ -51,6 +53,10 @@ FORWARD_COMPAT_ONLY = "forward-compat-only"
 DRIVER_TOO_OLD_FOR_PTX = "driver-too-old-for-ptx"
 CPU_BUILD = "cpu-build"
 NOT_REQUESTED = "cuda-not-requested"
+PLATFORM_UNAVAILABLE = "platform-unavailable"
+DRIVER_TOO_NEW = "driver-too-new"
+
+JETSON_INDEX = "https://pypi.jetson-ai-lab.io"  # NVIDIA's Jetson builds (platforms.md §4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +95,16 @@ class Choice:
             "min_driver": None if self.min_driver is None else driver_str(self.min_driver),
             "cudnn": v.cudnn,
             "nccl": v.nccl,
-            "glibc_min": version_str(self.release.glibc_min),
+            "glibc_min": version_str(self.release.glibc_min) if self.release.manylinux else None,
             "forward_compat": self.forward_compat,
             "pypi_default": v.name == self.release.pypi_default,
-        }
+            "platform": self.release.platform,
+            "platform_tag": self.release.platform_tag or None,
+            "macos_min": None if self.release.macos_min is None
+            else version_str(self.release.macos_min),
+            "macos_min_python": {py: version_str(v) for py, v in self.release.macos_min_python}
+            or None,
+        }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +155,17 @@ class _Verdict:
         return not self.failures
 
 
-@cache
+_SUMMARIES: dict[int, str] = {}  # by id: variants live as long as their (cached) matrix
+
+
 def _arch_summary(v: Variant) -> str:
+    found = _SUMMARIES.get(id(v))
+    if found is None:
+        found = _SUMMARIES[id(v)] = _summarise(v)
+    return found
+
+
+def _summarise(v: Variant) -> str:
     if v.archs is None:
         return "arch list unknown"
     sass = [a for a in v.archs if not a.ptx]
@@ -163,7 +184,7 @@ def _check_install(req: Request, m: Matrix, rel: Release, v: Variant) -> list[tu
                 f"(has {', '.join(rel.python)})",
             )
         )
-    if req.glibc is not None and req.glibc < rel.glibc_min:
+    if req.glibc is not None and rel.manylinux and req.glibc < rel.glibc_min:
         out.append(
             (
                 GLIBC_TOO_OLD,
@@ -230,24 +251,29 @@ def _check_kernels(
     for t in req.gpus:
         m = kernel_match(archs, t.cc)
         if m is None:
-            out.append(
-                (
-                    ARCH_UNSUPPORTED,
-                    f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})",
+            why = f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})"
+            if t.cc in TEGRA:
+                why += (
+                    "; a Jetson runs only code built for exactly its capability: NVIDIA's "
+                    f"Jetson builds are on {JETSON_INDEX}"
                 )
-            )
+            out.append((ARCH_UNSUPPORTED, why))
         elif m.ptx:
             ptx = True
     return out, ptx
 
 
 def _check_driver(
-    req: Request, m: Matrix, v: Variant, ptx: bool
+    req: Request, m: Matrix, v: Variant, ptx: bool, too_new: str | None
 ) -> tuple[list[tuple[str, str]], bool]:
     assert v.cuda is not None
     driver = req.driver
     if driver is None:
         return [], False
+    if too_new:
+        return [(DRIVER_TOO_NEW, too_new)], False
+    if req.gpus and all(t.cc in TEGRA for t in req.gpus):
+        return _check_jetson_driver(v, driver), False
     floor = m.driver_floor(v.cuda[0])
     if floor is not None and driver >= floor:
         if ptx:
@@ -266,6 +292,9 @@ def _check_driver(
     base = f"{v.name} needs driver ≥ {need} (CUDA {v.cuda[0]}.x); target has {driver_str(driver)}"
     ineligible = [t for t in req.gpus if t.gpu is None or not t.gpu.forward_compat]
     if req.gpus and not ineligible:
+        unsupported = _compat_unsupported(m, v, driver)
+        if unsupported:
+            return [(DRIVER_TOO_OLD, f"{base}; {unsupported}")], False
         fc = (
             f"{base}: runs only with the cuda-compat-{v.cuda[0]}-{v.cuda[1]} package "
             "(forward compatibility, data-center GPUs)"
@@ -280,7 +309,62 @@ def _check_driver(
     return [(DRIVER_TOO_OLD, base)], False
 
 
-def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
+def _too_new(req: Request, m: Matrix, driver: NumVersion | None) -> str | None:
+    """A GPU that this driver no longer supports (a V100 under R590): no build runs."""
+    if driver is None or not m.driver_ceilings or driver[0] <= min(b for _, b in m.driver_ceilings):
+        return None
+    for t in req.gpus:
+        if t.cc in TEGRA:
+            continue
+        last = m.driver_ceiling(t.cc)
+        if last is not None and driver[0] > last:
+            return (
+                f"{t.display} is supported up to the R{last} driver branch; driver "
+                f"{driver_str(driver)} ignores it (install an R{last} driver)"
+            )
+    return None
+
+
+def _check_jetson_driver(v: Variant, driver: NumVersion) -> list[tuple[str, str]]:
+    """A Jetson's driver number is its board support package's (540.4.0 on JetPack 6), not a
+    desktop branch: JetPack 7 (R38+, driver 580 on) brings CUDA 13, earlier ones CUDA 12."""
+    assert v.cuda is not None
+    cuda_major = 13 if driver[0] >= 580 else 12
+    if v.cuda[0] <= cuda_major:
+        return []
+    return [
+        (
+            DRIVER_TOO_OLD,
+            f"{v.name} needs CUDA {v.cuda[0]}: a Jetson with driver {driver_str(driver)} "
+            f"(JetPack 6 or older) has CUDA {cuda_major}; JetPack 7 brings CUDA 13",
+        )
+    ]
+
+
+def _compat_unsupported(m: Matrix, v: Variant, driver: NumVersion) -> str | None:
+    """Why NVIDIA does not support this variant's cuda-compat package on the driver's branch
+    (forward-compatibility table, per branch), or None."""
+    assert v.cuda is not None
+    if not m.compat_branches:
+        return None
+    package = f"cuda-compat-{v.cuda[0]}-{v.cuda[1]}"
+    found = m.compat_branch(driver[0])
+    if found is None:
+        ok = [f"R{b}" for b, _, cudas in m.compat_branches if v.cuda[:2] in cudas]
+        return (
+            f"{package} does not support driver branch R{driver[0]} (NVIDIA supports it on "
+            f"{', '.join(ok) or 'no branch'}; feature branches and others are not)"
+        )
+    kind, cudas = found
+    if v.cuda[:2] not in cudas:
+        return f"{package} is not supported on the R{driver[0]} {kind} branch"
+    return None
+
+
+def _judge(
+    req: Request, m: Matrix, rel: Release, v: Variant, too_new: str | None = None
+) -> _Verdict:
+    """`too_new`: _too_new(req, m, req.driver), computed once per request by the caller."""
     failures = _check_install(req, m, rel, v)
     failures += [
         (EXTENSION_UNPAIRED, p.text)
@@ -301,7 +385,7 @@ def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
         return _Verdict(tuple(failures), False, False)
     kfail, ptx = _check_kernels(req, v, v.archs)
     failures += kfail
-    dfail, fc = _check_driver(req, m, v, ptx)
+    dfail, fc = _check_driver(req, m, v, ptx, too_new)
     failures += dfail
     if v.uncertain and not failures:
         failures.append((VARIANT_UNVERIFIED, f"{rel.local_version(v)} is not confirmed to exist"))
@@ -310,6 +394,10 @@ def _judge(req: Request, m: Matrix, rel: Release, v: Variant) -> _Verdict:
 
 def _pinned(req: Request, v: Variant) -> bool:
     pin = req.cuda
+    if not INFO[req.platform].nvidia:  # a Mac: its CPU/MPS build, whatever the CUDA pin
+        return v.is_cpu
+    if pin == "auto" and not req.gpus and req.gpus_elsewhere:
+        return True  # no GPU of the fleet is here (a Windows laptop): PyPI's build is chosen
     if pin == "auto":
         return not v.is_cpu
     if pin == "cpu":
@@ -338,7 +426,7 @@ def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | N
     """
     if v.cuda is None:
         py = (python or "3.12").rstrip("t")
-        return m.cpu_image.format(python=py)
+        return m.cpu_image.format(python=py)  # official python images are multi-arch
     want = v.cuda[:2]
     if driver is not None:
         dc = m.driver_cuda(driver)
@@ -381,6 +469,16 @@ def _warnings(
     if choice is None or verdict is None:
         return out
     v = choice.variant
+    rel = choice.release
+    if v.mps:
+        macos = rel.macos_floor(req.python)
+        floor = f" and macOS ≥ {version_str(macos)}" if macos else ""
+        out.append(f"{rel.platform}: the CPU build with Apple's MPS backend{floor}; no CUDA")
+    if rel.platform.startswith("windows") and not v.is_cpu:
+        out.append(
+            f"{rel.platform}: PyPI's Windows wheels are CPU builds; {v.name} comes from "
+            f"{choice.index_url}"
+        )
     out += [
         p.text
         for p in extension_problems(req.extension_pins, choice.release, v)
@@ -388,7 +486,13 @@ def _warnings(
     ]
     if v.is_cpu and req.gpus:
         out.append("cuda = 'cpu': the build will not use the target GPUs")
-    if not v.is_cpu and not req.gpus:
+    if not req.gpus and req.gpus_elsewhere and INFO[rel.platform].nvidia:
+        out.append(
+            f"no GPU target is checked on {rel.platform}: {', '.join(req.gpus_elsewhere)} "
+            f"usually run elsewhere in the fleet, so PyPI's build ({v.name}) is chosen here; "
+            "to check a GPU here too, add its architecture (sm_90) as a target"
+        )
+    elif not v.is_cpu and not req.gpus:
         out.append("no GPU targets given: kernels were not checked; add targets.gpus")
     if not v.is_cpu and req.driver is None:
         out.append(
@@ -419,18 +523,23 @@ def _warnings(
     return out
 
 
-def resolve(req: Request, m: Matrix) -> Resolution:
-    """Resolve `req` against the matrix. Pure; never raises on an impossible request."""
-    releases = matching_releases(m, req.torch)
+def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
+    """Resolve `req` against the matrix, on `req.platform`. Pure; never raises on an impossible
+    request. `release`: choose only among that torch release's builds (a fleet's common one)."""
     compatible: list[str] = []
     fwd: list[str] = []
     rejected: list[Rejection] = []
     ok: list[tuple[Release, Variant, _Verdict]] = []
-    for rel in releases:
+    too_new = _too_new(req, m, req.driver)
+    for base in matching_releases(m, req.torch):
+        rel = base.on(req.platform)
+        if rel is None:
+            rejected.append(_not_on_platform(req, m, base))
+            continue
         for v in rel.variants:
             if v.is_cpu and req.cuda != "cpu" and req.gpus:
                 continue
-            verdict = _judge(req, m, rel, v)
+            verdict = _judge(req, m, rel, v, too_new)
             name = rel.local_version(v)
             if verdict.ok:
                 compatible.append(name)
@@ -444,7 +553,7 @@ def resolve(req: Request, m: Matrix) -> Resolution:
                     fwd.append(name)  # fits every target once cuda-compat is installed
         if req.cuda not in ("auto",) and not any(_pinned(req, v) for v in rel.variants):
             rejected.append(_not_built(req, m, rel))
-    picked = _choose(req, m, ok)
+    picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
     choice = None
     if picked is not None:
         rel, v, verdict = picked
@@ -453,7 +562,9 @@ def resolve(req: Request, m: Matrix) -> Resolution:
             variant=v,
             forward_compat=verdict.forward_compat,
             min_driver=_min_driver(m, req, v, verdict.ptx_jit),
-            base_image=base_image(m, v, req.driver, req.python),
+            base_image=base_image(m, v, req.driver, req.python)
+            if INFO[rel.platform].os == "linux"
+            else "",
             index_url=PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}",
         )
     return Resolution(
@@ -469,30 +580,56 @@ def resolve(req: Request, m: Matrix) -> Resolution:
     )
 
 
+@lru_cache(maxsize=64)
+def _on_platform(m: Matrix, platform: str) -> tuple[str, ...]:
+    """The releases with wheels for `platform`, oldest first."""
+    return tuple(r.torch for r in m.releases if r.on(platform) is not None)
+
+
+def _not_on_platform(req: Request, m: Matrix, rel: Release) -> Rejection:
+    have = _on_platform(m, req.platform)
+    if not rel.platforms_known:
+        why = f"the matrix has not measured torch {rel.torch}'s wheels for {req.platform}"
+    elif have:
+        why = (
+            f"torch {rel.torch} has no wheels for {req.platform} on PyPI "
+            f"(it has them for {have[0]}–{have[-1]})"
+        )
+    else:
+        why = f"no torch release has wheels for {req.platform} on PyPI"
+    return Rejection(rel.torch, PLATFORM_UNAVAILABLE, why)
+
+
 def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
     label = _pin_label(req.cuda)
     have = ", ".join(v.name for v in rel.variants)
-    built = [r.torch for r in m.releases if any(_pinned(req, v) for v in r.variants)]
+    views = (r.on(rel.platform) for r in m.releases)
+    built = [r.torch for r in views if r is not None and any(_pinned(req, v) for v in r.variants)]
     span = (
         f"; CUDA {req.cuda} builds exist for torch {built[0]}–{built[-1]}"
         if built
         else f"; no torch release was built for CUDA {req.cuda}"
     )
+    where = "" if rel.platform == LINUX_X86_64 else f" for {rel.platform}"
     return Rejection(
         f"{rel.torch}+{label}",
         VARIANT_NOT_BUILT,
-        f"torch {rel.torch} has no CUDA {req.cuda} build (it has {have}){span}",
+        f"torch {rel.torch} has no CUDA {req.cuda} build{where} (it has {have}){span}",
     )
 
 
 def judge_all(req: Request, m: Matrix, releases: Iterable[Release]) -> list[tuple[str, bool]]:
     """(local version, compatible) for every variant of `releases`; used by explain()."""
     out = []
-    for rel in releases:
+    too_new = _too_new(req, m, req.driver)
+    for base in releases:
+        rel = base.on(req.platform)
+        if rel is None:
+            continue
         for v in rel.variants:
             if v.is_cpu and req.gpus:
                 continue
-            out.append((rel.local_version(v), _judge(req, m, rel, v).ok))
+            out.append((rel.local_version(v), _judge(req, m, rel, v, too_new).ok))
     return out
 
 
@@ -520,8 +657,103 @@ def per_release(req: Request, m: Matrix) -> tuple[ReleaseRow, ...]:
         if res.chosen is not None:
             rows.append(ReleaseRow(rel.torch, res.chosen.local_version))
             continue
-        default = f"{rel.torch}+{rel.pypi_default}"  # what `pip install torch` would give
+        view = rel.on(req.platform) or rel
+        default = f"{rel.torch}+{view.pypi_default}"  # what `pip install torch` would give
         why = next((r for r in res.rejected if r.variant == default), None)
         why = why or (res.rejected[0] if res.rejected else Rejection(default, "no-build", ""))
         rows.append(ReleaseRow(rel.torch, None, why.code, why.reason))
     return tuple(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetResolution:
+    """One answer per platform of the fleet, all on one torch release (the newest that has a
+    build running on every platform), so that the lock pins one torch everywhere."""
+
+    platforms: tuple[tuple[str, Resolution], ...]
+    torch: str | None  # the release chosen on every platform
+    problem: str = ""  # why no release runs on every platform
+
+    @property
+    def ok(self) -> bool:
+        return self.torch is not None and all(r.ok for _, r in self.platforms)
+
+    @property
+    def primary(self) -> Resolution:
+        return self.platforms[0][1]
+
+    def on(self, platform: str) -> Resolution | None:
+        return next((r for p, r in self.platforms if p == platform), None)
+
+    def to_json(self, suggestions: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The primary platform's answer in today's fields, and every platform's beside it."""
+        out = self.primary.to_json(suggestions)
+        out["ok"] = self.ok
+        out["platform"] = self.platforms[0][0]
+        out["platforms"] = [
+            {"platform": p, **r.to_json(), "suggestions": None} for p, r in self.platforms
+        ]
+        out["fleet"] = {"torch": self.torch, "problem": self.problem or None}
+        return out
+
+
+def platform_request(req: Request, platform: str) -> Request:
+    """The request as one platform of the fleet sees it: the GPUs that are checked there."""
+    from torchship.compat.platforms import checked_on
+
+    gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, req.platforms))
+    elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
+    return replace(req, platform=platform, gpus=gpus, gpus_elsewhere=elsewhere)
+
+
+def resolve_fleet(req: Request, m: Matrix) -> FleetResolution:
+    """Resolve for every platform of `req.platforms` on one common torch release. Pure."""
+    reqs = [(p, platform_request(req, p)) for p in req.platforms]
+    if len(reqs) == 1:
+        p, r = reqs[0]
+        res = resolve(r, m)
+        return FleetResolution(((p, res),), res.chosen.release.torch if res.chosen else None)
+    rows = {p: {row.torch: row for row in per_release(r, m)} for p, r in reqs}
+    common = next(
+        (t for t in (rel.torch for rel in matching_releases(m, req.torch))
+         if all(rows[p][t].build for p, _ in reqs)),
+        None,
+    )  # fmt: skip
+    answers = tuple((p, resolve(r, m, release=common)) for p, r in reqs)
+    problem = ""
+    if common is None:
+        spans = []
+        for p, _ in reqs:
+            runs = [t for t, row in rows[p].items() if row.build]
+            spans.append(f"{p}: {runs[-1]}–{runs[0]}" if runs else f"{p}: none")
+        problem = "no torch release runs on every platform (" + "; ".join(spans) + ")"
+    return FleetResolution(answers, common, problem)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetRow:
+    """One torch release across the fleet: its build on each platform, or why none runs."""
+
+    torch: str
+    rows: tuple[tuple[str, ReleaseRow], ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.build for _, r in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "torch": self.torch,
+            "ok": self.ok,
+            "platforms": {p: r.to_json() for p, r in self.rows},
+        }
+
+
+def per_release_fleet(req: Request, m: Matrix) -> tuple[FleetRow, ...]:
+    """`per_release` for every platform of the fleet, newest release first."""
+    names = req.platforms
+    tables = [per_release(platform_request(req, p), m) for p in names]
+    return tuple(
+        FleetRow(same[0].torch, tuple(zip(names, same, strict=True)))
+        for same in zip(*tables, strict=True)
+    )

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from torchship.compat.matrix import Matrix, load_matrix
 from torchship.doctor.facts import Facts
-from torchship.env.pick import Pick, pick_environment, platform_problem
+from torchship.env.pick import Host, Pick, host_of, pick_environment, platform_problem
 from torchship.env.sync import (
     Printer,
     SyncedEnv,
@@ -25,12 +25,14 @@ from torchship.env.sync import (
 from torchship.lock.model import Lock
 
 __all__ = [
+    "Host",
     "Pick",
     "SyncedEnv",
     "agent_path",
     "cache_dir",
     "env_facts",
     "envs_dir",
+    "host_of",
     "installed",
     "list_envs",
     "pick_environment",
@@ -39,7 +41,18 @@ __all__ = [
     "run_env",
     "sync",
     "sync_lock",
+    "this_host",
 ]
+
+
+def this_host(facts: Facts) -> Host:
+    """The platform of this machine, whose `facts` were probed here: the OS (and macOS's
+    version) from the interpreter, which facts do not record."""
+    import platform
+
+    system = platform.system()
+    macos = platform.mac_ver()[0] if system == "Darwin" else None
+    return host_of(facts, system, macos)
 
 
 def sync_lock(
@@ -52,8 +65,8 @@ def sync_lock(
     root: Path | None = None,
     matrix: Matrix | None = None,
 ) -> tuple[Pick, SyncedEnv]:
-    """The environment of `lock` for the machine `facts` describe (or `name`), synced."""
-    pick = pick_environment(lock, facts, matrix or load_matrix(), name)
+    """The environment of `lock` for this machine, which `facts` describe (or `name`), synced."""
+    pick = pick_environment(lock, facts, matrix or load_matrix(), name, this_host(facts))
     synced = sync(pick.env, root, find_links, say, stream, lock.name)
     return pick, synced
 

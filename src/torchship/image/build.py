@@ -75,12 +75,16 @@ def build_argv(
     build_args: dict[str, str] | None = None,
     secrets: dict[str, Path] | None = None,
     extra: Sequence[str] = (),
+    platform: str | None = None,
 ) -> list[str]:
     """The engine's build command. `secrets` (id -> file) reach RUN steps only, never a layer;
-    `extra` is passed as is (e.g. `--network host`, `--runtime runc`)."""
+    `extra` is passed as is (e.g. `--network host`, `--runtime runc`); `platform` is the
+    rendered image's (`linux/arm64`: docker, podman and buildah all take `--platform`)."""
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}", f"one of: {', '.join(ENGINES)}")
     argv = [engine, "build", "--tag", tag, "--file", str(context / "Dockerfile")]
+    if platform is not None:
+        argv += ["--platform", platform]
     for key, value in sorted((build_args or {}).items()):
         argv += ["--build-arg", f"{key}={value}"]
     for key, path in sorted((secrets or {}).items()):

@@ -7,6 +7,12 @@ uv-managed Python in /opt/python when the base has none). Final stage: the small
 lock allows (`nvidia/cuda:*-base`, whose CUDA libraries the torch wheels bring themselves, or
 `python:*-slim` for a CPU lock), the environment copied in read-only (root-owned), tini as PID 1,
 a non-root user, NVIDIA_* variables from the lock, OCI labels with the lock hash, /workspace.
+
+An image installs one environment of the lock: the primary one by default, or another Linux one
+(`RenderOptions.env`, e.g. `linux-aarch64-cu130`). An environment of another CPU than x86_64 —
+or any environment of a lock spanning several Linux platforms — pins every stage to its
+platform (`FROM --platform=linux/arm64 …`) and the build command passes `--platform`
+(`Rendered.platform`); Windows and macOS environments have no container image and are refused.
 """
 
 from __future__ import annotations
@@ -18,9 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torchship._version import __version__
+from torchship.compat.platforms import INFO, LINUX_X86_64
 from torchship.errors import UsageError, excerpt
 from torchship.image.agent import AGENT_CONTEXT, AGENT_DIR, agent_files
-from torchship.lock.model import LOCK_FILE, Lock, export_requirements
+from torchship.lock.model import (
+    LOCK_FILE,
+    Lock,
+    LockEnvironment,
+    export_requirements,
+    lock_environment,
+)
 from torchship.lock.validate import (
     check_fields,
     image_ref,
@@ -53,6 +66,7 @@ class RenderOptions:
     agent: bool = True  # torchship itself in /opt/torchship (doctor, workload), off the venv
     find_links: str | None = None  # a context folder of wheels uv may take (hashes still checked)
     pytorch_index: str | None = None  # a mirror of the lock's PyTorch index; "" = none (wheels)
+    env: str | None = None  # the lock environment to install; None: the primary one
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +75,65 @@ class Rendered:
     files: dict[str, str]  # context files: name -> content
     tag: str
     agent_files: dict[str, str] = field(default_factory=dict)  # torchship-agent/…, see agent.py
+    platform: str | None = None  # what the build must pass as --platform ("linux/arm64")
 
 
-def image_tag(lock: Lock, variant: str = "runtime", name: str | None = None) -> str:
+def image_tag(
+    lock: Lock, variant: str = "runtime", name: str | None = None, env: str | None = None
+) -> str:
     """`<name>:<torch>-<cuda variant>-py<X.Y>-<lockhash8>` for the runtime image, with
-    `-<variant>` after it for the others; never `latest`."""
-    torch = lock.torch.split("+", 1)[0]
+    `-<variant>` after it for the others; never `latest`. An environment of the lock other than
+    the primary one (`env`) adds its CPU when it is not x86_64 (`-aarch64`), and `-cpu` for
+    the primary platform's cpu one is its build."""
+    e = lock.primary if env is None else lock_environment(lock, env)
+    torch = e.torch.split("+", 1)[0]
     suffix = "" if variant == "runtime" else f"-{variant}"
-    return f"{name or lock.name}:{torch}-{lock.variant}-py{lock.python}-{lock.short_hash}{suffix}"
+    machine = INFO[e.platform_name].machine if e.platform_name in INFO else ""
+    arch = "" if machine in ("", "x86_64") else f"-{machine}"
+    return f"{name or lock.name}:{torch}-{e.variant}-py{e.python}-{lock.short_hash}{arch}{suffix}"
+
+
+# Docker's names of the CPUs (OCI image index `platform.architecture`).
+DOCKER_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """What an image installs: one Linux environment of the lock and its base."""
+
+    env: LockEnvironment
+    base: str  # its base image as the lock has it (tag; the digest is added by render)
+    platform: str | None  # FROM --platform / build --platform, "linux/arm64"; None: the host's
+
+
+def _source(lock: Lock, name: str | None) -> _Source:
+    """The environment to build an image of, or a UsageError saying why none can be."""
+    env = lock.primary if name is None else lock_environment(lock, name)
+    info = INFO.get(env.platform_name)
+    if info is None or info.os != "linux":
+        linux = [e.name for e in lock.all_environments() if e.platform_name.startswith("linux")]
+        fix = (
+            f"build one of its Linux environments (--env {linux[0]}), or run this one with "
+            "`torchship sync` on such a machine"
+            if linux
+            else "add linux-x86_64 (or linux-aarch64) to [targets] platforms and re-lock; "
+            "`torchship sync` makes this environment on such a machine"
+        )
+        raise UsageError(
+            f"environment {env.name} of {lock.name} is for {env.platform_name}: container "
+            "images are Linux only (no Windows or macOS base image runs torch's wheels)",
+            fix,
+        )
+    primary = env.name == lock.primary.name
+    base = lock.base_image if primary else (env.base_image or "")
+    if not base:
+        raise UsageError(
+            f"environment {env.name} of {lock.name} has no base image in the lock",
+            "re-lock with this torchship (`torchship lock`): it records one per Linux platform",
+        )
+    linux_platforms = [p for p in lock.platforms() if INFO[p].os == "linux"]
+    pinned = env.platform_name != LINUX_X86_64 or len(linux_platforms) > 1
+    return _Source(env, base, f"linux/{DOCKER_ARCH[info.machine]}" if pinned else None)
 
 
 def _base_python(lock: Lock, opts: RenderOptions, base: str) -> str | None:
@@ -85,17 +150,21 @@ def _require_cuda(base: str) -> str | None:
     return f"cuda>={m.group(1)}.{m.group(2)}" if m else None
 
 
-def _labels(lock: Lock, opts: RenderOptions, base: str, tag: str) -> dict[str, str]:
+def _labels(
+    lock: Lock, opts: RenderOptions, base: str, tag: str, env: LockEnvironment
+) -> dict[str, str]:
     spec = json.dumps(lock.spec, sort_keys=True, separators=(",", ":"))
+    other = env.name != lock.primary.name  # the primary environment's labels are as they were
     return {
         "org.opencontainers.image.title": lock.name,
         "org.opencontainers.image.version": tag.split(":", 1)[1],
-        "org.opencontainers.image.description": f"torch {lock.torch} for Python {lock.python}",
+        "org.opencontainers.image.description": f"torch {env.torch} for Python {env.python}",
         "org.opencontainers.image.base.name": base.split("@", 1)[0],
         **({"org.opencontainers.image.base.digest": base.split("@", 1)[1]} if "@" in base else {}),
         "io.torchship.lock-hash": lock.content_hash,
         "io.torchship.variant": opts.variant,
-        "io.torchship.torch": lock.torch,
+        **({"io.torchship.environment": env.name} if other else {}),
+        "io.torchship.torch": env.torch,
         "io.torchship.spec": spec,
         **({"io.torchship.agent": __version__} if opts.agent else {}),
         **opts.extra_labels,
@@ -167,31 +236,35 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
     check_fields(lock, LOCK_FILE)
     spec = locked_spec(lock, LOCK_FILE)
     _check_options(opts)
+    src = _source(lock, opts.env)
+    env = src.env
     if opts.variant == "devel" and not spec.image.cuda_extensions:
         raise UsageError(
             "the devel variant is for building CUDA extensions, and the spec does not ask for it",
             "set [image] cuda_extensions = true in torchship.toml and re-lock",
         )
-    if opts.variant == "jupyter" and not any(p.name == "jupyterlab" for p in lock.packages):
+    if opts.variant == "jupyter" and not any(p.name == "jupyterlab" for p in env.packages):
         raise UsageError(
             f"{lock.name}'s lock has no jupyterlab, so the jupyter variant cannot be built from it",
             "set [image] jupyter = true in torchship.toml and run `torchship lock`",
         )
-    base = opts.base_image or lock.base_image
+    base = opts.base_image or src.base
     if opts.variant == "devel" and base.startswith("nvidia/cuda:"):
         base = base.replace("-base-", "-devel-")
-    elif lock.base_digest and not opts.base_image:
-        base = f"{base}@{lock.base_digest}"  # the digest pins the tag's content
-    tag = image_tag(lock, opts.variant)
+    elif lock.base_digest and not opts.base_image and src.base == lock.base_image:
+        # the digest pins the tag's content; `pin-base` records the one a pull by tag gives,
+        # the multi-arch index's, so it pins the same tag on every CPU
+        base = f"{base}@{lock.base_digest}"
+    tag = image_tag(lock, opts.variant, env=None if opts.env is None else env.name)
     python = _base_python(lock, opts, base)
     files = {
-        "requirements.txt": export_requirements(lock, index=False),
+        "requirements.txt": export_requirements(lock, index=False, env=opts.env),
         "torchship.lock": lock.to_toml(),
     }
     parts = [
-        _header(lock, opts, base),
-        _builder(lock, opts, python, base),
-        _final(lock, spec, opts, base, python, tag),
+        _header(lock, opts, src),
+        _builder(env, opts, python, _from(src, base)),
+        _final(lock, spec, opts, base, python, tag, src),
     ]
     if opts.variant == "jupyter":
         files["jupyter_server_config.py"] = JUPYTER_CONFIG
@@ -201,30 +274,51 @@ def render(lock: Lock, opts: RenderOptions | None = None) -> Rendered:
         files["sshd_config"] = SSHD_CONFIG
         files["ssh-start.sh"] = SSH_START
     agent = agent_files() if opts.agent else {}
-    return Rendered("\n".join(parts), files, tag, agent)
+    return Rendered("\n".join(parts), files, tag, agent, src.platform)
 
 
-def _header(lock: Lock, opts: RenderOptions, base: str) -> str:
+def _from(src: _Source, image: str) -> str:
+    """A FROM line's image, pinned to the environment's platform where it must be: every stage
+    runs that CPU's binaries (uv, Python, the wheels), whatever the build host's CPU."""
+    if src.platform is None:
+        return image
+    return f"--platform={src.platform} {image}"
+
+
+def _pinned_note(src: _Source) -> str:
+    if src.platform is None:
+        return ""
+    return (
+        f"# The environment is for {src.platform}: each stage is pinned to it, and a host of\n"
+        "# another CPU builds it through QEMU (binfmt_misc), as `docker buildx` does.\n"
+        "# hadolint ignore=DL3029\n"
+    )
+
+
+def _header(lock: Lock, opts: RenderOptions, src: _Source) -> str:
+    again = f"torchship image render --variant {opts.variant}"
+    again += "" if opts.env is None else f" --env {src.env.name}"
     return f"""# syntax=docker/dockerfile:1
 # Rendered by torchship {__version__} from {lock.name}'s torchship.lock ({lock.content_hash}),
-# variant {opts.variant}. Re-render, don't edit: `torchship image render --variant {opts.variant}`.
+# variant {opts.variant}. Re-render, don't edit: `{again}`.
 ARG SOURCE_DATE_EPOCH=0
 
-FROM {opts.uv_image} AS uv
+{_pinned_note(src)}FROM {_from(src, opts.uv_image)} AS uv
 """
 
 
-def _builder(lock: Lock, opts: RenderOptions, python: str | None, base: str) -> str:
-    url = lock.index_url if opts.pytorch_index is None else opts.pytorch_index
-    pypi = not is_pytorch_index(lock.index_url)  # by its host: the lock's torch is PyPI's
+def _builder(env: LockEnvironment, opts: RenderOptions, python: str | None, base: str) -> str:
+    url = env.index_url if opts.pytorch_index is None else opts.pytorch_index
+    pypi = not is_pytorch_index(env.index_url)  # by its host: the lock's torch is PyPI's
     index = f" --index-url {q(url)}" if pypi and url else ""
     extra = f" --extra-index-url {q(url)}" if url and not pypi else ""
     if python:
         interpreter = f"uv venv /opt/venv --python {q(python)}"
     else:
-        py = q(lock.python)
+        py = q(env.python)
         interpreter = f"uv python install {py} && uv venv /opt/venv --python {py}"
-    pth_file = f"/opt/venv/lib/python{lock.python}/site-packages/zz_torchship_agent.pth"
+    pth_file = f"/opt/venv/lib/python{env.python}/site-packages/zz_torchship_agent.pth"
+    pin = "# hadolint ignore=DL3029\n" if base.startswith("--platform") else ""
     pth = f" \\\n    && echo {q(AGENT_DIR + '/lib')} > {q(pth_file)}" if opts.agent else ""
     wheels = ""
     if opts.find_links:
@@ -233,7 +327,7 @@ def _builder(lock: Lock, opts: RenderOptions, python: str | None, base: str) -> 
     return f"""# builder: the locked environment, each package checked against its lock sha256.
 # A CA bundle for a TLS-intercepting proxy comes in as a build secret (`--secret
 # id=ca-bundle,src=FILE`), never as a layer.
-FROM {base} AS builder
+{pin}FROM {base} AS builder
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \\
     UV_COMPILE_BYTECODE=1 \\
@@ -250,10 +344,16 @@ RUN --mount=type=cache,target=/root/.cache/uv \\
 
 
 def _final(
-    lock: Lock, spec: Spec, opts: RenderOptions, base: str, python: str | None, tag: str
+    lock: Lock,
+    spec: Spec,
+    opts: RenderOptions,
+    base: str,
+    python: str | None,
+    tag: str,
+    src: _Source,
 ) -> str:
     labels = " \\\n      ".join(
-        f"{k}={_quote(v)}" for k, v in _labels(lock, opts, base, tag).items()
+        f"{k}={_quote(v)}" for k, v in _labels(lock, opts, base, tag, src.env).items()
     )
     path = f"/opt/venv/bin:{AGENT_DIR}/bin:$PATH" if opts.agent else "/opt/venv/bin:$PATH"
     env = [
@@ -263,7 +363,7 @@ def _final(
         "PIP_DISABLE_PIP_VERSION_CHECK=1",
     ]
     require = _require_cuda(base)
-    if lock.variant != "cpu":
+    if src.env.variant != "cpu":
         # the container toolkit refuses an old driver before torch fails on it
         env += [
             f'NVIDIA_REQUIRE_CUDA="{require}"' if require else "",
@@ -280,8 +380,9 @@ def _final(
             f"COPY {AGENT_CONTEXT}/lib {AGENT_DIR}/lib\n"
             f"COPY --chmod=0755 {AGENT_CONTEXT}/bin/torchship {AGENT_DIR}/bin/torchship\n"
         )
+    pin = "# hadolint ignore=DL3029\n" if src.platform else ""
     return f"""# final: the smallest base that runs the lock, non-root, tini as PID 1
-FROM {base}
+{pin}FROM {_from(src, base)}
 ARG UID=1000
 ARG GID=1000
 LABEL {labels}

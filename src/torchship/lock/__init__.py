@@ -24,9 +24,10 @@ from torchship.lock.model import (
 from torchship.spec.model import Spec
 
 if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
+    from torchship.compat.gpus import GPUTarget
     from torchship.compat.matrix import Matrix
-    from torchship.compat.resolve import Resolution
-    from torchship.lock.compile import CompilePlan, Runner
+    from torchship.compat.resolve import FleetResolution, Resolution
+    from torchship.lock.compile import CompilePlan, EnvPlan, Runner
 
 __all__ = [
     "LOCK_FILE",
@@ -37,9 +38,11 @@ __all__ = [
     "check_lock_file",
     "export_requirements",
     "lock_changes",
+    "lock_fleet",
     "lock_spec",
     "read_lock",
     "resolve_spec",
+    "resolve_spec_fleet",
     "spec_changes",
     "write_lock",
 ]
@@ -59,12 +62,20 @@ def check_lock_file(lock: Lock, lock_path: Path) -> None:
 
 
 def resolve_spec(spec: Spec, matrix: Matrix | None = None) -> Resolution:
+    """The resolution of the spec's primary platform (the first one), on the torch release
+    common to every platform of its fleet."""
+    return resolve_spec_fleet(spec, matrix).primary
+
+
+def resolve_spec_fleet(spec: Spec, matrix: Matrix | None = None) -> FleetResolution:
+    """One resolution per platform of the spec (named, or implied by its GPUs), all on one
+    torch release."""
     from torchship.compat.matrix import load_matrix
     from torchship.compat.request import request_from_spec
-    from torchship.compat.resolve import resolve
+    from torchship.compat.resolve import resolve_fleet
 
     m = matrix or load_matrix()
-    return resolve(request_from_spec(spec, m), m)
+    return resolve_fleet(request_from_spec(spec, m), m)
 
 
 def lock_spec(
@@ -76,47 +87,133 @@ def lock_spec(
     previous: Lock | None = None,
     upgrade: Sequence[str] = (),
 ) -> tuple[Lock, Resolution]:
-    """Resolve and lock `spec`: the primary environment, then the `cpu` one pinned to the same
-    versions. `previous` pins are kept where the spec still allows them, except the packages
-    in `upgrade` (":all:" for every one). Raises NothingFitsError or LockError; writes nothing."""
+    """`lock_fleet`, answering with the primary platform's resolution."""
+    lock, fleet = lock_fleet(spec, find_links, pytorch_index, pypi_index, runner, previous, upgrade)
+    return lock, fleet.primary
+
+
+def lock_fleet(
+    spec: Spec,
+    find_links: Sequence[str | Path] = (),
+    pytorch_index: str | None = None,
+    pypi_index: str | None = None,
+    runner: Runner | None = None,
+    previous: Lock | None = None,
+    upgrade: Sequence[str] = (),
+) -> tuple[Lock, FleetResolution]:
+    """Resolve and lock `spec`: the primary environment (the first platform's build), then,
+    pinned to the same versions of every package but torch's build and its CUDA wheels, its
+    `cpu` one and those of every other platform (`linux-aarch64-cu130`, `macos-arm64-cpu`,
+    and that platform's cpu one where it has NVIDIA GPUs). `previous` pins are kept where the
+    spec still allows them, except the packages in `upgrade` (":all:" for every one). Raises
+    NothingFitsError or LockError naming the platform; writes nothing."""
+    from torchship.compat.platforms import LINUX_X86_64
     from torchship.lock.compile import (
         build_environment,
         build_lock,
-        compile_requirements,
+        compile_all,
+        compile_env,
         plan_compile,
         plan_env_compile,
     )
 
-    resolution = resolve_spec(spec)
+    fleet = resolve_spec_fleet(spec)
+    _check_fleet(spec, fleet)
+    primary, resolution = fleet.platforms[0]
     choice = resolution.chosen
-    if choice is None:
-        first = resolution.rejected[0].reason if resolution.rejected else "no torch release matches"
-        from torchship.compat.explain import explain
-
-        advice = explain(resolution)
-        raise NothingFitsError(
-            f"{spec.source}: no torch build fits the targets ({first})",
-            advice[0].text if advice else "see `torchship resolve`",
-        )
+    assert choice is not None  # _check_fleet
+    several = len(fleet.platforms) > 1 or primary != LINUX_X86_64
     links = [str(f) for f in find_links]
     plan = plan_compile(spec, choice, links, pytorch_index, pypi_index)
+    if several:
+        plan = replace(plan, label=f"{primary} ({choice.variant.name})")
     plan = _with_history(plan, previous, choice.variant.name, upgrade)
-    packages = compile_requirements(plan, runner)
-    environments: tuple[LockEnvironment, ...] = ()
-    if spec.targets.cpu and choice.variant.name != "cpu":
-        cpu = choice.release.variant("cpu")
+    plan, packages = compile_env(plan, runner)
+    shared = [p.pin for p in packages if p.name != "torch" and not is_cuda_package(p.name)]
+    envs = _secondary_envs(spec, fleet, several)
+    plans = []
+    for env in envs:
+        eplan = plan_env_compile(
+            spec, env.release, env.variant, links, pytorch_index, pypi_index, constraints=shared,
+            label=env.name if several else "",
+        )  # fmt: skip
+        plans.append(_with_history(eplan, previous, env.name, upgrade))
+    done = compile_all(plans, runner)
+    environments = tuple(
+        build_environment(spec, env.variant, pins, eplan, env if several else None)
+        for env, (eplan, pins) in zip(envs, done, strict=True)
+    )
+    targets = _fleet_targets(spec) if several else None
+    lock = build_lock(spec, resolution, packages, plan, environments, targets)
+    return lock, fleet
+
+
+def _check_fleet(spec: Spec, fleet: FleetResolution) -> None:
+    """NothingFitsError when no torch release runs on every platform, or one has no build."""
+    from torchship.compat.explain import explain
+
+    if fleet.problem:
+        raise NothingFitsError(
+            f"{spec.source}: {fleet.problem}",
+            "pin a torch release every platform has (`torchship resolve --platform P …` "
+            "lists them per platform), or drop a platform from [targets] platforms",
+        )
+    for name, res in fleet.platforms:
+        if res.chosen is not None:
+            continue
+        first = res.rejected[0].reason if res.rejected else "no torch release matches"
+        advice = explain(res)
+        where = f" on {name}" if len(fleet.platforms) > 1 else ""
+        raise NothingFitsError(
+            f"{spec.source}: no torch build fits the targets{where} ({first})",
+            advice[0].text if advice else "see `torchship resolve`",
+        )
+
+
+def _secondary_envs(spec: Spec, fleet: FleetResolution, several: bool) -> list[EnvPlan]:
+    """Every environment but the primary, in lock order: the primary platform's cpu one, then
+    per other platform its build and, where it has NVIDIA GPUs, its cpu one."""
+    from torchship.compat.platforms import INFO
+    from torchship.compat.resolve import base_image
+    from torchship.lock.compile import EnvPlan
+    from torchship.versions import driver_str
+
+    out: list[EnvPlan] = []
+    for i, (name, res) in enumerate(fleet.platforms):
+        choice = res.chosen
+        assert choice is not None
+        rel, linux = choice.release, INFO[name].os == "linux"
+        prefix = f"{name}-" if i else ""
+        if i:
+            driver = None if choice.min_driver is None else driver_str(choice.min_driver)
+            image = choice.base_image if linux else None
+            out.append(EnvPlan(prefix + choice.variant.name, name, rel, choice.variant, image,
+                               driver))  # fmt: skip
+        if not (spec.targets.cpu and INFO[name].nvidia and not choice.variant.is_cpu):
+            continue
+        cpu = rel.variant("cpu")
         if cpu is None:
+            where = f" for {name}" if several else ""
             raise LockError(
-                f"torch {choice.release.torch} has no CPU build to lock a cpu environment from",
+                f"torch {rel.torch} has no CPU build{where} to lock a cpu environment from",
                 "set `cpu = false` under [targets] to lock the CUDA environment alone",
             )
-        shared = [p.pin for p in packages if p.name != "torch" and not is_cuda_package(p.name)]
-        cplan = plan_env_compile(
-            spec, choice.release, cpu, links, pytorch_index, pypi_index, constraints=shared
-        )
-        cplan = _with_history(cplan, previous, "cpu", upgrade)
-        environments = (build_environment(spec, cpu, compile_requirements(cplan, runner), cplan),)
-    return build_lock(spec, resolution, packages, plan, environments), resolution
+        image = None
+        if i and linux and res.matrix is not None:
+            image = base_image(res.matrix, cpu, None, spec.python)
+        out.append(EnvPlan(prefix + "cpu", name if several else None, rel, cpu, image))
+    names = [e.name for e in out]
+    assert len(set(names)) == len(names), names  # one name, one environment
+    return out
+
+
+def _fleet_targets(spec: Spec) -> tuple[GPUTarget, ...]:
+    """Every GPU target of the spec, in its order (each platform's resolution holds only those
+    checked there)."""
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.request import request_from_spec
+
+    return request_from_spec(spec, load_matrix()).gpus
 
 
 def _with_history(
@@ -124,7 +221,7 @@ def _with_history(
 ) -> CompilePlan:
     """The plan keeping the previous lock's pins of the same environment as preferences."""
     old = previous.environment(env) if previous else None
-    if old is None and previous is not None and env != "cpu":
+    if old is None and previous is not None and not env.endswith("cpu"):
         old = previous.primary  # the CUDA build moved (cu128 → cu130): keep the rest
     if old is None:
         return plan

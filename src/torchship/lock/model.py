@@ -8,10 +8,13 @@ lock's own `[spec]` on every read, and compared with the spec beside it by
 never an attacker, who can recompute them. Image tags and labels use `content_hash`.
 
 A lock holds one or more *environments*: the primary one (`[environment]` and `[[package]]`,
-the build the resolver chose for the GPU targets, which images install) and, from schema 2,
-others under `[environments.NAME]` — `cpu` for machines without a usable GPU — with the same
-versions of every package except torch's build and its CUDA wheels. Schema 1 locks (one
-environment) are still read.
+the build the resolver chose for the GPU targets on the first platform, which images install)
+and, from schema 2, others under `[environments.NAME]` — `cpu` for machines without a usable
+GPU — with the same versions of every package except torch's build and its CUDA wheels. From
+schema 3 a lock spans several platforms: each environment names its platform (`target =
+"linux-aarch64"`) beside uv's `platform`, and those of platforms other than the first are named
+`<platform>-<build>` (`linux-aarch64-cu130`, `macos-arm64-cpu`). A lock for linux-x86_64 alone
+is written as schema 2, byte for byte as before. Schema 1 locks (one environment) are still read.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tomli_w
 from torchship._atomic import write_text_atomic
 from torchship._files import parse_toml, read_user_text
 from torchship._version import __version__
+from torchship.compat.platforms import LINUX_X86_64
 from torchship.errors import LockFileError, LockOutOfDateError, UsageError, excerpt
 from torchship.lock.validate import (
     REGENERATE,
@@ -32,6 +36,7 @@ from torchship.lock.validate import (
     Table,
     build_name,
     check_fields,
+    env_name,
     is_pytorch_index,
     locked_spec,
     package_name,
@@ -41,8 +46,9 @@ from torchship.lock.validate import version as exact_version
 from torchship.spec.model import Spec, content_hash
 
 LOCK_FILE = "torchship.lock"
-LOCK_SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+LOCK_SCHEMA_VERSION = 2  # a lock for linux-x86_64 alone: what every lock was before platforms
+FLEET_SCHEMA_VERSION = 3  # a lock with an environment of another platform (`target` fields)
+READABLE_SCHEMAS = (1, 2, 3)
 _HEADER = "# torchship.lock: written by `torchship lock`; do not edit by hand.\n"
 
 
@@ -83,14 +89,28 @@ def is_cuda_package(name: str) -> bool:
 class LockEnvironment:
     """One installable environment of the lock: what `torchship sync` makes into a venv."""
 
-    name: str  # "cu130" | "cpu"
+    name: str  # "cu130" | "cpu" | "linux-aarch64-cu130" | "macos-arm64-cpu"
     torch: str  # "2.13.0" (PyPI's default build) or "2.13.0+cpu"
     variant: str
     cuda: str | None
     python: str
-    platform: str  # uv's --python-platform, "x86_64-manylinux_2_28"
+    platform: str  # uv's --python-platform, "x86_64-manylinux_2_28", "aarch64-apple-darwin"
     index_url: str  # where torch comes from
     packages: tuple[LockedPackage, ...]
+    # The platform's name ("linux-aarch64"); None in locks for linux-x86_64 alone (schema ≤ 2).
+    target: str | None = None
+    macos_min: str | None = None  # macOS: the oldest macOS its wheels install on ("14.0")
+    # Beside the primary environment (whose values are the lock's own): what a CUDA build needs
+    # of a machine, and the base image of a Linux one.
+    base_image: str | None = None
+    min_driver: str | None = None
+    arch_list: tuple[str, ...] = ()
+
+    @property
+    def platform_name(self) -> str:
+        """The platform it installs on: `target`, or linux-x86_64 for a lock made before
+        platforms (whose `platform` is always x86_64-manylinux)."""
+        return self.target or LINUX_X86_64
 
     @property
     def key(self) -> str:
@@ -107,15 +127,29 @@ class LockEnvironment:
     def short_key(self) -> str:
         return self.key.split(":", 1)[1][:12]
 
-    def body(self) -> dict[str, Any]:
+    def core(self) -> dict[str, Any]:
+        """The fields every environment table has, in file order (new ones only when set, so
+        that a lock for linux-x86_64 alone is written as it always was)."""
         return _without_none(
             {
                 "torch": self.torch,
                 "variant": self.variant,
                 "cuda": self.cuda,
                 "python": self.python,
+                "target": self.target,
                 "platform": self.platform,
+                "macos_min": self.macos_min,
                 "index_url": self.index_url,
+            }
+        )
+
+    def body(self) -> dict[str, Any]:
+        return _without_none(
+            {
+                **self.core(),
+                "base_image": self.base_image,
+                "min_driver": self.min_driver,
+                "arch_list": list(self.arch_list) or None,
                 "package": [p.to_dict() for p in self.packages],
             }
         )
@@ -151,8 +185,10 @@ class Lock:
     packages: tuple[LockedPackage, ...]
     torchship_version: str = __version__
     base_digest: str | None = None  # "sha256:…" of base_image, set by `torchship image pin-base`
-    environments: tuple[LockEnvironment, ...] = ()  # besides the primary one: `cpu`
+    environments: tuple[LockEnvironment, ...] = ()  # besides the primary one: `cpu`, …
     schema_version: int = LOCK_SCHEMA_VERSION  # a schema 1 lock keeps its own (and its hash)
+    target: str | None = None  # the primary environment's platform (schema 3); None: x86_64
+    macos_min: str | None = None  # when that platform is macOS
 
     @property
     def primary(self) -> LockEnvironment:
@@ -166,7 +202,25 @@ class Lock:
             platform=self.platform,
             index_url=self.index_url,
             packages=self.packages,
+            target=self.target,
+            macos_min=self.macos_min,
+            base_image=self.base_image or None,
+            min_driver=self.min_driver,
+            arch_list=self.arch_list,
         )
+
+    @property
+    def platform_name(self) -> str:
+        """The primary environment's platform: what images are built for."""
+        return self.target or LINUX_X86_64
+
+    def platforms(self) -> tuple[str, ...]:
+        """Every platform the lock has an environment for, the primary's first."""
+        out: list[str] = []
+        for e in self.all_environments():
+            if e.platform_name not in out:
+                out.append(e.platform_name)
+        return tuple(out)
 
     def all_environments(self) -> tuple[LockEnvironment, ...]:
         return (self.primary, *self.environments)
@@ -176,15 +230,14 @@ class Lock:
 
     def body(self) -> dict[str, Any]:
         """The lock's content without its own hash, in file order."""
-        primary = self.primary.body()
-        del primary["package"]  # the primary environment's packages are top-level [[package]]
+        # the primary environment's packages are top-level [[package]]
         env = _without_none(
             {
-                **primary,
-                "base_image": self.base_image,
+                **self.primary.core(),
+                "base_image": self.base_image or None,  # none off Linux (schema 3)
                 "base_digest": self.base_digest,
                 "min_driver": self.min_driver,
-                "glibc_min": self.glibc_min,
+                "glibc_min": self.glibc_min or None,
                 "cudnn": self.cudnn,
                 "nccl": self.nccl,
                 "arch_list": list(self.arch_list),
@@ -254,6 +307,11 @@ PRIMARY_KEYS = (
     *("base_image", "base_digest", "min_driver", "glibc_min", "cudnn", "nccl", "arch_list"),
 )
 ENVIRONMENT_KEYS = (*_ENV_KEYS, "package")
+# schema 3 (several platforms): each environment names its platform, and one of a platform
+# other than the primary's carries its own base image and CUDA needs
+_FLEET_KEYS = ("target", "macos_min")
+FLEET_PRIMARY_KEYS = (*PRIMARY_KEYS, *_FLEET_KEYS)
+FLEET_ENVIRONMENT_KEYS = (*ENVIRONMENT_KEYS, *_FLEET_KEYS, "base_image", "min_driver", "arch_list")
 TARGET_KEYS = ("gpus", "driver")
 GPU_KEYS = ("name", "cc")
 PACKAGE_KEYS = ("name", "version", "hashes", "source", "file")
@@ -301,7 +359,8 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _lock_from(top: Table, version: int) -> Lock:
-    env = top.table_at("environment", PRIMARY_KEYS)
+    fleet = version >= FLEET_SCHEMA_VERSION
+    env = top.table_at("environment", FLEET_PRIMARY_KEYS if fleet else PRIMARY_KEYS)
     targets = top.table_at("targets", TARGET_KEYS)
     return Lock(
         spec_hash=top.string("spec_hash"),
@@ -315,8 +374,9 @@ def _lock_from(top: Table, version: int) -> Lock:
         index_url=env.string("index_url"),
         arch_list=env.strings("arch_list"),
         min_driver=env.optional("min_driver"),
-        base_image=env.string("base_image"),
-        glibc_min=env.string("glibc_min"),
+        # off Linux (schema 3) there is neither; check_fields requires both on Linux
+        base_image=(env.optional("base_image") if fleet else env.string("base_image")) or "",
+        glibc_min=(env.optional("glibc_min") if fleet else env.string("glibc_min")) or "",
         cudnn=env.optional("cudnn"),
         nccl=env.optional("nccl"),
         gpus=tuple(
@@ -327,8 +387,10 @@ def _lock_from(top: Table, version: int) -> Lock:
         packages=_packages(top),
         torchship_version=top.optional("torchship_version") or "",
         base_digest=env.optional("base_digest"),
-        environments=_environments(top),
+        environments=_environments(top, fleet),
         schema_version=version,
+        target=env.optional("target"),
+        macos_min=env.optional("macos_min"),
     )
 
 
@@ -345,17 +407,17 @@ def _packages(t: Table) -> tuple[LockedPackage, ...]:
     )
 
 
-def _environments(top: Table) -> tuple[LockEnvironment, ...]:
+def _environments(top: Table, fleet: bool) -> tuple[LockEnvironment, ...]:
     raw = top.mapping("environments", required=False)
     for name in raw:  # checked before it is used in a field path or a cache folder
         try:
-            build_name(name)
+            env_name(name) if fleet else build_name(name)
         except ValueError as bad:
             raise top.fail("environments", str(bad)) from None
     envs = Table(top.file, raw, "environments.", tuple(raw))
     out = []
     for name in raw:
-        e = envs.table_at(name, ENVIRONMENT_KEYS)
+        e = envs.table_at(name, FLEET_ENVIRONMENT_KEYS if fleet else ENVIRONMENT_KEYS)
         out.append(
             LockEnvironment(
                 name=name,
@@ -366,6 +428,11 @@ def _environments(top: Table) -> tuple[LockEnvironment, ...]:
                 platform=e.string("platform"),
                 index_url=e.string("index_url"),
                 packages=_packages(e),
+                target=e.optional("target"),
+                macos_min=e.optional("macos_min"),
+                base_image=e.optional("base_image"),
+                min_driver=e.optional("min_driver"),
+                arch_list=e.strings("arch_list") if "arch_list" in e.table else (),
             )
         )
     return tuple(out)

@@ -6,8 +6,9 @@ line, so a hand-edited lock could carry a command (`numpy==2.0; curl … | sh`) 
 of its type) and then every value with `check_fields`: the spec's own rules where it has them
 (names, Python, CUDA, drivers, glibc, arch tokens; the embedded spec is read by the spec loader
 itself, apt package names included) and the rules below where it has none (exact versions,
-package names, image references, index URLs, platforms, wheel files, sha256 hashes). The
-renderers quote what they write as well.
+package names, image references, index URLs, platforms, wheel files, sha256 hashes), and then
+how the values of each environment agree (`check_consistency`: its name, its platform's name
+and uv's platform string tell one story). The renderers quote what they write as well.
 
 None of this makes a lock trustworthy: `content_hash` and `spec_hash` are plain sha256 sums that
 anyone can recompute. They catch accidental edits and corruption; validation keeps a value from
@@ -28,6 +29,7 @@ from packaging.utils import parse_wheel_filename as _parse_wheel
 from packaging.version import Version
 
 from torchship.compat.matrix import PYTORCH_INDEX
+from torchship.compat.platforms import INFO, PLATFORMS
 from torchship.errors import LockFileError, SpecError, excerpt, key_text
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python
 from torchship.versions import parse_version
@@ -46,9 +48,17 @@ def or_regenerate(fix: str) -> str:
 
 SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 BUILD_NAME = re.compile(r"[a-z][a-z0-9]{1,15}")  # cpu, cu130, rocm64: a variant's name
+# an environment of a platform other than the primary's: `linux-aarch64-cu130`, `macos-arm64-cpu`
+ENV_NAME = re.compile(rf"(?:({'|'.join(map(re.escape, PLATFORMS))})-)?({BUILD_NAME.pattern})")
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")  # the spec's rule (spec/load.py NAME_RE)
-# uv's --python-platform as torchship locks it; env/pick.py reads the same form.
-PLATFORM = re.compile(r"(x86_64|aarch64)-manylinux_\d+_\d+")
+# uv's --python-platform as torchship locks it, per OS (PlatformInfo.uv_target writes them);
+# env/pick.py reads the same forms.
+UV_PLATFORMS = {
+    "linux": re.compile(r"(x86_64|aarch64)-manylinux_(\d+)_(\d+)"),
+    "windows": re.compile(r"(x86_64)-pc-windows-msvc"),
+    "macos": re.compile(r"(x86_64|aarch64)-apple-darwin"),
+}
+PLATFORM = re.compile("|".join(f"(?:{r.pattern})" for r in UV_PLATFORMS.values()))
 
 # An image reference, from the grammar of github.com/distribution/reference (regexp.go):
 # [domain[:port]/]path-component(/path-component)*[:tag][@digest], ASCII only.
@@ -109,6 +119,24 @@ def sha256(value: str) -> str:
 def build_name(value: str) -> str:
     if not BUILD_NAME.fullmatch(value):
         raise ValueError(f"{excerpt(value)} is not a build name such as 'cpu' or 'cu130'")
+    return value
+
+
+def env_name(value: str) -> str:
+    """An environment's name: its build (`cpu`), after its platform when that is not the
+    primary's (`linux-aarch64-cu130`)."""
+    if not ENV_NAME.fullmatch(value):
+        raise ValueError(
+            f"{excerpt(value)} is not a build name such as 'cpu' or 'cu130', after its "
+            "platform where that is not the primary's ('linux-aarch64-cu130')"
+        )
+    return value
+
+
+def target(value: str) -> str:
+    """A platform's name as torchship writes it (`linux-aarch64`), never an alias."""
+    if value not in PLATFORMS:
+        raise ValueError(f"{excerpt(value)} is not a platform: one of {', '.join(PLATFORMS)}")
     return value
 
 
@@ -194,8 +222,22 @@ def gpu_name(value: str) -> str:
 
 def platform(value: str) -> str:
     if not PLATFORM.fullmatch(value):
-        raise ValueError(f"{excerpt(value)} is not a platform such as 'x86_64-manylinux_2_28'")
+        raise ValueError(
+            f"{excerpt(value)} is not a platform such as 'x86_64-manylinux_2_28', "
+            "'x86_64-pc-windows-msvc' or 'aarch64-apple-darwin'"
+        )
     return value
+
+
+def uv_platform_problem(name: str, value: str) -> str | None:
+    """Why uv's platform string `value` is not one of platform `name`, or None: an
+    environment of linux-aarch64 is resolved for `aarch64-manylinux_X_Y`, and so on."""
+    info = INFO[name]
+    m = UV_PLATFORMS[info.os].fullmatch(value)
+    machine = "aarch64" if info.machine == "arm64" else info.machine  # uv says aarch64
+    if m is None or m.group(1) != machine:
+        return f"{excerpt(value)} is not a platform of {name} (such as {info.uv_target()!r})"
+    return None
 
 
 def base_image(value: str) -> str:
@@ -330,8 +372,9 @@ class Table:
 
 
 def check_fields(lock: Lock, file: str) -> None:
-    """Every value of `lock` by its rule; LockFileError naming `file` and the field path of the
-    first one that breaks it. Pure: also guards locks made in memory before rendering."""
+    """Every value of `lock` by its rule, then how they agree (check_consistency);
+    LockFileError naming `file` and the field path of the first one that breaks it. Pure: also
+    guards locks made in memory before rendering."""
     for path, value, check in _fields(lock):
         if value is None:
             continue
@@ -339,6 +382,59 @@ def check_fields(lock: Lock, file: str) -> None:
             check(value)
         except ValueError as e:
             raise LockFileError(f"{file}:{path}: {e}", REGENERATE) from None
+    for path, problem in check_consistency(lock):
+        raise LockFileError(f"{file}:{path}: {problem}", REGENERATE)
+
+
+def check_consistency(lock: Lock) -> Iterator[tuple[str, str]]:
+    """(field path, problem) where the values of an environment, each valid alone, disagree:
+    uv's platform string of another platform than the environment's `target`, a name whose
+    platform or build is not the environment's, an environment named like another one, a
+    macOS floor off macOS, a base image off Linux. A hand-edited platform is caught here."""
+    primary = lock.primary
+    fleet = lock.schema_version >= 3
+    named = ((f"environments.{e.name}.", e) for e in lock.environments)
+    for where, e in (("environment.", primary), *named):
+        if fleet and e.target is None:
+            yield where + "target", "is missing (every environment of a schema 3 lock names it)"
+        name = e.platform_name
+        problem = uv_platform_problem(name, e.platform)
+        if problem:
+            yield where + "platform", problem
+        os_ = INFO[name].os
+        if (e.macos_min is None) == (os_ == "macos"):
+            has = "is missing (a macOS" if e.macos_min is None else "is set (only a macOS"
+            yield where + "macos_min", f"{has} environment has one); target is {name}"
+        if os_ == "linux" and e is primary and not lock.base_image:
+            yield where + "base_image", "is missing (a Linux environment has its base image)"
+        if os_ == "linux" and e is primary and not lock.glibc_min:
+            yield where + "glibc_min", "is missing (a Linux environment has its glibc floor)"
+        if e is not primary and e.base_image is not None and os_ != "linux":
+            yield where + "base_image", f"is set, but {name} has no container images"
+        if e is not primary and e.cuda is None and (e.min_driver or e.arch_list):
+            field = "min_driver" if e.min_driver else "arch_list"
+            yield where + field, "is set on an environment without CUDA"
+    for e in lock.environments:
+        yield from _name_problems(e, primary)
+
+
+def _name_problems(e: LockEnvironment, primary: LockEnvironment) -> Iterator[tuple[str, str]]:
+    m = ENV_NAME.fullmatch(e.name)
+    if m is None:
+        return  # refused by its own rule already
+    prefix, build = m.group(1), m.group(2)
+    where = f"environments.{e.name}"
+    if e.name == primary.name:
+        yield where, "has the primary environment's name: one name, one environment"
+    elif build != e.variant:
+        yield where, f"is named for build {build}, but its variant is {e.variant!r}"
+    elif prefix is None and e.platform_name != primary.platform_name:
+        other = f"its target {e.platform_name} is not the primary's ({primary.platform_name})"
+        yield where, f"is named without its platform, but {other}"
+    elif prefix is not None and prefix != e.platform_name:
+        yield where, f"is named for {prefix}, but its target is {e.platform_name}"
+    elif prefix is not None and prefix == primary.platform_name:
+        yield where, f"names its platform, which is the primary's ({prefix}): call it {build}"
 
 
 def _fields(lock: Lock) -> Iterator[tuple[str, str | None, Check]]:
@@ -346,10 +442,10 @@ def _fields(lock: Lock) -> Iterator[tuple[str, str | None, Check]]:
     yield "spec_hash", lock.spec_hash, sha256
     yield "torchship_version", lock.torchship_version or None, version
     env = "environment."
-    yield env + "base_image", lock.base_image, base_image
+    yield env + "base_image", lock.base_image or None, base_image  # none off Linux
     yield env + "base_digest", lock.base_digest, sha256
     yield env + "min_driver", lock.min_driver, driver
-    yield env + "glibc_min", lock.glibc_min, glibc
+    yield env + "glibc_min", lock.glibc_min or None, glibc
     yield env + "cudnn", lock.cudnn, dotted
     yield env + "nccl", lock.nccl, dotted
     for i, a in enumerate(lock.arch_list):
@@ -359,9 +455,18 @@ def _fields(lock: Lock) -> Iterator[tuple[str, str | None, Check]]:
         yield f"targets.gpus[{i}].cc", g.cc, compute_capability
     yield "targets.driver", lock.driver_target, driver
     yield from _environment(lock.primary, env, "package")
+    yield env + "target", lock.target, target
+    yield env + "macos_min", lock.macos_min, dotted
     for e in lock.environments:
-        yield "environments", e.name, build_name  # before the name is used in a path
+        # before the name is used in a path
+        yield "environments", e.name, env_name if lock.schema_version >= 3 else build_name
         where = f"environments.{e.name}."
+        yield where + "target", e.target, target
+        yield where + "macos_min", e.macos_min, dotted
+        yield where + "base_image", e.base_image, base_image
+        yield where + "min_driver", e.min_driver, driver
+        for i, a in enumerate(e.arch_list):
+            yield f"{where}arch_list[{i}]", a, arch
         yield from _environment(e, where, f"{where}package")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from torchship._files import parse_toml, read_user_text
+from torchship.compat.platforms import parse_platform
 from torchship.errors import SpecError, excerpt, key_text
 from torchship.spec.fields import (
     parse_cuda,
@@ -35,7 +36,7 @@ MAX_COUNT = 10**6
 MAX_NUMBER = 1e12
 
 TOP_KEYS = ("name", "torch", "cuda", "python", "packages", "targets", "image")
-TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat", "cpu")
+TARGET_KEYS = ("driver", "gpus", "glibc", "allow_forward_compat", "cpu", "platforms")
 IMAGE_KEYS = ("jupyter", "ssh", "cuda_extensions", "system_packages")
 
 T = TypeVar("T")
@@ -185,7 +186,20 @@ def _targets(r: FieldReader) -> Targets:
             raise SpecError(r.file, t.path(f"gpus[{i}]"), "is empty", "name a GPU model or sm_XY")
     driver = t.parsed("driver", parse_driver, 'driver = "580.65.06"')
     glibc = t.parsed("glibc", parse_glibc, 'glibc = "2.31"')
+    example = 'platforms = ["linux-x86_64", "linux-aarch64", "macos-arm64"]'
+    platforms: list[str] = []
+    for i, text in enumerate(t.strings("platforms", example)):
+        try:
+            name = parse_platform(text)
+        except ValueError as e:
+            raise SpecError(r.file, t.path(f"platforms[{i}]"), str(e), example) from None
+        if name in platforms:
+            raise SpecError(
+                r.file, t.path(f"platforms[{i}]"), f"{name} is listed twice", "list it once"
+            )
+        platforms.append(name)
     return Targets(
+        platforms=tuple(platforms),
         driver=t.string("driver", None, "") if driver else None,
         gpus=tuple(g.strip() for g in gpus),
         glibc=t.string("glibc", None, "") if glibc else None,

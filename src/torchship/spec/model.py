@@ -17,6 +17,9 @@ class Targets:
     glibc: str | None = None  # the oldest glibc in the fleet, "2.31"
     allow_forward_compat: bool = False  # accept cuda-compat on data-center GPUs
     cpu: bool = True  # lock a `cpu` environment too, for machines without a usable GPU
+    # the platforms the lock installs on ("linux-x86_64", "macos-arm64"); () = implied by the
+    # GPUs (GB200 -> linux-aarch64), else linux-x86_64
+    platforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class Spec:
                 # the default (a cpu environment) is left out, so that specs written before
                 # the field existed keep their hash
                 **({} if self.targets.cpu else {"cpu": False}),
+                **({"platforms": list(self.targets.platforms)} if self.targets.platforms else {}),
             },
             "image": {
                 "jupyter": self.image.jupyter,

@@ -84,17 +84,23 @@ def _untagged(
     """(build, CUDA, why) for a torch version without a local tag, where the platform says."""
     if platform in ("windows", "macos"):
         return "cpu", None, f"inferred: PyPI's torch wheels for {platform} are CPU builds"
-    if platform == "linux" and arch == "x86_64":
-        rel = matrix.release(torch)
+    if platform == "linux" and arch in ("x86_64", "aarch64"):
+        base = matrix.release(torch)
+        rel = base.on(f"linux-{arch}") if base is not None else None
         if rel is None:
             return None, None, ""
         variant = rel.variant(rel.pypi_default)
         if variant is None or variant.cuda is None:
-            return "cpu", None, f"inferred: PyPI's default build of {torch} for Linux is CPU"
+            return (
+                "cpu",
+                None,
+                f"inferred: PyPI's default build of {torch} for Linux {arch} is CPU"
+                " (no build tag in the report)",
+            )
         return (
             "cuda",
             variant.cuda_str,
-            f"inferred: PyPI's default build of {torch} for Linux x86_64 is "
+            f"inferred: PyPI's default build of {torch} for Linux {arch} is "
             f"{rel.pypi_default} (no build tag in the report)",
         )
     return None, None, ""
