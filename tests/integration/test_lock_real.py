@@ -172,9 +172,12 @@ def test_a_package_without_a_wheel_for_one_platform_is_refused_naming_both(tmp_p
 
 
 def test_an_unreachable_index_of_one_platform_fails_the_whole_lock(tmp_path: Path) -> None:
-    """Windows' CUDA builds live on the PyTorch index only (here a port nothing listens on)."""
+    """Windows' CUDA builds live on the PyTorch index only (here a port nothing listens on);
+    an RTX 4090 is checked on Windows, so its environment is a CUDA one."""
     (tmp_path / "torchship.toml").write_text(
-        FLEET_SPEC.replace('"macos-arm64"]', '"macos-arm64", "windows-x86_64"]')
+        FLEET_SPEC.replace('"macos-arm64"]', '"macos-arm64", "windows-x86_64"]').replace(
+            '"GB200"]', '"GB200", "RTX 4090"]'
+        )
     )
     out = run_cli(
         "lock",
