@@ -21,8 +21,8 @@ from pathlib import Path
 
 from torchship.cli.simulate import compare, render
 from torchship.place.simulate import POLICIES, simulate
-from torchship.place.sites import load_sites
 from torchship.place.trace import generate_week, read_trace
+from torchship.sites import load_sites
 
 ROOT = Path(__file__).resolve().parent.parent
 COST_TARGET, WAIT_TARGET = 0.40, 0.20

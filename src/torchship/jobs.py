@@ -3,34 +3,42 @@
 submit = preflight (doctor against the lock, read for the job) → plan (pure) → record in
 the store (idempotent key) → apply on the site. The store is a cache: `reconcile` asks the
 site for the truth and records any change as a state transition.
+
+A job is recorded with its site's name. Asking about it later (status, logs, cancel) needs its
+kind's backend: the kind is the one whose handles have the job's handle's scheme (where the job
+really is), with the site of that name, from the sites file the job was placed from (else the
+default one), for its settings. A site since removed from the sites file, renamed or broken
+still has its jobs asked about by their handles: every kind's backend works from the handle
+alone (a Kubernetes handle names its context and cluster, a SkyPilot one its cluster, a local
+or docker one this machine). A job whose handle no registered kind writes, and whose site is
+gone, cannot be asked: that is said, with the handle.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from torchship.backends import Backend, Request, backend_for_site, create_backend
+from torchship.backends import backend_for_site, create_backend, kind_of_handle
+from torchship.backends.base import Backend, Request
 from torchship.backends.preflight import blocking, preflight
+from torchship.conventions import SUMMARY_FILE, read_json
 from torchship.doctor.checks import Finding
 from torchship.doctor.facts import Facts
-from torchship.env.sync import AGENT_VAR, DROPPED, Printer
-from torchship.errors import TorchshipError, UsageError
-from torchship.lock import check_lock_file
+from torchship.errors import SpecError, TorchshipError, UsageError
 from torchship.lock.model import LOCK_FILE, Lock, read_lock
 from torchship.place.sites import Site
 from torchship.spec.job import JobSpec, load_job
 from torchship.state import TERMINAL, Job, JobStore, abandoned, new_job_id, owner_id
 
-if TYPE_CHECKING:  # the local site's module starts its supervisor's imports: load it lazily
-    from torchship.backends.local import LocalBackend
+if TYPE_CHECKING:
+    from torchship.env.sync import Printer
 
 
 class PreflightError(TorchshipError):
@@ -76,32 +84,35 @@ def submit(
     say: Printer | None = None,
     stream: TextIO | None = None,
 ) -> Submission:
-    """`sync`: a local run happens in the lock's environment for this machine (`env_name`, or
-    picked), synced first, with `say` and `stream` getting the sync's progress."""
+    """`site`: a site's name in the sites file `sites` (or the default one; local and docker
+    need none), or "auto" to place it. `sync`: a site that runs jobs in the lock's environment
+    for this machine (its backend has `in_environment`: local) runs it in `env_name`, or the
+    one picked, synced first, with `say` and `stream` getting the sync's progress."""
     spec = load_job(path)
     placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
     placement["rejected"] = []
     if site == "auto":
         chosen, placement, peers = choose_site(spec, sites)
-        site = chosen.kind
+        site = chosen.name
         backend = backend or backend_for_site(chosen, peers)
+    elif backend is None:  # a site given by its name (a test may hand in its own backend)
+        from torchship.sites import site_named
+
+        chosen, peers, placement["sites"] = site_named(site, sites)
+        backend = backend_for_site(chosen, peers)
     lock_path = find_lock(Path(spec.source))
     lock: Lock | None = read_lock(lock_path) if lock_path else None
-    backend = backend or create_backend(site)
+    # a site that runs jobs in the lock's environment for this machine syncs it first
+    synced = getattr(backend, "in_environment", None) if sync and lock is not None else None
     if facts is None:
         from torchship.doctor.probe import probe
 
-        # a synced local run reads the Python side from its environment, not this interpreter
-        synced_here = sync and lock is not None and backend.capabilities().kind == "local"
-        facts = probe(python=not synced_here)
+        # a synced run reads the Python side from its environment, not this interpreter
+        facts = probe(python=synced is None)
     caps = backend.capabilities()
     environment = None
-    from torchship.backends.local import LocalBackend
-
-    if sync and isinstance(backend, LocalBackend) and lock is not None:
-        backend, facts, environment = in_environment(
-            backend, lock, lock_path, facts, env_name, dry_run, say, stream
-        )
+    if synced is not None and lock is not None:
+        backend, facts, environment = synced(lock, lock_path, facts, env_name, dry_run, say, stream)
     # A remote site's nodes are not this machine: its preflight would judge the wrong host.
     findings = [] if caps.remote else preflight(spec, lock, facts, containers=caps.containers)
     site_findings = getattr(backend, "site_findings", None)  # checks only that site can make
@@ -145,8 +156,8 @@ def submit(
 
 
 def same_job(job: Job, spec: JobSpec, site: str, key: str) -> None:
-    """A key names one job: a retry with another job file, or placed on another kind of
-    site, would run something else under the first job's record."""
+    """A key names one job: a retry with another job file, or placed on another site, would
+    run something else under the first job's record."""
     now = json.loads(json.dumps({**asdict(spec), "source": None}))
     if {**job.spec, "source": None} != now or job.site != site:
         what = "the job file changed" if job.site == site else f"now placed on {site}"
@@ -176,63 +187,13 @@ def apply(store: JobStore, job: Job, backend: Backend, request: Request) -> Job:
         return now
 
 
-def in_environment(
-    backend: LocalBackend,
-    lock: Lock,
-    lock_path: Path | None,
-    facts: Facts,
-    env_name: str | None,
-    dry_run: bool,
-    say: Printer | None,
-    stream: TextIO | None,
-) -> tuple[LocalBackend, Facts, str]:
-    """The local site running inside the lock's environment for this machine, synced (for a
-    dry run only looked up), and the facts of that environment for the preflight."""
-    import sys
-
-    from torchship.compat.matrix import load_matrix
-    from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env, sync
-    from torchship.env.sync import SyncedEnv, env_path
-
-    if lock_path is not None:
-        check_lock_file(lock, lock_path)
-    pick = pick_environment(lock, facts, load_matrix(), env_name)
-    synced = None if dry_run else sync(pick.env, None, (), say, stream, lock.name)
-    if synced is None:  # a dry run builds nothing: where it would be
-        synced = SyncedEnv(pick.env.name, pick.env.key, env_path(pick.env, envs_dir()), False)
-    if synced.python.exists():
-        facts = env_facts(facts, synced)
-    else:  # a dry run before the first sync: what the sync would install
-        facts = replace(
-            facts,
-            python=None,  # whichever interpreter of that version the sync finds
-            packages={p.name: p.version for p in pick.env.packages},
-            torch=pick.env.torch,
-            torch_cuda=pick.env.cuda,
-            sources={**facts.sources, "packages": f"lock environment {pick.env.name} (not synced)"},
-        )
-    o = backend.options
-    environ = run_env(synced, agent_path(), os.environ)
-    extra = {k: environ[k] for k in ("VIRTUAL_ENV", "PATH", AGENT_VAR)}
-    options = replace(
-        o,
-        python=str(synced.python),
-        env=extra,
-        supervisor=o.supervisor or sys.executable,
-        environment=pick.env.name,
-        unset=DROPPED,
-    )
-    note = f"{pick.env.name} ({synced.path}): {pick.reason}"
-    return type(backend)(options), facts, note
-
-
 def choose_site(
     spec: JobSpec, sites_file: str | Path | None
 ) -> tuple[Site, dict[str, Any], tuple[Site, ...]]:
     """`--site auto`: place the job across the sites; the site to run on, the placement
     record (decision, reason, every rejected site) stored with the job, and all the sites."""
     from torchship.place.policy import demand_from_job, place
-    from torchship.place.sites import sites_or_default
+    from torchship.sites import sites_or_default
 
     sites, source = sites_or_default(sites_file)
     demand = demand_from_job(spec)
@@ -250,9 +211,7 @@ def choose_site(
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:
     """The reference workload's summary.json from the run folder, when the run wrote one."""
-    from torchship.backends.local import read_json
-
-    return read_json(Path(sub.request.run_dir) / "summary.json") if sub.request.run_dir else None
+    return read_json(Path(sub.request.run_dir) / SUMMARY_FILE) if sub.request.run_dir else None
 
 
 def get_job(store: JobStore, ref: str) -> Job:
@@ -278,14 +237,53 @@ def reconcile(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
             "run it again with the same --key to start it"
         )
         return store.transition(job.id, "failed", detail={"reason": why})
-    if job.state in TERMINAL or not job.handle or not job.site:
+    if job.state in TERMINAL or not job.handle:
         return job
-    st = (backend or create_backend(job.site)).status(job.handle)
+    st = (backend or backend_for_job(job)).status(job.handle)
     if st.state == job.state and (not st.reason or st.reason == last_reason(store, job)):
         return job  # nothing new (a new reason in the same state is news: an orphaned job)
     detail = {"reason": st.reason} if st.reason else None
     at = st.ended_at if st.state in TERMINAL else None
     return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail, at=at)
+
+
+def backend_for_job(job: Job) -> Backend:
+    """The backend to ask about a started job (see the module's docstring): its handle's
+    kind, with the site of its name when that site is still of that kind."""
+    assert job.handle is not None
+    kind = kind_of_handle(job.handle)
+    site = _recorded_site(job, required=kind is None)
+    if kind is None:
+        if site is None:
+            raise UsageError(
+                f"job {job.id}'s site {job.site!r} is in no sites file, and no kind of site "
+                f"writes handles like {job.handle!r}: torchship cannot ask about it",
+                "add the site back to the sites file, or see `torchship status --json`",
+            )
+        kind = site.kind
+    if site is not None and site.kind != kind:  # the name now means another site
+        site = None
+    return create_backend(kind, site)
+
+
+def _recorded_site(job: Job, required: bool) -> Site | None:
+    """The site the job was recorded with, from the sites file it was placed from (else the
+    default file, else the implicit site of a kind of that name); None when there is none, or
+    the sites file does not read and the handle suffices (`required` False)."""
+    from torchship.sites import site_named
+
+    if not job.site:
+        return None
+    recorded = (job.placement or {}).get("sites")
+    path = recorded if isinstance(recorded, str) and Path(recorded).is_file() else None
+    try:
+        return site_named(job.site, path)[0]
+    except SpecError:  # the sites file does not read
+        if required:
+            raise
+        return None
+    except UsageError:  # no site of that name (any more)
+        return None
 
 
 def last_reason(store: JobStore, job: Job) -> str | None:
@@ -307,7 +305,7 @@ def follow(
     """The job's log lines as they come, each with the job as last recorded: until the job is
     seen running, the store is reconciled on its first line and then at most every `every_s`
     (a followed job is recorded `running`, not only `pending` then its end)."""
-    be = backend or (create_backend(job.site) if job.site else None)
+    be = backend or (backend_for_job(job) if job.handle else None)
     seen = 0.0
     for line in logs(job, True, be):
         if job.state in ("submitted", "pending") and time.monotonic() - seen >= every_s:
@@ -316,18 +314,18 @@ def follow(
 
 
 def logs(job: Job, follow: bool = False, backend: Backend | None = None) -> Iterator[str]:
-    if not job.handle or not job.site:
+    if not job.handle:
         raise UsageError(f"job {job.id} never started on a site", "see `torchship status`")
-    return (backend or create_backend(job.site)).logs(job.handle, follow)
+    return (backend or backend_for_job(job)).logs(job.handle, follow)
 
 
 def cancel(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
     job = reconcile(store, job, backend)
     if job.state in TERMINAL:
         return job
-    if not job.handle or not job.site:
+    if not job.handle:
         return store.transition(job.id, "cancelled", detail={"reason": "cancelled before start"})
-    be = backend or create_backend(job.site)
+    be = backend or backend_for_job(job)
     be.cancel(job.handle)
     deadline = time.time() + 60
     while time.time() < deadline:

@@ -1,12 +1,21 @@
 """How a job is launched, whatever the site: torchrun's arguments, the reference workload's
-arguments, the environment. Shared by the local, docker and Kubernetes sites (imports nothing
-from them)."""
+arguments, the environment. Shared by every site that runs torchrun (imports nothing from
+them); the names and paths it uses are torchship.conventions'."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from torchship.conventions import (
+    CHECKPOINT_DIR_ENV,
+    CHECKPOINTS,
+    JOB_ID_ENV,
+    LOCAL_RENDEZVOUS,
+    METRICS_FILE,
+    RUN_DIR_ENV,
+    SUMMARY_FILE,
+)
 from torchship.errors import SpecError
 from torchship.spec.job import JobSpec
 from torchship.workload.config import ArgError, args_from_table
@@ -22,7 +31,7 @@ def torchrun_argv(python: str, job: JobSpec, job_id: str) -> list[str]:
         "--nnodes=1",
         f"--nproc-per-node={job.processes_per_node}",
         "--rdzv-backend=c10d",
-        "--rdzv-endpoint=127.0.0.1:0",
+        f"--rdzv-endpoint={LOCAL_RENDEZVOUS}",
         f"--rdzv-id={job_id}",
         f"--max-restarts={job.retries}",
     ]
@@ -39,15 +48,15 @@ def checkpoint_dir(job: JobSpec, run: Path, here: bool = False) -> Path:
         return job.checkpoint_path
     if job.checkpoint_dir and Path(job.checkpoint_dir).expanduser().is_absolute():
         return Path(job.checkpoint_dir).expanduser()
-    return run / (job.checkpoint_dir or "checkpoints")
+    return run / (job.checkpoint_dir or CHECKPOINTS)
 
 
 def workload_argv(job: JobSpec, run: Path, here: bool = False) -> list[str]:
     table: dict[str, Any] = {
         **job.workload_args,
         "checkpoint_dir": str(checkpoint_dir(job, run, here)),
-        "summary": str(run / "summary.json"),
-        "metrics": str(run / "metrics.jsonl"),
+        "summary": str(run / SUMMARY_FILE),
+        "metrics": str(run / METRICS_FILE),
     }
     try:
         return ["-m", "torchship.workload", *args_from_table(table)]
@@ -57,9 +66,9 @@ def workload_argv(job: JobSpec, run: Path, here: bool = False) -> list[str]:
 
 def job_env(job: JobSpec, job_id: str, run: Path, here: bool = False) -> dict[str, str]:
     env = {
-        "TORCHSHIP_JOB_ID": job_id,
-        "TORCHSHIP_RUN_DIR": str(run),
-        "TORCHSHIP_CHECKPOINT_DIR": str(checkpoint_dir(job, run, here)),
+        JOB_ID_ENV: job_id,
+        RUN_DIR_ENV: str(run),
+        CHECKPOINT_DIR_ENV: str(checkpoint_dir(job, run, here)),
         "PYTHONUNBUFFERED": "1",
         # gloo binds to the address the hostname resolves to; a one-node job talks over loopback
         "GLOO_SOCKET_IFNAME": "lo",

@@ -32,15 +32,16 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from torchship._atomic import PRIVATE, private_dir
+from torchship.conventions import data_dir
 from torchship.errors import UsageError
 from torchship.store_health import StoreError, damage, error, file_problem
 
-__all__ = ["Event", "Job", "JobStore", "StoreError"]
+__all__ = ["Event", "Job", "JobStore", "StoreError", "data_dir"]
 P = ParamSpec("P")
 R = TypeVar("R")
 BUSY_ENV = "TORCHSHIP_BUSY_TIMEOUT_S"
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How long a claim holds when its owner's liveness cannot be checked (another host sharing the
 # store): longer than a remote apply takes (a Kubernetes apply or a SkyPilot launch's start is
 # seconds). On this host the lease does not count: a claim lives exactly as long as its
@@ -90,6 +91,16 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
         "ALTER TABLE jobs ADD COLUMN claimed_until REAL",
     ),
+    # The name of the site a job was placed on. Until schema 2, `site` held the site's kind
+    # (local, docker, kubernetes, skypilot), and the name only the placement record, when the
+    # job was placed with --site auto; a job asked for with --site KIND ran on that kind's
+    # implicit site, which that name still names. `site` stays, as it was, for the record.
+    3: (
+        "ALTER TABLE jobs ADD COLUMN site_name TEXT",
+        "UPDATE jobs SET site_name = CASE WHEN json_type(placement, '$.site') = 'text'"
+        " THEN json_extract(placement, '$.site') ELSE site END",
+        "CREATE INDEX jobs_site_name ON jobs(site_name)",
+    ),
 }
 
 
@@ -100,7 +111,7 @@ class Job:
     name: str
     spec: dict[str, Any]
     lock_hash: str | None
-    site: str | None
+    site: str | None  # the site's name (its kind: that site's in the sites file, or the handle's)
     placement: dict[str, Any] | None
     state: str
     handle: str | None
@@ -117,16 +128,6 @@ class Event:
     state: str
     at: float
     detail: dict[str, Any] | None
-
-
-def data_dir() -> Path:
-    """$TORCHSHIP_HOME when set, else the user's data dir (platformdirs)."""
-    home = os.environ.get("TORCHSHIP_HOME")
-    if home:
-        return Path(home)
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("torchship", appauthor=False))
 
 
 def default_path() -> Path:
@@ -167,7 +168,7 @@ def _job(row: sqlite3.Row) -> Job:
         name=row["name"],
         spec=_loads(row["spec"], row["id"], "spec"),
         lock_hash=row["lock_hash"],
-        site=row["site"],
+        site=row["site_name"] if row["site_name"] is not None else row["site"],
         placement=_loads(row["placement"], row["id"], "placement") if row["placement"] else None,
         state=row["state"],
         handle=row["handle"],
@@ -380,7 +381,7 @@ class JobStore:
         job_id = job_id or new_job_id(now)
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO jobs (id, key, name, spec, lock_hash, site, placement, state,"
+                "INSERT INTO jobs (id, key, name, spec, lock_hash, site_name, placement, state,"
                 " created_at, updated_at, claimed_by, claimed_until)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'submitted', ?, ?, ?, ?)"
                 " ON CONFLICT(key) DO NOTHING",
@@ -494,7 +495,7 @@ class JobStore:
         if state:
             sql, args = sql + " AND state = ?", [*args, state]
         if site:
-            sql, args = sql + " AND site = ?", [*args, site]
+            sql, args = sql + " AND COALESCE(site_name, site) = ?", [*args, site]
         return [_job(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
     @_guarded
@@ -503,8 +504,8 @@ class JobStore:
         SQLite (the exporter asks on every scrape): accrued = the placement's usd_per_hour ×
         the hours from submission to its end (or now)."""
         rows = self.db.execute(
-            "SELECT state, COALESCE(site, '') AS site,"
-            " COALESCE(json_extract(placement, '$.site'), site, '') AS placed,"
+            "SELECT state, COALESCE(site_name, site, '') AS site,"
+            " COALESCE(json_extract(placement, '$.site'), site_name, site, '') AS placed,"
             " COALESCE(json_extract(placement, '$.decision'), 'asked') AS decision,"
             " COUNT(*) AS n,"
             " SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0) * MAX(0,"

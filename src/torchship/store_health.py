@@ -50,9 +50,10 @@ HINT = (
 WAL_MAGIC = (0x377F0682, 0x377F0683)  # the two byte orders of the WAL's checksums
 WAL_VERSION = 3007000
 TABLES = ("jobs", "job_events")
+# in the order the migrations add them: a row of an older schema is a prefix of a newer one
 JOB_COLUMNS = (
     "id", "key", "name", "spec", "lock_hash", "site", "placement", "state", "handle",
-    "exit_code", "created_at", "updated_at", "claimed_by", "claimed_until",
+    "exit_code", "created_at", "updated_at", "claimed_by", "claimed_until", "site_name",
 )  # fmt: skip
 EVENT_COLUMNS = ("id", "job_id", "state", "at", "detail")
 
@@ -380,7 +381,8 @@ def _rebuild(path: Path, rows: _Rows) -> tuple[int, int, list[str]]:
         db.execute("BEGIN")
         for values in rows.jobs.values():
             db.execute(
-                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES "
+                f"({', '.join('?' * len(JOB_COLUMNS))})",
                 _clean_job(values, notes),
             )
         dropped = 0
@@ -402,14 +404,19 @@ def _rebuild(path: Path, rows: _Rows) -> tuple[int, int, list[str]]:
 
 
 def _clean_job(values: tuple[Any, ...], notes: list[str]) -> tuple[Any, ...]:
-    v = list(values) + [None] * (14 - len(values))
+    n = len(JOB_COLUMNS)
+    v = list(values) + [None] * (n - len(values))
     if not isinstance(_json(v[3]), dict):
         notes.append(f"job {v[0]}: its spec did not read; replaced by {{}}")
         v[3] = "{}"
-    if v[6] is not None and not isinstance(_json(v[6]), dict):
+    placement = _json(v[6]) if v[6] is not None else None
+    if v[6] is not None and not isinstance(placement, dict):
         notes.append(f"job {v[0]}: its placement did not read; left out")
-        v[6] = None
-    return tuple(v[:14])
+        v[6] = placement = None
+    if v[14] is None:  # a row of before schema 3: its site's name, as that migration finds it
+        placed = placement.get("site") if isinstance(placement, dict) else None
+        v[14] = placed if isinstance(placed, str) else v[5]
+    return tuple(v[:n])
 
 
 def _clean_event(values: tuple[Any, ...], notes: list[str]) -> tuple[Any, ...]:
@@ -451,7 +458,7 @@ def _job_shaped(v: tuple[Any, ...]) -> bool:
     from torchship.state import STATES
 
     return (
-        12 <= len(v) <= 14
+        12 <= len(v) <= len(JOB_COLUMNS)
         and isinstance(v[0], str)
         and isinstance(v[1], str)
         and v[7] in STATES

@@ -78,7 +78,7 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("status", "--json", env=env)
     (row,) = json.loads(r.stdout)
-    assert row["site"] == "local" and row["state"] == "succeeded"
+    assert row["site"] == "this-box" and row["state"] == "succeeded"  # its name, not its kind
     assert row["placement"]["site"] == "this-box" and row["placement"]["decision"] == "run"
     # a Kubernetes choice with no kubeconfig for its context: said so in one line, with the fix
     env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")
@@ -157,7 +157,7 @@ def test_the_output_path_is_checked_as_a_second_wall(tmp_path: Path) -> None:
     from torchship.cli.plan import write_plan
     from torchship.errors import UsageError
     from torchship.lock import read_lock
-    from torchship.place.sites import load_sites
+    from torchship.sites import load_sites
     from torchship.spec.job import load_job
 
     job = replace(load_job(HYBRID / "job-1node.toml"), name="../escape")

@@ -49,9 +49,10 @@ def test_every_rendered_manifest_passes_checkov(checkov_exe: str) -> None:
     from tools.scan_manifests import as_scannable
     from tools.scan_manifests import checkov as checkov_k8s
 
-    from torchship.k8s.render import options_for, render
+    from torchship.backends.kubernetes import options_for
+    from torchship.k8s.render import render
     from torchship.lock import read_lock
-    from torchship.place import load_sites
+    from torchship.sites import load_sites
     from torchship.spec.job import load_job
 
     manifests = sorted(REPO.glob("examples/*/k8s/*.yaml"))

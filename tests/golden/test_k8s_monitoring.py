@@ -15,13 +15,12 @@ import yaml
 from tests.conftest import REPO
 from tests.fake_kube import FakeKube
 from torchship.backends.docker import DockerBackend, options
-from torchship.backends.kubernetes import KubernetesBackend
+from torchship.backends.kubernetes import KubernetesBackend, options_for
 from torchship.errors import SpecError
 from torchship.k8s.identity import identity_of, record
-from torchship.k8s.render import options_for, render, to_yaml
+from torchship.k8s.render import render, to_yaml
 from torchship.lock import read_lock
-from torchship.place import load_sites
-from torchship.place.sites import sites_from_toml
+from torchship.sites import load_sites, sites_from_toml
 from torchship.spec.job import load_job
 
 HYBRID = REPO / "examples/hybrid"
@@ -35,7 +34,7 @@ DURATION = re.compile(r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0
 
 
 def rendered(job_file: str, operator: str = "jobset", **site: Any) -> list[dict[str, Any]]:
-    s = dataclasses.replace(ONPREM, **site)
+    s = dataclasses.replace(ONPREM, options=dataclasses.replace(ONPREM.options, **site))
     return render(load_job(HYBRID / job_file), LOCK, "01jobid", options_for(s), operator)
 
 
@@ -123,10 +122,12 @@ def test_the_jobs_own_env_wins_once() -> None:
 def test_podmonitor_is_created_after_the_policy_and_deleted_on_cancel(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site = dataclasses.replace(ONPREM, prometheus="podmonitor")
+    site = dataclasses.replace(
+        ONPREM, options=dataclasses.replace(ONPREM.options, prometheus="podmonitor")
+    )
     monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path))
     with FakeKube() as kube:
-        record(site.name, str(site.context), site.trust, identity_of(kube.api_client()))
+        record(site.name, str(site.kube_context), site.trust, identity_of(kube.api_client()))
         be = KubernetesBackend(site, connector=lambda _ctx: kube.api_client())
         request = be.plan(load_job(HYBRID / "job-1node.toml"), LOCK, "01jobid")
         handle = be.apply(request)
@@ -171,9 +172,10 @@ def test_site_monitoring_defaults() -> None:
             kind="skypilot", extra='log_format = "json"\ninfra = "k8s/c"'),
         "sites.toml",
     )  # fmt: skip
-    assert (k8s.prometheus, k8s.prometheus_namespace, k8s.log_format) == (
+    o = k8s.options.to_dict()
+    assert (o["prometheus"], o["prometheus_namespace"], o["log_format"]) == (
         "annotations", "monitoring", "json")  # fmt: skip
-    assert sky.log_format == "json"
+    assert sky.options.to_dict()["log_format"] == "json"
 
 
 @pytest.mark.parametrize(

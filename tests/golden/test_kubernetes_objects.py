@@ -15,17 +15,17 @@ import yaml
 from tools.scan_manifests import pod_templates, restricted_violations
 
 from tests.conftest import REPO
+from torchship.backends.kubernetes import options_for
 from torchship.errors import SpecError, UsageError
 from torchship.k8s.render import (
     KubeOptions,
-    options_for,
     pvc_volume,
     render,
     render_one_node,
     to_yaml,
 )
 from torchship.lock import read_lock
-from torchship.place import load_sites
+from torchship.sites import load_sites
 from torchship.spec.job import job_from_table, load_job
 
 EXAMPLES = ["pytorch-cuda-2.9", "pytorch-cuda-2.6"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from torchship.backends.base import Request
-from torchship.backends.kubernetes import KubernetesBackend
+from torchship.backends.kubernetes import KubernetesBackend, KubernetesSiteOptions
 from torchship.k8s.render import KubeOptions, render, to_yaml
 from torchship.place.sites import Site
 from torchship.spec.job import job_from_table
@@ -29,8 +29,10 @@ IMAGE = os.environ.get("TORCHSHIP_E2E_IMAGE")
 @pytest.mark.skipif(not IMAGE, reason="TORCHSHIP_E2E_IMAGE (a pushed torchship image) not set")
 def test_cpu_job_on_a_real_cluster() -> None:
     ns = os.environ.get("TORCHSHIP_E2E_NAMESPACE", "default")
+    context = os.environ.get("TORCHSHIP_E2E_CONTEXT", "default")  # a site names its context
     site = Site(name="e2e", kind="kubernetes", tier=1, trust="private",
-                data_classes=frozenset({"public"}), namespace=ns)  # fmt: skip
+                data_classes=frozenset({"public"}),
+                options=KubernetesSiteOptions(context=context, namespace=ns))  # fmt: skip
     table = {"name": "e2e", "workload": "reference", "processes_per_node": 2, "cpus": 2,
              "memory_gib": 4, "max_runtime_minutes": 10,
              "workload_args": {"steps": 5, "d_model": 64, "layers": 2, "heads": 2}}  # fmt: skip

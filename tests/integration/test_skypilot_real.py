@@ -24,7 +24,7 @@ from tests.conftest import REPO
 from tests.integration.test_skypilot_site import LOCK, SAY_RANK, SITE, job, run_id
 from tests.podman_env import build_once
 from torchship.backends.skypilot import SkyPilotBackend, sky_task
-from torchship.place.sites import load_sites
+from torchship.sites import load_sites
 from torchship.spec.job import load_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

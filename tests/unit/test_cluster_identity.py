@@ -28,7 +28,7 @@ from torchship.cli import main
 from torchship.errors import SpecError
 from torchship.k8s.identity import IdentityError, ca_fingerprint, identity_of, normal_url, record
 from torchship.lock import read_lock
-from torchship.place.sites import sites_from_toml
+from torchship.sites import sites_from_toml
 from torchship.spec.job import load_job
 
 HYBRID = REPO / "examples/hybrid"

@@ -47,8 +47,8 @@ from torchship.init import render_spec
 from torchship.lock import resolve_spec
 from torchship.lock.model import read_lock
 from torchship.place.policy import demand_from_job, place
-from torchship.place.sites import load_sites
 from torchship.place.trace import parse_trace
+from torchship.sites import load_sites
 from torchship.spec.job import load_job
 from torchship.spec.load import load_spec
 

@@ -17,7 +17,7 @@ from torchship.errors import UsageError
 from torchship.k8s.apply import Cluster, ClusterError
 from torchship.k8s.identity import identity_of, record
 from torchship.lock import read_lock
-from torchship.place import load_sites
+from torchship.sites import load_sites
 from torchship.spec.job import load_job
 
 HYBRID = REPO / "examples/hybrid"

@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from torchship.errors import SpecError, UsageError
-from torchship.place import Demand, SiteLoad, load_sites, place
+from torchship.place import Demand, SiteLoad, place
 from torchship.place.policy import Placer, demand_from_job
-from torchship.place.sites import sites_from_toml
+from torchship.sites import load_sites, sites_from_toml
 from torchship.spec.job import load_job
 
 SITES = load_sites(REPO / "examples/hybrid/sites.toml")  # workstation, onprem, aws-p5, gcp-a2

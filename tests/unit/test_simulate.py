@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from torchship.errors import SpecError
-from torchship.place import load_sites
 from torchship.place.simulate import percentile, policy_sites, simulate
 from torchship.place.sites import GPUPool, Site
 from torchship.place.trace import (
@@ -29,6 +28,7 @@ from torchship.place.trace import (
     study_utilisation,
     write_trace,
 )
+from torchship.sites import load_sites
 
 SITES = load_sites(REPO / "examples/hybrid/sites.toml")
 ALL = frozenset({"public", "internal", "sensitive"})

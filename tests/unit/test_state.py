@@ -252,3 +252,72 @@ def test_a_claim_on_this_host_lives_exactly_as_long_as_its_process(store: JobSto
     assert claim_lives("elsewhere:1", now + 5, now)  # another host: its lease holds
     assert not claim_lives("elsewhere:1", now - 5, now)  # and only its lease
     assert not claim_lives(None, now + 5, now)
+
+
+# --- schema 3: the site's name, not its kind (issue 19 item 4) -----------------------------
+
+# The store as torchship wrote it before schema 3 (migrations 1 and 2, frozen here as they
+# were): `site` held the kind, the name was only in the placement of a job placed by --site auto.
+SCHEMA_2 = (
+    """CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+        spec TEXT NOT NULL CHECK (json_valid(spec)), lock_hash TEXT, site TEXT,
+        placement TEXT CHECK (placement IS NULL OR json_valid(placement)), state TEXT NOT NULL,
+        handle TEXT, exit_code INTEGER, created_at REAL NOT NULL, updated_at REAL NOT NULL)""",
+    "CREATE INDEX jobs_state ON jobs(state)",
+    "CREATE INDEX jobs_site ON jobs(site)",
+    """CREATE TABLE job_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, state TEXT NOT NULL,
+        at REAL NOT NULL, detail TEXT CHECK (detail IS NULL OR json_valid(detail)))""",
+    "CREATE INDEX job_events_job ON job_events(job_id, id)",
+    "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
+    "ALTER TABLE jobs ADD COLUMN claimed_until REAL",
+    "PRAGMA user_version = 2",
+)
+
+
+def test_a_store_of_schema_2_is_migrated_and_its_jobs_still_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jobs.db files of schema 2 exist on users' machines: opening one adds site_name from
+    what it holds (the placement's site, else the kind, which names the kind's implicit site),
+    keeps `site` as it was, and a job whose site is in no sites file any more is still asked
+    about through its handle."""
+    import json as _json
+
+    db = tmp_path / "jobs.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statement in SCHEMA_2:
+        conn.execute(statement)
+    here = socket.gethostname()
+    rows = [  # (id, site as schema 2 wrote it, placement, handle)
+        ("01old00000000000000a", "local", {"site": "workstation", "decision": "run"},
+         f"local://{here}/01old00000000000000a"),
+        ("01old00000000000000b", "docker", {"site": "docker", "reason": "asked for"}, None),
+        ("01old00000000000000c", "kubernetes", None, None),
+        ("01old00000000000000d", "local", {"site": 7}, None),  # not a name: the kind stays
+    ]  # fmt: skip
+    for job_id, site, placement, handle in rows:
+        conn.execute(
+            "INSERT INTO jobs (id, key, name, spec, site, placement, state, handle, created_at,"
+            " updated_at) VALUES (?, ?, 'train', '{}', ?, ?, ?, ?, 1, 1)",
+            (job_id, job_id, site, None if placement is None else _json.dumps(placement),
+             "pending" if handle else "submitted", handle),
+        )  # fmt: skip
+    conn.close()
+    monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TORCHSHIP_SITES", str(tmp_path / "no-sites.toml"))  # workstation: gone
+    with JobStore(db) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        assert [j.site for j in store.jobs()] == ["workstation", "docker", "kubernetes", "local"]
+        assert [j.id for j in store.jobs(site="workstation")] == ["01old00000000000000a"]
+        kinds = [r[0] for r in store.db.execute("SELECT site FROM jobs ORDER BY id")]
+        assert kinds == ["local", "docker", "kubernetes", "local"]  # kept, as written
+        old = store.jobs(site="workstation")[0]
+        seen = reconcile(store, old)  # no sites file: the handle's scheme finds its kind
+        assert seen.state == "lost" and "supervisor" in store.events(old.id)[-1].detail["reason"]
+        new, _ = store.submit("k-new", "train", {}, site="onprem")
+        assert store.get(new.id).site == "onprem"
+        assert store.db.execute("SELECT site, site_name FROM jobs WHERE id = ?",
+                                (new.id,)).fetchone()[:] == (None, "onprem")  # fmt: skip

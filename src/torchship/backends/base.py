@@ -1,42 +1,56 @@
 """The site-backend interface: plan → Request (pure, exact text), apply → Handle (a URL),
 then status, logs and cancel by handle; capabilities as data.
 
-Every backend module has the same anatomy (options → plan helpers → the backend class →
-`create`), and is added to torchship.backends.REGISTRY with one line.
+One kind of site is one module, torchship.backends.<kind>, listed with one line in
+torchship.backends.SITE_KINDS. Every such module has the same anatomy:
+
+    CAPABILITIES      what the kind can do (torchship.place.Capabilities)
+    options           its own keys of a [[site]] table: a frozen dataclass and `parse_options`
+                      (errors name `sites.toml:site[i].key`); none for a kind of this machine
+    plan helpers      pure: (job, lock, job id, site) → the exact command or objects
+    the backend       a class with capabilities/plan/apply/status/logs/cancel (`Backend`)
+    create            create(site, peers) → the backend, heavy clients imported only here
+    check, export     optional: `torchship site check` lines, `torchship plan -o` files
+    KIND = SiteKind(…)  all of the above, as the registry finds it
+
+The module's top level imports nothing heavy (no client library), so reading a sites file,
+which loads the kinds it names, stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from torchship.errors import TorchshipError, UsageError
-from torchship.lock.model import Lock
-from torchship.spec.job import JobSpec
+from torchship.place.sites import NO_OPTIONS, Capabilities, Site, SiteOptions
 
 if TYPE_CHECKING:
-    from torchship.place.sites import Site
+    from pathlib import Path
+
+    from torchship.lock.model import Lock
+    from torchship.spec.job import JobSpec
+    from torchship.spec.load import FieldReader
+
+__all__ = [
+    "SITE_STATES",
+    "Backend",
+    "Capabilities",
+    "DataPolicyError",
+    "Request",
+    "SiteKind",
+    "SiteStatus",
+    "admit",
+    "data_classes",
+    "last_line",
+    "no_check",
+    "no_options",
+    "parse_handle",
+]
 
 SITE_STATES = ("pending", "running", "succeeded", "failed", "cancelled", "lost")
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a site kind can do; placement filters on this data."""
-
-    kind: str
-    multi_node: bool
-    max_nodes: int
-    gpus: bool
-    gpu_models: tuple[str, ...] = ()  # empty: whatever the site has (checked at preflight)
-    containers: bool = False
-    spot: bool = False
-    gang_scheduling: bool = False
-    volumes: tuple[str, ...] = ()  # how data reaches the job: "host-path", "bind", "pvc", "csi"
-    restarts: bool = True  # restarts workers from the last checkpoint on failure
-    remote: bool = False  # runs elsewhere: this machine's preflight says nothing about it
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +91,36 @@ class Backend(Protocol):
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]: ...
 
     def cancel(self, handle: str) -> None: ...
+
+
+def no_options(r: FieldReader, trust: str) -> SiteOptions:
+    """The options of a kind with no keys of its own."""
+    return NO_OPTIONS
+
+
+def no_check(site: Site, live: bool) -> list[str]:
+    """`torchship site check` for a kind with nothing to check beyond its table."""
+    return []
+
+
+# (job, lock, site, job id, output folder, image digest) → {file name: text}
+Exporter = Callable[["JobSpec", "Lock | None", Site, str, "Path", "str | None"], dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class SiteKind:
+    """One kind of site, as its module declares it (`KIND = SiteKind(...)`)."""
+
+    name: str  # its key in torchship.backends.SITE_KINDS and `kind = "…"` in sites.toml
+    capabilities: Capabilities
+    handle_scheme: str  # its handles are `<scheme>://…`: how a job's kind is found again
+    create: Callable[[Site | None, tuple[Site, ...]], Backend]  # (site, the file's other sites)
+    option_keys: tuple[str, ...] = ()  # its own keys of a [[site]] table
+    parse_options: Callable[[FieldReader, str], SiteOptions] = no_options  # (table, trust)
+    elsewhere: Mapping[str, str] = field(default_factory=dict)  # hints: its key on another kind
+    check: Callable[[Site, bool], list[str]] = no_check  # (site, live) → lines; "warning: …"
+    # what `plan -o DIR` writes into DIR; None: the plan's text as `<job>.<kind>.sh`
+    export: Exporter | None = None
 
 
 class DataPolicyError(TorchshipError):

@@ -34,30 +34,42 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
-from torchship.backends.base import Capabilities, Request, SiteStatus, last_line, parse_handle
-from torchship.backends.local import run_dir
+from torchship.backends.base import Request, SiteKind, SiteStatus, last_line, parse_handle
 from torchship.backends.preflight import data_path
+from torchship.conventions import (
+    CONTAINER_LABEL_PREFIX,
+    IMAGE_UID,
+    JOB_ID_LABEL,
+    LOCK_HASH_LABEL,
+    METRICS_ADDR_ENV,
+    METRICS_PORT_ENV,
+    RUN_MOUNT,
+    SITE_LABEL,
+    TRAINING_PORT,
+    WORKSPACE,
+    data_dir,
+    run_dir,
+    shm_mib,
+)
 from torchship.doctor.checks import ERROR, Finding
 from torchship.errors import TorchshipError, UsageError, excerpt
 from torchship.image.build import detect_engine
 from torchship.image.dockerfile import image_tag
 from torchship.launch import checkpoint_dir, job_env, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
-from torchship.monitor.training import ADDR_ENV as METRICS_ADDR_ENV
-from torchship.monitor.training import PORT_ENV as METRICS_PORT_ENV
-from torchship.monitor.training import TRAINING_PORT
+from torchship.place.sites import Capabilities, Site
 from torchship.spec.job import JobSpec
 
 SCHEME = "docker"
 ENGINES = ("docker", "podman")
-RUN_MOUNT = "/torchship/run"  # the job's run folder inside the container
-WORKSPACE = "/workspace"
-IMAGE_UID = 1000  # the rendered images' non-root user (ARG UID)
 STOP_GRACE_S = 20
 CANCELLED = "cancel-requested"  # in the run folder: a stopped container was cancelled
-LABEL_JOB = "io.torchship.job-id"
-LABEL_LOCK = "io.torchship.lock-hash"
-LABEL_SITE = "io.torchship.site"
+LABEL_JOB = CONTAINER_LABEL_PREFIX + JOB_ID_LABEL
+LABEL_LOCK = CONTAINER_LABEL_PREFIX + LOCK_HASH_LABEL
+LABEL_SITE = CONTAINER_LABEL_PREFIX + SITE_LABEL
+CAPABILITIES = Capabilities(
+    kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, containers=True, volumes=("bind",)
+)
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 # An engine on this machine answers on a unix socket; ssh://, tcp:// and the rest are elsewhere.
 LOCAL_ENDPOINT = "unix://"
@@ -110,10 +122,9 @@ def user_flag(o: DockerOptions) -> str:
 
 
 def shm_size(memory_gib: float | None) -> str:
-    """Half the job's memory, at least 1 GiB, at most 16 GiB (8 GiB when the job says none)."""
-    if not memory_gib:
-        return "8g"
-    return f"{max(1, min(16, int(memory_gib // 2)))}g"
+    """/dev/shm by the rule every site shares (torchship.conventions.shm_mib), in whole GiB
+    as `--shm-size` takes it (rounded down)."""
+    return f"{shm_mib(memory_gib) // 1024}g"
 
 
 def gpu_flags(engine: str, gpus: int) -> list[str]:
@@ -138,7 +149,7 @@ def run_argv(o: DockerOptions, launch: Launch) -> list[str]:
     argv += ["--security-opt=no-new-privileges", "--cap-drop=ALL"]
     if launch.read_only_root:
         argv += ["--read-only", "--tmpfs=/tmp:rw,exec,size=2g"]
-    argv += ["--ipc=host"] if o.ipc_host else [f"--shm-size={o.shm_size or '8g'}"]
+    argv += ["--ipc=host"] if o.ipc_host else [f"--shm-size={o.shm_size or shm_size(None)}"]
     argv += gpu_flags(o.engine, launch.gpus)
     if launch.memory_gib:
         argv += [f"--memory={launch.memory_gib:g}g"]
@@ -179,10 +190,7 @@ class DockerBackend:
         self.runner = runner
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, containers=True,
-            volumes=("bind",),
-        )  # fmt: skip
+        return CAPABILITIES
 
     def image_for(self, lock: Lock | None, job: JobSpec) -> str:
         if lock is None:
@@ -426,8 +434,6 @@ def refuse_remote_engine(environ: Mapping[str, str], engine_args: Sequence[str])
 
 
 def options(engine: str | None = None, engine_args: Sequence[str] = ()) -> DockerOptions:
-    from torchship.state import data_dir
-
     args = tuple(engine_args) or tuple(shlex.split(os.environ.get("TORCHSHIP_ENGINE_ARGS", "")))
     refuse_remote_engine(os.environ, args)  # before any engine command, `docker version` too
     return DockerOptions(
@@ -441,5 +447,9 @@ def options(engine: str | None = None, engine_args: Sequence[str] = ()) -> Docke
     )
 
 
-def create() -> DockerBackend:
+def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> DockerBackend:
+    """This machine's engine (a docker site has no settings of its own)."""
     return DockerBackend(options())
+
+
+KIND = SiteKind(name=SCHEME, capabilities=CAPABILITIES, handle_scheme=SCHEME, create=create)

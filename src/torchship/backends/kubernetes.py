@@ -10,18 +10,30 @@ refused with both identities, never followed.
 
 Status reads the job object's conditions (batch Job, JobSet, PyTorchJob) and its pods by the
 job-id label; a job Kueue has not admitted yet (suspended) is pending.
+
+Options (its keys of a [[site]] table): context (required: the current context changes with
+`kubectl config use-context`, and a job must not follow it), namespace, operator (jobset |
+kubeflow, for several nodes), registry (prefix of the lock's image tag), checkpoint_claim (a
+PVC for run folders, so a retried pod resumes), prometheus (annotations | podmonitor | off),
+prometheus_namespace, log_format (json | text). `site check` records the cluster the context
+reaches (torchship.k8s.identity) and, with --live, reads the GPUs of its nodes. The objects
+are rendered by torchship.k8s.render from KubeOptions (`options_for`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
-from torchship.backends.base import Capabilities, Request, SiteStatus, admit, data_classes
-from torchship.errors import UsageError
+from torchship.backends.base import Request, SiteKind, SiteStatus, admit, data_classes
+from torchship.conventions import JOB_ID_LABEL, K8S_LABEL_PREFIX
+from torchship.errors import UsageError, excerpt
 from torchship.k8s import render as k8s
 from torchship.k8s.apply import Cluster, ClusterError, connect
 from torchship.k8s.identity import (
@@ -29,22 +41,125 @@ from torchship.k8s.identity import (
     IdentityError,
     check_site,
     identity_of,
+    record_cluster,
     same_cluster,
 )
-from torchship.lock.model import Lock
-from torchship.place.sites import Site
-from torchship.spec.job import JobSpec
+from torchship.place.sites import KUBE_CONTEXT, REGISTRY, Capabilities, Site, registry_host
+
+if TYPE_CHECKING:
+    from torchship.lock.model import Lock
+    from torchship.spec.job import JobSpec
+    from torchship.spec.load import FieldReader
 
 SCHEME = "kubernetes"
+HANDLE_SCHEME = "k8s"
 JOB_KINDS = ("Job", "JobSet", "PyTorchJob")
 # The condition that ends each kind, and what it means; the last True one wins.
 DONE = {"Complete": "succeeded", "Completed": "succeeded", "Succeeded": "succeeded",
         "SuccessCriteriaMet": "succeeded", "Failed": "failed"}  # fmt: skip
+LABEL_JOB = K8S_LABEL_PREFIX + JOB_ID_LABEL
+CAPABILITIES = Capabilities(
+    kind=SCHEME, multi_node=True, max_nodes=1, gpus=True, containers=True, volumes=("pvc",),
+    remote=True, data_reach="pvc",
+)  # fmt: skip
+OPTION_KEYS = ("context", "namespace", "operator", "registry", "checkpoint_claim",
+               "prometheus", "prometheus_namespace", "log_format")  # fmt: skip
+OPERATORS = ("jobset", "kubeflow")
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesSiteOptions:
+    """A Kubernetes site's own settings (see the module's docstring)."""
+
+    context: str
+    namespace: str = "default"
+    operator: str = "jobset"
+    registry: str = ""
+    checkpoint_claim: str | None = None
+    prometheus: str = "annotations"  # how Prometheus finds job pods: annotations | podmonitor | off
+    prometheus_namespace: str = "monitoring"  # where Prometheus runs: the NetworkPolicy lets it in
+    log_format: str = "json"  # cluster logs go to a collector: one JSON object per line
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def reaches(self) -> tuple[tuple[str, str], ...]:
+        registry = ((REGISTRY, registry_host(self.registry)),) if self.registry else ()
+        return ((KUBE_CONTEXT, self.context), *registry)
+
+
+def parse_options(r: FieldReader, trust: str) -> KubernetesSiteOptions:
+    operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
+    if operator not in OPERATORS:
+        raise r.fail(
+            "operator", f"{excerpt(operator)} is not supported", "one of: jobset, kubeflow"
+        )
+    prometheus = r.string("prometheus", "annotations", 'prometheus = "podmonitor"') or ""
+    if prometheus not in k8s.METRICS_MODES:
+        raise r.fail("prometheus", f"{excerpt(prometheus)} is not a way to find pods",
+                     f"one of: {', '.join(k8s.METRICS_MODES)}")  # fmt: skip
+    log_format = log_format_of(r, "json")
+    context = r.string("context", None, 'context = "onprem"')
+    if not context:
+        raise r.fail(
+            "context",
+            "missing: a Kubernetes site names its kubeconfig context (the current one changes "
+            "with `kubectl config use-context`)",
+            'add context = "onprem" (see `kubectl config get-contexts`)',
+        )
+    return KubernetesSiteOptions(
+        context=context,
+        namespace=r.string("namespace", "default", 'namespace = "ml"') or "default",
+        operator=operator,
+        registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
+        checkpoint_claim=r.string("checkpoint_claim", None, 'checkpoint_claim = "ml-runs"'),
+        prometheus=prometheus,
+        prometheus_namespace=r.string(
+            "prometheus_namespace", "monitoring", 'prometheus_namespace = "monitoring"'
+        )
+        or "monitoring",
+        log_format=log_format,
+    )
+
+
+def log_format_of(r: FieldReader, default: str) -> str:
+    """A site's log_format (json | text): how its jobs' logs read."""
+    log_format = r.string("log_format", default, 'log_format = "json"') or ""
+    if log_format not in LOG_FORMATS:
+        raise r.fail(
+            "log_format", f"{excerpt(log_format)} is not a log format", "one of: json, text"
+        )
+    return log_format
+
+
+def options_of(site: Site) -> KubernetesSiteOptions:
+    """The site's Kubernetes options (a UsageError for a site of another kind)."""
+    if not isinstance(site.options, KubernetesSiteOptions):
+        raise UsageError(f"site {site.name} is a {site.kind} site, not a Kubernetes one",
+                         "give the Kubernetes backend a Kubernetes site")  # fmt: skip
+    return site.options
+
+
+def options_for(site: Site, image_digest: str | None = None) -> k8s.KubeOptions:
+    """A Kubernetes site's rendering options."""
+    if image_digest is not None and not k8s.DIGEST.fullmatch(image_digest):
+        raise UsageError(
+            f"{image_digest!r} is not an image digest",
+            "give the pushed image's digest: sha256: and 64 hex digits",
+        )
+    o = options_of(site)
+    return k8s.KubeOptions(namespace=o.namespace, site=site.name, registry=o.registry,
+                           queue=site.queue, image_digest=image_digest,
+                           checkpoint_claim=o.checkpoint_claim, metrics=o.prometheus,
+                           metrics_namespace=o.prometheus_namespace,
+                           log_format=o.log_format)  # fmt: skip
 
 
 def make_handle(context: str, namespace: str, kind: str, name: str, cluster: str) -> str:
     """The context percent-encoded: EKS and OpenShift context names hold `/` and `:`."""
-    return f"k8s://{quote(context, safe='')}/{namespace}/{kind.lower()}/{name}?cluster={cluster}"
+    context = quote(context, safe="")
+    return f"{HANDLE_SCHEME}://{context}/{namespace}/{kind.lower()}/{name}?cluster={cluster}"
 
 
 def parse_handle(handle: str) -> tuple[str, str, str, str, str]:
@@ -53,7 +168,7 @@ def parse_handle(handle: str) -> tuple[str, str, str, str, str]:
     path = parts.path.strip("/").split("/")
     kinds = {k.lower(): k for k in JOB_KINDS}
     cluster = (parse_qs(parts.query).get("cluster") or [""])[0]
-    if parts.scheme != "k8s" or not parts.netloc or len(path) != 3 or path[1] not in kinds:
+    if parts.scheme != HANDLE_SCHEME or not parts.netloc or len(path) != 3 or path[1] not in kinds:
         raise UsageError(
             f"{handle!r} is not a Kubernetes handle",
             "handles look like k8s://<context>/<namespace>/<job|jobset|pytorchjob>/<name>"
@@ -107,9 +222,9 @@ class KubernetesBackend:
     def site_cluster(self, site: Site) -> tuple[Cluster, ClusterIdentity]:
         """The site's cluster, after checking its context reaches the identity recorded for
         the site, and that no site of another trust is recorded on that cluster."""
-        assert site.context is not None  # a Kubernetes site names its context (sites.py)
-        cluster, identity = self._connect(site.context)
-        check_site(site.name, site.context, site.trust, identity)
+        context = options_of(site).context
+        cluster, identity = self._connect(context)
+        check_site(site.name, context, site.trust, identity)
         for peer in self.peers:
             if peer.trust == site.trust or not peer.kube_context or peer.name == site.name:
                 continue
@@ -124,7 +239,7 @@ class KubernetesBackend:
             if same_cluster(theirs, identity):
                 raise IdentityError(
                     f"sites {site.name} ({site.trust}) and {peer.name} ({peer.trust}) both reach "
-                    f"{identity.describe()} (contexts {site.context!r} and "
+                    f"{identity.describe()} (contexts {context!r} and "
                     f"{peer.kube_context!r}): nothing was sent",
                     "sites of different trust may not share a cluster: fix the kubeconfig or "
                     "the sites file",
@@ -133,16 +248,16 @@ class KubernetesBackend:
 
     def capabilities(self) -> Capabilities:
         s = self.site
-        return Capabilities(
-            kind=SCHEME, multi_node=True, max_nodes=s.max_nodes if s else 1, gpus=True,
-            containers=True, gang_scheduling=bool(s and s.queue), volumes=("pvc",),
-            remote=True,
-        )  # fmt: skip
+        if s is None:
+            return CAPABILITIES
+        return replace(CAPABILITIES, max_nodes=s.max_nodes, gang_scheduling=bool(s.queue))
 
     def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
         if self.site is None:
             raise UsageError("a Kubernetes job needs its site", "run it with --site auto")
-        objects = k8s.render(job, lock, job_id, k8s.options_for(self.site), self.site.operator)
+        objects = k8s.render(
+            job, lock, job_id, options_for(self.site), options_of(self.site).operator
+        )
         return Request(site=self.site.name, kind=SCHEME, job_id=job_id, text=k8s.to_yaml(objects),
                        max_runtime_s=job.max_runtime_minutes * 60 if job.max_runtime_minutes
                        else None, data_classes=data_classes(job))  # fmt: skip
@@ -159,9 +274,8 @@ class KubernetesBackend:
         for obj in sorted(objects, key=lambda o: o["kind"] != "NetworkPolicy"):
             create_or_adopt(cluster, obj)
         meta = main["metadata"]
-        assert self.site.context is not None
-        return make_handle(self.site.context, meta["namespace"], main["kind"], meta["name"],
-                           identity.digest)  # fmt: skip
+        return make_handle(options_of(self.site).context, meta["namespace"], main["kind"],
+                           meta["name"], identity.digest)  # fmt: skip
 
     def status(self, handle: str) -> SiteStatus:
         context, ns, kind, name, digest = parse_handle(handle)
@@ -174,8 +288,8 @@ class KubernetesBackend:
         state = job_state(obj)
         if state is not None:
             return state
-        job_id = obj["metadata"]["labels"].get(k8s.LABEL_JOB, "")
-        pods = cluster.pods(ns, f"{k8s.LABEL_JOB}={job_id}")
+        job_id = obj["metadata"]["labels"].get(LABEL_JOB, "")
+        pods = cluster.pods(ns, f"{LABEL_JOB}={job_id}")
         if any(p.phase == "Running" for p in pods):
             return SiteStatus("running")
         waiting = next((p.reason for p in pods if p.reason), "")
@@ -189,8 +303,8 @@ class KubernetesBackend:
         if obj is None:
             raise UsageError(f"{kind} {ns}/{name} is gone from the cluster",
                              "finished jobs are removed after ttlSecondsAfterFinished")  # fmt: skip
-        job_id = obj["metadata"]["labels"].get(k8s.LABEL_JOB, "")
-        pods = cluster.pods(ns, f"{k8s.LABEL_JOB}={job_id}")
+        job_id = obj["metadata"]["labels"].get(LABEL_JOB, "")
+        pods = cluster.pods(ns, f"{LABEL_JOB}={job_id}")
         if not pods:
             return iter(())
         return cluster.logs(ns, pods[0].name, follow)
@@ -200,7 +314,10 @@ class KubernetesBackend:
         cluster = self.cluster(context, digest)
         cluster.delete(kind, ns, name)
         cluster.delete("NetworkPolicy", ns, name)
-        if self.site is not None and self.site.prometheus == "podmonitor":
+        if self.site is None:  # its settings are not known here (a site since removed)
+            with contextlib.suppress(ClusterError):  # a PodMonitor, if it had one
+                cluster.delete("PodMonitor", ns, name)
+        elif options_of(self.site).prometheus == "podmonitor":
             cluster.delete("PodMonitor", ns, name)
         self._cancelled.add(handle)
 
@@ -216,8 +333,8 @@ def create_or_adopt(cluster: Cluster, obj: dict[str, Any]) -> None:
             raise
         meta = obj["metadata"]
         there = cluster.get(obj["kind"], meta["namespace"], meta["name"])
-        ours = meta.get("labels", {}).get(k8s.LABEL_JOB)
-        if there is None or (there["metadata"].get("labels") or {}).get(k8s.LABEL_JOB) != ours:
+        ours = meta.get("labels", {}).get(LABEL_JOB)
+        if there is None or (there["metadata"].get("labels") or {}).get(LABEL_JOB) != ours:
             raise
 
 
@@ -237,5 +354,50 @@ def job_state(obj: dict[str, Any]) -> SiteStatus | None:
     return None
 
 
-def create() -> KubernetesBackend:
-    return KubernetesBackend()
+def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> KubernetesBackend:
+    """The site's backend (`peers`: the other sites of its file); with no site, one that
+    reads and cancels jobs from their handles alone."""
+    return KubernetesBackend(site, peers=peers)
+
+
+def check(site: Site, live: bool) -> list[str]:
+    """`torchship site check`: record or check the cluster the site's context reaches; with
+    `live`, read its nodes' GPUs and warn where the site says otherwise."""
+    context = options_of(site).context
+    lines = record_cluster(site.name, context, site.trust).splitlines()
+    if live:
+        from torchship.place.live import differences, inventory
+
+        found = inventory(Cluster(connect(context)).gpu_nodes())
+        have = ", ".join(f"{g.count}×{g.model}" for g in found) or "no GPUs"
+        lines.append(f"{site.name}: the cluster has {have}")
+        lines += [f"warning: {w}" for w in differences(site, found)]
+    return lines
+
+
+def export(
+    job: JobSpec, lock: Lock | None, site: Site, job_id: str, out: Path, image_digest: str | None
+) -> dict[str, str]:
+    """`torchship plan -o DIR`: the objects apply would create, as `<job>.yaml`."""
+    objects = k8s.render(
+        job, lock, job_id, options_for(site, image_digest), options_of(site).operator
+    )
+    return {f"{job.name}.yaml": k8s.to_yaml(objects)}
+
+
+KIND = SiteKind(
+    name=SCHEME,
+    capabilities=CAPABILITIES,
+    handle_scheme=HANDLE_SCHEME,
+    create=create,
+    option_keys=OPTION_KEYS,
+    parse_options=parse_options,
+    elsewhere={
+        "context": 'remove it (a SkyPilot site names its cluster: infra = "k8s/CONTEXT")',
+        "prometheus": "remove it; other sites publish the port as the docs say",
+        "prometheus_namespace": "remove it; other sites publish the port as the docs say",
+        "log_format": 'set TORCHSHIP_LOG_FORMAT = "json" in the job\'s [job.env]',
+    },
+    check=check,
+    export=export,
+)

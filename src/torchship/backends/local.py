@@ -20,22 +20,38 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
-from torchship._atomic import PRIVATE, append_private, private_dir, write_text_atomic
-from torchship.backends.base import Capabilities, Request, SiteStatus, parse_handle
-from torchship.backends.supervise import LOG, job_pids
+from torchship._atomic import PRIVATE, write_text_atomic
+from torchship.backends.base import Request, SiteKind, SiteStatus, parse_handle
+from torchship.backends.supervise import (
+    STARTING_S,
+    job_pids,
+    read_log,
+    start_supervised,
+    started,
+    supervisor_alive,
+)
+from torchship.conventions import EXIT_FILE, LOG, SUPERVISOR_FILE, data_dir, read_json, run_dir
 from torchship.errors import UsageError
 from torchship.launch import job_env, torchrun_argv, workload_argv
-from torchship.lock.model import Lock
-from torchship.spec.job import JobSpec
+from torchship.place.sites import Capabilities, Site
+
+if TYPE_CHECKING:
+    from torchship.doctor.facts import Facts
+    from torchship.env.sync import Printer
+    from torchship.lock.model import Lock
+    from torchship.spec.job import JobSpec
 
 SCHEME = "local"
-STARTING_S = 30.0  # a run folder without supervisor.json younger than this is still starting
 PYTHONS = frozenset({"python", "python3"})
+CAPABILITIES = Capabilities(
+    kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, volumes=("host-path",)
+)
+__all__ = ["CAPABILITIES", "KIND", "LocalBackend", "LocalOptions", "create"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +65,6 @@ class LocalOptions:
     unset: tuple[str, ...] = ()  # variables of this process the job must not inherit
 
 
-def run_dir(home: Path, job_id: str) -> Path:
-    return home / "runs" / job_id
-
-
 class LocalBackend:
     kind = SCHEME
 
@@ -61,9 +73,7 @@ class LocalBackend:
         self._children: list[subprocess.Popen[bytes]] = []
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            kind=SCHEME, multi_node=False, max_nodes=1, gpus=True, volumes=("host-path",)
-        )
+        return CAPABILITIES
 
     def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
         if job.nodes > 1:
@@ -103,6 +113,58 @@ class LocalBackend:
             max_runtime_s=max_s,
         )
 
+    def in_environment(
+        self,
+        lock: Lock,
+        lock_path: Path | None,
+        facts: Facts,
+        env_name: str | None,
+        dry_run: bool,
+        say: Printer | None,
+        stream: TextIO | None,
+    ) -> tuple[LocalBackend, Facts, str]:
+        """This site running inside the lock's environment for this machine, synced (for a
+        dry run only looked up), and the facts of that environment for the preflight (the
+        hook torchship.jobs.submit calls where a backend has it)."""
+        from torchship.compat.matrix import load_matrix
+        from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env, sync
+        from torchship.env.sync import AGENT_VAR, DROPPED, SyncedEnv, env_path
+        from torchship.lock import check_lock_file
+
+        if lock_path is not None:
+            check_lock_file(lock, lock_path)
+        pick = pick_environment(lock, facts, load_matrix(), env_name)
+        synced = None if dry_run else sync(pick.env, None, (), say, stream, lock.name)
+        if synced is None:  # a dry run builds nothing: where it would be
+            synced = SyncedEnv(pick.env.name, pick.env.key, env_path(pick.env, envs_dir()), False)
+        if synced.python.exists():
+            facts = env_facts(facts, synced)
+        else:  # a dry run before the first sync: what the sync would install
+            facts = replace(
+                facts,
+                python=None,  # whichever interpreter of that version the sync finds
+                packages={p.name: p.version for p in pick.env.packages},
+                torch=pick.env.torch,
+                torch_cuda=pick.env.cuda,
+                sources={
+                    **facts.sources,
+                    "packages": f"lock environment {pick.env.name} (not synced)",
+                },
+            )
+        o = self.options
+        environ = run_env(synced, agent_path(), os.environ)
+        extra = {k: environ[k] for k in ("VIRTUAL_ENV", "PATH", AGENT_VAR)}
+        options = replace(
+            o,
+            python=str(synced.python),
+            env=extra,
+            supervisor=o.supervisor or sys.executable,
+            environment=pick.env.name,
+            unset=DROPPED,
+        )
+        note = f"{pick.env.name} ({synced.path}): {pick.reason}"
+        return type(self)(options), facts, note
+
     def apply(self, request: Request) -> str:
         run = Path(request.run_dir or run_dir(self.options.home, request.job_id))
         if not started(run, request.job_id):  # else: a retry after a client died between
@@ -123,12 +185,12 @@ class LocalBackend:
         for c in self._children:
             c.poll()  # reap a finished supervisor we started, so its pid reads as gone
         job_id, run = self._run(handle)
-        ended = read_json(run / "exit.json")
+        ended = read_json(run / EXIT_FILE)
         if ended is not None:
             at = ended.get("ended_at")
             return SiteStatus(ended["state"], ended.get("exit_code"), ended.get("reason", ""),
                               at if isinstance(at, int | float) else None)  # fmt: skip
-        sup = read_json(run / "supervisor.json")
+        sup = read_json(run / SUPERVISOR_FILE)
         if sup is not None and supervisor_alive(int(sup["pid"]), job_id):
             return SiteStatus("running")
         if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
@@ -155,7 +217,7 @@ class LocalBackend:
         st = self.status(handle)
         if st.state in ("succeeded", "failed", "cancelled"):
             return
-        sup = read_json(run / "supervisor.json")
+        sup = read_json(run / SUPERVISOR_FILE)
         if sup is not None and supervisor_alive(int(sup["pid"]), job_id):
             with contextlib.suppress(ProcessLookupError):  # else it ended just now: sweep
                 os.kill(int(sup["pid"]), signal.SIGTERM)  # it stops the job and records it
@@ -167,91 +229,13 @@ class LocalBackend:
                 killed += 1
         why = f"cancelled without its supervisor ({killed} process(es) killed)"
         record = {"state": "cancelled", "exit_code": None, "reason": why, "ended_at": time.time()}
-        if not (run / "exit.json").exists():
-            write_text_atomic(run / "exit.json", json.dumps(record), PRIVATE)
+        if not (run / EXIT_FILE).exists():
+            write_text_atomic(run / EXIT_FILE, json.dumps(record), PRIVATE)
 
 
-def started(run: Path, job_id: str) -> bool:
-    """The job was started here before: its supervisor wrote its files, or its processes run."""
-    done = (run / "supervisor.json").exists() or (run / "exit.json").exists()
-    return done or bool(job_pids(job_id))
-
-
-def start_supervised(
-    request: Request, run: Path, unset: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
-    """Start request.argv (the supervisor and its command) in a session of its own, its output
-    going to RUN/log, with the request recorded beside it; `unset` names variables of this
-    process it does not inherit."""
-    private_dir(run)  # the plan holds the job's environment: 0700 folder, 0600 files
-    write_text_atomic(run / "request.json", json.dumps(_request_json(request), indent=2), PRIVATE)
-    with append_private(run / LOG) as log:
-        return subprocess.Popen(
-            request.argv,
-            cwd=request.cwd,
-            env={**{k: v for k, v in os.environ.items() if k not in unset}, **request.env},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the supervisor leads the job's process group
-        )
-
-
-def read_log(path: Path, follow: bool, state: Callable[[], str]) -> Iterator[str]:
-    """The lines of a run's log; with follow, until state() is no longer pending or running.
-    A log that does not exist yet is waited for while the job is pending or running (a loaded
-    machine starts the job's client after the caller starts following)."""
-    while not path.exists():
-        if not follow or state() not in ("pending", "running"):
-            if not path.exists():
-                return
-            break
-        time.sleep(0.1)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        while True:
-            line = f.readline()
-            if line:
-                yield line
-                continue
-            if not follow or state() not in ("pending", "running"):
-                yield from f  # whatever was written after the last read
-                return
-            time.sleep(0.1)
-
-
-def _request_json(r: Request) -> dict[str, Any]:
-    return {"site": r.site, "job_id": r.job_id, "text": r.text, "argv": list(r.argv)}
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object from a run-folder file, or None when it is missing or not (yet) whole."""
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def supervisor_alive(pid: int, job_id: str) -> bool:
-    """The pid is running and is this job's supervisor (not a reused pid, not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process: our supervisor runs as us
-    proc = Path("/proc") / str(pid)
-    if not proc.is_dir():
-        return True  # no /proc (macOS): trust the signal check
-    try:
-        stat = (proc / "stat").read_text()
-        cmdline = (proc / "cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and job_id.encode() in cmdline
-
-
-def create() -> LocalBackend:
-    from torchship.state import data_dir
-
+def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> LocalBackend:
+    """This machine's backend (a local site has no settings of its own)."""
     return LocalBackend(LocalOptions(sys.executable, data_dir(), socket.gethostname()))
+
+
+KIND = SiteKind(name=SCHEME, capabilities=CAPABILITIES, handle_scheme=SCHEME, create=create)

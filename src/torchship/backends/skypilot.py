@@ -17,6 +17,11 @@ machine lost it, status asks `sky queue -o json` for the job on the cluster.
 Handle: `sky://<cluster>/<job id>`. Cancel: `sky cancel`, then `sky down` to release at once.
 
 `torchship plan JOB -o DIR` writes the same task as `<job>.sky.yaml` with the command beside it.
+
+Options (its keys of a [[site]] table): infra (SkyPilot's resources.infra: where it may run the
+job; a private site must name infrastructure of its own, `k8s/<context>` or `ssh/<pool>`),
+registry (prefix of the lock's image tag), log_format (text, the default, or json). A site on
+a Kubernetes context of yours has that cluster recorded and checked like a Kubernetes site's.
 """
 
 from __future__ import annotations
@@ -28,41 +33,48 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
 from torchship.backends.base import (
-    Capabilities,
     Request,
+    SiteKind,
     SiteStatus,
     admit,
     data_classes,
     last_line,
     parse_handle,
 )
-from torchship.backends.local import (
-    STARTING_S,
+from torchship.backends.supervise import read_log, start_supervised, starting, supervisor_of
+from torchship.conventions import (
+    EXIT_FILE,
+    JOB_ID_ENV,
+    LOG,
+    LOG_FORMAT_ENV,
+    RENDEZVOUS_PORT,
+    RUN_DIR_ENV,
+    data_dir,
     read_json,
-    read_log,
     run_dir,
-    start_supervised,
-    supervisor_alive,
 )
 from torchship.errors import UsageError, excerpt
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
-from torchship.monitor.logs import FORMAT_ENV as LOG_FORMAT_ENV
-from torchship.place.sites import Site
+from torchship.place.sites import KUBE_CONTEXT, REGISTRY, Capabilities, Site, registry_host
 from torchship.spec.job import BUCKETS, JobSpec
+from torchship.spec.load import FieldReader
 
-SCHEME = "sky"
-RUN_DIR = "/tmp/torchship-run"  # inside the container SkyPilot starts from image_id
+KIND_NAME = "skypilot"
+SCHEME = "sky"  # handles: sky://<cluster>/<job id>
+# The run folder inside the container SkyPilot starts from image_id: SkyPilot mounts none of
+# this machine's, so the job writes here and its log streams back through `sky launch`.
+RUN_DIR = "/tmp/torchship-run"
 AUTOSTOP_IDLE_MINUTES = 10
-MASTER_PORT = 29500
+MASTER_PORT = RENDEZVOUS_PORT
 KILL_AFTER_S = 60  # after max_runtime: SIGTERM, then SIGKILL this much later
 # `sky launch` / `sky logs` exit codes (sky.exceptions.JobExitCode, SkyPilot 0.8+)
 SKY_EXIT = {0: "succeeded", 100: "failed", 103: "cancelled"}
@@ -73,6 +85,79 @@ SKY_JOB_STATES = {
     "FAILED_DRIVER": "failed", "CANCELLED": "cancelled",
 }  # fmt: skip
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+CAPABILITIES = Capabilities(
+    kind=KIND_NAME, multi_node=True, max_nodes=1, gpus=True, containers=True,
+    volumes=("bucket",), remote=True, data_reach="bucket",
+)  # fmt: skip
+OPTION_KEYS = ("infra", "registry", "log_format")
+# SkyPilot infra that is yours, named: a kubeconfig context or an SSH node pool. A SkyPilot site
+# may be private only on these (anything else is a cloud SkyPilot may provision in).
+PRIVATE_INFRA = ("k8s/", "ssh/")  # after normal_infra
+LOG_FORMATS = ("json", "text")
+
+
+@dataclass(frozen=True, slots=True)
+class SkyPilotSiteOptions:
+    """A SkyPilot site's own settings (see the module's docstring)."""
+
+    infra: str = ""  # its resources.infra ("aws/us-east-1", "k8s/onprem", "ssh/pool")
+    registry: str = ""
+    log_format: str = "text"  # the log comes back to this machine's run folder, read by people
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def reaches(self) -> tuple[tuple[str, str], ...]:
+        context = self.infra.removeprefix("k8s/") if self.infra.startswith("k8s/") else None
+        cluster = ((KUBE_CONTEXT, context),) if context else ()
+        registry = ((REGISTRY, registry_host(self.registry)),) if self.registry else ()
+        return (*cluster, *registry)
+
+
+def normal_infra(text: str) -> str:
+    """SkyPilot's infra as SkyPilot reads it: outer slashes dropped, the cloud lower case,
+    `kubernetes` spelt `k8s` (the context after it keeps its case)."""
+    cloud, sep, rest = text.strip().strip("/").partition("/")
+    cloud = cloud.lower()
+    return ("k8s" if cloud == "kubernetes" else cloud) + sep + rest
+
+
+def parse_options(r: FieldReader, trust: str) -> SkyPilotSiteOptions:
+    log_format = r.string("log_format", "text", 'log_format = "json"') or ""
+    if log_format not in LOG_FORMATS:
+        raise r.fail(
+            "log_format", f"{excerpt(log_format)} is not a log format", "one of: json, text"
+        )
+    infra = normal_infra(r.string("infra", "", 'infra = "k8s/onprem"') or "")
+    if infra and ("region" in r.table or any(c.isspace() or c == "*" for c in infra)):
+        raise r.fail("infra", "give the region inside infra, not beside it, and no spaces or *",
+                     'e.g. infra = "aws/us-east-1", and remove region')  # fmt: skip
+    cloud, _, rest = infra.partition("/")
+    if rest.startswith("/") or rest.endswith("/"):
+        raise r.fail("infra", f"{excerpt(infra)} has an empty part", 'e.g. infra = "k8s/onprem"')
+    if cloud == "k8s" and not rest:
+        raise r.fail(
+            "infra",
+            "names no context: SkyPilot would run on any allowed context, yours included",
+            'name it: infra = "k8s/<context>"',
+        )
+    if trust == "private" and not (infra.startswith(PRIVATE_INFRA) and rest):
+        raise r.fail(
+            "trust",
+            "a SkyPilot site is private only on infrastructure it names as yours "
+            f"(infra = {excerpt(infra or 'none')}: SkyPilot may provision in any enabled cloud)",
+            'add infra = "k8s/<context>" or "ssh/<node pool>", or set trust = "public"',
+        )
+    registry = r.string("registry", "", 'registry = "registry.example.com/team/"') or ""
+    return SkyPilotSiteOptions(infra=infra, registry=registry, log_format=log_format)
+
+
+def options_of(site: Site) -> SkyPilotSiteOptions:
+    """The site's SkyPilot options (a UsageError for a site of another kind)."""
+    if not isinstance(site.options, SkyPilotSiteOptions):
+        raise UsageError(f"site {site.name} is a {site.kind} site, not a SkyPilot one",
+                         "give the SkyPilot backend a SkyPilot site")  # fmt: skip
+    return site.options
 
 
 def accelerator(job: JobSpec, site: Site) -> str:
@@ -118,7 +203,8 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
             f"{job.source}: a SkyPilot site runs the project's image, and there is no lock",
             "run `torchship lock`, then build and push the image",
         )
-    image = site.registry + image_tag(lock)
+    o = options_of(site)
+    image = o.registry + image_tag(lock)
     rendezvous = [*SKY_VARIABLE_ARGS, f"--master-port={MASTER_PORT}"]
     argv = multinode_torchrun_argv("python", job, job_id, rendezvous)
     tail = workload_argv(job, Path(RUN_DIR)) if job.command is None else ["--no-python",
@@ -136,16 +222,16 @@ def sky_task(job: JobSpec, lock: Lock | None, job_id: str, site: Site) -> dict[s
     }
     if job.gpus_per_node:
         resources["accelerators"] = {accelerator(job, site): job.gpus_per_node}
-    if site.infra:  # where SkyPilot may run it: a private site names its own cluster or pool
-        resources["infra"] = site.infra
+    if o.infra:  # where SkyPilot may run it: a private site names its own cluster or pool
+        resources["infra"] = o.infra
     elif site.region:
         resources["region"] = site.region
     if job.cpus:
         resources["cpus"] = f"{job.cpus:g}+"
     if job.memory_gib:
         resources["memory"] = f"{job.memory_gib:g}+"
-    envs = {"TORCHSHIP_JOB_ID": job_id, "TORCHSHIP_RUN_DIR": RUN_DIR, "PYTHONUNBUFFERED": "1"}
-    if site.log_format == "json":  # text is the workload's default
+    envs = {JOB_ID_ENV: job_id, RUN_DIR_ENV: RUN_DIR, "PYTHONUNBUFFERED": "1"}
+    if o.log_format == "json":  # text is the workload's default
         envs[LOG_FORMAT_ENV] = "json"
     envs |= job.env
     run = (
@@ -186,7 +272,7 @@ def make_handle(cluster: str, job_id: str) -> str:
 
 
 class SkyPilotBackend:
-    kind = "skypilot"
+    kind = KIND_NAME
 
     def __init__(
         self,
@@ -205,9 +291,7 @@ class SkyPilotBackend:
 
     def capabilities(self) -> Capabilities:
         s = self.site
-        return Capabilities(kind=self.kind, multi_node=True, max_nodes=s.max_nodes if s else 1,
-                            gpus=True, containers=True, volumes=("bucket",),
-                            remote=True)  # fmt: skip
+        return CAPABILITIES if s is None else replace(CAPABILITIES, max_nodes=s.max_nodes)
 
     def plan(self, job: JobSpec, lock: Lock | None, job_id: str) -> Request:
         if self.site is None:
@@ -228,11 +312,11 @@ class SkyPilotBackend:
         if self.site is None:
             raise UsageError("a SkyPilot job needs its site", "run it with --site auto")
         admit(request, self.site)
-        if self.site.kube_context:  # SkyPilot on a cluster of ours: the recorded one only
+        ctx = self.site.kube_context
+        if ctx:  # SkyPilot on a cluster of ours: the recorded one only
             from torchship.k8s.apply import connect
             from torchship.k8s.identity import check_site, identity_of
 
-            ctx = self.site.kube_context
             check_site(self.site.name, ctx, self.site.trust, identity_of(connect(ctx)))
         if self.sky is None:
             raise UsageError(
@@ -251,18 +335,18 @@ class SkyPilotBackend:
             c.poll()  # reap a finished supervisor we started
         cluster, job_id = sky_handle(handle)
         run = run_dir(self.home, job_id)
-        ended = read_json(run / "exit.json")
+        ended = read_json(run / EXIT_FILE)
         if ended is not None:
-            return ended_status(ended, run / "log")
+            return ended_status(ended, run / LOG)
         launching = self._client(run, job_id) is not None or starting(run)  # before asking
         found = self.queue(cluster)
         if found is not None:
             return found
         if launching:
             return SiteStatus("pending", reason=f"sky launch is provisioning {cluster}")
-        ended = read_json(run / "exit.json")  # `sky launch` may have ended while we asked
+        ended = read_json(run / EXIT_FILE)  # `sky launch` may have ended while we asked
         if ended is not None:
-            return ended_status(ended, run / "log")
+            return ended_status(ended, run / LOG)
         return SiteStatus("lost", reason=f"cluster {cluster} is gone, and torchship's `sky "
                           "launch` ended without recording how the job ended")  # fmt: skip
 
@@ -283,7 +367,7 @@ class SkyPilotBackend:
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         """The output `sky launch` streamed into the run folder (it outlives the cluster)."""
         _, job_id = sky_handle(handle)
-        return read_log(run_dir(self.home, job_id) / "log", follow,
+        return read_log(run_dir(self.home, job_id) / LOG, follow,
                         lambda: self.status(handle).state)  # fmt: skip
 
     def cancel(self, handle: str) -> None:
@@ -305,29 +389,19 @@ class SkyPilotBackend:
             why = last_line(down.stderr or down.stdout)
             raise UsageError(f"`sky down {cluster}` failed: {why}",
                              f"release it yourself: sky down --yes {cluster}")  # fmt: skip
-        if client is None and read_json(run / "exit.json") is None:  # no supervisor to record it
+        if client is None and read_json(run / EXIT_FILE) is None:  # no supervisor to record it
             record = {"state": "cancelled", "exit_code": None, "reason": "cancelled; cluster down"}
             run.mkdir(parents=True, exist_ok=True)  # cancelled from another machine
-            write_text_atomic(run / "exit.json", json.dumps(record) + "\n")
+            write_text_atomic(run / EXIT_FILE, json.dumps(record) + "\n")
 
     def _client(self, run: Path, job_id: str) -> int | None:
         """The pid of the supervisor of this job's `sky launch`, while it lives."""
-        sup = read_json(run / "supervisor.json")
-        return int(sup["pid"]) if sup and supervisor_alive(int(sup["pid"]), job_id) else None
+        return supervisor_of(run, job_id)
 
     def _sky(self, *args: str) -> subprocess.CompletedProcess[str]:
         assert self.sky is not None
         return self.runner([self.sky, *args], capture_output=True, text=True, check=False,
                            timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
-
-
-def starting(run: Path) -> bool:
-    """Applied a moment ago: the supervisor has not written supervisor.json yet."""
-    return (
-        not (run / "supervisor.json").exists()
-        and run.is_dir()
-        and time.time() - run.stat().st_mtime < STARTING_S
-    )
 
 
 def ended_status(ended: dict[str, Any], log: Path) -> SiteStatus:
@@ -363,7 +437,43 @@ def _why(state: str, detail: str) -> str:
     return f"{head[state]} ({detail})" if state in head else ""
 
 
-def create(site: Site | None = None) -> SkyPilotBackend:
-    from torchship.state import data_dir
-
+def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> SkyPilotBackend:
+    """The site's backend; with no site, one that reads and cancels jobs from their handles
+    and run folders alone."""
     return SkyPilotBackend(site, data_dir(), shutil.which("sky"))
+
+
+def check(site: Site, live: bool) -> list[str]:
+    """`torchship site check`: a site on a Kubernetes context of yours has its cluster
+    recorded or checked, as a Kubernetes site's."""
+    ctx = site.kube_context
+    if ctx is None:
+        return []
+    from torchship.k8s.identity import record_cluster
+
+    return record_cluster(site.name, ctx, site.trust).splitlines()
+
+
+def export(
+    job: JobSpec, lock: Lock | None, site: Site, job_id: str, out: Path, image_digest: str | None
+) -> dict[str, str]:
+    """`torchship plan -o DIR`: the task as `<job>.sky.yaml`, and the `sky launch` that runs it
+    (on a cluster named after the job) as `<job>.sky-launch.sh`."""
+    from torchship.k8s.render import dns_name, to_yaml
+
+    task = f"{job.name}.sky.yaml"
+    launch = shlex.join(launch_command(str(out / task), dns_name(job.name)))
+    return {task: to_yaml([sky_task(job, lock, job_id, site)]), f"{job.name}.sky-launch.sh":
+            launch + "\n"}  # fmt: skip
+
+
+KIND = SiteKind(
+    name=KIND_NAME,
+    capabilities=CAPABILITIES,
+    handle_scheme=SCHEME,
+    create=create,
+    option_keys=OPTION_KEYS,
+    parse_options=parse_options,
+    check=check,
+    export=export,
+)

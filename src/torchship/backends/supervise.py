@@ -31,21 +31,34 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from torchship._atomic import PRIVATE, write_text_atomic
+from torchship._atomic import PRIVATE, append_private, private_dir, write_text_atomic
+from torchship.conventions import (
+    EXIT_FILE,
+    GPU_FILE,
+    JOB_ID_ENV,
+    LOG,
+    REQUEST_FILE,
+    SUPERVISOR_FILE,
+    read_json,
+)
 from torchship.monitor import logs
 from torchship.monitor.gpus import GpuReader, open_reader
 from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler, interval_s
-from torchship.monitor.sampler import FILE as GPU_FILE
+
+if TYPE_CHECKING:
+    from torchship.backends.base import Request
 
 GRACE_S = 20.0  # torchrun forwards SIGTERM to workers and waits for them (its default is 30 s)
 # Nobody waits for a job whose supervisor died: its processes get a few seconds after SIGTERM
 # (torchrun stops its workers in that time when they end on SIGTERM), then SIGKILL.
 REAP_GRACE_S = 5.0
 POLL_S = 0.2
-LOG = "log"  # the job's output, in the run folder (the local site sends it there)
+STARTING_S = 30.0  # a run folder without supervisor.json younger than this is still starting
 # torchrun's report of a failed worker group, as torch.distributed.elastic's ChildFailedError
 # prints it (torch 1.9 to 2.13: https://docs.pytorch.org/docs/stable/elastic/errors.html)
 ROOT_CAUSE = "Root Cause (first observed failure):"
@@ -55,7 +68,7 @@ TAIL_BYTES = 64 * 1024
 
 def job_pids(job_id: str, proc: Path = Path("/proc")) -> list[int]:
     """Processes whose environment carries TORCHSHIP_JOB_ID=job_id (Linux; [] elsewhere)."""
-    marker = f"TORCHSHIP_JOB_ID={job_id}".encode()
+    marker = f"{JOB_ID_ENV}={job_id}".encode()
     out = []
     for entry in proc.glob("[0-9]*"):
         try:
@@ -119,9 +132,9 @@ def start_reaper(run_dir: Path, job_id: str) -> tuple[int, int]:
 
 def reap(run_dir: Path, job_id: str, parent: int) -> None:
     """The supervisor is gone: when it recorded no exit, stop the job's processes and say so."""
-    if (run_dir / "exit.json").exists():
+    if (run_dir / EXIT_FILE).exists():
         return  # it ended the job itself
-    sup = _read_pid(run_dir / "supervisor.json")
+    sup = _read_pid(run_dir / SUPERVISOR_FILE)
     stopped = kill_all(job_id, signal.SIGTERM)
     deadline = time.monotonic() + REAP_GRACE_S
     while job_pids(job_id) and time.monotonic() < deadline:
@@ -131,9 +144,9 @@ def reap(run_dir: Path, job_id: str, parent: int) -> None:
         f"its supervisor (pid {sup or parent}) died without recording an exit (killed, or "
         f"crashed); its {len(stopped)} process(es) were stopped"
     )
-    if not (run_dir / "exit.json").exists():
+    if not (run_dir / EXIT_FILE).exists():
         record = {"state": "failed", "exit_code": None, "reason": reason, "ended_at": time.time()}
-        write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n", PRIVATE)
+        write_text_atomic(run_dir / EXIT_FILE, json.dumps(record) + "\n", PRIVATE)
     say(f"job {job_id} failed: {reason}", "end", state="failed", reason=reason)
 
 
@@ -192,7 +205,7 @@ def supervise(
         signal.signal(s, on_signal)
     started = time.time()
     info = {"pid": os.getpid(), "started_at": started, "argv": cmd, "reaper": reaper_pid}
-    write_text_atomic(run_dir / "supervisor.json", json.dumps(info) + "\n", PRIVATE)
+    write_text_atomic(run_dir / SUPERVISOR_FILE, json.dumps(info) + "\n", PRIVATE)
     say(f"job {job_id} started: {' '.join(cmd[:4])} …", "start")
     log_at = _size(run_dir / LOG)  # torchrun's report is looked for in what it writes
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
@@ -218,7 +231,7 @@ def supervise(
     if code and not reason and not remote:
         code, reason = _program_code(code, run_dir / LOG, log_at)
     record = {"state": state, "exit_code": code, "reason": reason, "ended_at": ended_at}
-    write_text_atomic(run_dir / "exit.json", json.dumps(record) + "\n", PRIVATE)
+    write_text_atomic(run_dir / EXIT_FILE, json.dumps(record) + "\n", PRIVATE)
     say(f"job {job_id} {state}" + (f": {reason}" if reason else ""), "end", state=state,
         exit_code=code, reason=reason)  # fmt: skip
     return code
@@ -239,6 +252,93 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+# --- the client's side: starting a supervised run, and reading it --------------------------
+
+
+def started(run: Path, job_id: str) -> bool:
+    """The job was started here before: its supervisor wrote its files, or its processes run."""
+    done = (run / SUPERVISOR_FILE).exists() or (run / EXIT_FILE).exists()
+    return done or bool(job_pids(job_id))
+
+
+def starting(run: Path) -> bool:
+    """Applied a moment ago: the supervisor has not written supervisor.json yet."""
+    return (
+        not (run / SUPERVISOR_FILE).exists()
+        and run.is_dir()
+        and time.time() - run.stat().st_mtime < STARTING_S
+    )
+
+
+def start_supervised(
+    request: Request, run: Path, unset: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
+    """Start request.argv (the supervisor and its command) in a session of its own, its output
+    going to RUN/log, with the request recorded beside it; `unset` names variables of this
+    process it does not inherit."""
+    private_dir(run)  # the plan holds the job's environment: 0700 folder, 0600 files
+    record = {"site": request.site, "job_id": request.job_id, "text": request.text,
+              "argv": list(request.argv)}  # fmt: skip
+    write_text_atomic(run / REQUEST_FILE, json.dumps(record, indent=2), PRIVATE)
+    with append_private(run / LOG) as log:
+        return subprocess.Popen(
+            request.argv,
+            cwd=request.cwd,
+            env={**{k: v for k, v in os.environ.items() if k not in unset}, **request.env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the supervisor leads the job's process group
+        )
+
+
+def read_log(path: Path, follow: bool, state: Callable[[], str]) -> Iterator[str]:
+    """The lines of a run's log; with follow, until state() is no longer pending or running.
+    A log that does not exist yet is waited for while the job is pending or running (a loaded
+    machine starts the job's client after the caller starts following)."""
+    while not path.exists():
+        if not follow or state() not in ("pending", "running"):
+            if not path.exists():
+                return
+            break
+        time.sleep(0.1)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            line = f.readline()
+            if line:
+                yield line
+                continue
+            if not follow or state() not in ("pending", "running"):
+                yield from f  # whatever was written after the last read
+                return
+            time.sleep(0.1)
+
+
+def supervisor_alive(pid: int, job_id: str) -> bool:
+    """The pid is running and is this job's supervisor (not a reused pid, not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process: our supervisor runs as us
+    proc = Path("/proc") / str(pid)
+    if not proc.is_dir():
+        return True  # no /proc (macOS): trust the signal check
+    try:
+        stat = (proc / "stat").read_text()
+        cmdline = (proc / "cmdline").read_bytes()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z" and job_id.encode() in cmdline
+
+
+def supervisor_of(run: Path, job_id: str) -> int | None:
+    """The pid of the job's supervisor, while it lives."""
+    sup = read_json(run / SUPERVISOR_FILE)
+    return int(sup["pid"]) if sup and supervisor_alive(int(sup["pid"]), job_id) else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,18 +26,19 @@ from torchship.backends.docker import (
     LABEL_LOCK,
     LABEL_SITE,
     SCHEME,
-    WORKSPACE,
     DockerOptions,
     Launch,
     options,
     run_argv,
 )
 from torchship.cli.lock import lock_path
+from torchship.conventions import CONTAINER_LABEL_PREFIX, WORKSPACE
 from torchship.errors import TorchshipError, UsageError
 from torchship.image.dockerfile import JUPYTER_PORT, image_tag
 from torchship.lock import read_lock
 
 READY_TIMEOUT_S = 120.0
+LABEL_ROLE = CONTAINER_LABEL_PREFIX + "role"  # jupyter | runtime
 
 
 def add_parser(sub: Any) -> None:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     variant = "jupyter" if args.command == "jupyter" else "runtime"
     image = args.image or image_tag(lock, variant)
     o = replace(options(args.engine), shm_size=args.shm_size, ipc_host=args.ipc_host)
-    labels = {LABEL_SITE: SCHEME, LABEL_LOCK: lock.content_hash, "io.torchship.role": variant}
+    labels = {LABEL_SITE: SCHEME, LABEL_LOCK: lock.content_hash, LABEL_ROLE: variant}
     volumes = ((str(project), WORKSPACE, False), *(parse_data(d) for d in args.data))
     common: dict[str, Any] = {
         "image": image,

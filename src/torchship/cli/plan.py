@@ -1,10 +1,10 @@
 """`torchship plan JOB [--sites S] [-o DIR]`: where the job would run, why, and what would be
-applied there (written into DIR: the Kubernetes objects as YAML, or the command)."""
+applied there (written into DIR: what the site's kind exports, e.g. the Kubernetes objects as
+YAML, else the command as `<job>.<kind>.sh`)."""
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,10 +13,10 @@ from torchship._atomic import write_text_atomic
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
 from torchship.jobs import find_lock
-from torchship.k8s import render as k8s
 from torchship.lock import read_lock
 from torchship.place.policy import Placement, demand_from_job, place
-from torchship.place.sites import Site, sites_or_default
+from torchship.place.sites import Site
+from torchship.sites import sites_or_default
 from torchship.spec.job import load_job
 from torchship.state import new_job_id
 
@@ -80,28 +80,19 @@ def _inside(out: Path, name: str) -> Path:
 def write_plan(
     out: Path, job: Any, lock: Any, site: Site, image_digest: str | None = None
 ) -> list[str]:
+    """What would be applied on `site`, written into `out`: the files its kind exports, else
+    its backend's plan as `<job>.<kind>.sh`. Every name is checked before anything is written."""
+    from torchship.backends import backend_for_site, site_kind
+
+    kind = site_kind(site.kind)
+    job_id = new_job_id()
+    if kind.export is not None:
+        files = kind.export(job, lock, site, job_id, out, image_digest)
+    else:
+        plan = backend_for_site(site).plan(job, lock, job_id)
+        files = {f"{job.name}.{site.kind}.sh": plan.text + "\n"}
+    paths = [(_inside(out, name), text) for name, text in files.items()]
     out.mkdir(parents=True, exist_ok=True)
-    if site.kind == "kubernetes":
-        opts = k8s.options_for(site, image_digest)
-        path = _inside(out, f"{job.name}.yaml")
-        objects = k8s.render(job, lock, new_job_id(), opts, site.operator)
-        write_text_atomic(path, k8s.to_yaml(objects))
-        return [str(path)]
-    if site.kind == "skypilot":
-        from torchship.backends.skypilot import launch_command, sky_task
-
-        task = _inside(out, f"{job.name}.sky.yaml")
-        write_text_atomic(task, k8s.to_yaml([sky_task(job, lock, new_job_id(), site)]))
-        script = _inside(out, f"{job.name}.sky-launch.sh")
-        write_text_atomic(script, shlex.join(launch_command(str(task), k8s.dns_name(job.name)))
-                          + "\n")  # fmt: skip
-        return [str(task), str(script)]
-    from torchship.backends import create_backend
-
-    kind = site.kind if site.kind in ("local", "docker") else None
-    if kind is None:
-        return []
-    request = create_backend(kind).plan(job, lock, new_job_id())
-    path = _inside(out, f"{job.name}.{kind}.sh")
-    write_text_atomic(path, request.text + "\n")
-    return [str(path)]
+    for path, text in paths:
+        write_text_atomic(path, text)
+    return [str(path) for path, _ in paths]

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from torchship._atomic import write_text_atomic
+from torchship.conventions import data_dir, run_dir
 from torchship.errors import UsageError
 from torchship.jobs import get_job, reconcile
-from torchship.state import JobStore, data_dir
+from torchship.state import JobStore
 
 
 def add_parser(sub: Any) -> None:
@@ -28,7 +29,6 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise UsageError("torchship report draws its plots with matplotlib, which is not "
                          "installed", "pip install 'torchship[plot]'") from None  # fmt: skip
-    from torchship.backends.local import run_dir
     from torchship.monitor.report import gather, render
 
     with JobStore() as store:

@@ -27,7 +27,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--site",
         default="local",
-        help="local, docker, or auto: placed across the sites file (default: local)",
+        help="a site's name in the sites file (local and docker need none), or auto: placed "
+        "across the sites file (default: local)",
     )
     p.add_argument("--sites", metavar="S", help="sites file for --site auto")
     p.add_argument("--dry-run", action="store_true", help="print the preflight and the plan")

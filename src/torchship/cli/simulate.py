@@ -12,8 +12,8 @@ from torchship._atomic import open_atomic
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
 from torchship.place.simulate import POLICIES, PolicyResult, simulate
-from torchship.place.sites import sites_or_default
 from torchship.place.trace import read_trace
+from torchship.sites import sites_or_default
 
 
 def add_parser(sub: Any) -> None:

@@ -1,9 +1,14 @@
-"""`torchship site add|list|check`: the sites placement may use (sites.toml)."""
+"""`torchship site add|list|check`: the sites placement may use (sites.toml).
+
+Nothing here names a kind of site: `--kind` takes any of torchship.backends.SITE_KINDS, a
+kind's own keys go in with `--set KEY=VALUE` (the Kubernetes and SkyPilot ones also have the
+flags they always had), and `site check` runs each site's kind's check."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +16,11 @@ import tomli_w
 
 from torchship._atomic import write_text_atomic
 from torchship._files import read_user_text
+from torchship.backends import SITE_KINDS, site_kind
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
-from torchship.place.sites import (
-    KINDS,
-    Site,
-    default_sites_path,
-    sites_from_toml,
-    sites_or_default,
-)
+from torchship.place.sites import Site, default_sites_path
+from torchship.sites import sites_from_toml, sites_or_default
 
 STALE_PRICE_DAYS = 180
 
@@ -41,7 +42,8 @@ def add_parser(sub: Any) -> None:
         q.set_defaults(run=run)
         if name == "check":
             q.add_argument("--live", action="store_true",
-                           help="also read each Kubernetes site's GPUs from its nodes")  # fmt: skip
+                           help="also read each site's GPUs where its kind can (Kubernetes: "
+                           "from its nodes)")  # fmt: skip
     _add_parser(ssub)
     q = ssub.add_parser("forget", help="forget the cluster recorded for a Kubernetes site")
     q.add_argument("name")
@@ -51,7 +53,7 @@ def add_parser(sub: Any) -> None:
 def _add_parser(ssub: Any) -> None:
     q = ssub.add_parser("add", help="add a site to the sites file (validated, written atomically)")
     q.add_argument("name")
-    q.add_argument("--kind", required=True, choices=KINDS)
+    q.add_argument("--kind", required=True, choices=list(SITE_KINDS))
     q.add_argument("--sites", metavar="S", help="sites file (default: see `site list`)")
     q.add_argument("--tier", type=int)
     q.add_argument("--trust", choices=("private", "public"))
@@ -71,6 +73,9 @@ def _add_parser(ssub: Any) -> None:
     q.add_argument("--startup", type=float, metavar="MIN")
     for key in ("region", "queue", "context", "namespace", "operator", "registry", "infra"):
         q.add_argument(f"--{key}")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any key of the site's table (its kind's own too); VALUE is read as "
+                   "TOML when it reads, else as a string")  # fmt: skip
     q.set_defaults(run=run_add)
 
 
@@ -82,6 +87,16 @@ def _gpu_arg(text: str) -> dict[str, Any]:
     if len(parts) == 3:
         gpu["per_node"] = int(parts[2])
     return gpu
+
+
+def _set_arg(text: str) -> tuple[str, Any]:
+    key, eq, value = text.partition("=")
+    if not eq or not key.strip():
+        raise UsageError(f"--set {text!r} is not KEY=VALUE", "e.g. --set namespace=ml")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
 
 
 def site_table(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +127,7 @@ def site_table(args: argparse.Namespace) -> dict[str, Any]:
         table["data_classes"] = [c.strip() for c in args.data_classes.split(",") if c.strip()]
     if args.gpu:
         table["gpus"] = [_gpu_arg(g) for g in args.gpu]
+    table.update(_set_arg(x) for x in args.set)
     return table
 
 
@@ -123,34 +139,13 @@ def run_add(args: argparse.Namespace) -> int:
     text = (old.rstrip("\n") + "\n\n" if old.strip() else "") + block
     sites = sites_from_toml(text, str(path))  # the whole file must still be valid
     site = next(s for s in sites if s.name == args.name)
-    note = record_cluster(site) if site.kube_context else None  # refused before anything is written
+    lines = site_kind(site.kind).check(site, False)  # refused before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     print(f"{path}: added {args.name} ({len(sites)} site(s))")
-    if note:
-        print(note)
+    for line in lines:
+        print(line)
     return 0
-
-
-def record_cluster(site: Site) -> str:
-    """Record (first time) or check the cluster the site's context reaches; the line to say.
-    A context that cannot be read is a warning (recorded by a later `site check`); a changed
-    cluster, or one a site of another trust is recorded on, is an error."""
-    from torchship.k8s.apply import connect
-    from torchship.k8s.identity import identity_of, record
-
-    assert site.kube_context is not None
-    try:
-        identity = identity_of(connect(site.kube_context))
-    except UsageError as e:
-        return f"warning: {site.name}: cluster not recorded: {e.message}"
-    _, new = record(site.name, site.kube_context, site.trust, identity)
-    verb = "recorded" if new else "is the recorded cluster"
-    line = f"{site.name}: context {site.kube_context!r} {verb}: {identity.describe()}"
-    if not identity.verified:
-        line += (f"\nwarning: {site.name}: the cluster is pinned by its URL only (no CA "
-                 "verifies it): a DNS change could move jobs elsewhere")  # fmt: skip
-    return line
 
 
 def run_forget(args: argparse.Namespace) -> int:
@@ -178,7 +173,7 @@ def warnings(sites: tuple[Site, ...], today: dt.date) -> list[str]:
                 continue
             if age > STALE_PRICE_DAYS:
                 out.append(f"{s.name}: price is {age} days old ({s.price_as_of}); re-check it")
-        if s.kind != "local" and not s.gpus:
+        if not s.gpus and s.capabilities is not None and s.capabilities.remote:
             out.append(f"{s.name}: no GPUs listed; only CPU jobs can be placed there")
     return out
 
@@ -190,15 +185,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.site_command == "check":
         notes = warnings(sites, dt.date.today())
-        for s in sites:
-            if s.kube_context:
-                for line in record_cluster(s).splitlines():
-                    if line.startswith("warning: "):
-                        notes.append(line.removeprefix("warning: "))
-                    else:
-                        print(line)
-        if getattr(args, "live", False):
-            notes += live_differences(sites)
+        for s in sites:  # each kind checks what it reaches (a cluster's identity, …)
+            for line in site_kind(s.kind).check(s, getattr(args, "live", False)):
+                if line.startswith("warning: "):
+                    notes.append(line.removeprefix("warning: "))
+                else:
+                    print(line)
         for n in notes:
             print(f"warning: {n}")
         print(f"{source}: {len(sites)} site(s) ok, {len(notes)} warning(s)")
@@ -242,20 +234,3 @@ def run_prices(args: argparse.Namespace) -> int:
                  for p in rows], header))  # fmt: skip
     print("sources: `torchship site prices --json`; re-read them before relying on a price")
     return 0
-
-
-def live_differences(sites: tuple[Site, ...]) -> list[str]:
-    """Each Kubernetes site's nodes, read through its kubeconfig context, against sites.toml."""
-    from torchship.k8s.apply import Cluster, connect
-    from torchship.place.live import differences, inventory
-
-    out = []
-    for s in sites:
-        if s.kind != "kubernetes":
-            continue
-        assert s.context is not None
-        live = inventory(Cluster(connect(s.context)).gpu_nodes())
-        found = ", ".join(f"{g.count}×{g.model}" for g in live) or "no GPUs"
-        print(f"{s.name}: the cluster has {found}")
-        out += differences(s, live)
-    return out

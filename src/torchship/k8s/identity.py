@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from torchship._atomic import write_text_atomic
+from torchship.conventions import data_dir
 from torchship.errors import TorchshipError, UsageError, excerpt
 
 CLUSTERS_FILE = "clusters.json"
@@ -145,8 +146,6 @@ class Recorded:
 
 
 def clusters_path() -> Path:
-    from torchship.state import data_dir
-
     return data_dir() / CLUSTERS_FILE
 
 
@@ -281,3 +280,24 @@ def forget(site: str, path: Path | None = None) -> bool:
     del records[site]
     save_recorded(records, path)
     return True
+
+
+def record_cluster(site: str, context: str, trust: str) -> str:
+    """Record (first time) or check the cluster a site's context reaches; the line to say
+    (`torchship site add` and `site check`, for any kind of site that reaches a cluster by a
+    kubeconfig context). A context that cannot be read is a warning line (recorded by a later
+    `site check`); a changed cluster, or one a site of another trust is recorded on, is an
+    IdentityError."""
+    from torchship.k8s.apply import connect
+
+    try:
+        identity = identity_of(connect(context))
+    except UsageError as e:
+        return f"warning: {site}: cluster not recorded: {e.message}"
+    _, new = record(site, context, trust, identity)
+    verb = "recorded" if new else "is the recorded cluster"
+    line = f"{site}: context {context!r} {verb}: {identity.describe()}"
+    if not identity.verified:
+        line += (f"\nwarning: {site}: the cluster is pinned by its URL only (no CA "
+                 "verifies it): a DNS change could move jobs elsewhere")  # fmt: skip
+    return line

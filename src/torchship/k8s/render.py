@@ -8,8 +8,9 @@ quantities, data only from PersistentVolumeClaims (`pvc://CLAIM[/SUBPATH]`; neve
 labels (job id, lock hash, site), `ttlSecondsAfterFinished` so finished jobs release what they
 hold. The NetworkPolicy lets the job's pods reach each other and DNS, nothing else.
 
-This is the rendering the Kubernetes site (applying through the official client, multi-node
-JobSet/PyTorchJob) builds on.
+This is the rendering the Kubernetes site (torchship.backends.kubernetes: its options become
+KubeOptions there, and it applies through the official client) builds on. Paths, ports,
+labels and the /dev/shm rule every site shares are torchship.conventions'.
 """
 
 from __future__ import annotations
@@ -21,18 +22,27 @@ from typing import Any
 
 import yaml
 
+from torchship.conventions import (
+    JOB_ID_ENV,
+    JOB_ID_LABEL,
+    K8S_LABEL_PREFIX,
+    LOCK_HASH_LABEL,
+    LOG_FORMAT_ENV,
+    METRICS_ADDR_ENV,
+    METRICS_PORT_ENV,
+    RENDEZVOUS_PORT,
+    RUN_DIR_ENV,
+    RUN_MOUNT,
+    SITE_LABEL,
+    TRAINING_PORT,
+    shm_mib,
+)
 from torchship.errors import SpecError, UsageError
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
-from torchship.monitor.logs import FORMAT_ENV as LOG_FORMAT_ENV
-from torchship.monitor.training import ADDR_ENV as METRICS_ADDR_ENV
-from torchship.monitor.training import PORT_ENV as METRICS_PORT_ENV
-from torchship.monitor.training import TRAINING_PORT
-from torchship.place.sites import Site
 from torchship.spec.job import JobSpec
 
-RUN_MOUNT = "/torchship/run"
 # Pods run as 10001, not the image's user (1000): a UID above the range hosts hand to people
 # (checkov CKV_K8S_40), so a process that ever escaped its container owns nothing on the node.
 # The image needs no passwd entry for it: HOME is /tmp, USER/LOGNAME are set (getpass, which
@@ -40,9 +50,9 @@ RUN_MOUNT = "/torchship/run"
 # the checkpoint claim (fsGroup makes them writable).
 POD_UID = 10001
 TTL_AFTER_FINISHED_S = 3600
-LABEL_JOB = "torchship.io/job-id"
-LABEL_LOCK = "torchship.io/lock-hash"
-LABEL_SITE = "torchship.io/site"
+LABEL_JOB = K8S_LABEL_PREFIX + JOB_ID_LABEL
+LABEL_LOCK = K8S_LABEL_PREFIX + LOCK_HASH_LABEL
+LABEL_SITE = K8S_LABEL_PREFIX + SITE_LABEL
 LABEL_NAME = "app.kubernetes.io/name"
 METRICS_PORT_NAME = "metrics"
 SCRAPE_INTERVAL = "15s"
@@ -65,20 +75,6 @@ class KubeOptions:
 
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-def options_for(site: Site, image_digest: str | None = None) -> KubeOptions:
-    """A Kubernetes site's rendering options."""
-    if image_digest is not None and not DIGEST.fullmatch(image_digest):
-        raise UsageError(
-            f"{image_digest!r} is not an image digest",
-            "give the pushed image's digest: sha256: and 64 hex digits",
-        )
-    return KubeOptions(namespace=site.namespace, site=site.name, registry=site.registry,
-                       queue=site.queue, image_digest=image_digest,
-                       checkpoint_claim=site.checkpoint_claim, metrics=site.prometheus,
-                       metrics_namespace=site.prometheus_namespace,
-                       log_format=site.log_format or "json")  # fmt: skip
 
 
 def dns_name(text: str, limit: int = 63) -> str:
@@ -108,13 +104,6 @@ def _labels(job: JobSpec, job_id: str, lock: Lock | None, o: KubeOptions) -> dic
     if o.queue:
         labels["kueue.x-k8s.io/queue-name"] = o.queue
     return labels
-
-
-def _shm_mib(job: JobSpec) -> int:
-    """/dev/shm: half the job's memory, 1–16 GiB (8 GiB when the job says none)."""
-    if not job.memory_gib:
-        return 8192
-    return int(max(1024, min(16384, job.memory_gib * 1024 // 2)))
 
 
 def object_name(job: JobSpec, job_id: str) -> str:
@@ -166,7 +155,10 @@ def pod_spec(
     o = o or KubeOptions()
     run_volume, run_mount = run or _run_volume("", None)
     volumes: list[dict[str, Any]] = [
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_shm_mib(job)}Mi"}},
+        {
+            "name": "dshm",
+            "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_mib(job.memory_gib)}Mi"},
+        },
         {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
         run_volume,
     ]
@@ -186,8 +178,8 @@ def pod_spec(
             mount["subPath"] = sub
         mounts.append(mount)
     env = {
-        "TORCHSHIP_JOB_ID": job_id,
-        "TORCHSHIP_RUN_DIR": RUN_MOUNT,
+        JOB_ID_ENV: job_id,
+        RUN_DIR_ENV: RUN_MOUNT,
         "PYTHONUNBUFFERED": "1",
         "HOME": "/tmp",
         "USER": "torchship",
@@ -380,7 +372,7 @@ def network_policy(
     }
 
 
-MASTER_PORT = 29500
+MASTER_PORT = RENDEZVOUS_PORT
 REPLICATED_JOB = "node"
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torchship.conventions import JOB_ID_ENV
 from torchship.monitor.gpus import GpuReader, GpuSample
 from torchship.state import JobStore, StoreError
 
@@ -57,6 +58,7 @@ DCGM: tuple[tuple[str, str, str, str], ...] = (
     ("DCGM_FI_DEV_XID_ERRORS", "xid", "gauge", "Value of the last XID error encountered."),
 )  # fmt: skip
 GPU_LABELS = ("gpu", "UUID", "device", "modelName", "Hostname", "torchship_job")
+_JOB_MARK = JOB_ID_ENV.encode() + b"="
 DEFAULT_PORT = 9401  # beside dcgm-exporter's 9400, so both can run on one node
 # Below the 15 s scrape interval of Prometheus' example configuration (and its 10 s scrape
 # timeout), so one Prometheus still sees new values on every scrape, while any number of
@@ -84,7 +86,7 @@ def job_of_pids(pids: Sequence[int], proc: Path = Path("/proc")) -> str:
         except OSError:  # gone, or another user's (run the exporter as root on shared hosts)
             continue
         for item in env.split(b"\0"):
-            if item.startswith(b"TORCHSHIP_JOB_ID="):
+            if item.startswith(_JOB_MARK):
                 return item.split(b"=", 1)[1].decode(errors="replace")
     return ""
 

@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
-FORMAT_ENV = "TORCHSHIP_LOG_FORMAT"
+from torchship.conventions import JOB_ID_ENV, LOG_FORMAT_ENV
+
+FORMAT_ENV = LOG_FORMAT_ENV
 FORMATS = ("text", "json")
 LEVELS = ("debug", "info", "warning", "error")
 RESERVED = ("ts", "level", "logger", "job", "rank", "local_rank", "host", "event", "msg")
@@ -68,7 +70,7 @@ def record(
         "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
         "level": level if level in LEVELS else "info",
         "logger": logger,
-        "job": e.get("TORCHSHIP_JOB_ID", ""),
+        "job": e.get(JOB_ID_ENV, ""),
         "rank": _int_or_none(e.get("RANK")),
         "local_rank": _int_or_none(e.get("LOCAL_RANK")),
         "host": e.get("HOSTNAME") or socket.gethostname(),

@@ -20,12 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchship.backends.local import read_json
-from torchship.monitor.sampler import FILE as GPU_FILE
+from torchship.conventions import (
+    EXIT_FILE,
+    GPU_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    SUPERVISOR_FILE,
+    read_json,
+)
 from torchship.state import TERMINAL, Event, Job
-
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -104,8 +107,8 @@ def gather(job: Job, events: list[Event], run_dir: Path | None) -> RunReport:
     if not r.gpus:
         r.notes.append(f"no GPU samples ({GPU_FILE}): the run had no NVML to read "
                        "(a CPU machine, or nvidia-ml-py not installed)")  # fmt: skip
-    r.process_span = (_time_in(r.run_dir / "supervisor.json", "started_at"),
-                      _time_in(r.run_dir / "exit.json", "ended_at"))  # fmt: skip
+    r.process_span = (_time_in(r.run_dir / SUPERVISOR_FILE, "started_at"),
+                      _time_in(r.run_dir / EXIT_FILE, "ended_at"))  # fmt: skip
     r.summary = read_json(r.run_dir / SUMMARY_FILE)
     if r.summary is None and (r.run_dir / SUMMARY_FILE).is_file():
         r.notes.append(f"{SUMMARY_FILE} is not a JSON object")
@@ -246,7 +249,8 @@ def render(
     facts = [
         ("job id", job.id), ("name", job.name), ("state", job.state),
         ("exit code", "—" if job.exit_code is None else str(job.exit_code)),
-        ("site", f"{placement.get('site') or job.site or '—'} ({job.site or '—'} site)"),
+        ("site", (job.site or placement.get("site") or "—")  # its name, and its handle's kind
+         + (f" ({job.handle.split('://', 1)[0]})" if job.handle and "://" in job.handle else "")),
         ("placement", str(placement.get("decision", "asked"))
          + (f": {placement['reason']}" if placement.get("reason") else "")),
         ("rate", f"${placement['usd_per_hour']:,.2f}/h" if isinstance(

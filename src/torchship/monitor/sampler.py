@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from torchship.conventions import GPU_FILE
 from torchship.monitor.exporter import job_of_pids
 from torchship.monitor.gpus import GpuReader, GpuSample
 
-FILE = "gpus.jsonl"
+FILE = GPU_FILE
 INTERVAL_ENV = "TORCHSHIP_GPU_SAMPLE_S"
 DEFAULT_INTERVAL_S = 5.0
 

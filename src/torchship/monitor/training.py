@@ -27,9 +27,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-PORT_ENV = "TORCHSHIP_METRICS_PORT"
-ADDR_ENV = "TORCHSHIP_METRICS_ADDR"
-TRAINING_PORT = 9402  # beside the node exporter's 9401 and dcgm-exporter's 9400
+from torchship.conventions import METRICS_ADDR_ENV, METRICS_PORT_ENV
+
+PORT_ENV = METRICS_PORT_ENV
+ADDR_ENV = METRICS_ADDR_ENV
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 GAUGES = (
     ("step", "Last completed training step."),

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchship.errors import UnknownGPUError
-from torchship.place.sites import DATA_REACH, Site, canonical_gpu
+from torchship.place.sites import Site, canonical_gpu
 from torchship.spec.job import JobSpec
 
 SENSITIVITY = {"public": 0, "internal": 1, "sensitive": 2}
@@ -154,8 +154,11 @@ def fit_filter(d: Demand, s: Site) -> Rejection | None:
 
 
 def data_filter(d: Demand, s: Site) -> Rejection | None:
-    """Every data entry has an address of the one form this kind of site reads."""
-    reach = DATA_REACH[s.kind]
+    """Every data entry has an address of the one form this kind of site reads (its
+    capabilities say which; a Site made by hand, without them, is not checked)."""
+    if s.capabilities is None:
+        return None
+    reach = s.capabilities.data_reach
     for i, kinds in enumerate(d.data_reach):
         if reach not in kinds:
             return Rejection(

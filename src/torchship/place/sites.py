@@ -1,14 +1,20 @@
 """Sites: where jobs can run, as data. `sites.toml` holds one `[[site]]` table per site.
 
+What every kind of site shares is here; what one kind needs (a Kubernetes site's context and
+namespace, a SkyPilot site's infra) is its own, parsed and checked by its kind's module
+(torchship.backends.<kind>, one line each in torchship.backends.SITE_KINDS) into the site's
+`options`. This module names no kind: the kinds are handed in (`kinds`), so placement, which
+reads only the shared fields and each site's capabilities, never imports a backend.
+
 [[site]]
 name = "onprem-a100"
-kind = "kubernetes"               # local | docker | kubernetes | skypilot
-tier = 1                          # 0 local, 1 on-prem cluster, 2 cloud …: lower tiers first
+kind = "kubernetes"               # a key of torchship.backends.SITE_KINDS
+tier = 1                          # 0 this machine, 1 on-prem cluster, 2 cloud …: lower tiers first
 trust = "private"                 # private (our network) | public (a cloud)
 data_classes = ["public", "internal", "sensitive"]
 region = "eu-west"
 gpus = [{ model = "A100", count = 32, per_node = 8 }]
-max_nodes = 4                     # nodes one job may span (1 for local and docker)
+max_nodes = 4                     # nodes one job may span (1 for a kind that runs one node)
 price_per_gpu_hour = 1.10         # amortised capex + power on-prem; catalog price in clouds
 price_as_of = "2026-11-01"
 price_source = "finance: 4-year amortisation of the DGX A100 nodes + 0.9 kW per GPU"
@@ -16,56 +22,115 @@ egress_per_gb = 0.0               # moving data out of the site holding it
 wait_budget_minutes = 60          # how long a job may wait here before a higher tier is tried
 wait_share = 0.1                  # … or this share of the job's expected run time, when longer
 startup_minutes = 0               # time to get capacity when it is free (VM boot, image pull)
-queue = "team-a"                  # a Kueue LocalQueue, when the cluster has Kueue
-context = "onprem"                # kubeconfig context (kubernetes: required, its cluster recorded)
-namespace = "ml"
-operator = "jobset"               # multi-node objects: jobset | kubeflow
-checkpoint_claim = "ml-runs"      # a PVC for run folders, so a retried pod resumes (kubernetes)
-prometheus = "annotations"        # how Prometheus finds job pods: annotations | podmonitor | off
-prometheus_namespace = "monitoring"  # where Prometheus runs: the job's NetworkPolicy lets it in
-log_format = "json"               # job logs: json (Loki, ELK) or text (kubernetes, skypilot)
-infra = "k8s/onprem"              # skypilot: where SkyPilot runs it (a private one must name it)
+queue = "team-a"                  # the site's queue (a Kueue LocalQueue on Kubernetes)
+context = "onprem"                # … and the kind's own keys (see its module and docs/sites.md)
+
+Defaults that depend on the kind come from its capabilities: a kind that runs on this machine
+(not `remote`) defaults to tier 0 and trust private; a kind that is not `multi_node` runs one
+node. Sites of different trust may not share what their options say they reach (a kubeconfig
+context, a registry).
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torchship._files import parse_toml, read_user_text
 from torchship.compat.gpus import lookup_gpu
 from torchship.compat.matrix import load_matrix
+from torchship.conventions import data_dir
 from torchship.errors import SpecError, UnknownGPUError, excerpt
 from torchship.spec.job import DATA_CLASSES
 from torchship.spec.load import FieldReader
 
-KINDS = ("local", "docker", "kubernetes", "skypilot")
 TRUST = ("private", "public")
-OPERATORS = ("jobset", "kubeflow")
-SITE_KEYS = (
+SHARED_KEYS = (
     "name", "kind", "tier", "trust", "data_classes", "region", "gpus", "max_nodes",
     "price_per_gpu_hour", "price_as_of", "price_source", "egress_per_gb",
-    "wait_budget_minutes", "wait_share", "startup_minutes", "queue", "context", "namespace",
-    "operator", "registry", "checkpoint_claim", "prometheus", "prometheus_namespace", "log_format",
-    "infra",
+    "wait_budget_minutes", "wait_share", "startup_minutes", "queue",
 )  # fmt: skip
-# SkyPilot infra that is yours, named: a kubeconfig context or an SSH node pool. A SkyPilot site
-# may be private only on these (anything else is a cloud SkyPilot may provision in).
-PRIVATE_INFRA = ("k8s/", "ssh/")  # after normal_infra
-PROMETHEUS_MODES = ("annotations", "podmonitor", "off")
-LOG_FORMATS = ("json", "text")
-# log_format's default per kind: cluster logs go to a collector; SkyPilot's and the local
-# machine's come back to this machine's run folder, read by people (`torchship logs`)
-DEFAULT_LOG_FORMAT = {"kubernetes": "json", "skypilot": "text"}
 GPU_KEYS = ("model", "count", "per_node")
-SINGLE_NODE_KINDS = frozenset({"local", "docker"})
-# The form of data address each kind of site reads (torchship.spec.job.data_kind): a process
-# or container reads host paths, a Kubernetes pod a PersistentVolumeClaim (never hostPath), a
-# SkyPilot VM a bucket it mounts.
-DATA_REACH = {"local": "path", "docker": "path", "kubernetes": "pvc", "skypilot": "bucket"}
+SITES_ENV = "TORCHSHIP_SITES"
+# What a site's options may say it reaches (SiteOptions.reaches), in the words of the error
+# when sites of different trust share one: the public one could reach what the private holds.
+KUBE_CONTEXT = "the kubeconfig context"
+REGISTRY = "the registry"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a site can do, as data. A kind's module declares its kind's; its backend reports
+    its site's (the site's max_nodes, gang scheduling where the site has a queue). The sites
+    parser takes defaults and limits from them, placement filters on them."""
+
+    kind: str
+    multi_node: bool
+    max_nodes: int  # the most nodes one job may span (a kind's own: 1 until a site says more)
+    gpus: bool
+    gpu_models: tuple[str, ...] = ()  # empty: whatever the site has (checked at preflight)
+    containers: bool = False
+    spot: bool = False
+    gang_scheduling: bool = False
+    volumes: tuple[str, ...] = ()  # how data reaches the job: "host-path", "bind", "pvc", "csi"
+    restarts: bool = True  # restarts workers from the last checkpoint on failure
+    remote: bool = False  # runs elsewhere: this machine's preflight says nothing about it
+    # the one form of data address the site reads (torchship.spec.job.data_kind): a process or
+    # container reads host paths, a pod a PersistentVolumeClaim, a cloud VM a bucket
+    data_reach: str = "path"
+
+
+class SiteOptions(Protocol):
+    """A site's own settings, parsed and owned by its kind's module."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def reaches(self) -> tuple[tuple[str, str], ...]:
+        """(what, name) pairs of what the site's jobs reach outside it (KUBE_CONTEXT,
+        REGISTRY, …): sites of different trust may not share one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions:
+    """The options of a kind that has none (a kind of this machine: local, docker)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    def reaches(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
+
+NO_OPTIONS = NoOptions()
+
+
+class SiteKind(Protocol):
+    """What the sites parser needs of a kind (torchship.backends.base.SiteKind has it all)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    @property
+    def option_keys(self) -> tuple[str, ...]: ...
+
+    @property
+    def parse_options(self) -> Callable[[FieldReader, str], SiteOptions]:
+        """(the site's table as a FieldReader, its trust) → its options; errors as
+        `reader.fail(key, problem, hint)`, so they name `sites.toml:site[i].key`."""
+        ...
+
+    @property
+    def elsewhere(self) -> Mapping[str, str]:
+        """Hints for a key of this kind written on another kind's site."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +142,9 @@ class GPUPool:
 
 @dataclass(frozen=True, slots=True)
 class Site:
+    """What every kind of site shares, its kind's `options`, and its kind's `capabilities`
+    (None for a Site made by hand, as simulations do: placement then checks no data reach)."""
+
     name: str
     kind: str
     tier: int
@@ -93,22 +161,17 @@ class Site:
     wait_share: float = 0.0  # or this share of the job's run time, when longer
     startup_minutes: float = 0.0
     queue: str | None = None
-    context: str | None = None
-    namespace: str = "default"
-    operator: str = "jobset"
-    registry: str = ""
-    checkpoint_claim: str | None = None
-    prometheus: str = "annotations"  # kubernetes: annotations | podmonitor | off
-    prometheus_namespace: str = "monitoring"
-    log_format: str = ""  # kubernetes and skypilot: json | text; "" elsewhere (set by the job)
-    infra: str = ""  # skypilot: its resources.infra ("aws/us-east-1", "k8s/onprem", "ssh/pool")
+    options: SiteOptions = NO_OPTIONS
+    capabilities: Capabilities | None = None
+
+    def reach(self, what: str) -> str | None:
+        """The name of `what` (KUBE_CONTEXT, REGISTRY) the site's jobs reach, if any."""
+        return next((name for w, name in self.options.reaches() if w == what), None)
 
     @property
     def kube_context(self) -> str | None:
         """The kubeconfig context whose cluster the site's jobs reach, if any."""
-        if self.kind == "kubernetes":
-            return self.context
-        return self.infra.removeprefix("k8s/") if self.infra.startswith("k8s/") else None
+        return self.reach(KUBE_CONTEXT)
 
     @property
     def total_gpus(self) -> int:
@@ -134,6 +197,7 @@ class Site:
             "wait_share": self.wait_share,
             "startup_minutes": self.startup_minutes,
             "queue": self.queue,
+            "options": self.options.to_dict(),
         }
 
 
@@ -163,15 +227,36 @@ def _gpus(r: FieldReader) -> tuple[GPUPool, ...]:
     return tuple(out)
 
 
-def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
-    r = FieldReader(file, table, prefix, SITE_KEYS)
+def _kind(r: FieldReader, kinds: Mapping[str, SiteKind]) -> SiteKind:
+    """The site's kind, after refusing keys that are neither shared nor the kind's own: a key
+    of another kind says which kinds take it, any other the closest name this site takes."""
+    name = r.string("kind", None, 'kind = "kubernetes"') or ""
+    if name not in kinds:
+        raise r.fail("kind", f"{excerpt(name)} is not a site kind", f"one of: {', '.join(kinds)}")
+    kind = kinds[name]
+    own = (*SHARED_KEYS, *kind.option_keys)
+    for key in r.table:
+        if key in own:
+            continue
+        owners = [k for k in kinds if k != name and key in kinds[k].option_keys]
+        if owners:
+            hint = kinds[owners[0]].elsewhere.get(key, "remove it")
+            raise r.fail(key, f"applies to {' and '.join(owners)} sites, not {name}", hint)
+        FieldReader(r.file, {key: r.table[key]}, r.prefix, own)  # unknown: the closest name
+    return kind
+
+
+def site_from_table(
+    table: dict[str, Any], file: str, prefix: str, kinds: Mapping[str, SiteKind]
+) -> Site:
+    r = FieldReader(file, table, prefix, tuple(table) if isinstance(table, dict) else ())
     name = r.string("name", None, 'name = "onprem"')
     if not name:
         raise r.fail("name", "missing", 'add name = "onprem"')
-    kind = r.string("kind", None, 'kind = "kubernetes"') or ""
-    if kind not in KINDS:
-        raise r.fail("kind", f"{excerpt(kind)} is not a site kind", f"one of: {', '.join(KINDS)}")
-    trust = r.string("trust", "private" if kind in SINGLE_NODE_KINDS else None, 'trust = "private"')
+    kind = _kind(r, kinds)
+    caps = kind.capabilities
+    here = not caps.remote  # this machine: yours, and the first tier
+    trust = r.string("trust", "private" if here else None, 'trust = "private"')
     if trust is None:
         raise r.fail(
             "trust",
@@ -180,34 +265,12 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         )
     if trust not in TRUST:
         raise r.fail("trust", f"{excerpt(trust)} is not a trust level", "one of: private, public")
-    default_classes = ("public", "internal", "sensitive") if trust == "private" else ("public",)
-    classes = (
-        r.strings("data_classes", 'data_classes = ["public", "internal"]')
-        if ("data_classes" in table)
-        else default_classes
-    )
-    if trust == "public" and "sensitive" in classes:
-        raise r.fail(
-            "data_classes",
-            "a public site may not accept sensitive data",
-            'remove "sensitive", or set trust = "private" if the site is on your network',
-        )
-    for c in classes:
-        if c not in DATA_CLASSES:
-            raise r.fail(
-                "data_classes", f"unknown data class {excerpt(c)}", f"use {', '.join(DATA_CLASSES)}"
-            )
-    tier = r.integer("tier", 0 if kind in SINGLE_NODE_KINDS else 1, 0, "tier = 1")
+    classes = _classes(r, trust)
+    tier = r.integer("tier", 0 if here else 1, 0, "tier = 1")
     max_nodes = r.integer("max_nodes", 1, 1, "max_nodes = 4")
-    if kind in SINGLE_NODE_KINDS and max_nodes > 1:
-        raise r.fail("max_nodes", f"a {kind} site runs one node", "set max_nodes = 1")
-    operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
-    if operator not in OPERATORS:
-        raise r.fail(
-            "operator", f"{excerpt(operator)} is not supported", "one of: jobset, kubeflow"
-        )
-    prometheus, log_format = _monitoring(r, kind)
-    context, infra = _cluster(r, kind, str(trust))
+    if not caps.multi_node and max_nodes > 1:
+        raise r.fail("max_nodes", f"a {kind.name} site runs one node", "set max_nodes = 1")
+    options = kind.parse_options(r, trust)
     price = r.number("price_per_gpu_hour", 0, "price_per_gpu_hour = 2.5") or 0.0
     if price and not (table.get("price_as_of") and table.get("price_source")):
         raise r.fail(
@@ -217,9 +280,9 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         )
     return Site(
         name=name,
-        kind=kind,
+        kind=kind.name,
         tier=tier,
-        trust=str(trust),
+        trust=trust,
         data_classes=frozenset(classes),
         region=r.string("region", "", 'region = "eu-west"') or "",
         gpus=_gpus(r),
@@ -232,70 +295,30 @@ def site_from_table(table: dict[str, Any], file: str, prefix: str) -> Site:
         wait_share=r.number("wait_share", 0, "wait_share = 0.1") or 0.0,
         startup_minutes=r.number("startup_minutes", 0, "startup_minutes = 5") or 0.0,
         queue=r.string("queue", None, 'queue = "team-a"'),
-        context=context,
-        namespace=r.string("namespace", "default", 'namespace = "ml"') or "default",
-        operator=operator,
-        registry=r.string("registry", "", 'registry = "registry.example.com/team/"') or "",
-        checkpoint_claim=r.string("checkpoint_claim", None, 'checkpoint_claim = "ml-runs"'),
-        prometheus=prometheus,
-        prometheus_namespace=r.string(
-            "prometheus_namespace", "monitoring", 'prometheus_namespace = "monitoring"'
-        )
-        or "monitoring",
-        log_format=log_format,
-        infra=infra,
+        options=options,
+        capabilities=caps,
     )
 
 
-def _cluster(r: FieldReader, kind: str, trust: str) -> tuple[str | None, str]:
-    """(context, infra): the cluster a Kubernetes site is bound to (its context, named: the
-    current context can change under it), and where a SkyPilot site runs."""
-    context = r.string("context", None, 'context = "onprem"')
-    if kind == "kubernetes" and not context:
+def _classes(r: FieldReader, trust: str) -> tuple[str, ...]:
+    default = ("public", "internal", "sensitive") if trust == "private" else ("public",)
+    classes = (
+        r.strings("data_classes", 'data_classes = ["public", "internal"]')
+        if "data_classes" in r.table
+        else default
+    )
+    if trust == "public" and "sensitive" in classes:
         raise r.fail(
-            "context",
-            "missing: a Kubernetes site names its kubeconfig context (the current one changes "
-            "with `kubectl config use-context`)",
-            'add context = "onprem" (see `kubectl config get-contexts`)',
+            "data_classes",
+            "a public site may not accept sensitive data",
+            'remove "sensitive", or set trust = "private" if the site is on your network',
         )
-    if context and kind != "kubernetes":
-        raise r.fail(
-            "context",
-            f"applies to kubernetes sites, not {kind}",
-            'remove it (a SkyPilot site names its cluster: infra = "k8s/CONTEXT")',
-        )
-    infra = normal_infra(r.string("infra", "", 'infra = "k8s/onprem"') or "")
-    if infra and kind != "skypilot":
-        raise r.fail("infra", f"applies to skypilot sites, not {kind}", "remove it")
-    if infra and ("region" in r.table or any(c.isspace() or c == "*" for c in infra)):
-        raise r.fail("infra", "give the region inside infra, not beside it, and no spaces or *",
-                     'e.g. infra = "aws/us-east-1", and remove region')  # fmt: skip
-    cloud, _, rest = infra.partition("/")
-    if rest.startswith("/") or rest.endswith("/"):
-        raise r.fail("infra", f"{excerpt(infra)} has an empty part", 'e.g. infra = "k8s/onprem"')
-    if cloud == "k8s" and not rest:
-        raise r.fail(
-            "infra",
-            "names no context: SkyPilot would run on any allowed context, yours included",
-            'name it: infra = "k8s/<context>"',
-        )
-    named = infra.startswith(PRIVATE_INFRA) and bool(rest)
-    if kind == "skypilot" and trust == "private" and not named:
-        raise r.fail(
-            "trust",
-            "a SkyPilot site is private only on infrastructure it names as yours "
-            f"(infra = {excerpt(infra or 'none')}: SkyPilot may provision in any enabled cloud)",
-            'add infra = "k8s/<context>" or "ssh/<node pool>", or set trust = "public"',
-        )
-    return context, infra
-
-
-def normal_infra(text: str) -> str:
-    """SkyPilot's infra as SkyPilot reads it: outer slashes dropped, the cloud lower case,
-    `kubernetes` spelt `k8s` (the context after it keeps its case)."""
-    cloud, sep, rest = text.strip().strip("/").partition("/")
-    cloud = cloud.lower()
-    return ("k8s" if cloud == "kubernetes" else cloud) + sep + rest
+    for c in classes:
+        if c not in DATA_CLASSES:
+            raise r.fail(
+                "data_classes", f"unknown data class {excerpt(c)}", f"use {', '.join(DATA_CLASSES)}"
+            )
+    return classes
 
 
 def registry_host(registry: str) -> str:
@@ -304,17 +327,12 @@ def registry_host(registry: str) -> str:
     return host.removesuffix(":443").rstrip(".")
 
 
-def _shared_cluster(sites: list[Site], file: str) -> None:
-    """Sites of different trust on one cluster (a kubeconfig context) or one registry: the
+def _shared_reach(sites: list[Site], file: str) -> None:
+    """Sites of different trust reaching one thing (a kubeconfig context, a registry): the
     public one could reach what the private one holds."""
     seen: dict[tuple[str, str], Site] = {}
     for s in sites:
-        keys = []
-        if s.kube_context:
-            keys.append(("the kubeconfig context", s.kube_context))
-        if s.registry:
-            keys.append(("the registry", registry_host(s.registry)))
-        for key in keys:
+        for key in s.options.reaches():
             other = seen.setdefault(key, s)
             if other.trust != s.trust:
                 raise SpecError(
@@ -326,29 +344,7 @@ def _shared_cluster(sites: list[Site], file: str) -> None:
                 )  # fmt: skip
 
 
-def _monitoring(r: FieldReader, kind: str) -> tuple[str, str]:
-    """(prometheus, log_format): how Prometheus finds the site's jobs, how their logs read."""
-    prometheus = r.string("prometheus", "annotations", 'prometheus = "podmonitor"') or ""
-    if prometheus not in PROMETHEUS_MODES:
-        raise r.fail("prometheus", f"{excerpt(prometheus)} is not a way to find pods",
-                     f"one of: {', '.join(PROMETHEUS_MODES)}")  # fmt: skip
-    for key in ("prometheus", "prometheus_namespace"):
-        if key in r.table and kind != "kubernetes":
-            raise r.fail(key, f"applies to kubernetes sites, not {kind}",
-                         "remove it; other sites publish the port as the docs say")  # fmt: skip
-    default = DEFAULT_LOG_FORMAT.get(kind, "")
-    log_format = r.string("log_format", default, 'log_format = "json"') or ""
-    if "log_format" in r.table and not default:
-        raise r.fail("log_format", f"applies to kubernetes and skypilot sites, not {kind}",
-                     'set TORCHSHIP_LOG_FORMAT = "json" in the job\'s [job.env]')  # fmt: skip
-    if log_format not in (*LOG_FORMATS, ""):
-        raise r.fail(
-            "log_format", f"{excerpt(log_format)} is not a log format", "one of: json, text"
-        )
-    return prometheus, log_format
-
-
-def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
+def sites_from_toml(text: str, file: str, kinds: Mapping[str, SiteKind]) -> tuple[Site, ...]:
     data = parse_toml(text, file)
     unknown = sorted(set(data) - {"site"})
     if unknown:
@@ -358,42 +354,23 @@ def sites_from_toml(text: str, file: str) -> tuple[Site, ...]:
     raw = data.get("site", [])
     if not isinstance(raw, list) or not raw:
         raise SpecError(file, "site", "no [[site]] tables", "add one: `torchship site add`")
-    sites = []
-    for i, table in enumerate(raw):
-        sites.append(site_from_table(table, file, f"site[{i}]."))
+    sites = [site_from_table(table, file, f"site[{i}].", kinds) for i, table in enumerate(raw)]
     names = [s.name for s in sites]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         raise SpecError(
             file, "site", f"two sites are named {excerpt(dup)}", "give each site its own name"
         )
-    _shared_cluster(sites, file)
+    _shared_reach(sites, file)
     return tuple(sites)
 
 
-def load_sites(path: str | Path) -> tuple[Site, ...]:
+def load_sites(path: str | Path, kinds: Mapping[str, SiteKind]) -> tuple[Site, ...]:
     text = read_user_text(path, "sites file", "create one with `torchship site add`")
-    return sites_from_toml(text, str(path))
+    return sites_from_toml(text, str(path), kinds)
 
 
 def default_sites_path() -> Path:
     """$TORCHSHIP_SITES, else sites.toml in torchship's data dir."""
-    from torchship.state import data_dir
-
-    env = os.environ.get("TORCHSHIP_SITES")
+    env = os.environ.get(SITES_ENV)
     return Path(env) if env else data_dir() / "sites.toml"
-
-
-def sites_or_default(path: str | Path | None) -> tuple[tuple[Site, ...], str]:
-    """The sites of `path` (or the default file); with no file at the default path, the
-    embedded default: this machine only."""
-    if path is not None:
-        return load_sites(path), str(path)
-    default = default_sites_path()
-    if default.exists():
-        return load_sites(default), str(default)
-    return (LOCAL,), "the embedded default (this machine only)"
-
-
-LOCAL = Site(name="local", kind="local", tier=0, trust="private",
-             data_classes=frozenset(DATA_CLASSES))  # fmt: skip

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from torchship._atomic import write_text_atomic
+from torchship.conventions import JOB_ID_ENV
 from torchship.monitor import logs
 from torchship.monitor.training import ADDR_ENV, TrainingMetrics, port_from_env
 from torchship.workload import checkpoint, data
@@ -90,7 +91,7 @@ def _serve_metrics(d: Dist) -> TrainingMetrics | None:
         return None
     if port is None:
         return None
-    tm = TrainingMetrics(os.environ.get("TORCHSHIP_JOB_ID", ""), d.rank)
+    tm = TrainingMetrics(os.environ.get(JOB_ID_ENV, ""), d.rank)
     addr = os.environ.get(ADDR_ENV, "127.0.0.1")
     served = tm.serve(port, addr)
     if served is None:
