@@ -23,6 +23,7 @@ from torchship.backends.base import (
 )
 from torchship.errors import UsageError, excerpt
 from torchship.lock.model import Lock
+from torchship.place.policy import SiteLoad
 from torchship.place.sites import Capabilities, Site
 from torchship.spec.job import JobSpec
 from torchship.spec.load import FieldReader
@@ -117,6 +118,15 @@ def export(job: JobSpec, lock: Lock | None, site: Site, job_id: str, out: Path,
     return {f"{job.name}.toy.txt": ToyBackend(site).plan(job, lock, job_id).text + "\n"}
 
 
+def load(site: Site) -> SiteLoad | None:
+    """The queue the test writes into the spool (`queue.json`: free GPUs, wait minutes)."""
+    queue = Path(site.options.to_dict()["spool"]) / "queue.json"
+    if not queue.exists():
+        return None
+    data = json.loads(queue.read_text())
+    return SiteLoad(int(data["free_gpus"]), float(data["wait_minutes"]))
+
+
 KIND = SiteKind(
     name=NAME,
     capabilities=CAPABILITIES,
@@ -127,4 +137,5 @@ KIND = SiteKind(
     elsewhere={"spool": "remove it: only toy sites have a spool"},
     check=check,
     export=export,
+    load=load,
 )

@@ -193,11 +193,12 @@ def choose_site(
     """`--site auto`: place the job across the sites; the site to run on, the placement
     record (decision, reason, every rejected site) stored with the job, and all the sites."""
     from torchship.place.policy import demand_from_job, place
-    from torchship.sites import sites_or_default
+    from torchship.sites import live_loads, sites_or_default
 
     sites, source = sites_or_default(sites_file)
     demand = demand_from_job(spec)
-    p = place(demand, sites)
+    loads, _ = live_loads(sites)
+    p = place(demand, sites, loads)
     if p.decision == "refused":
         raise UsageError(
             f"{spec.source}: no site may run {spec.name}: {p.reason}",

@@ -16,14 +16,16 @@ import difflib
 from pathlib import Path
 
 from torchship.backends import KINDS
-from torchship.errors import SpecError, UsageError
+from torchship.errors import SpecError, TorchshipError, UsageError
 from torchship.place import sites as generic
+from torchship.place.policy import SiteLoad
 from torchship.place.sites import Site, default_sites_path
 
 __all__ = [
     "EMBEDDED",
     "default_sites_path",
     "implicit_site",
+    "live_loads",
     "load_sites",
     "site_named",
     "sites_from_toml",
@@ -85,3 +87,22 @@ def site_named(name: str, path: str | Path | None = None) -> tuple[Site, tuple[S
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(names)}, or auto"
     raise UsageError(f"unknown site {name!r}: not in {source}", hint)
+
+
+def live_loads(sites: tuple[Site, ...]) -> tuple[dict[str, SiteLoad], list[str]]:
+    """Each site's load now, as its kind reads it (a Slurm partition's queue), for placement;
+    and a note per site whose kind could not read it (that site is taken as free)."""
+    loads: dict[str, SiteLoad] = {}
+    notes: list[str] = []
+    for site in sites:
+        read = KINDS[site.kind].load
+        if read is None:
+            continue
+        try:
+            found = read(site)
+        except TorchshipError as e:
+            notes.append(f"{site.name}: its queue could not be read ({e.message}): taken as free")
+            continue
+        if found is not None:
+            loads[site.name] = found
+    return loads, notes

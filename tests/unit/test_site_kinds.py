@@ -192,3 +192,22 @@ def test_generic_modules_name_no_kind() -> None:
     registry = [(r, s) for r, s in named if r == "backends/__init__.py"]
     assert len(registry) == len(kinds) and backends.__name__ == "torchship.backends"
     assert sorted(named - set(registry)) == []
+
+
+def test_placement_reads_a_kinds_live_queue(toy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kind that can read its queue (`load`) gives placement the real wait: past the toy
+    site's budget, `plan` bursts to the next tier."""
+    spool = toy / "cloud"
+    cloud = ('\n[[site]]\nname = "cloud"\nkind = "toy"\ntier = 2\ntrust = "public"\n'
+             f'gpus = [{{ model = "H100", count = 8 }}]\nspool = "{spool}"\n')  # fmt: skip
+    (toy / "cloud").mkdir()
+    sites = toy / "sites.toml"
+    sites.write_text(sites.read_text().replace('colour = "blue"', 'colour = "blue"\n'
+                                               "wait_budget_minutes = 30") + cloud)  # fmt: skip
+    job = str(toy / "proj/job.toml")
+    assert main(["plan", job, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["placement"]["site"] == "toybox"
+    (toy / "spool/queue.json").write_text('{"free_gpus": 0, "wait_minutes": 90}')
+    assert main(["plan", job, "--json"]) == 0
+    placement = json.loads(capsys.readouterr().out)["placement"]
+    assert placement["site"] == "cloud", placement

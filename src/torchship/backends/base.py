@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from torchship.lock.model import Lock
+    from torchship.place.policy import SiteLoad
     from torchship.spec.job import JobSpec
     from torchship.spec.load import FieldReader
 
@@ -121,6 +122,9 @@ class SiteKind:
     check: Callable[[Site, bool], list[str]] = no_check  # (site, live) → lines; "warning: …"
     # what `plan -o DIR` writes into DIR; None: the plan's text as `<job>.<kind>.sh`
     export: Exporter | None = None
+    # the site's load now (free GPUs, the wait a new job would have: a real queue), for
+    # placement; None: the kind cannot tell, and placement takes the site as free
+    load: Callable[[Site], SiteLoad | None] | None = None
 
 
 class DataPolicyError(TorchshipError):

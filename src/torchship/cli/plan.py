@@ -16,7 +16,7 @@ from torchship.jobs import find_lock
 from torchship.lock import read_lock
 from torchship.place.policy import Placement, demand_from_job, place
 from torchship.place.sites import Site
-from torchship.sites import sites_or_default
+from torchship.sites import live_loads, sites_or_default
 from torchship.spec.job import load_job
 from torchship.state import new_job_id
 
@@ -35,7 +35,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     job = load_job(args.job)
     sites, source = sites_or_default(args.sites)
-    placement = place(demand_from_job(job), sites)
+    loads, notes = live_loads(sites)
+    placement = place(demand_from_job(job), sites, loads)
     lock_path = find_lock(Path(job.source))
     lock = read_lock(lock_path) if lock_path else None
     if args.json:
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(explain(placement, source))
+        for note in notes:
+            print(f"note: {note}")
         if not job.data:
             print("no data declared: treated as public (declare it with [[job.data]])")
     site = next((s for s in sites if s.name == placement.site), None)
