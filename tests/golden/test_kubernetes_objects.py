@@ -1,10 +1,15 @@
 """Kubernetes objects for the example jobs: compared whole with the committed files
-(examples/pytorch-cuda-*/k8s/job.yaml; `--regen-golden` rewrites them), valid for the
-Kubernetes API (kubernetes-validate, strict), and restricted on every pod template."""
+(examples/pytorch-cuda-*/k8s/job.yaml, examples/hybrid/k8s/, tests/golden/k8s/;
+`--regen-golden` rewrites them), valid for the Kubernetes API (kubernetes-validate, strict; the
+custom resources against their CRDs' schemas, closed to fields they lack), and restricted on
+every pod template."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +21,21 @@ from tools.scan_manifests import pod_templates, restricted_violations
 
 from tests.conftest import REPO
 from torchship.backends.kubernetes import options_for
+from torchship.conventions import RENDEZVOUS_PORT
 from torchship.errors import SpecError, UsageError
 from torchship.k8s.render import (
+    RUNTIME_CONTAINER_FIELDS,
+    RUNTIME_POD_FIELDS,
+    TRAINER_CONTAINER_PATCH,
+    TRAINER_FIELDS,
+    TRAINER_NODE,
+    TRAINER_POD_PATCH,
     KubeOptions,
     pvc_volume,
     render,
     render_one_node,
     to_yaml,
+    trainjob_name,
 )
 from torchship.lock import read_lock
 from torchship.sites import load_sites
@@ -126,16 +139,45 @@ def test_files_exist_for_each_example() -> None:
         assert Path(REPO / "examples" / example / "k8s/job.yaml").is_file()
 
 
-# --- several nodes: JobSet, PyTorchJob ------------------------------------------------------
+# --- several nodes: JobSet, TrainJob, PyTorchJob ----------------------------------------------
 
 CRDS = REPO / "tests/data/k8s-crds"  # copied from ../shared/reference/k8s-crds
 HYBRID = REPO / "examples/hybrid"
+# libyaml where PyYAML has it: the CRDs are 0.5-0.8 MB, 2 s each in pure Python
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+@functools.cache
 def crd_schema(file: str) -> dict[str, Any]:
-    crd = yaml.safe_load((CRDS / file).read_text())
-    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    return schema
+    """The CRD's schema, closed: an object whose schema lists its fields takes no other (unless
+    it says so). The API server drops an unknown field of a custom resource with no more than a
+    warning (its default field validation), so a field the schema lacks would be lost silently."""
+    crd = yaml.load((CRDS / file).read_text(), Loader=LOADER)  # a safe loader (CSafeLoader)
+    return _closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+@functools.cache
+def crd_validator(file: str) -> Any:
+    """A validator of the closed schema, made once (jsonschema.validate checks a schema before
+    each use: seconds for these)."""
+    schema = crd_schema(file)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def _closed(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) if k != "properties" else {n: _closed(p) for n, p in v.items()}
+           for k, v in schema.items()}  # fmt: skip
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
 
 
 def multi_node(operator: str) -> list[dict[str, Any]]:
@@ -154,21 +196,22 @@ def _pods(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(
-    ("operator", "crd"),
-    [("jobset", "jobset.x-k8s.io_jobsets.yaml"), ("kubeflow", "kubeflow.org_pytorchjobs.yaml")],
-)
+    ("operator", "golden", "crd"),
+    [("jobset", "jobset", "jobset.x-k8s.io_jobsets.yaml"),
+     ("pytorchjob", "kubeflow", "kubeflow.org_pytorchjobs.yaml")],
+)  # fmt: skip
 def test_two_nodes_valid_against_the_crd_and_restricted(
-    operator: str, crd: str, request: pytest.FixtureRequest
+    operator: str, golden: str, crd: str, request: pytest.FixtureRequest
 ) -> None:
     objs = multi_node(operator)
-    path = HYBRID / f"k8s/pretrain-2node.{operator}.yaml"
+    path = HYBRID / f"k8s/pretrain-2node.{golden}.yaml"
     text = to_yaml(objs)
     if request.config.getoption("--regen-golden"):
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
     assert path.read_text() == text, f"{path} differs; --regen-golden"
     main, policy = objs
-    jsonschema.validate(main, crd_schema(crd))
+    crd_validator(crd).validate(main)
     kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
     for pod in _pods(main):
         # each pod template is a valid Pod, and restricted
@@ -200,6 +243,199 @@ def test_two_nodes_valid_against_the_crd_and_restricted(
         specs = main["spec"]["pytorchReplicaSpecs"]
         assert (specs["Master"]["replicas"], specs["Worker"]["replicas"]) == (1, 1)
         assert main["spec"]["nprocPerNode"] == "8"
+
+
+# --- several nodes on Kubeflow Trainer v2: a TrainJob ------------------------------------------
+
+TRAINJOB_CRD = "trainer.kubeflow.org_trainjobs.yaml"
+RUNTIME_CRD = "trainer.kubeflow.org_clustertrainingruntimes.yaml"
+TRAINJOB_GOLDENS = REPO / "tests/golden/k8s"
+CPU_JOB = {
+    "name": "cpu-2node",
+    "workload": "reference",
+    "nodes": 2,
+    "processes_per_node": 4,
+    "cpus": 8,
+    "memory_gib": 16,
+}  # fmt: skip  (synthetic: a two-node CPU job)
+
+
+@functools.cache
+def torch_distributed() -> dict[str, Any]:
+    """The runtime a TrainJob names, as Trainer ships it, valid for its CRD."""
+    runtime: dict[str, Any] = yaml.safe_load((CRDS / "runtime-torch-distributed.yaml").read_text())
+    crd_validator(RUNTIME_CRD).validate(runtime)
+    return runtime
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """A strategic merge as Kubernetes makes it of a pod template: maps key by key, lists of
+    named things (containers, volumes, env) by name, anything else replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return base | {k: _merge(base[k], v) if k in base else v for k, v in patch.items()}
+    named = isinstance(base, list) and isinstance(patch, list)
+    if named and all(isinstance(x, dict) and "name" in x for x in [*base, *patch]):
+        by_name = {x["name"]: x for x in base}
+        for x in patch:
+            by_name[x["name"]] = _merge(by_name[x["name"]], x) if x["name"] in by_name else x
+        return list(by_name.values())
+    return patch
+
+
+def trainer_pod(trainjob: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, spec) of the pods Kubeflow Trainer makes of a TrainJob on torch-distributed: a
+    stand-in for its controller, for the checks below, after kubeflow/trainer: runtimePatches
+    merged into the runtime's Job template (pkg/runtime/core/trainingruntime.go,
+    mergeRuntimePatches), the trainer's image, command, env and resources on container `node`
+    (plugins/jobset/builder.go), and torchrun's PET_* variables and port (plugins/torch)."""
+    name, spec = trainjob["metadata"]["name"], trainjob["spec"]
+    assert spec["runtimeRef"]["name"] == "torch-distributed"
+    jobs = torch_distributed()["spec"]["template"]["spec"]["replicatedJobs"]
+    (job,) = [j for j in jobs if j["name"] == TRAINER_NODE]
+    assert job["template"]["metadata"]["labels"] == {
+        "trainer.kubeflow.org/trainjob-ancestor-step": "trainer"
+    }  # the job the trainer fills in
+    template = job["template"]["spec"]["template"]
+    for patch in spec["runtimePatches"]:
+        for r in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+            if r["name"] == job["name"]:
+                template = _merge(template, r["template"]["spec"]["template"])
+    pod = copy.deepcopy(template["spec"])
+    (node,) = [c for c in pod["containers"] if c["name"] == TRAINER_NODE]
+    t = spec["trainer"]
+    rank = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    node |= {"image": t["image"], "command": t["command"], "resources": t["resourcesPerNode"],
+             "ports": [{"containerPort": RENDEZVOUS_PORT}],  # Trainer's 29500, as ours
+             "env": [*t["env"], {"name": "PET_NNODES", "value": str(t["numNodes"])},
+                     {"name": "PET_NPROC_PER_NODE", "value": str(t["numProcPerNode"])},
+                     {"name": "PET_NODE_RANK", "valueFrom": {"fieldRef": {"fieldPath": rank}}},
+                     {"name": "PET_MASTER_ADDR", "value": f"{name}-node-0-0.{name}"},
+                     {"name": "PET_MASTER_PORT", "value": str(RENDEZVOUS_PORT)}]}  # fmt: skip
+    return template["metadata"], pod
+
+
+def trainjob(case: str) -> list[dict[str, Any]]:
+    if case == "pretrain-2node":  # the hybrid example's on-prem site: GPUs, Kueue, a claim
+        return multi_node("trainer")
+    job = job_from_table(CPU_JOB, "tests/golden/k8s/cpu-2node.toml", "cpu-2node")
+    o = dataclasses.replace(OPTS, metrics="off")
+    return render(job, read_lock(HYBRID / "torchship.lock"), JOB_ID, o, "trainer")
+
+
+@pytest.mark.parametrize("case", ["pretrain-2node", "cpu-2node"])
+def test_trainjob_valid_against_the_crds_and_its_pods_restricted(
+    case: str, request: pytest.FixtureRequest
+) -> None:
+    objs = trainjob(case)
+    path = TRAINJOB_GOLDENS / f"{case}.trainer.yaml"
+    text = to_yaml(objs)
+    if request.config.getoption("--regen-golden"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.read_text() == text, f"{path} differs; --regen-golden"
+    main, policy = objs
+    crd_validator(TRAINJOB_CRD).validate(main)
+    name = main["metadata"]["name"]  # the CRD's CEL rules on it, which jsonschema skips
+    assert re.fullmatch("[a-z]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 63
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    meta, pod = trainer_pod(main)
+    kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+                                  "spec": pod}, K8S_VERSION, strict=True)  # fmt: skip
+    assert restricted_violations(pod) == []
+    # the NetworkPolicy fences the pods Trainer makes: their labels are the TrainJob's patch's
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= meta["labels"].items()
+    assert meta["labels"]["torchship.io/job-id"] == JOB_ID
+    (node,) = pod["containers"]
+    env = {e["name"] for e in node["env"]}
+    command = " ".join(node["command"])
+    assert set(re.findall(r"\$\((\w+)\)", command)) <= env  # every $(VAR) is set
+    assert "--nnodes=$(PET_NNODES)" in command and "--node-rank=$(PET_NODE_RANK)" in command
+    assert node["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert main["spec"]["trainer"]["numNodes"] == 2
+    if case == "pretrain-2node":
+        assert node["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert main["spec"]["trainer"]["numProcPerNode"] == 8
+        assert main["spec"]["suspend"] is True  # Kueue admits it
+        assert main["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+        assert meta["annotations"]["prometheus.io/port"] == "9402"
+        assert {"name": "run", "persistentVolumeClaim": {"claimName": "ml-runs"}} in pod["volumes"]
+        mount = next(m for m in node["volumeMounts"] if m["name"] == "run")
+        assert mount["subPath"] == name
+        assert pod["volumes"][-1]["persistentVolumeClaim"]["claimName"] == "records-sensitive"
+        assert main["spec"]["activeDeadlineSeconds"] == 720 * 60
+    else:
+        assert "nvidia.com/gpu" not in node["resources"]["limits"]
+        assert main["spec"]["trainer"]["numProcPerNode"] == 4
+        assert "suspend" not in main["spec"] and "annotations" not in meta
+        assert {"name": "run", "emptyDir": {}} in pod["volumes"]
+
+
+def test_trainjob_carries_every_pod_field_it_can() -> None:
+    """Each field of the pod the JobSet runs is in the TrainJob, or named as the runtime's
+    (docs/sites-kubernetes.md): a field added to the pod later is never dropped unseen."""
+    (replicated,) = multi_node("jobset")[0]["spec"]["replicatedJobs"]
+    pod = replicated["template"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert set(pod) == {"containers", *TRAINER_POD_PATCH, *RUNTIME_POD_FIELDS}
+    assert set(container) == {*TRAINER_FIELDS, *TRAINER_CONTAINER_PATCH, *RUNTIME_CONTAINER_FIELDS}
+    main = multi_node("trainer")[0]
+    _, trained = trainer_pod(main)
+    for key in TRAINER_POD_PATCH:
+        assert trained[key] == pod[key]
+    (node,) = trained["containers"]
+    for key in TRAINER_CONTAINER_PATCH:
+        assert node[key] == container[key]
+    trainer = main["spec"]["trainer"]
+    for key, field in TRAINER_FIELDS.items():
+        if key != "command":
+            assert trainer[field] == container[key]
+    rendezvous = ("--nnodes=", "--node-rank=", "--master-addr=", "--master-port=")
+    same = [[a for a in c if not a.startswith(rendezvous)]
+            for c in (trainer["command"], container["command"])]  # fmt: skip
+    assert same[0] == same[1]  # the command, but for the rendezvous: Trainer's PET_* variables
+
+
+def test_the_closed_schema_refuses_what_a_trainjob_lacks() -> None:
+    """What the TrainJob CRD has no field for fails validation, rather than being dropped by
+    the API server: the older API's podTemplateOverrides, and a port or pull policy for the
+    node container (runtimePatches' ContainerPatch has env, volumeMounts, securityContext)."""
+    main = multi_node("trainer")[0]
+    validator = crd_validator(TRAINJOB_CRD)
+    validator.validate(main)
+    old = copy.deepcopy(main)
+    old["spec"]["podTemplateOverrides"] = [{"targetJobs": [{"name": "node"}]}]
+    ports = copy.deepcopy(main)
+    patch = ports["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    pod = patch["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    pod["containers"][0]["ports"] = [{"containerPort": 9402}]
+    pull = copy.deepcopy(main)
+    pull["spec"]["trainer"]["imagePullPolicy"] = "Always"
+    for bad in (old, ports, pull):
+        with pytest.raises(jsonschema.ValidationError, match="Additional properties"):
+            validator.validate(bad)
+
+
+def test_trainjob_refusals_and_names() -> None:
+    lock = read_lock(HYBRID / "torchship.lock")
+    job = job_from_table(CPU_JOB, "/p/job.toml", "p")
+    for operator in ("pytorchjob", "kubeflow"):  # "kubeflow": the v1 operator's old name
+        (obj, _) = render(job, lock, JOB_ID, OPTS, operator)
+        assert obj["kind"] == "PyTorchJob"
+    with pytest.raises(UsageError, match="not a way to run several nodes"):
+        render(job, lock, JOB_ID, OPTS, "mpi")
+    with pytest.raises(UsageError, match="cannot declare its pods' metrics port"):
+        render(job, lock, JOB_ID, dataclasses.replace(OPTS, metrics="podmonitor"), "trainer")
+    bad = job_from_table({**CPU_JOB, "env": {"PET_NNODES": "4"}}, "/p/job.toml", "p")
+    with pytest.raises(UsageError, match="PET_NNODES"):
+        render(bad, lock, JOB_ID, OPTS, "trainer")
+    table = {k: v for k, v in CPU_JOB.items() if k != "workload"} | {"command": ["x"] * 130}
+    long = job_from_table(table, "/p/job.toml", "p")
+    with pytest.raises(UsageError, match="at most 128 command items"):
+        render(long, lock, JOB_ID, OPTS, "trainer")
+    digit = job_from_table({**CPU_JOB, "name": "7b-sft"}, "/p/job.toml", "p")
+    assert trainjob_name(digit, JOB_ID) == "job-7b-sft-00000000"  # an RFC 1035 label
+    assert render(digit, lock, JOB_ID, OPTS, "jobset")[0]["metadata"]["name"] == "7b-sft-00000000"
 
 
 GOLDEN_MANIFESTS = sorted(REPO.glob("examples/*/k8s/*.yaml"))

@@ -1,10 +1,12 @@
 """The Kubernetes site through the official client, against a small API server on
 127.0.0.1 (tests/fake_kube.py): what apply sends, how status reads conditions and pods, logs,
-cancel, the errors a real cluster gives, and `torchship run --site auto` end to end."""
+cancel (batch Job, JobSet, TrainJob), the errors a real cluster gives, the operator option, and
+`torchship run --site auto` end to end."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,18 @@ import yaml
 
 from tests.conftest import REPO, run_cli
 from tests.fake_kube import FakeKube
-from torchship.backends.kubernetes import KubernetesBackend, make_handle, parse_handle
-from torchship.errors import UsageError
+from torchship.backends.kubernetes import (
+    KubernetesBackend,
+    check,
+    make_handle,
+    options_of,
+    parse_handle,
+)
+from torchship.errors import SpecError, UsageError
 from torchship.k8s.apply import Cluster, ClusterError
 from torchship.k8s.identity import identity_of, record
 from torchship.lock import read_lock
+from torchship.place.sites import Site
 from torchship.sites import load_sites
 from torchship.spec.job import load_job
 
@@ -194,3 +203,92 @@ def test_an_unreachable_cluster_is_one_line_not_a_traceback() -> None:
     be = KubernetesBackend(ONPREM, connector=lambda _c: client.ApiClient(cfg))
     with pytest.raises(UsageError, match="the API server did not answer"):
         be.status("k8s://onprem/ml/job/x?cluster=ab12")
+
+
+# --- Kubeflow Trainer v2: a TrainJob ------------------------------------------------------------
+
+TRAINJOBS = "/apis/trainer.kubeflow.org/v1alpha1/namespaces/ml/trainjobs"
+
+
+def trainer_backend(kube: FakeKube) -> KubernetesBackend:
+    site = replace(ONPREM, options=replace(options_of(ONPREM), operator="trainer"))
+    return KubernetesBackend(site, connector=lambda _ctx: kube.api_client())
+
+
+def test_trainjob_apply_status_logs_cancel(kube: FakeKube) -> None:
+    """The TrainJob path through the client: created after its NetworkPolicy (and adopted when
+    an apply is retried), pending while Kueue holds it and until Trainer's pods run, then its
+    own conditions (Complete, Failed) say how it ended; cancel deletes it and its policy."""
+    be = trainer_backend(kube)
+    request = be.plan(load_job(HYBRID / "job-2node.toml"), read_lock(HYBRID / "torchship.lock"),
+                      "01jobid")  # fmt: skip
+    handle = be.apply(request)
+    name = "pretrain-2node-01jobid"
+    digest = identity_of(kube.api_client()).digest
+    assert parse_handle(handle) == ("onprem", "ml", "TrainJob", name, digest)
+    posts = [p for m, p in kube.requests if m == "POST"]
+    assert posts == ["/apis/networking.k8s.io/v1/namespaces/ml/networkpolicies", TRAINJOBS]
+    obj = kube.objects[f"{TRAINJOBS}/{name}"]
+    assert obj == next(yaml.safe_load_all(request.text))
+    assert trainer_backend(kube).apply(request) == handle  # retried: its own objects, adopted
+    assert len(kube.find("trainjobs")) == 1
+    st = be.status(handle)
+    assert (st.state, st.reason) == ("pending", "waiting for admission in Kueue queue team-a")
+    obj["spec"]["suspend"] = False  # Kueue admitted it; Trainer made its JobSet
+    obj["status"] = {"conditions": [{"type": "Suspended", "status": "False", "reason": "Resumed",
+                                     "message": "TrainJob is resumed"}]}  # fmt: skip
+    assert be.status(handle).state == "pending"
+    patch = obj["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    labels = patch["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["labels"]
+    labels = labels | {"jobset.sigs.k8s.io/jobset-name": name}
+    kube.add_pod("ml", f"{name}-node-0-1-b8x2q", labels, "Running", log="rank 1\n")
+    kube.add_pod("ml", f"{name}-node-0-0-k2l9z", labels, "Running", log="step 1\n")
+    assert be.status(handle).state == "running"
+    assert list(be.logs(handle)) == ["step 1\n"]  # node 0
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+              "message": "TrainJob exceeded its activeDeadlineSeconds"}  # fmt: skip
+    obj["status"]["conditions"].append(failed)
+    st = be.status(handle)
+    assert (st.state, st.exit_code) == ("failed", 1) and st.reason.startswith("DeadlineExceeded")
+    obj["status"]["conditions"][-1] = {"type": "Complete", "status": "True",
+                                       "reason": "JobSetCompleted", "message": ""}  # fmt: skip
+    assert (be.status(handle).state, be.status(handle).exit_code) == ("succeeded", 0)
+    be.cancel(handle)
+    assert not kube.find("trainjobs") and not kube.find("networkpolicies")
+    assert be.status(handle).state == "cancelled"
+
+
+def test_trainjob_errors_and_the_operator_option(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube.missing_groups.add("trainer.kubeflow.org")
+    be = trainer_backend(kube)
+    request = be.plan(load_job(HYBRID / "job-2node.toml"), read_lock(HYBRID / "torchship.lock"),
+                      "01jobid")  # fmt: skip
+    with pytest.raises(ClusterError) as e:
+        be.apply(request)
+    assert "no TrainJob resource" in e.value.message
+    assert "install Kubeflow Trainer v2" in e.value.hint and "torch-distributed" in e.value.hint
+    onprem = (HYBRID / "sites.toml").read_text().split("[[site]]")[2]
+    sites = tmp_path / "sites.toml"
+
+    def load(extra: str) -> Site:
+        sites.write_text("[[site]]" + onprem + extra)
+        return load_sites(sites)[0]
+
+    assert options_of(load('operator = "trainer"\n')).operator == "trainer"
+    assert options_of(load('operator = "pytorchjob"\n')).operator == "pytorchjob"
+    legacy = load('operator = "kubeflow"\n')  # the old name: still read, as written
+    assert options_of(legacy).operator == "kubeflow"
+    with pytest.raises(SpecError) as bad:
+        load('operator = "kubeflow-v2"\n')
+    assert bad.value.field == "site[0].operator" and "trainer" in bad.value.hint
+    with pytest.raises(SpecError) as bad:
+        load('operator = "trainer"\nprometheus = "podmonitor"\n')
+    assert bad.value.field == "site[0].prometheus" and "annotations" in bad.value.hint
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig(tmp_path / "kubeconfig", "onprem")))
+    lines = check(legacy, live=False)  # `site check`: recorded already, and a note
+    assert lines[-1] == ('warning: onprem: operator = "kubeflow" is the legacy Kubeflow v1 '
+                         'PyTorchJob: write "pytorchjob" to keep it, or "trainer" for Kubeflow '
+                         "Trainer v2")  # fmt: skip
+    assert not any("legacy" in line for line in check(load(""), live=False))

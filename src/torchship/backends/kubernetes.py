@@ -8,16 +8,18 @@ still reaches that cluster: apply against the identity recorded for the site (`s
 `site check`), status, logs and cancel against the handle's. A switched or edited context is
 refused with both identities, never followed.
 
-Status reads the job object's conditions (batch Job, JobSet, PyTorchJob) and its pods by the
-job-id label; a job Kueue has not admitted yet (suspended) is pending.
+Status reads the job object's conditions (batch Job, JobSet, TrainJob, PyTorchJob) and its pods
+by the job-id label; a job Kueue has not admitted yet (suspended) is pending.
 
 Options (its keys of a [[site]] table): context (required: the current context changes with
-`kubectl config use-context`, and a job must not follow it), namespace, operator (jobset |
-kubeflow, for several nodes), registry (prefix of the lock's image tag), checkpoint_claim (a
-PVC for run folders, so a retried pod resumes), prometheus (annotations | podmonitor | off),
-prometheus_namespace, log_format (json | text). `site check` records the cluster the context
-reaches (torchship.k8s.identity) and, with --live, reads the GPUs of its nodes. The objects
-are rendered by torchship.k8s.render from KubeOptions (`options_for`).
+`kubectl config use-context`, and a job must not follow it), namespace, operator (how several
+nodes run: jobset; trainer, Kubeflow Trainer v2's TrainJob; pytorchjob, the legacy Kubeflow v1
+PyTorchJob, also read under its old name kubeflow; docs/sites-kubernetes.md), registry (prefix
+of the lock's image tag), checkpoint_claim (a PVC for run folders, so a retried pod resumes),
+prometheus (annotations | podmonitor | off), prometheus_namespace, log_format (json | text).
+`site check` records the cluster the context reaches (torchship.k8s.identity) and, with --live,
+reads the GPUs of its nodes. The objects are rendered by torchship.k8s.render from KubeOptions
+(`options_for`).
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ if TYPE_CHECKING:
 
 SCHEME = "kubernetes"
 HANDLE_SCHEME = "k8s"
-JOB_KINDS = ("Job", "JobSet", "PyTorchJob")
-# The condition that ends each kind, and what it means; the last True one wins.
+JOB_KINDS = ("Job", "JobSet", "TrainJob", "PyTorchJob")
+# The condition that ends each kind, and what it means; the last True one wins. (TrainJob:
+# Complete, Failed, as Job; its Suspended and Created conditions end nothing.)
 DONE = {"Complete": "succeeded", "Completed": "succeeded", "Succeeded": "succeeded",
         "SuccessCriteriaMet": "succeeded", "Failed": "failed"}  # fmt: skip
 LABEL_JOB = K8S_LABEL_PREFIX + JOB_ID_LABEL
@@ -64,7 +67,6 @@ CAPABILITIES = Capabilities(
 )  # fmt: skip
 OPTION_KEYS = ("context", "namespace", "operator", "registry", "checkpoint_claim",
                "prometheus", "prometheus_namespace", "log_format")  # fmt: skip
-OPERATORS = ("jobset", "kubeflow")
 LOG_FORMATS = ("json", "text")
 
 
@@ -74,7 +76,7 @@ class KubernetesSiteOptions:
 
     context: str
     namespace: str = "default"
-    operator: str = "jobset"
+    operator: k8s.Operator = "jobset"  # as written: "kubeflow" stays (site check notes it)
     registry: str = ""
     checkpoint_claim: str | None = None
     prometheus: str = "annotations"  # how Prometheus finds job pods: annotations | podmonitor | off
@@ -90,15 +92,18 @@ class KubernetesSiteOptions:
 
 
 def parse_options(r: FieldReader, trust: str) -> KubernetesSiteOptions:
-    operator = r.string("operator", "jobset", 'operator = "jobset"') or "jobset"
-    if operator not in OPERATORS:
-        raise r.fail(
-            "operator", f"{excerpt(operator)} is not supported", "one of: jobset, kubeflow"
-        )
+    operator = operator_of(r)
     prometheus = r.string("prometheus", "annotations", 'prometheus = "podmonitor"') or ""
     if prometheus not in k8s.METRICS_MODES:
         raise r.fail("prometheus", f"{excerpt(prometheus)} is not a way to find pods",
                      f"one of: {', '.join(k8s.METRICS_MODES)}")  # fmt: skip
+    if operator == "trainer" and prometheus == "podmonitor":
+        raise r.fail(
+            "prometheus",
+            "a PodMonitor selects the pods' metrics port, and a TrainJob (operator = "
+            '"trainer") cannot declare it',
+            'use prometheus = "annotations" (or operator = "jobset")',
+        )
     log_format = log_format_of(r, "json")
     context = r.string("context", None, 'context = "onprem"')
     if not context:
@@ -120,6 +125,19 @@ def parse_options(r: FieldReader, trust: str) -> KubernetesSiteOptions:
         )
         or "monitoring",
         log_format=log_format,
+    )
+
+
+def operator_of(r: FieldReader) -> k8s.Operator:
+    """The site's operator (how it runs several nodes), as written."""
+    text = r.string("operator", "jobset", 'operator = "trainer"') or "jobset"
+    for operator in k8s.OPERATORS:
+        if text == operator:
+            return operator
+    raise r.fail(
+        "operator",
+        f"{excerpt(text)} is not supported",
+        "one of: jobset, trainer (Kubeflow Trainer v2), pytorchjob (Kubeflow v1, legacy)",
     )
 
 
@@ -171,7 +189,8 @@ def parse_handle(handle: str) -> tuple[str, str, str, str, str]:
     if parts.scheme != HANDLE_SCHEME or not parts.netloc or len(path) != 3 or path[1] not in kinds:
         raise UsageError(
             f"{handle!r} is not a Kubernetes handle",
-            "handles look like k8s://<context>/<namespace>/<job|jobset|pytorchjob>/<name>"
+            "handles look like k8s://<context>/<namespace>/<job|jobset|trainjob|pytorchjob>/"
+            "<name>"
             "?cluster=<id>",
         )
     if parts.netloc == "-" or not cluster:
@@ -361,14 +380,20 @@ def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> Kubernetes
 
 
 def check(site: Site, live: bool) -> list[str]:
-    """`torchship site check`: record or check the cluster the site's context reaches; with
-    `live`, read its nodes' GPUs and warn where the site says otherwise."""
-    context = options_of(site).context
-    lines = record_cluster(site.name, context, site.trust).splitlines()
+    """`torchship site check`: record or check the cluster the site's context reaches, and
+    note the legacy operator name; with `live`, read its nodes' GPUs and warn where the site
+    says otherwise."""
+    o = options_of(site)
+    lines = record_cluster(site.name, o.context, site.trust).splitlines()
+    if o.operator in k8s.LEGACY_OPERATORS:
+        lines.append(
+            f'warning: {site.name}: operator = "{o.operator}" is the legacy Kubeflow v1 '
+            'PyTorchJob: write "pytorchjob" to keep it, or "trainer" for Kubeflow Trainer v2'
+        )
     if live:
         from torchship.place.live import differences, inventory
 
-        found = inventory(Cluster(connect(context)).gpu_nodes())
+        found = inventory(Cluster(connect(o.context)).gpu_nodes())
         have = ", ".join(f"{g.count}×{g.model}" for g in found) or "no GPUs"
         lines.append(f"{site.name}: the cluster has {have}")
         lines += [f"warning: {w}" for w in differences(site, found)]

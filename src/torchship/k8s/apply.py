@@ -21,13 +21,17 @@ from torchship.errors import TorchshipError, UsageError, excerpt
 KINDS = {
     "Job": ("batch", "v1", "jobs"),
     "JobSet": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
+    "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
     "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
 }
 OPERATOR_HINT = {
-    "JobSet": 'install JobSet (jobset.sigs.k8s.io), or set operator = "kubeflow" for the site',
-    "PyTorchJob": 'install the Kubeflow training operator, or set operator = "jobset"',
+    "JobSet": 'install JobSet (jobset.sigs.k8s.io), or set operator = "pytorchjob" for the site',
+    "TrainJob": "install Kubeflow Trainer v2 (with its torch-distributed ClusterTrainingRuntime), "
+    'or set operator = "jobset" for the site',
+    "PyTorchJob": 'install the Kubeflow training operator (v1), or set operator = "trainer" or '
+    '"jobset"',
     "PodMonitor": 'install the Prometheus operator, or set prometheus = "annotations" for the site',
 }
 

@@ -1,288 +1,50 @@
 """Kubernetes objects for a job, rendered as plain dicts (pure; YAML by `to_yaml`).
 
-One node: a batch/v1 Job and a NetworkPolicy. The pod template meets Pod Security "restricted"
-(runAsNonRoot, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault) and
-more: a read-only root filesystem with writable emptyDirs (/tmp, the run folder), /dev/shm as a
-memory emptyDir sized from the job, no service-account token, `nvidia.com/gpu` limits as string
-quantities, data only from PersistentVolumeClaims (`pvc://CLAIM[/SUBPATH]`; never hostPath),
-labels (job id, lock hash, site), `ttlSecondsAfterFinished` so finished jobs release what they
-hold. The NetworkPolicy lets the job's pods reach each other and DNS, nothing else.
+One node: a batch/v1 Job. Several: a JobSet, or where the site runs Kubeflow, a TrainJob
+(Kubeflow Trainer v2) or a PyTorchJob (the legacy v1 training operator). Each wraps the same
+pod (torchship.k8s.pod) and comes with the same NetworkPolicy and, where the site asks, a
+PodMonitor; finished objects are removed after `ttlSecondsAfterFinished` where the kind has it.
 
 This is the rendering the Kubernetes site (torchship.backends.kubernetes: its options become
-KubeOptions there, and it applies through the official client) builds on. Paths, ports,
-labels and the /dev/shm rule every site shares are torchship.conventions'.
+KubeOptions there, and it applies through the official client) builds on.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from torchship.conventions import (
-    JOB_ID_ENV,
-    JOB_ID_LABEL,
-    K8S_LABEL_PREFIX,
-    LOCK_HASH_LABEL,
-    LOG_FORMAT_ENV,
-    METRICS_ADDR_ENV,
-    METRICS_PORT_ENV,
-    RENDEZVOUS_PORT,
-    RUN_DIR_ENV,
-    RUN_MOUNT,
-    SITE_LABEL,
-    TRAINING_PORT,
-    shm_mib,
+from torchship.conventions import K8S_LABEL_PREFIX, RENDEZVOUS_PORT
+from torchship.errors import UsageError
+from torchship.k8s.pod import (
+    DIGEST,
+    METRICS_MODES,
+    KubeOptions,
+    companions,
+    dns_name,
+    image_for,
+    job_labels,
+    object_name,
+    pod_spec,
+    pvc_volume,
+    run_volume,
+    template_meta,
 )
-from torchship.errors import SpecError, UsageError
-from torchship.image.dockerfile import image_tag
-from torchship.launch import multinode_torchrun_argv, torchrun_argv, workload_argv
 from torchship.lock.model import Lock
 from torchship.spec.job import JobSpec
 
-# Pods run as 10001, not the image's user (1000): a UID above the range hosts hand to people
-# (checkov CKV_K8S_40), so a process that ever escaped its container owns nothing on the node.
-# The image needs no passwd entry for it: HOME is /tmp, USER/LOGNAME are set (getpass, which
-# torch's compile cache calls, reads them first), and everything written goes to emptyDirs or
-# the checkpoint claim (fsGroup makes them writable).
-POD_UID = 10001
-TTL_AFTER_FINISHED_S = 3600
-LABEL_JOB = K8S_LABEL_PREFIX + JOB_ID_LABEL
-LABEL_LOCK = K8S_LABEL_PREFIX + LOCK_HASH_LABEL
-LABEL_SITE = K8S_LABEL_PREFIX + SITE_LABEL
-LABEL_NAME = "app.kubernetes.io/name"
-METRICS_PORT_NAME = "metrics"
-SCRAPE_INTERVAL = "15s"
-METRICS_MODES = ("annotations", "podmonitor", "off")
+__all__ = ["DIGEST", "LEGACY_OPERATORS", "METRICS_MODES", "OPERATORS", "KubeOptions", "Operator",
+           "dns_name", "pvc_volume", "render", "render_jobset", "render_one_node",
+           "render_pytorchjob", "render_trainjob", "to_yaml"]  # fmt: skip
 
-
-@dataclass(frozen=True, slots=True)
-class KubeOptions:
-    namespace: str = "default"
-    site: str = "kubernetes"
-    image: str | None = None  # None: the lock's image tag, from `registry`
-    registry: str = ""  # e.g. "registry.example.com/team/"
-    queue: str | None = None  # a Kueue LocalQueue
-    ttl_after_finished_s: int = TTL_AFTER_FINISHED_S
-    image_digest: str | None = None  # "sha256:…" of the pushed image: pulled by digest
-    checkpoint_claim: str | None = None  # a PVC holding run folders, so a retry resumes
-    metrics: str = "annotations"  # how Prometheus finds the pods: annotations | podmonitor | off
-    metrics_namespace: str = "monitoring"  # where Prometheus runs: the NetworkPolicy lets it in
-    log_format: str = "json"  # TORCHSHIP_LOG_FORMAT in the pods: one JSON object per line
-
-
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-
-
-def dns_name(text: str, limit: int = 63) -> str:
-    """A DNS-1123 label from a job name: lower case, [a-z0-9-], starts and ends alphanumeric."""
-    out = "".join(c if c.isalnum() else "-" for c in text.lower())
-    out = "-".join(p for p in out.split("-") if p)[:limit].strip("-")
-    return out or "job"
-
-
-def pvc_volume(job: JobSpec, i: int, path: str) -> tuple[str, str | None]:
-    """`pvc://CLAIM[/SUBPATH]` → (claim, subpath). Anything else is refused: no hostPath."""
-    if not path.startswith("pvc://") or not path[6:].split("/", 1)[0]:
-        raise SpecError(
-            job.source,
-            f"job.data[{i}].path",
-            f"{path!r} is not a PersistentVolumeClaim, and Kubernetes sites never mount host paths",
-            "write path = 'pvc://CLAIM' or 'pvc://CLAIM/sub/path' for a Kubernetes site",
-        )
-    claim, _, sub = path[6:].partition("/")
-    return claim, sub or None
-
-
-def _labels(job: JobSpec, job_id: str, lock: Lock | None, o: KubeOptions) -> dict[str, str]:
-    labels = {LABEL_NAME: dns_name(job.name), LABEL_JOB: job_id, LABEL_SITE: dns_name(o.site)}
-    if lock is not None:
-        labels[LABEL_LOCK] = lock.short_hash
-    if o.queue:
-        labels["kueue.x-k8s.io/queue-name"] = o.queue
-    return labels
-
-
-def object_name(job: JobSpec, job_id: str) -> str:
-    return f"{dns_name(job.name, 40)}-{job_id[-8:].lower()}"
-
-
-def _command(job: JobSpec, job_id: str, rendezvous: list[str] | None = None) -> list[str]:
-    argv = (  # the image's python; several nodes: the rendezvous through node 0's DNS name
-        torchrun_argv("python", job, job_id)
-        if rendezvous is None
-        else multinode_torchrun_argv("python", job, job_id, rendezvous)
-    )
-    if job.command is None:
-        return [*argv, *workload_argv(job, Path(RUN_MOUNT))]
-    return [*argv, "--no-python", *job.command]
-
-
-def _resources(job: JobSpec) -> dict[str, Any]:
-    limits: dict[str, str] = {}
-    requests: dict[str, str] = {}
-    if job.cpus:
-        requests["cpu"] = limits["cpu"] = f"{job.cpus:g}"
-    if job.memory_gib:
-        requests["memory"] = limits["memory"] = f"{int(job.memory_gib * 1024)}Mi"
-    if job.gpus_per_node:
-        limits["nvidia.com/gpu"] = str(job.gpus_per_node)  # a string quantity, as the API wants
-    return {"limits": limits, "requests": requests}
-
-
-def _run_volume(name: str, claim: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run folder (summary, metrics, checkpoints): an emptyDir, gone with the pod; or the
-    site's checkpoint claim, one sub-folder per job, so a restarted pod resumes from its last
-    checkpoint (several nodes need a ReadWriteMany claim)."""
-    mount: dict[str, Any] = {"name": "run", "mountPath": RUN_MOUNT}
-    if claim is None:
-        return {"name": "run", "emptyDir": {}}, mount
-    mount["subPath"] = name
-    return {"name": "run", "persistentVolumeClaim": {"claimName": claim}}, mount
-
-
-def pod_spec(
-    job: JobSpec,
-    job_id: str,
-    image: str,
-    rendezvous: list[str] | None = None,
-    run: tuple[dict[str, Any], dict[str, Any]] | None = None,
-    o: KubeOptions | None = None,
-) -> dict[str, Any]:
-    o = o or KubeOptions()
-    run_volume, run_mount = run or _run_volume("", None)
-    volumes: list[dict[str, Any]] = [
-        {
-            "name": "dshm",
-            "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_mib(job.memory_gib)}Mi"},
-        },
-        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
-        run_volume,
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "dshm", "mountPath": "/dev/shm"},
-        {"name": "tmp", "mountPath": "/tmp"},
-        run_mount,
-    ]
-    for i, d in enumerate(job.data):
-        claim, sub = pvc_volume(job, i, d.address("pvc") or d.path)
-        name = f"data-{i}"
-        volumes.append(
-            {"name": name, "persistentVolumeClaim": {"claimName": claim, "readOnly": d.read_only}}
-        )
-        mount: dict[str, Any] = {"name": name, "mountPath": d.mount, "readOnly": d.read_only}
-        if sub:
-            mount["subPath"] = sub
-        mounts.append(mount)
-    env = {
-        JOB_ID_ENV: job_id,
-        RUN_DIR_ENV: RUN_MOUNT,
-        "PYTHONUNBUFFERED": "1",
-        "HOME": "/tmp",
-        "USER": "torchship",
-        "LOGNAME": "torchship",
-        LOG_FORMAT_ENV: o.log_format,
-    }
-    if o.metrics != "off":  # local rank 0 serves the training series on every pod's IP
-        env |= {METRICS_PORT_ENV: str(TRAINING_PORT), METRICS_ADDR_ENV: "0.0.0.0"}
-    env |= dict(sorted(job.env.items()))  # the job's own settings win
-    container: dict[str, Any] = {
-        "name": "train",
-        "image": image,
-        # Always: the registry checks this pod's pull credentials on every start, so a node's
-        # cached copy of a private image is not handed to a pod that may not pull it.
-        "imagePullPolicy": "Always",
-        "command": _command(job, job_id, rendezvous),
-        "env": [{"name": k, "value": v} for k, v in env.items()],
-        "resources": _resources(job),
-        "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "privileged": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": POD_UID,
-            "runAsGroup": POD_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-    }
-    if o.metrics != "off":
-        container["ports"] = [
-            {"name": METRICS_PORT_NAME, "containerPort": TRAINING_PORT, "protocol": "TCP"}
-        ]
-    return {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": POD_UID,
-            "runAsGroup": POD_UID,
-            "fsGroup": POD_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "containers": [container],
-        "volumes": volumes,
-    }
-
-
-def template_meta(labels: dict[str, str], o: KubeOptions) -> dict[str, Any]:
-    """A pod template's metadata: the job's labels, and Prometheus' scrape annotations when
-    the site finds pods by annotation (the prometheus.io/* convention of Prometheus' own
-    example Kubernetes configuration and most Helm charts)."""
-    meta: dict[str, Any] = {"labels": labels}
-    if o.metrics == "annotations":
-        meta["annotations"] = {
-            "prometheus.io/scrape": "true",
-            "prometheus.io/port": str(TRAINING_PORT),
-            "prometheus.io/path": "/metrics",
-        }
-    return meta
-
-
-def pod_monitor(meta: dict[str, Any], job_id: str) -> dict[str, Any]:
-    """A monitoring.coreos.com/v1 PodMonitor: the Prometheus operator scrapes the job's pods'
-    `metrics` port. Its labels are the job's (a Prometheus whose podMonitorSelector is empty,
-    or matches app.kubernetes.io/name, picks it up)."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PodMonitor",
-        "metadata": meta,
-        "spec": {
-            "selector": {"matchLabels": {LABEL_JOB: job_id}},
-            "podMetricsEndpoints": [
-                {"port": METRICS_PORT_NAME, "path": "/metrics", "interval": SCRAPE_INTERVAL}
-            ],
-        },
-    }
-
-
-def companions(job: JobSpec, job_id: str, meta: dict[str, Any], o: KubeOptions) -> list[Any]:
-    """What goes with every job's main object: its NetworkPolicy, and its PodMonitor."""
-    scraper = o.metrics_namespace if o.metrics != "off" else None
-    out = [network_policy(meta, job_id, job.egress, scraper)]
-    if o.metrics == "podmonitor":
-        out.append(pod_monitor(meta, job_id))
-    return out
-
-
-def image_for(lock: Lock | None, job: JobSpec, o: KubeOptions) -> str:
-    """The lock's tag under the site's registry, `@sha256:…` when the pushed digest is known."""
-    if o.image:
-        return o.image if not o.image_digest else f"{o.image}@{o.image_digest}"
-    if lock is None:
-        raise SpecError(
-            job.source,
-            "job",
-            "a Kubernetes site runs the project's image, and there is no torchship.lock",
-            "run `torchship lock`, then build and push the image",
-        )
-    ref = o.registry + image_tag(lock)
-    return f"{ref}@{o.image_digest}" if o.image_digest else ref
+# How a site runs several nodes: JobSet; Kubeflow Trainer v2's TrainJob; or the Kubeflow v1
+# training operator's PyTorchJob (legacy: Trainer v2 replaces it). "kubeflow", the name the v1
+# operator had first, still means it.
+Operator = Literal["jobset", "trainer", "pytorchjob", "kubeflow"]
+OPERATORS: tuple[Operator, ...] = ("jobset", "trainer", "pytorchjob", "kubeflow")
+LEGACY_OPERATORS: dict[str, Operator] = {"kubeflow": "pytorchjob"}
 
 
 def render_one_node(
@@ -293,10 +55,10 @@ def render_one_node(
     if job.nodes > 1:
         raise UsageError(
             f"{job.source}: job.nodes = {job.nodes}, and a batch/v1 Job is one node",
-            "use render(), which makes a JobSet or PyTorchJob for several nodes",
+            "use render(), which makes a JobSet, TrainJob or PyTorchJob for several nodes",
         )
     name = object_name(job, job_id)
-    labels = _labels(job, job_id, lock, o)
+    labels = job_labels(job, job_id, lock, o)
     meta = {"name": name, "namespace": o.namespace, "labels": labels}
     job_spec: dict[str, Any] = {
         "backoffLimit": job.retries,
@@ -308,7 +70,7 @@ def render_one_node(
                 job_id,
                 image_for(lock, job, o),
                 None,
-                _run_volume(name, o.checkpoint_claim),
+                run_volume(name, o.checkpoint_claim),
                 o,
             ),
         },
@@ -319,57 +81,6 @@ def render_one_node(
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it
     main = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": job_spec}
     return [main, *companions(job, job_id, meta, o)]
-
-
-def network_policy(
-    meta: dict[str, Any],
-    job_id: str,
-    egress: tuple[tuple[str, int | None], ...] = (),
-    scraper_namespace: str | None = None,
-) -> dict[str, Any]:
-    """Only the job's own pods (rendezvous, NCCL: any port between them, as NCCL picks ephemeral
-    ones), DNS, and the egress the job declares (`egress = ["CIDR[:PORT]"]`, TCP); in, besides
-    the job's pods, Prometheus from `scraper_namespace` to the metrics port and nothing else."""
-    ingress: list[dict[str, Any]] = [
-        {"from": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]}
-    ]
-    if scraper_namespace:
-        ingress.append({
-            "from": [{"namespaceSelector": {
-                "matchLabels": {"kubernetes.io/metadata.name": scraper_namespace}}}],
-            "ports": [{"protocol": "TCP", "port": TRAINING_PORT}],
-        })  # fmt: skip
-    declared: list[dict[str, Any]] = []
-    for cidr, port in egress:
-        rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": cidr}}]}
-        if port is not None:
-            rule["ports"] = [{"protocol": "TCP", "port": port}]
-        declared.append(rule)
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta,
-        "spec": {
-            "podSelector": {"matchLabels": {LABEL_JOB: job_id}},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": ingress,
-            "egress": [
-                {"to": [{"podSelector": {"matchLabels": {LABEL_JOB: job_id}}}]},
-                {
-                    "to": [
-                        {
-                            "namespaceSelector": {
-                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
-                            },
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-                        }
-                    ],
-                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-                },
-                *declared,
-            ],
-        },
-    }
 
 
 MASTER_PORT = RENDEZVOUS_PORT
@@ -384,7 +95,7 @@ def render_jobset(
     `<name>-node-0-0.<name>`, which every node's torchrun uses as its rendezvous."""
     o = o or KubeOptions()
     name = object_name(job, job_id)
-    labels = _labels(job, job_id, lock, o)
+    labels = job_labels(job, job_id, lock, o)
     meta = {"name": name, "namespace": o.namespace, "labels": labels}
     master = f"{name}-{REPLICATED_JOB}-0-0.{name}"
     rendezvous = [
@@ -394,7 +105,7 @@ def render_jobset(
         f"--master-port={MASTER_PORT}",
     ]
     pod = pod_spec(
-        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim), o
+        job, job_id, image_for(lock, job, o), rendezvous, run_volume(name, o.checkpoint_claim), o
     )
     indexed = {
         "parallelism": job.nodes,
@@ -427,7 +138,7 @@ def render_pytorchjob(
     PET_MASTER_ADDR and PET_MASTER_PORT."""
     o = o or KubeOptions()
     name = object_name(job, job_id)
-    labels = _labels(job, job_id, lock, o)
+    labels = job_labels(job, job_id, lock, o)
     meta = {"name": name, "namespace": o.namespace, "labels": labels}
     rendezvous = [
         "--nnodes=$(PET_NNODES)",
@@ -436,7 +147,7 @@ def render_pytorchjob(
         "--master-port=$(PET_MASTER_PORT)",
     ]
     pod = pod_spec(
-        job, job_id, image_for(lock, job, o), rendezvous, _run_volume(name, o.checkpoint_claim), o
+        job, job_id, image_for(lock, job, o), rendezvous, run_volume(name, o.checkpoint_claim), o
     )
     pod["containers"][0]["name"] = "pytorch"  # the operator finds the container by this name
 
@@ -462,6 +173,120 @@ def render_pytorchjob(
     return [obj, *companions(job, job_id, meta, o)]
 
 
+# Kubeflow Trainer v2 (trainer.kubeflow.org/v1alpha1; the TrainJob and ClusterTrainingRuntime
+# CRDs in tests/data/k8s-crds, kubeflow/trainer at 8c0f5059). A TrainJob names a runtime (a
+# JobSet template) and fills in its trainer: `torch-distributed`, the runtime Trainer ships for
+# torchrun, has one replicated job and one container, both named "node" (Trainer's
+# constants.Node). Trainer names the JobSet after the TrainJob (the ClusterTrainingRuntime
+# CRD: "JobSet name and namespace is equal to the TrainJob's") and gives the node container
+# torchrun's settings as PET_NNODES, PET_NODE_RANK, PET_MASTER_ADDR (`<name>-node-0-0.<name>`)
+# and PET_MASTER_PORT (its torch plugin, pkg/constants: names it reserves for itself).
+TRAINER_RUNTIME = "torch-distributed"
+TRAINER_NODE = "node"
+TRAINER_RESERVED_ENV = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+                        "PET_MASTER_PORT")  # fmt: skip
+TRAINER_MAX_ITEMS = 128  # the CRD's maxItems for trainer.command and trainer.env
+# torchship's entry of runtimePatches (keyed by manager; Kueue writes its own entry under
+# kueue.x-k8s.io/manager).
+TRAINER_MANAGER = K8S_LABEL_PREFIX + "manager"
+# The pod's fields a TrainJob sets: the trainer's (image, command, env, resources of the node
+# container) and runtimePatches' (PodSpecPatch, ContainerPatch: only these of ours are there).
+TRAINER_POD_PATCH = ("securityContext", "volumes")
+TRAINER_CONTAINER_PATCH = ("securityContext", "volumeMounts")
+TRAINER_FIELDS = {"image": "image", "command": "command", "env": "env",
+                  "resources": "resourcesPerNode"}  # fmt: skip
+# The rest of our pod has no place in a TrainJob: the runtime's pod template decides it
+# (docs/sites-kubernetes.md says what a cluster admin can set there instead).
+RUNTIME_POD_FIELDS = ("restartPolicy", "automountServiceAccountToken", "enableServiceLinks")
+RUNTIME_CONTAINER_FIELDS = ("name", "imagePullPolicy", "ports")
+
+
+def trainjob_name(job: JobSpec, job_id: str) -> str:
+    """The object name, starting with a letter: a TrainJob's name is an RFC 1035 label (the
+    CRD's rule), where other kinds' may start with a digit."""
+    name = object_name(job, job_id)
+    return name if re.match("[a-z]", name) else f"job-{name}"
+
+
+def _trainer_limits(job: JobSpec, command: list[str], env: list[dict[str, str]]) -> None:
+    """What the TrainJob's API refuses, refused here with the fix: too long a command or
+    environment, a name Trainer reserves for torchrun."""
+    if len(command) > TRAINER_MAX_ITEMS or len(env) > TRAINER_MAX_ITEMS:
+        raise UsageError(
+            f"{job.source}: a TrainJob's trainer takes at most {TRAINER_MAX_ITEMS} command "
+            f"items and {TRAINER_MAX_ITEMS} environment variables (this job: {len(command)}, "
+            f"{len(env)})",
+            'shorten job.command or job.env, or use operator = "jobset" for the site',
+        )
+    reserved = sorted({e["name"] for e in env} & set(TRAINER_RESERVED_ENV))
+    if reserved:
+        raise UsageError(
+            f"{job.source}: job.env sets {', '.join(reserved)}, which Kubeflow Trainer sets "
+            "for torchrun itself",
+            "remove them from [job.env]: torchship passes the nodes, rank and address",
+        )
+
+
+def render_trainjob(
+    job: JobSpec, lock: Lock | None, job_id: str, o: KubeOptions | None = None
+) -> list[dict[str, Any]]:
+    """[trainer.kubeflow.org/v1alpha1 TrainJob, NetworkPolicy] for sites with Kubeflow
+    Trainer v2: the `torch-distributed` runtime's `nodes` pods, filled in with the job's
+    image, torchrun command, environment and resources (the trainer), and the rest of the pod
+    that the API lets a TrainJob set (runtimePatches): its labels and scrape annotations (so
+    the NetworkPolicy selects the pods), the restricted security contexts, volumes and
+    mounts."""
+    o = o or KubeOptions()
+    if o.metrics == "podmonitor":
+        raise UsageError(
+            "a TrainJob cannot declare its pods' metrics port, which a PodMonitor selects",
+            'use prometheus = "annotations" (or operator = "jobset") for the site',
+        )
+    name = trainjob_name(job, job_id)
+    labels = job_labels(job, job_id, lock, o)
+    meta = {"name": name, "namespace": o.namespace, "labels": labels}
+    rendezvous = [  # Trainer's torch plugin sets these on the node container
+        "--nnodes=$(PET_NNODES)",
+        "--node-rank=$(PET_NODE_RANK)",
+        "--master-addr=$(PET_MASTER_ADDR)",
+        "--master-port=$(PET_MASTER_PORT)",
+    ]
+    pod = pod_spec(
+        job, job_id, image_for(lock, job, o), rendezvous, run_volume(name, o.checkpoint_claim), o
+    )
+    (container,) = pod["containers"]
+    _trainer_limits(job, container["command"], container["env"])
+    trainer: dict[str, Any] = {
+        "image": container["image"],
+        "command": container["command"],
+        "env": container["env"],
+        "numNodes": job.nodes,
+        "numProcPerNode": job.processes_per_node,
+        "resourcesPerNode": container["resources"],
+    }
+    node = {"name": TRAINER_NODE} | {k: container[k] for k in TRAINER_CONTAINER_PATCH}
+    pod_patch = {k: pod[k] for k in TRAINER_POD_PATCH} | {"containers": [node]}
+    patch = {"manager": TRAINER_MANAGER, "trainingRuntimeSpec": {"template": {"spec": {
+        "replicatedJobs": [{"name": TRAINER_NODE, "template": {"spec": {"template": {
+            "metadata": template_meta(labels, o), "spec": pod_patch}}}}]}}}}  # fmt: skip
+    spec: dict[str, Any] = {
+        "runtimeRef": {
+            "name": TRAINER_RUNTIME,
+            "kind": "ClusterTrainingRuntime",
+            "apiGroup": "trainer.kubeflow.org",
+        },
+        "trainer": trainer,
+        "runtimePatches": [patch],
+    }
+    if job.max_runtime_minutes:
+        spec["activeDeadlineSeconds"] = int(job.max_runtime_minutes * 60)
+    if o.queue:
+        spec["suspend"] = True  # Kueue admits (unsuspends) it
+    obj = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "TrainJob", "metadata": meta,
+           "spec": spec}  # fmt: skip
+    return [obj, *companions(job, job_id, meta, o)]
+
+
 def render(
     job: JobSpec,
     lock: Lock | None,
@@ -469,12 +294,19 @@ def render(
     o: KubeOptions | None = None,
     operator: str = "jobset",
 ) -> list[dict[str, Any]]:
-    """The objects for a job: a batch/v1 Job for one node; a JobSet (or, where the site runs
-    the Kubeflow training operator, a PyTorchJob) for several."""
+    """The objects for a job: a batch/v1 Job for one node; for several, a JobSet, a TrainJob
+    (operator "trainer": Kubeflow Trainer v2) or a PyTorchJob (operator "pytorchjob", or its
+    old name "kubeflow": the Kubeflow v1 training operator)."""
     if job.nodes == 1:
         return render_one_node(job, lock, job_id, o)
-    if operator == "kubeflow":
+    operator = LEGACY_OPERATORS.get(operator, operator)
+    if operator == "trainer":
+        return render_trainjob(job, lock, job_id, o)
+    if operator == "pytorchjob":
         return render_pytorchjob(job, lock, job_id, o)
+    if operator != "jobset":
+        raise UsageError(f"{operator!r} is not a way to run several nodes",
+                         f"one of: {', '.join(OPERATORS[:3])}")  # fmt: skip
     return render_jobset(job, lock, job_id, o)
 
 
