@@ -56,6 +56,8 @@ class SiteLoad:
 
     free_gpus: int
     wait_minutes: float = 0.0
+    # jobs are already waiting there (a batch queue): a new one waits too, whatever it asks for
+    backlog: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +184,9 @@ def budget_filter(d: Demand, s: Site) -> Rejection | None:
 
 
 def wait_minutes(d: Demand, s: Site, load: SiteLoad | None) -> float:
-    """When the job would start here: now (plus start-up) if the GPUs are free, else the
-    site's estimate. A site with no load given is taken as idle."""
-    if load is None or load.free_gpus >= d.gpus:
+    """When the job would start here: now (plus start-up) if the GPUs are free and no job
+    waits ahead of it, else the site's estimate. A site with no load given is taken as idle."""
+    if load is None or (load.free_gpus >= d.gpus and not load.backlog):
         return s.startup_minutes
     return max(load.wait_minutes, 0.0) + s.startup_minutes
 
@@ -202,6 +204,8 @@ class Placer:
         self.sites = tuple(sites)
         self._shapes: dict[Shape, tuple[tuple[Rejection, ...], tuple[Site, ...]]] = {}
         self._tiers: dict[tuple[str, int], Rejection] = {}
+        # id() of a shape's allowed tuple: those tuples live in _shapes as long as the placer
+        self._later_cache: dict[tuple[int, int, int], tuple[Rejection, ...]] = {}
 
     def _not_needed(self, s: Site, tier: int) -> Rejection:
         r = self._tiers.get((s.name, tier))
@@ -209,6 +213,17 @@ class Placer:
             why = f"tier {s.tier}: not needed, tier {tier} has room"
             r = self._tiers[(s.name, tier)] = Rejection(s.name, "tier", why)
         return r
+
+    def _later(self, allowed: Sequence[Site], i: int, tier: int) -> tuple[Rejection, ...]:
+        """"not needed" for the sites of the tiers above the chosen one; kept per shape when
+        `allowed` is a shape's cached tuple (no budget filtered it)."""
+        key = (id(allowed), i, tier)
+        hit = self._later_cache.get(key) if isinstance(allowed, tuple) else None
+        if hit is None:
+            hit = tuple(self._not_needed(later, tier) for later in allowed[i:])
+            if isinstance(allowed, tuple):
+                self._later_cache[key] = hit
+        return hit
 
     def _fit(self, d: Demand) -> tuple[tuple[Rejection, ...], tuple[Site, ...]]:
         key = (d.data_class, d.gpu_models, d.gpus_per_node, d.nodes, d.data_reach)
@@ -230,39 +245,48 @@ class Placer:
         loads = loads or {}
         unfit, fitting = self._fit(d)
         rejected = list(unfit)
-        allowed: list[Site] = []
-        for s in fitting:
-            r = budget_filter(d, s) if d.budget_usd is not None else None
-            if r is None:
-                allowed.append(s)
-            else:
-                rejected.append(r)
+        allowed: Sequence[Site] = fitting
+        if d.budget_usd is not None:
+            allowed = []
+            for s in fitting:
+                r = budget_filter(d, s)
+                if r is None:
+                    allowed.append(s)
+                else:
+                    rejected.append(r)
         if not allowed:
             codes = sorted({r.code for r in rejected})
             why = f"no site may run it ({', '.join(codes)})"
             return Placement(d.name, "refused", None, why, 0.0, 0.0, tuple(rejected))
         lowest = allowed[0].tier
-        i = 0
-        while i < len(allowed):
+        i, n = 0, len(allowed)
+        gpus, minutes = d.gpus, d.hours * 60
+        gpu_hours = gpus * d.hours
+        while i < n:
             tier = allowed[i].tier
             ready: list[tuple[float, float, str, Site]] = []
-            while i < len(allowed) and allowed[i].tier == tier:
+            while i < n and allowed[i].tier == tier:
                 s = allowed[i]
                 i += 1
-                w = wait_minutes(d, s, loads.get(s.name))
-                if w <= wait_budget(d, s):
-                    ready.append((cost(d, s), w, s.name, s))
+                # wait_minutes, wait_budget and cost, inlined: this loop is the placer's time
+                load = loads.get(s.name)
+                w = s.startup_minutes
+                if load is not None and (load.free_gpus < gpus or load.backlog):
+                    w += max(load.wait_minutes, 0.0)
+                budget = max(s.wait_budget_minutes, s.wait_share * minutes)
+                if w <= budget:
+                    egress = 0.0 if d.data_site in (None, s.name) else d.data_gb * s.egress_per_gb
+                    ready.append((gpu_hours * s.price_per_gpu_hour + egress, w, s.name, s))
                 else:
-                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, wait_budget(d, s))))
+                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, budget)))
             if not ready:
                 continue
             ready.sort(key=lambda t: t[:3])
             c, w, _, best = ready[0]
-            for c2, _, name, _ in ready[1:]:
-                rejected.append(
-                    Rejection(name, "cost", f"${c2:,.2f} against ${c:,.2f} at {best.name}")
-                )
-            rejected += [self._not_needed(later, tier) for later in allowed[i:]]
+            against = f" against ${c:,.2f} at {best.name}"
+            rejected += [Rejection(name, "cost", f"${c2:,.2f}{against}")
+                         for c2, _, name, _ in ready[1:]]  # fmt: skip
+            rejected += self._later(allowed, i, tier)
             why = f"tier {tier}: starts in {w:.0f} min (budget {wait_budget(d, best):.0f})"
             if len(ready) > 1:
                 why += f", cheapest of {len(ready)} (${c:,.2f})"
