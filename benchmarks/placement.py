@@ -16,6 +16,7 @@ import argparse
 import random
 import time
 
+from torchship.backends import KINDS
 from torchship.place import Demand, Site, SiteLoad
 from torchship.place.policy import Placer
 from torchship.place.sites import GPUPool
@@ -31,10 +32,13 @@ def make_sites(n: int, rng: random.Random) -> list[Site]:
         public = tier == 2
         per_node = rng.choice((4, 8)) if tier else rng.choice((1, 2, 4))
         nodes = 1 if tier == 0 else rng.choice((2, 4, 8, 16))
+        kind = ("local", rng.choice(("kubernetes", "slurm")), "kubernetes")[tier]
         sites.append(
             Site(
                 name=f"site-{i:03d}",
-                kind=("local", "kubernetes", "kubernetes")[tier],
+                # on-prem clusters are Kubernetes or Slurm, clouds Kubernetes
+                kind=kind,
+                capabilities=KINDS[kind].capabilities,
                 tier=tier,
                 trust="public" if public else "private",
                 data_classes=frozenset(
@@ -72,10 +76,11 @@ def make_jobs(
             data_site=rng.choice(sites).name,
             budget_usd=rng.choice((None, None, 500.0)),
         )
-        loads = {
-            s.name: SiteLoad(rng.randint(0, s.total_gpus), rng.uniform(0, 120))
+        loads = {  # a Slurm site's load is its partition's queue: jobs may be waiting there
+            s.name: SiteLoad(rng.randint(0, s.total_gpus), rng.uniform(0, 120),
+                             backlog=s.kind == "slurm" and rng.random() < 0.3)
             for s in rng.sample(sites, len(sites) // 2)
-        }
+        }  # fmt: skip
         jobs.append((d, loads))
     return jobs
 

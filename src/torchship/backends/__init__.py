@@ -35,6 +35,7 @@ SITE_KINDS: dict[str, str] = {
     "docker": "torchship.backends.docker",
     "kubernetes": "torchship.backends.kubernetes",
     "skypilot": "torchship.backends.skypilot",
+    "slurm": "torchship.backends.slurm",
 }
 
 
