@@ -74,7 +74,9 @@ def test_run_site_auto_places_runs_and_stores_why(tmp_path: Path) -> None:
     shutil.copytree(REPO / "examples/quickstart", job)
     short = (REPO / "examples/quickstart/job.toml").read_text().replace("steps = 60", "steps = 6")
     (Path(job) / "job.toml").write_text(short)  # placement is the point here, not training
-    r = run_cli("run", job, "--site", "auto", "--sites", str(sites), env=env)
+    r = run_cli(
+        "run", job, "--site", "auto", "--sites", str(sites), "--no-sync", "--force", env=env
+    )  # placement is the point: not the sync, not the preflight
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_cli("status", "--json", env=env)
     (row,) = json.loads(r.stdout)

@@ -232,6 +232,7 @@ def test_history_is_right_running_recorded_end_when_it_ended_program_exit_code(
     assert again["updated_at"] == events[-1]["at"] == ended["ended_at"]  # type: ignore[index]
 
 
+@pytest.mark.e2e  # 22 s; resuming is also held by test_workload's SIGKILL test and Slurm's requeue
 def test_quickstart_killed_then_run_again_resumes(tmp_path: Path, home: dict[str, str]) -> None:
     """The quickstart's relative checkpoint_dir lived in each run's folder, so a re-run after
     SIGKILL restarted at step 0. Its job file as written (without its lock: no sync here)."""

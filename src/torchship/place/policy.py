@@ -215,8 +215,8 @@ class Placer:
         return r
 
     def _later(self, allowed: Sequence[Site], i: int, tier: int) -> tuple[Rejection, ...]:
-        """"not needed" for the sites of the tiers above the chosen one; kept per shape when
-        `allowed` is a shape's cached tuple (no budget filtered it)."""
+        """Rejections "not needed" for the sites of the tiers above the chosen one; kept per
+        shape when `allowed` is a shape's cached tuple (no budget filtered it)."""
         key = (id(allowed), i, tier)
         hit = self._later_cache.get(key) if isinstance(allowed, tuple) else None
         if hit is None:
@@ -260,25 +260,13 @@ class Placer:
             return Placement(d.name, "refused", None, why, 0.0, 0.0, tuple(rejected))
         lowest = allowed[0].tier
         i, n = 0, len(allowed)
-        gpus, minutes = d.gpus, d.hours * 60
-        gpu_hours = gpus * d.hours
         while i < n:
             tier = allowed[i].tier
-            ready: list[tuple[float, float, str, Site]] = []
-            while i < n and allowed[i].tier == tier:
-                s = allowed[i]
-                i += 1
-                # wait_minutes, wait_budget and cost, inlined: this loop is the placer's time
-                load = loads.get(s.name)
-                w = s.startup_minutes
-                if load is not None and (load.free_gpus < gpus or load.backlog):
-                    w += max(load.wait_minutes, 0.0)
-                budget = max(s.wait_budget_minutes, s.wait_share * minutes)
-                if w <= budget:
-                    egress = 0.0 if d.data_site in (None, s.name) else d.data_gb * s.egress_per_gb
-                    ready.append((gpu_hours * s.price_per_gpu_hour + egress, w, s.name, s))
-                else:
-                    rejected.append(Rejection(s.name, "wait", _wait_reason(w, budget)))
+            j = i
+            while j < n and allowed[j].tier == tier:
+                j += 1
+            ready = _ready(d, allowed[i:j], loads, rejected)
+            i = j
             if not ready:
                 continue
             ready.sort(key=lambda t: t[:3])
@@ -300,6 +288,28 @@ class Placer:
         why = "every allowed site would wait past its budget; "
         why += f"queued where it starts soonest ({w:.0f} min)"
         return Placement(d.name, "queue", name, why, cost(d, site), w, tuple(rejected))
+
+
+def _ready(
+    d: Demand, tier: Sequence[Site], loads: Mapping[str, SiteLoad], rejected: list[Rejection]
+) -> list[tuple[float, float, str, Site]]:
+    """(cost, wait, name, site) of the tier's sites that start the job within their budget;
+    the others go to `rejected`. wait_minutes, wait_budget and cost inlined: this loop is
+    the placer's time."""
+    gpus, minutes, gpu_hours = d.gpus, d.hours * 60, d.gpus * d.hours
+    ready = []
+    for s in tier:
+        load = loads.get(s.name)
+        w = s.startup_minutes
+        if load is not None and (load.free_gpus < gpus or load.backlog):
+            w += max(load.wait_minutes, 0.0)
+        budget = max(s.wait_budget_minutes, s.wait_share * minutes)
+        if w <= budget:
+            egress = 0.0 if d.data_site in (None, s.name) else d.data_gb * s.egress_per_gb
+            ready.append((gpu_hours * s.price_per_gpu_hour + egress, w, s.name, s))
+        else:
+            rejected.append(Rejection(s.name, "wait", _wait_reason(w, budget)))
+    return ready
 
 
 def _wait_reason(w: float, budget: float) -> str:
