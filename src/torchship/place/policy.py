@@ -60,12 +60,39 @@ class SiteLoad:
     backlog: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class Rejection:
-    site: str
-    # data-class | data-access | gpu-model | gpus-per-node | nodes | capacity | over-budget | wait
-    code: str
-    reason: str
+    """Why a site was not chosen. A cost rejection keeps its numbers and writes its sentence
+    when read: a placement explains every site, and most explanations are never shown."""
+
+    __slots__ = ("_cost", "_reason", "code", "site")
+
+    def __init__(
+        self, site: str, code: str, reason: str = "", cost: tuple[float, float, str] | None = None
+    ) -> None:
+        self.site = site
+        # data-class | data-access | gpu-model | gpus-per-node | nodes | capacity | over-budget
+        # | wait | cost | tier
+        self.code = code
+        self._reason = reason
+        self._cost = cost  # (its cost, the chosen site's, the chosen site): for "cost"
+
+    @property
+    def reason(self) -> str:
+        if self._cost is not None and not self._reason:
+            c2, c, best = self._cost
+            self._reason = f"${c2:,.2f} against ${c:,.2f} at {best}"
+        return self._reason
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Rejection):
+            return NotImplemented
+        return (self.site, self.code, self.reason) == (other.site, other.code, other.reason)
+
+    def __hash__(self) -> int:
+        return hash((self.site, self.code, self.reason))
+
+    def __repr__(self) -> str:
+        return f"Rejection(site={self.site!r}, code={self.code!r}, reason={self.reason!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +273,16 @@ class Placer:
         unfit, fitting = self._fit(d)
         rejected = list(unfit)
         allowed: Sequence[Site] = fitting
-        if d.budget_usd is not None:
+        if d.budget_usd is not None:  # budget_filter, inlined
             allowed = []
+            budget = d.budget_usd
             for s in fitting:
-                r = budget_filter(d, s)
-                if r is None:
+                c = cost(d, s)
+                if c <= budget:
                     allowed.append(s)
                 else:
-                    rejected.append(r)
+                    why = f"would cost ${c:,.2f}, over the ${budget:,.2f} budget"
+                    rejected.append(Rejection(s.name, "over-budget", why))
         if not allowed:
             codes = sorted({r.code for r in rejected})
             why = f"no site may run it ({', '.join(codes)})"
@@ -269,10 +298,9 @@ class Placer:
             i = j
             if not ready:
                 continue
-            ready.sort(key=lambda t: t[:3])
+            ready.sort()  # by cost, wait, name: names are unique, so no Site is ever compared
             c, w, _, best = ready[0]
-            against = f" against ${c:,.2f} at {best.name}"
-            rejected += [Rejection(name, "cost", f"${c2:,.2f}{against}")
+            rejected += [Rejection(name, "cost", cost=(c2, c, best.name))
                          for c2, _, name, _ in ready[1:]]  # fmt: skip
             rejected += self._later(allowed, i, tier)
             why = f"tier {tier}: starts in {w:.0f} min (budget {wait_budget(d, best):.0f})"
@@ -297,18 +325,24 @@ def _ready(
     the others go to `rejected`. wait_minutes, wait_budget and cost inlined: this loop is
     the placer's time."""
     gpus, minutes, gpu_hours = d.gpus, d.hours * 60, d.gpus * d.hours
+    home, data_gb = d.data_site, d.data_gb
     ready = []
     for s in tier:
-        load = loads.get(s.name)
+        name = s.name
+        load = loads.get(name)
         w = s.startup_minutes
-        if load is not None and (load.free_gpus < gpus or load.backlog):
-            w += max(load.wait_minutes, 0.0)
-        budget = max(s.wait_budget_minutes, s.wait_share * minutes)
+        if load is not None and (load.free_gpus < gpus or load.backlog) and load.wait_minutes > 0:
+            w += load.wait_minutes
+        budget = s.wait_budget_minutes
+        share = s.wait_share * minutes
+        budget = max(budget, share)
         if w <= budget:
-            egress = 0.0 if d.data_site in (None, s.name) else d.data_gb * s.egress_per_gb
-            ready.append((gpu_hours * s.price_per_gpu_hour + egress, w, s.name, s))
+            c = gpu_hours * s.price_per_gpu_hour
+            if home is not None and home != name:
+                c += data_gb * s.egress_per_gb
+            ready.append((c, w, name, s))
         else:
-            rejected.append(Rejection(s.name, "wait", _wait_reason(w, budget)))
+            rejected.append(Rejection(name, "wait", _wait_reason(w, budget)))
     return ready
 
 
