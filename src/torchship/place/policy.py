@@ -19,9 +19,9 @@ Placement keeps every rejected site and why: the "why here" record stored with t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 from torchship.errors import UnknownGPUError
 from torchship.place.sites import Site, canonical_gpu
@@ -60,39 +60,53 @@ class SiteLoad:
     backlog: bool = False
 
 
+@dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a site was not chosen. A cost rejection keeps its numbers and writes its sentence
-    when read: a placement explains every site, and most explanations are never shown."""
+    site: str
+    # data-class | data-access | gpu-model | gpus-per-node | nodes | capacity | over-budget
+    # | wait | cost | tier
+    code: str
+    reason: str
 
-    __slots__ = ("_cost", "_reason", "code", "site")
 
-    def __init__(
-        self, site: str, code: str, reason: str = "", cost: tuple[float, float, str] | None = None
-    ) -> None:
-        self.site = site
-        # data-class | data-access | gpu-model | gpus-per-node | nodes | capacity | over-budget
-        # | wait | cost | tier
-        self.code = code
-        self._reason = reason
-        self._cost = cost  # (its cost, the chosen site's, the chosen site): for "cost"
+class Rejections(Sequence[Rejection]):
+    """A placement's rejected sites, every one with its reason, in order: built when first read
+    (most placements are never explained), then kept. Reads like a tuple and equals one."""
 
-    @property
-    def reason(self) -> str:
-        if self._cost is not None and not self._reason:
-            c2, c, best = self._cost
-            self._reason = f"${c2:,.2f} against ${c:,.2f} at {best}"
-        return self._reason
+    __slots__ = ("_build", "_items")
+
+    def __init__(self, build: Callable[[], tuple[Rejection, ...]]) -> None:
+        self._build: Callable[[], tuple[Rejection, ...]] | None = build
+        self._items: tuple[Rejection, ...] = ()
+
+    def _all(self) -> tuple[Rejection, ...]:
+        if self._build is not None:
+            self._items, self._build = self._build(), None
+        return self._items
+
+    @overload
+    def __getitem__(self, i: int) -> Rejection: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Rejection, ...]: ...
+    def __getitem__(self, i: int | slice) -> Rejection | tuple[Rejection, ...]:
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[Rejection]:
+        return iter(self._all())
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Rejection):
-            return NotImplemented
-        return (self.site, self.code, self.reason) == (other.site, other.code, other.reason)
+        if isinstance(other, Rejections | tuple):
+            return self._all() == tuple(other)
+        return NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.site, self.code, self.reason))
+        return hash(self._all())
 
     def __repr__(self) -> str:
-        return f"Rejection(site={self.site!r}, code={self.code!r}, reason={self.reason!r})"
+        return repr(self._all())
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +117,7 @@ class Placement:
     reason: str
     cost_usd: float = 0.0
     wait_minutes: float = 0.0
-    rejected: tuple[Rejection, ...] = field(default_factory=tuple)
+    rejected: Sequence[Rejection] = field(default_factory=tuple)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +255,27 @@ class Placer:
             r = self._tiers[(s.name, tier)] = Rejection(s.name, "tier", why)
         return r
 
+    def _record(
+        self,
+        rejected: list[Rejection],
+        ready: list[tuple[float, float, str, Site]],
+        allowed: Sequence[Site],
+        i: int,
+        tier: int,
+    ) -> Rejections:
+        """The why-not of a placement that runs: what was rejected so far, the dearer sites of
+        the chosen tier, and the tiers above it, written when read."""
+        c, _, best, _ = ready[0]
+
+        def build() -> tuple[Rejection, ...]:
+            dearer = tuple(
+                Rejection(name, "cost", f"${c2:,.2f} against ${c:,.2f} at {best}")
+                for c2, _, name, _ in ready[1:]
+            )
+            return (*rejected, *dearer, *self._later(allowed, i, tier))
+
+        return Rejections(build)
+
     def _later(self, allowed: Sequence[Site], i: int, tier: int) -> tuple[Rejection, ...]:
         """Rejections "not needed" for the sites of the tiers above the chosen one; kept per
         shape when `allowed` is a shape's cached tuple (no budget filtered it)."""
@@ -300,9 +335,7 @@ class Placer:
                 continue
             ready.sort()  # by cost, wait, name: names are unique, so no Site is ever compared
             c, w, _, best = ready[0]
-            rejected += [Rejection(name, "cost", cost=(c2, c, best.name))
-                         for c2, _, name, _ in ready[1:]]  # fmt: skip
-            rejected += self._later(allowed, i, tier)
+            record = self._record(rejected, ready, allowed, i, tier)
             why = f"tier {tier}: starts in {w:.0f} min (budget {wait_budget(d, best):.0f})"
             if len(ready) > 1:
                 why += f", cheapest of {len(ready)} (${c:,.2f})"
@@ -310,7 +343,7 @@ class Placer:
                 why += f", after the lower tiers' wait budgets ran out (${c:,.2f})"
             else:
                 why += f" (${c:,.2f})"
-            return Placement(d.name, "run", best.name, why, c, w, tuple(rejected))
+            return Placement(d.name, "run", best.name, why, c, w, record)
         waits = [(wait_minutes(d, s, loads.get(s.name)), s.tier, s.name, s) for s in allowed]
         w, _, name, site = min(waits, key=lambda t: t[:3])
         why = "every allowed site would wait past its budget; "
