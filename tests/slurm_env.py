@@ -131,6 +131,31 @@ def _pid(path: Path, timeout: float = 15) -> int:
     raise AssertionError(f"{path} not written in {timeout} s")
 
 
+def _end_jobs(cluster: SlurmCluster) -> None:
+    """Cancel every job, then kill what is left of them (srun, slurmstepd, the job's own
+    processes carry the cluster's SLURM_CONF): a failed test must leave nothing running."""
+    ids = cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.split()
+    if ids:
+        cluster.run("scancel", *ids, check=False)
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and cluster.run("squeue", "-h", "-o", "%i", check=False).stdout.strip()
+        ):
+            time.sleep(0.2)
+    mark = f"SLURM_CONF={cluster.conf}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark in environ.split(b"\0") and int(proc.name) not in cluster.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
 def _stop_all(pids: list[int]) -> None:
     """SIGTERM to every daemon at once, then wait for each (SIGKILL after 3 s)."""
     for pid in pids:
@@ -211,6 +236,7 @@ def slurm_cluster(root: Path, nodes: int = 1) -> Iterator[SlurmCluster]:
     with ExitStack() as stack:
         cluster = SlurmCluster(root, root / "slurm.conf", netns, names)
         stack.callback(_stop_all, cluster.pids)
+        stack.callback(_end_jobs, cluster)  # first: the jobs, then the daemons
         for ns in netns:
             _sh("ip", "netns", "add", ns)
             stack.callback(subprocess.run, ["ip", "netns", "del", ns], check=False)
