@@ -140,10 +140,17 @@ def new_job_id(now: float | None = None) -> str:
     return f"{ms:012x}{os.urandom(4).hex()}"
 
 
-def _like_prefix(ref: str) -> str:
-    """A LIKE pattern for ids starting with `ref`: its own % and _ are literal, not wildcards
-    (`torchship cancel %` must not mean every job)."""
-    return ref.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _id_range(ref: str) -> tuple[str, str]:
+    """[low, high): the ids that start with `ref`, as a range of the primary key (text compares
+    by code point, so every id with that prefix sorts from `ref` up to, not including, `ref`
+    with its last character increased). No wildcard: `torchship cancel %` means no job."""
+    if not ref:
+        return "", "\U0010ffff"
+    last = ord(ref[-1]) + 1
+    if 0xD800 <= last <= 0xDFFF:  # no surrogate: SQLite stores UTF-8
+        last = 0xE000
+    high = ref[:-1] + chr(last) if last <= 0x10FFFF else ref + "\U0010ffff"
+    return ref, high
 
 
 class _BadRow(Exception):
@@ -470,22 +477,23 @@ class JobStore:
 
     @_guarded
     def get(self, ref: str) -> Job | None:
-        """By id, id prefix (unique), or key."""
+        """By id, key, or id prefix (unique). Each is one lookup in an index (the primary key,
+        the key's unique index, a range of the primary key), whatever the history's size."""
+        for sql in ("SELECT * FROM jobs WHERE id = ?", "SELECT * FROM jobs WHERE key = ?"):
+            row = self.db.execute(sql, (ref,)).fetchone()
+            if row is not None:
+                return _job(row)
         rows = self.db.execute(
-            "SELECT * FROM jobs WHERE id = ? OR key = ? OR id LIKE ? ESCAPE '\\' LIMIT 2",
-            (ref, ref, _like_prefix(ref)),
+            "SELECT * FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT 2", _id_range(ref)
         ).fetchall()
-        exact = [r for r in rows if ref in (r["id"], r["key"])]
-        if exact:
-            return _job(exact[0])
         return _job(rows[0]) if len(rows) == 1 else None
 
     @_guarded
     def prefix_matches(self, ref: str, limit: int = 5) -> list[str]:
         """The ids starting with `ref` (at most `limit`): to say which when `ref` is ambiguous."""
         rows = self.db.execute(
-            "SELECT id FROM jobs WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
-            (_like_prefix(ref), limit),
+            "SELECT id FROM jobs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (*_id_range(ref), limit),
         ).fetchall()
         return [r["id"] for r in rows]
 

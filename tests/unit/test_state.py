@@ -107,6 +107,28 @@ def test_a_reference_is_a_prefix_not_a_pattern_and_ambiguity_is_said(store: JobS
     assert get_job(store, a.id[:-1] + "a") == a
 
 
+def test_looking_up_one_job_reads_an_index_never_the_whole_table(store: JobStore) -> None:
+    """`status JOB`, `logs`, `cancel`: by id, key or id prefix, each an index lookup, so the
+    time does not grow with the history (the old `id = ? OR key = ? OR id LIKE ?` scanned every
+    row). The plans are SQLite's own."""
+    store.submit("k1", "train", {}, job_id="01aaaa0000000000000a")
+    db = store.db
+    ran: list[str] = []
+    db.set_trace_callback(ran.append)  # the statements as run, their values bound
+    for ref in ("01aaaa0000000000000a", "k1", "01aaaa", "01aaab"):
+        store.get(ref)
+        store.prefix_matches(ref)
+    db.set_trace_callback(None)
+    selects = [q for q in ran if q.lstrip().upper().startswith("SELECT") and "jobs" in q]
+    assert len(selects) >= 8
+    for sql in selects:
+        plan = " ".join(str(r[-1]) for r in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "USING" in plan and "SCAN" not in plan, (sql, plan)
+    assert store.get("01aaaa").id == "01aaaa0000000000000a"  # type: ignore[union-attr]
+    assert store.get("01aaab") is None and store.get("k1") is not None
+    assert store.get("\U0010ffff") is None and store.get("01aaaa\ud7ff") is None  # edges
+
+
 # --- idempotent submission that survives a failed or abandoned start (issue 17 item 10) ------
 
 
