@@ -34,36 +34,14 @@ TARGET_PER_S = 10_000
 def correctness() -> tuple[int, int]:
     m = load_matrix()
     data = oracle.raw()
+    linux = ((LINUX_X86_64, r, g, d) for r, g, d in oracle.cases(data))
     total = bad = 0
-    for release, gpu, driver in oracle.cases(data):
+    for platform, release, gpu, driver in (*linux, *oracle.platform_cases(data)):
         t = lookup_gpu(m, gpu["name"])
         spec, _ = parse_torch(release["torch"])
-        got = resolve(
-            Request(
-                spec, release["torch"], gpus=(t,), driver=parse_driver(driver) if driver else None
-            ),
-            m,
-        )
-        names, pick = oracle.expected(data, release, t.cc, driver)
-        total += 1
-        bad += (
-            list(got.compatible) != names
-            or (got.chosen.local_version if got.chosen else None) != pick
-        )
-    for platform, release, gpu, driver in oracle.platform_cases(data):
-        t = lookup_gpu(m, gpu["name"])
-        spec, _ = parse_torch(release["torch"])
-        got = resolve(
-            Request(
-                spec,
-                release["torch"],
-                gpus=(t,),
-                driver=parse_driver(driver) if driver else None,
-                platform=platform,
-                platforms=(platform,),
-            ),
-            m,
-        )
+        req = Request(spec, release["torch"], gpus=(t,), platform=platform, platforms=(platform,),
+                      driver=parse_driver(driver) if driver else None)  # fmt: skip
+        got = resolve(req, m)
         names, pick = oracle.expected(data, release, t.cc, driver)
         total += 1
         bad += (

@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,8 +279,3 @@ def slurm_cluster(root: Path, nodes: int = 1) -> Iterator[SlurmCluster]:
             cluster.pids.append(_pid(root / f"slurmd-{name}.pid"))
         cluster.wait_idle()
         yield cluster
-
-
-def sbatch_env(cluster: SlurmCluster, extra: Sequence[str] = ()) -> list[str]:
-    """argv to run `torchship` (or anything) on the cluster's login node."""
-    return [*cluster.prefix, *extra]

@@ -57,7 +57,7 @@ class PlatformInfo:
     machine: str  # x86_64 | aarch64 | arm64
     nvidia: bool  # an NVIDIA GPU can be here
 
-    def uv_target(self, glibc: tuple[int, ...] = (2, 28), macos: tuple[int, ...] = ()) -> str:
+    def uv_target(self, glibc: tuple[int, ...] = (2, 28)) -> str:
         """uv's `--python-platform` for this platform: the manylinux floor on Linux."""
         if self.os == "linux":
             minor = min(max(glibc[1] if len(glibc) > 1 else 17, 17), 40)  # uv takes 2_17..2_40

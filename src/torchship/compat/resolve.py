@@ -36,7 +36,7 @@ from torchship.compat.matrix import (
     Release,
     Variant,
 )
-from torchship.compat.platforms import INFO, LINUX_X86_64
+from torchship.compat.platforms import INFO, LINUX_X86_64, checked_on
 from torchship.compat.request import Request
 
 # Stable rejection codes.
@@ -699,8 +699,6 @@ class FleetResolution:
 
 def platform_request(req: Request, platform: str) -> Request:
     """The request as one platform of the fleet sees it: the GPUs that are checked there."""
-    from torchship.compat.platforms import checked_on
-
     gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, req.platforms))
     elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
     return replace(req, platform=platform, gpus=gpus, gpus_elsewhere=elsewhere)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from torchship.compat.platforms import LINUX_AARCH64, WINDOWS_X86_64
 from torchship.doctor.checks.base import (
     ERROR,
     INFO,
@@ -14,6 +15,8 @@ from torchship.doctor.checks.base import (
     inferred,
     targets,
 )
+from torchship.doctor.facts import Facts
+from torchship.doctor.reader.infer import platform_of
 
 
 def cpu_only_build(ctx: Context) -> list[Finding]:
@@ -30,7 +33,7 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
                 "cpu-only-build",
                 WARNING if nvidia else INFO,
                 f"torch {f.torch} is probably a CPU-only build ({f.sources['torch_build']})"
-                + (_why_cpu(f.torch, f.arch, f.os) if nvidia else ""),
+                + (_why_cpu(ctx) if nvidia else ""),
                 "check with `python -c 'import torch; print(torch.__version__, "
                 "torch.version.cuda)'`",
                 evidence=why,
@@ -43,9 +46,9 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
                 "cpu-only-build",
                 ERROR,
                 f"torch {f.torch} is a CPU-only build; the {len(nvidia)} NVIDIA GPU(s) here are "
-                f"unused{nvcc}{_why_cpu(f.torch, f.arch, f.os)}",
+                f"unused{nvcc}{_why_cpu(ctx)}",
                 "install the CUDA build `torchship resolve` chooses for this GPU"
-                + (f" (--platform {_platform(f.arch, f.os)})" if _platform(f.arch, f.os) else ""),
+                + (f" (--platform {_platform(f)})" if _platform(f) else ""),
                 evidence=why,
             )
         ]
@@ -60,36 +63,33 @@ def cpu_only_build(ctx: Context) -> list[Finding]:
     ]
 
 
-def _platform(arch: str | None, os_name: str | None) -> str:
-    if os_name and "windows" in os_name.lower():
-        return "windows-x86_64"
-    if arch in ("aarch64", "arm64") and not (os_name and "mac" in os_name.lower()):
-        return "linux-aarch64"
-    return ""
+def _platform(f: Facts) -> str:
+    """The platform torchship resolves for, where the facts say it ("" when they do not)."""
+    os_name = platform_of(f)
+    if os_name == "windows":
+        return WINDOWS_X86_64
+    return LINUX_AARCH64 if os_name == "linux" and f.arch in ("aarch64", "arm64") else ""
 
 
-def _why_cpu(torch: str, arch: str | None, os_name: str | None) -> str:
-    """The usual cause, where the platform has one (tools/research/platforms.md §1–2): PyPI's
-    Windows wheels are all CPU builds, and its Linux aarch64 wheels were until torch 2.11."""
-    platform = _platform(arch, os_name)
-    if platform == "windows-x86_64":
+def _why_cpu(ctx: Context) -> str:
+    """The usual cause, where the platform has one: PyPI's build of this torch there is the
+    CPU one (every Windows wheel; Linux aarch64 wheels before torch 2.11), from the matrix."""
+    f = ctx.facts
+    platform = _platform(f)
+    base = ctx.matrix.release((f.torch or "").split("+", 1)[0])
+    view = base.on(platform) if base is not None and platform else None
+    if view is None or view.pypi_default != "cpu":
+        return ""
+    if platform == WINDOWS_X86_64:
         return (
             "; PyPI's Windows wheels are CPU builds: CUDA builds for Windows come from "
             "https://download.pytorch.org/whl/cuXYZ"
         )
-    release = torch.split("+", 1)[0].split(".")
-    if platform == "linux-aarch64" and len(release) >= 2:
-        try:
-            old = (int(release[0]), int(release[1])) < (2, 11)
-        except ValueError:
-            return ""
-        if old:
-            return (
-                "; PyPI's Linux aarch64 wheels are CPU builds before torch 2.11 (what `pip "
-                "install torch` gives on GH200/GB200): use torch ≥ 2.11 from PyPI or a CUDA "
-                "build from https://download.pytorch.org/whl/cuXYZ"
-            )
-    return ""
+    return (
+        "; PyPI's Linux aarch64 wheels are CPU builds before torch 2.11 (what `pip "
+        "install torch` gives on GH200/GB200): use torch ≥ 2.11 from PyPI or a CUDA "
+        "build from https://download.pytorch.org/whl/cuXYZ"
+    )
 
 
 CHECKS = (Check(("cpu-only-build",), "cuda", "facts", cpu_only_build),)
