@@ -19,7 +19,7 @@ which loads the kinds it names, stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -48,6 +48,7 @@ __all__ = [
     "last_line",
     "no_check",
     "no_options",
+    "one_by_one",
     "parse_handle",
 ]
 
@@ -92,6 +93,30 @@ class Backend(Protocol):
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]: ...
 
     def cancel(self, handle: str) -> None: ...
+
+
+# A backend may also answer for many of its site's jobs at once (the reconcile of `status`):
+#
+#     def statuses(self, handles: Sequence[str]) -> Mapping[str, SiteStatus | TorchshipError]
+#
+# in a fixed number of calls to the site, whatever the number of handles (one `docker ps`, one
+# list per Kubernetes namespace, one squeue and one sacct, one `sky queue`). Every handle gets
+# an entry: its status, or the error that one handle has (another host's handle); a job the
+# site no longer knows is `lost`, as `status` says. A site that cannot be asked at all raises,
+# once, for all of them. A backend without it is asked one handle at a time (`one_by_one`).
+Statuses = Mapping[str, "SiteStatus | TorchshipError"]
+
+
+def one_by_one(backend: Backend, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+    """`statuses` for a backend that has none: `status` per handle, a handle's own error kept
+    as its entry (so one bad handle does not hide the others)."""
+    out: dict[str, SiteStatus | TorchshipError] = {}
+    for handle in dict.fromkeys(handles):
+        try:
+            out[handle] = backend.status(handle)
+        except TorchshipError as e:
+            out[handle] = e
+    return out
 
 
 def no_options(r: FieldReader, trust: str) -> SiteOptions:
