@@ -20,25 +20,37 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from torchship.backends import backend_for_site, create_backend, kind_of_handle
-from torchship.backends.base import Backend, Request
-from torchship.backends.preflight import blocking, preflight
-from torchship.conventions import SUMMARY_FILE, read_json
-from torchship.doctor.checks import Finding
-from torchship.doctor.facts import Facts
 from torchship.errors import SpecError, TorchshipError, UsageError
-from torchship.lock.model import LOCK_FILE, Lock, read_lock
-from torchship.place.sites import Site
-from torchship.spec.job import JobSpec, load_job
-from torchship.state import TERMINAL, Job, JobStore, abandoned, new_job_id, owner_id
+from torchship.state import (
+    TERMINAL,
+    Job,
+    JobStore,
+    StoreError,
+    abandoned,
+    new_job_id,
+    owner_id,
+)
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the listing commands (status, logs, cancel) import this module: keep it light
+    from torchship.backends.base import Backend, Request, SiteStatus
+    from torchship.doctor.checks import Finding
+    from torchship.doctor.facts import Facts
     from torchship.env.sync import Printer
+    from torchship.lock.model import Lock
+    from torchship.place.sites import Site
+    from torchship.spec.job import JobSpec
+
+# A lost job (its site does not know it: no container, no object, unknown to Slurm) is asked
+# about again later and later, then not at all: a site that forgot a job seldom remembers it.
+# A site that cannot be reached raises instead, and is never taken for lost.
+LOST_FIRST_S = 60.0  # the first check again, a minute after it was seen lost
+LOST_MAX_S = 3600.0  # then every half of its time lost, at most hourly
+LOST_CHECK_FOR_S = 7 * 86400.0  # and no more after a week (`status JOB` still asks)
 
 
 class PreflightError(TorchshipError):
@@ -62,6 +74,8 @@ class Submission:
 
 def find_lock(job_file: Path) -> Path | None:
     """The nearest torchship.lock in the job file's folder or above it."""
+    from torchship.lock.model import LOCK_FILE
+
     for folder in [job_file.resolve().parent, *job_file.resolve().parents]:
         if (folder / LOCK_FILE).is_file():
             return folder / LOCK_FILE
@@ -88,6 +102,11 @@ def submit(
     need none), or "auto" to place it. `sync`: a site that runs jobs in the lock's environment
     for this machine (its backend has `in_environment`: local) runs it in `env_name`, or the
     one picked, synced first, with `say` and `stream` getting the sync's progress."""
+    from torchship.backends import backend_for_site
+    from torchship.backends.preflight import blocking, preflight
+    from torchship.lock.model import read_lock
+    from torchship.spec.job import load_job
+
     spec = load_job(path)
     placement: dict[str, Any] = {"site": site, "reason": f"asked for with --site {site}"}
     placement["rejected"] = []
@@ -152,7 +171,18 @@ def submit(
             return Submission(spec, request, findings, lock_path, job, False, environment)
         job, request = retry, backend.plan(spec, lock, retry.id)
     job = apply(store, job, backend, request)
+    _archive_due(store)
     return Submission(spec, request, findings, lock_path, job, True, environment)
+
+
+def _archive_due(store: JobStore) -> None:
+    """After a submission, move the jobs past retention to the archive, at most hourly and a
+    bounded batch (torchship.store_archive); the job already started, so a store that cannot
+    move them now costs nothing but the move."""
+    from torchship.store_archive import move_if_due
+
+    with contextlib.suppress(TorchshipError, sqlite3.Error, OSError):
+        move_if_due(store)
 
 
 def same_job(job: Job, spec: JobSpec, site: str, key: str) -> None:
@@ -212,16 +242,21 @@ def choose_site(
 
 def workload_summary(sub: Submission) -> dict[str, Any] | None:
     """The reference workload's summary.json from the run folder, when the run wrote one."""
+    from torchship.conventions import SUMMARY_FILE, read_json
+
     return read_json(Path(sub.request.run_dir) / SUMMARY_FILE) if sub.request.run_dir else None
 
 
 def get_job(store: JobStore, ref: str) -> Job:
-    job = store.get(ref)
+    """The job of id, key or unique id prefix `ref`, in the store or else in its archive."""
+    from torchship.store_archive import archived_job, archived_prefix_matches
+
+    job = store.get(ref) or archived_job(store, ref)
     if job is None:
-        matches = store.prefix_matches(ref)
+        matches = sorted({*store.prefix_matches(ref), *archived_prefix_matches(store, ref)})
         if len(matches) > 1:
             raise UsageError(
-                f"{ref!r} is the start of {len(matches)}{'+' if len(matches) == 5 else ''} job "
+                f"{ref!r} is the start of {len(matches)}{'+' if len(matches) >= 5 else ''} job "
                 f"ids ({', '.join(matches[:3])}{', …' if len(matches) > 3 else ''})",
                 "give more of the id",
             )
@@ -231,26 +266,107 @@ def get_job(store: JobStore, ref: str) -> Job:
 
 def reconcile(store: JobStore, job: Job, backend: Backend | None = None) -> Job:
     """Ask the job's site how it is, and record any change (a job's end at the time the site
-    says it ended). A job recorded but never started, whose client died, is recorded failed."""
+    says it ended). A job recorded but never started, whose client died, is recorded failed.
+    Asked for by name, a lost job is asked about whatever its checks' schedule."""
+    settled = _settled(store, job)
+    if settled is not None:
+        return settled
+    assert job.handle is not None
+    return _record(store, job, (backend or backend_for_job(job)).status(job.handle))
+
+
+def _settled(store: JobStore, job: Job) -> Job | None:
+    """The job when its site need not be asked (finished, never started, or abandoned by its
+    client: then recorded failed); None when it must be."""
     if abandoned(job):
         why = (
             f"its submission ended before it started ({job.claimed_by or 'no claim'}); "
             "run it again with the same --key to start it"
         )
         return store.transition(job.id, "failed", detail={"reason": why})
-    if job.state in TERMINAL or not job.handle:
+    if job.state in TERMINAL or not job.handle or job.archived:
         return job
-    st = (backend or backend_for_job(job)).status(job.handle)
+    return None
+
+
+def _record(store: JobStore, job: Job, st: SiteStatus, now: float | None = None) -> Job:
+    """What the site said, recorded when it is news; a lost job still lost is asked again
+    later (LOST_FIRST_S…), and after LOST_CHECK_FOR_S not any more, with why."""
     if st.state == job.state and (not st.reason or st.reason == last_reason(store, job)):
-        return job  # nothing new (a new reason in the same state is news: an orphaned job)
+        if job.state != "lost":
+            return job  # nothing new (a new reason in the same state is news: an orphaned job)
+        now = time.time() if now is None else now
+        lost_for = now - job.updated_at
+        if lost_for >= LOST_CHECK_FOR_S:
+            why = (f"torchship stopped asking: its site has not known it for "
+                   f"{lost_for / 86400:.0f} days ({st.reason or 'no reason given'})")  # fmt: skip
+            return store.stop_checking(job.id, why, now)
+        return store.recheck_at(job.id, now + min(max(LOST_FIRST_S, lost_for / 2), LOST_MAX_S))
     detail = {"reason": st.reason} if st.reason else None
     at = st.ended_at if st.state in TERMINAL else None
     return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail, at=at)
 
 
+def reconcile_all(
+    store: JobStore, jobs: Sequence[Job], now: float | None = None
+) -> list[tuple[Job, str | None]]:
+    """Reconcile many jobs with one call per site (a backend's `statuses`; one job at a time
+    for a backend without it): each job as its site says now, or as last recorded with why its
+    site was not asked. A lost job is asked about only when its next check is due. A damaged
+    store fails the whole call."""
+    now = time.time() if now is None else now
+    out: dict[str, tuple[Job, str | None]] = {}
+    groups: dict[tuple[Any, ...], list[Job]] = {}
+    for job in jobs:
+        settled = _settled(store, job)
+        if settled is not None or (job.state == "lost" and (job.recheck_at or 0.0) > now):
+            out[job.id] = (settled or job, None)
+        else:
+            groups.setdefault(_site_key(job), []).append(job)
+    for members in groups.values():
+        out.update(_ask_site(store, members, now))
+    return [out[j.id] for j in jobs]
+
+
+def _site_key(job: Job) -> tuple[Any, ...]:
+    """Jobs asked about together: one kind, one recorded site, one sites file."""
+    from torchship.backends import kind_of_handle
+
+    assert job.handle is not None
+    return kind_of_handle(job.handle), job.site, (job.placement or {}).get("sites")
+
+
+def _ask_site(store: JobStore, jobs: list[Job], now: float) -> dict[str, tuple[Job, str | None]]:
+    from torchship.backends.base import one_by_one
+
+    handles = [j.handle for j in jobs if j.handle]
+    try:
+        backend = backend_for_job(jobs[0])
+        batch = getattr(backend, "statuses", None)
+        said = batch(handles) if batch is not None else one_by_one(backend, handles)
+    except StoreError:
+        raise
+    except (TorchshipError, OSError) as e:
+        return {j.id: (j, _why(e)) for j in jobs}
+    out: dict[str, tuple[Job, str | None]] = {}
+    for job in jobs:
+        st = said.get(job.handle or "")
+        if st is None or isinstance(st, TorchshipError):
+            out[job.id] = (job, _why(st) if st is not None else "its site did not answer for it")
+        else:
+            out[job.id] = (_record(store, job, st, now), None)
+    return out
+
+
+def _why(e: BaseException) -> str:
+    return e.message if isinstance(e, TorchshipError) else f"{type(e).__name__}: {e}"
+
+
 def backend_for_job(job: Job) -> Backend:
     """The backend to ask about a started job (see the module's docstring): its handle's
     kind, with the site of its name when that site is still of that kind."""
+    from torchship.backends import create_backend, kind_of_handle
+
     assert job.handle is not None
     kind = kind_of_handle(job.handle)
     site = _recorded_site(job, required=kind is None)

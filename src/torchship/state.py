@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -41,7 +41,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 BUSY_ENV = "TORCHSHIP_BUSY_TIMEOUT_S"
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # How long a claim holds when its owner's liveness cannot be checked (another host sharing the
 # store): longer than a remote apply takes (a Kubernetes apply or a SkyPilot launch's start is
 # seconds). On this host the lease does not count: a claim lives exactly as long as its
@@ -49,6 +49,10 @@ SCHEMA_VERSION = 3
 LEASE_S = 600.0
 STATES = ("submitted", "pending", "running", "succeeded", "failed", "cancelled", "lost")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# Not finished: what `status` shows whatever its age, and reconciles (a lost job until its site
+# has been asked about it long enough: see `stop_checking`)
+ACTIVE = ("submitted", "pending", "running", "lost")
+NEVER = float("inf")  # a lost job's next check when its checks have stopped
 ALLOWED: dict[str, frozenset[str]] = {
     # the site is the truth: a short job can end before anyone saw it run
     "submitted": frozenset({"pending", "running", "succeeded", "failed", "cancelled", "lost"}),
@@ -104,6 +108,59 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
+def _placed(row: str) -> str:
+    return f"COALESCE(json_extract({row}placement, '$.site'), {row}site_name, {row}site, '')"
+
+
+def _closed_usd(row: str) -> str:
+    """What a finished (or lost) job accrued: the placement's usd_per_hour × submitted to end."""
+    return (f"(CASE WHEN {row}state IN ('succeeded', 'failed', 'cancelled', 'lost') THEN"
+            f" COALESCE(json_extract({row}placement, '$.usd_per_hour'), 0)"
+            f" * MAX(0, {row}updated_at - {row}created_at) / 3600.0 ELSE 0 END)")  # fmt: skip
+
+
+def _group(row: str) -> str:
+    """A job's group in the tallies: state, site, placed site, placement decision."""
+    return (f"{row}state, COALESCE({row}site_name, {row}site, ''), {_placed(row)},"
+            f" COALESCE(json_extract({row}placement, '$.decision'), 'asked')")  # fmt: skip
+
+
+_TALLY_ADD = (
+    f"INSERT INTO job_tallies VALUES ({_group('NEW.')}, 1, {_closed_usd('NEW.')})"
+    " ON CONFLICT DO UPDATE SET jobs = jobs + 1, usd_closed = usd_closed + excluded.usd_closed;"
+)
+# Schema 4: every question `status`, `logs`, `cancel` and the exporter ask is an index range,
+# whatever the history: (state, id) and (site_name, id) give the newest jobs of a state or site
+# in order; created_at the jobs since a time. The exporter's counts are kept by triggers in
+# job_tallies, in the transaction of each change (a deleted row, an archived job, still
+# counts: the counts are of every job ever submitted, as before). recheck_at: when a lost job
+# is next asked about (NULL: at the next reconcile; NEVER: not any more). archived_keys: the
+# keys of jobs moved to the archive, so a retry of an archived job's key is not a new job.
+MIGRATIONS[4] = (
+    "UPDATE jobs SET site_name = site WHERE site_name IS NULL",
+    "DROP INDEX jobs_state",
+    "CREATE INDEX jobs_state ON jobs(state, id)",
+    "DROP INDEX jobs_site_name",
+    "CREATE INDEX jobs_site_name ON jobs(site_name, id)",
+    "CREATE INDEX jobs_created ON jobs(created_at)",
+    "ALTER TABLE jobs ADD COLUMN recheck_at REAL",
+    """CREATE TABLE job_tallies (
+        state TEXT NOT NULL, site TEXT NOT NULL, placed TEXT NOT NULL, decision TEXT NOT NULL,
+        jobs INTEGER NOT NULL, usd_closed REAL NOT NULL,
+        PRIMARY KEY (state, site, placed, decision)
+    ) WITHOUT ROWID""",
+    f"INSERT INTO job_tallies SELECT {_group('')}, COUNT(*), SUM({_closed_usd('')})"
+    " FROM jobs GROUP BY 1, 2, 3, 4",
+    f"CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN {_TALLY_ADD} END",
+    "CREATE TRIGGER jobs_tally_update AFTER UPDATE OF state, site, site_name, placement,"
+    " created_at, updated_at ON jobs BEGIN"
+    f" UPDATE job_tallies SET jobs = jobs - 1, usd_closed = usd_closed - {_closed_usd('OLD.')}"
+    " WHERE (state, site, placed, decision) = (" + _group("OLD.") + f"); {_TALLY_ADD} END",
+    "CREATE TABLE archived_keys (key TEXT PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value REAL) WITHOUT ROWID",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     id: str
@@ -120,6 +177,45 @@ class Job:
     updated_at: float
     claimed_by: str | None = None  # "host:pid" of the client applying it (no handle yet)
     claimed_until: float | None = None
+    recheck_at: float | None = None  # a lost job: when it is next asked about (NEVER: not)
+    archived: bool = False  # read from the archive (torchship.store_archive)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A job as a listing shows it: no spec, and the placement as stored (parsed when shown)."""
+
+    id: str
+    name: str
+    site: str | None
+    state: str
+    exit_code: int | None
+    handle: str | None
+    lock_hash: str | None
+    created_at: float
+    updated_at: float
+    placement_text: str | None = None
+
+    def placement(self) -> dict[str, Any] | None:
+        if not self.placement_text:
+            return None
+        try:
+            value = json.loads(self.placement_text)
+        except ValueError:
+            value = None
+        return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Which jobs a listing shows. `limit`: the newest N of those that match, and every active
+    one that matches besides; None: every job that matches."""
+
+    states: tuple[str, ...] = ()
+    site: str | None = None
+    since: float | None = None  # submitted at or after (seconds since the epoch)
+    limit: int | None = 50
+    placement: bool = False  # read each job's placement too (`--json`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +249,31 @@ def _id_range(ref: str) -> tuple[str, str]:
     return ref, high
 
 
+_LINE_COLUMNS = ("id, name, COALESCE(site_name, site), state, exit_code, handle, lock_hash,"
+                 " created_at, updated_at")  # fmt: skip
+# active, as SQL over (state, id): a lost job only while its checks have not stopped
+_ACTIVE_SQL = ("(state IN ('submitted', 'pending', 'running')"
+               " OR (state = 'lost' AND (recheck_at IS NULL OR recheck_at < ?)))")  # fmt: skip
+
+
+def _where(query: Query, by_state: bool = False) -> tuple[str, list[Any]]:
+    """The query's filters as SQL over indexed columns, with their arguments. `by_state`: the
+    statement reads the active jobs through (state, id), and the other filters only sieve them
+    (a unary + keeps SQLite from walking a site's whole history instead)."""
+    plus = "+" if by_state else ""
+    clauses, args = ["1=1"], list[Any]()
+    if query.states:
+        clauses.append(f"state IN ({', '.join('?' * len(query.states))})")
+        args += query.states
+    if query.site is not None:
+        clauses.append(f"{plus}site_name = ?")
+        args.append(query.site)
+    if query.since is not None:
+        clauses.append(f"{plus}created_at >= ?")
+        args.append(query.since)
+    return " AND ".join(clauses), args
+
+
 class _BadRow(Exception):
     """A row's JSON column does not read: the store turns it into a StoreError."""
 
@@ -184,6 +305,7 @@ def _job(row: sqlite3.Row) -> Job:
         updated_at=row["updated_at"],
         claimed_by=row["claimed_by"],
         claimed_until=row["claimed_until"],
+        recheck_at=row["recheck_at"],
     )
 
 
@@ -387,6 +509,9 @@ class JobStore:
         now = time.time()
         job_id = job_id or new_job_id(now)
         with self._tx() as db:
+            gone = db.execute("SELECT id FROM archived_keys WHERE key = ?", (key,)).fetchone()
+            if gone is not None:  # the job of this key was archived: it is that job
+                return self._archived_key(key, gone["id"]), False
             cur = db.execute(
                 "INSERT INTO jobs (id, key, name, spec, lock_hash, site_name, placement, state,"
                 " created_at, updated_at, claimed_by, claimed_until)"
@@ -414,6 +539,18 @@ class JobStore:
                 )
             row = db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return _job(row), created
+
+    def _archived_key(self, key: str, job_id: str) -> Job:
+        from torchship.store_archive import archive_path, archived_job
+
+        job = archived_job(self, job_id)
+        if job is None:
+            raise UsageError(
+                f"key {key!r} belongs to job {job_id}, archived, and the archive "
+                f"{archive_path(self.path)} no longer has it",
+                "use a new --key for a new job",
+            )
+        return job
 
     @_guarded
     def transition(
@@ -443,8 +580,8 @@ class JobStore:
                 )
             db.execute(
                 "UPDATE jobs SET state = ?, updated_at = ?, exit_code = COALESCE(?, exit_code),"
-                " handle = COALESCE(?, handle), claimed_by = NULL, claimed_until = NULL"
-                " WHERE id = ?",
+                " handle = COALESCE(?, handle), claimed_by = NULL, claimed_until = NULL,"
+                " recheck_at = NULL WHERE id = ?",
                 (state, now, exit_code, handle, job_id),
             )
             db.execute(
@@ -499,27 +636,110 @@ class JobStore:
 
     @_guarded
     def jobs(self, state: str | None = None, site: str | None = None) -> list[Job]:
+        """Every job (of a state, of a site), oldest first: for tests and tools, not for
+        listings, which read `lines` of the jobs they show."""
         sql, args = "SELECT * FROM jobs WHERE 1=1", list[str]()
         if state:
             sql, args = sql + " AND state = ?", [*args, state]
         if site:
-            sql, args = sql + " AND COALESCE(site_name, site) = ?", [*args, site]
+            sql, args = sql + " AND site_name = ?", [*args, site]
         return [_job(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
     @_guarded
+    def active(self, site: str | None = None, since: float | None = None) -> list[Job]:
+        """The jobs not finished (ACTIVE; a lost one only while it is still checked), oldest
+        first: what a reconcile asks the sites about. An index range of (state, id)."""
+        where, args = _where(Query(site=site, since=since), by_state=True)
+        sql = f"SELECT * FROM jobs WHERE {where} AND {_ACTIVE_SQL} ORDER BY id"
+        return [_job(r) for r in self.db.execute(sql, [*args, NEVER])]
+
+    @_guarded
+    def has_active(self) -> bool:
+        sql = f"SELECT 1 FROM jobs WHERE {_ACTIVE_SQL} LIMIT 1"
+        return self.db.execute(sql, (NEVER,)).fetchone() is not None
+
+    @_guarded
+    def lines(self, query: Query) -> Iterator[Line]:
+        """The jobs `query` selects, oldest first, read as they are iterated (a listing of a
+        million jobs holds one at a time). Each part of the query is an index range."""
+        where, args = _where(query)
+        columns = _LINE_COLUMNS + (", placement" if query.placement else "")
+        if query.since is not None:  # a range of created_at, newest first: not a walk of ids
+            rest, rest_args = _where(replace(query, since=None), by_state=True)
+            where, args = f"{rest} AND created_at >= ?", [*rest_args, query.since]
+            order = "created_at"  # in one millisecond, ids need not sort by submission time
+        else:
+            order = "id"
+        if query.limit is None:
+            sql = f"SELECT {columns} FROM jobs WHERE {where} ORDER BY {order}"
+        else:
+            active, active_args = _where(query, by_state=True)
+            newest = f"SELECT id FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?"
+            also = f"SELECT id FROM jobs WHERE {active} AND {_ACTIVE_SQL}"
+            sql = (f"SELECT {columns} FROM jobs WHERE id IN (SELECT id FROM ({newest})"
+                   f" UNION {also}) ORDER BY id")  # fmt: skip
+            args = [*args, max(0, query.limit), *active_args, NEVER]
+        for r in self.db.execute(sql, args):
+            yield Line(*r)
+
+    @_guarded
+    def recheck_at(self, job_id: str, when: float) -> Job:
+        """A lost job with nothing new: ask its site again at `when`, not before."""
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET recheck_at = ? WHERE id = ? AND state = 'lost'",
+                       (when, job_id))  # fmt: skip
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row)
+
+    @_guarded
+    def stop_checking(self, job_id: str, reason: str, now: float | None = None) -> Job:
+        """A lost job's site has not known it for long enough: it is not asked about again
+        (until someone asks for this job by name), and why is recorded as an event. The job
+        keeps its state and the time it was lost."""
+        now = time.time() if now is None else now
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET recheck_at = ? WHERE id = ? AND state = 'lost'",
+                       (NEVER, job_id))  # fmt: skip
+            db.execute(
+                "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, 'lost', ?, ?)",
+                (job_id, now, json.dumps({"reason": reason, "checks": "stopped"})),
+            )
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row)
+
+    @_guarded
     def tallies(self, now: float) -> list[tuple[str, str, str, str, int, float]]:
-        """(state, site, placed site, decision, jobs, USD accrued) per group, aggregated in
-        SQLite (the exporter asks on every scrape): accrued = the placement's usd_per_hour ×
-        the hours from submission to its end (or now)."""
+        """(state, site, placed site, decision, jobs, USD accrued) per group (the exporter asks
+        on every scrape): accrued = the placement's usd_per_hour × the hours from submission to
+        its end (or now). Finished jobs' counts and costs are kept in job_tallies by triggers,
+        so only the jobs still running are read: the cost does not grow with the history."""
+        groups = {
+            (r[0], r[1], str(r[2]), str(r[3])): [r[4], float(r[5] or 0.0)]
+            for r in self.db.execute("SELECT * FROM job_tallies WHERE jobs > 0")
+        }
+        open_usd = self.db.execute(
+            f"SELECT {_group('')}, SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
+            " * MAX(0, ? - created_at) / 3600.0) FROM jobs"
+            " WHERE state IN ('submitted', 'pending', 'running') GROUP BY 1, 2, 3, 4",
+            (now,),
+        )
+        for r in open_usd:
+            group = groups.get((r[0], r[1], str(r[2]), str(r[3])))
+            if group is not None:
+                group[1] += float(r[4] or 0.0)
+        return [(*k, int(v[0]), max(0.0, v[1])) for k, v in groups.items()]
+
+    @_guarded
+    def tallies_by_scan(self, now: float) -> list[tuple[str, str, str, str, int, float]]:
+        """`tallies` aggregated from every row (what job_tallies must agree with, for the
+        rows still in this file): `torchship state check` and the tests compare the two."""
         rows = self.db.execute(
-            "SELECT state, COALESCE(site_name, site, '') AS site,"
-            " COALESCE(json_extract(placement, '$.site'), site_name, site, '') AS placed,"
-            " COALESCE(json_extract(placement, '$.decision'), 'asked') AS decision,"
-            " COUNT(*) AS n,"
-            " SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0) * MAX(0,"
-            "  (CASE WHEN state IN ('succeeded', 'failed', 'cancelled', 'lost')"
-            "   THEN updated_at ELSE ? END) - created_at) / 3600.0) AS usd"
-            " FROM jobs GROUP BY 1, 2, 3, 4",
+            f"SELECT {_group('')}, COUNT(*), SUM(CASE WHEN state IN"
+            " ('succeeded', 'failed', 'cancelled', 'lost') THEN"
+            " COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
+            " * MAX(0, updated_at - created_at) / 3600.0 ELSE"
+            " COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
+            " * MAX(0, ? - created_at) / 3600.0 END) FROM jobs GROUP BY 1, 2, 3, 4",
             (now,),
         )
         return [(r[0], r[1], str(r[2]), str(r[3]), r[4], float(r[5] or 0.0)) for r in rows]

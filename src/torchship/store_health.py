@@ -54,6 +54,7 @@ TABLES = ("jobs", "job_events")
 JOB_COLUMNS = (
     "id", "key", "name", "spec", "lock_hash", "site", "placement", "state", "handle",
     "exit_code", "created_at", "updated_at", "claimed_by", "claimed_until", "site_name",
+    "recheck_at",
 )  # fmt: skip
 EVENT_COLUMNS = ("id", "job_id", "state", "at", "detail")
 

@@ -285,6 +285,7 @@ def test_status_state_filters_on_what_the_site_says_now(
     (it was filtered out before it was reconciled)."""
     import argparse
 
+    from torchship import jobs as jobs_module
     from torchship.cli import status as status_cli
     from torchship.state import JobStore
 
@@ -293,11 +294,13 @@ def test_status_state_filters_on_what_the_site_says_now(
         job, _ = store.submit("k", "train", {}, site="local")
         store.transition(job.id, "pending", handle="local://h/" + job.id)
 
-    def site_says_running(store: JobStore, j):  # type: ignore[no-untyped-def]
-        return store.transition(j.id, "running") if j.state == "pending" else j
+    def site_says_running(store: JobStore, jobs, now=None):  # type: ignore[no-untyped-def]
+        return [(store.transition(j.id, "running") if j.state == "pending" else j, None)
+                for j in jobs]  # fmt: skip
 
-    monkeypatch.setattr(status_cli, "reconcile", site_says_running)
-    args = argparse.Namespace(job=None, state="running", json=True)
+    monkeypatch.setattr(jobs_module, "reconcile_all", site_says_running)
+    args = argparse.Namespace(job=None, state=["running"], json=True, site=None, since=None,
+                              limit=50, all=False, archived=False)  # fmt: skip
     assert status_cli.run(args) == 0
     assert [j["state"] for j in json.loads(capsys.readouterr().out)] == ["running"]
 

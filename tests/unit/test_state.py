@@ -331,7 +331,7 @@ def test_a_store_of_schema_2_is_migrated_and_its_jobs_still_read(
     monkeypatch.setenv("TORCHSHIP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TORCHSHIP_SITES", str(tmp_path / "no-sites.toml"))  # workstation: gone
     with JobStore(db) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         assert [j.site for j in store.jobs()] == ["workstation", "docker", "kubernetes", "local"]
         assert [j.id for j in store.jobs(site="workstation")] == ["01old00000000000000a"]
         kinds = [r[0] for r in store.db.execute("SELECT site FROM jobs ORDER BY id")]

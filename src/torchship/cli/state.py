@@ -1,5 +1,7 @@
-"""`torchship state check|repair`: what is wrong with the job store, and a rebuild that keeps
-the damaged file (torchship.store_health)."""
+"""`torchship state check|repair|prune|vacuum`: what is wrong with the job store, a rebuild
+that keeps the damaged file (torchship.store_health), and keeping it small: finished jobs past
+their retention moved to the archive, and the freed space given back (torchship.store_archive).
+"""
 
 from __future__ import annotations
 
@@ -8,18 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from torchship.cli._output import print_json
+from torchship.errors import UsageError
 from torchship.state import busy_timeout, default_path
-from torchship.store_health import check, repair
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("state", help="check or repair the job store (jobs.db)")
+    p = sub.add_parser("state", help="check, repair, prune or vacuum the job store (jobs.db)")
     verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
     c = verbs.add_parser("check", help="say what is wrong with the job store, writing nothing")
     r = verbs.add_parser(
         "repair", help="keep a copy of a damaged job store and rebuild what still reads"
     )
-    for q in (c, r):
+    pr = verbs.add_parser(
+        "prune", help="move finished jobs past their retention to the archive (jobs-archive.db)"
+    )
+    pr.add_argument("--older-than", metavar="DAYS", type=float,
+                    help="finished this many days ago or more (default: TORCHSHIP_RETENTION_DAYS,"
+                    " or 30)")  # fmt: skip
+    v = verbs.add_parser("vacuum", help="give the space of moved jobs back to the file system")
+    for q in (c, r, pr, v):
         q.add_argument("--db", metavar="PATH", help="the store (default: $TORCHSHIP_HOME/jobs.db)")
         q.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
@@ -27,6 +36,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.db) if args.db else default_path()
+    if args.verb in ("prune", "vacuum"):
+        return _keep_small(args, path)
+    from torchship.store_health import check, repair
+
     wait_s = min(busy_timeout(), 5.0)
     if args.verb == "check":
         health = check(path, wait_s)
@@ -52,4 +65,39 @@ def run(args: argparse.Namespace) -> int:
         print(f"rebuilt {path}: {done.jobs} job(s) and {done.events} event(s) recovered{found}")
         for note in done.notes[:20]:
             print(f"  {note}")
+    return 0
+
+
+def _keep_small(args: argparse.Namespace, path: Path) -> int:
+    from torchship.state import JobStore
+    from torchship.store_archive import move_due, retention_s, vacuum
+
+    if not path.is_file():
+        print(f"no job store at {path} yet: nothing to {args.verb}")
+        return 0
+    with JobStore(path) as store:
+        if args.verb == "vacuum":
+            done = vacuum(store)
+            if args.json:
+                print_json([{"path": str(d.path), "before_bytes": d.before_bytes,
+                             "after_bytes": d.after_bytes} for d in done])  # fmt: skip
+            for d in [] if args.json else done:
+                print(f"{d.path}: {d.before_bytes:,} → {d.after_bytes:,} bytes")
+            return 0
+        if args.older_than is not None and not args.older_than >= 0:
+            raise UsageError(f"--older-than {args.older_than}: not a number of days",
+                             "give a number of days, e.g. --older-than 30")  # fmt: skip
+        keep = args.older_than * 86400 if args.older_than is not None else retention_s()
+        if keep is None:
+            print("retention is off (TORCHSHIP_RETENTION_DAYS=never): pass --older-than DAYS")
+            return 0
+        moved = move_due(store, keep)
+    if args.json:
+        print_json({"jobs": moved.jobs, "events": moved.events, "archive": str(moved.archive)})
+    else:
+        print(f"moved {moved.jobs:,} finished job(s) and {moved.events:,} event(s) older than "
+              f"{keep / 86400:g} days to {moved.archive}")  # fmt: skip
+        if moved.jobs:
+            print(f"the space they held is free inside {path}: `torchship state vacuum` gives "
+                  "it back to the file system")  # fmt: skip
     return 0

@@ -1,9 +1,12 @@
 """`torchship status [JOB]`: jobs as their sites report them (the store is reconciled first).
 
-The listing asks each job's site on its own: a job whose site cannot be asked (a cluster that
-does not answer, a handle its backend cannot read) is listed with its last recorded state,
-marked `?`, and one `warning:` line on stderr; the listing still exits 0. `status JOB` fails on
-that job as any command does.
+The listing shows the active jobs and the 50 most recent (`--limit`, `--all`, `--since`,
+`--state`, `--site`: each an index range of the store, so the time does not grow with the
+history), `--archived` the jobs moved to the archive. Only the active jobs it covers are
+reconciled, with one call per site. A job whose site cannot be asked (a cluster that does not
+answer, a handle its backend cannot read) is listed with its last recorded state, marked `?`,
+and one `warning:` line on stderr; the listing still exits 0. `status JOB` fails on that job
+as any command does. `--json` streams: one job in memory at a time.
 """
 
 from __future__ import annotations
@@ -11,22 +14,53 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from torchship.cli._output import print_json, table
-from torchship.errors import TorchshipError, one_line
-from torchship.jobs import get_job, reconcile
-from torchship.state import STATES, TERMINAL, Job, JobStore, StoreError
+from torchship.errors import UsageError, one_line
+from torchship.state import STATES, TERMINAL, Job, JobStore, Line, Query
 
 NOTE_CHARS = 200  # a site's error as the listing's warning line shows it
+DEFAULT_LIMIT = 50
+CHUNK = 1000  # a long table is aligned this many rows at a time, never held whole
+HEADER = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("status", help="jobs and their states (one job: its history)")
     p.add_argument("job", nargs="?", help="a job id (or a unique prefix, or its key)")
-    p.add_argument("--state", choices=STATES, help="only jobs in this state (as the site says now)")
+    p.add_argument("--state", choices=STATES, action="append",
+                   help="only jobs in this state, as the site says now (repeatable)")  # fmt: skip
+    p.add_argument("--site", help="only jobs of this site (its name)")
+    p.add_argument("--since", metavar="WHEN",
+                   help="only jobs submitted since WHEN: an age (30m, 12h, 7d, 2w) or a date "
+                   "(2026-11-01, 2026-11-01T08:00)")  # fmt: skip
+    p.add_argument("--limit", type=int, metavar="N", default=DEFAULT_LIMIT,
+                   help=f"the N most recent jobs, besides the active ones (default "
+                   f"{DEFAULT_LIMIT})")  # fmt: skip
+    p.add_argument("--all", action="store_true", help="every job that matches, oldest first")
+    p.add_argument("--archived", action="store_true",
+                   help="list the archive (jobs past their retention), not the store")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=run)
+
+
+def since_time(text: str, now: float) -> float:
+    """`--since`: an age before now (30m, 12h, 7d, 2w) or a date, as seconds since the epoch."""
+    value = text.strip()
+    number, unit = value[:-1], value[-1:].lower()
+    if unit in UNITS and number.replace(".", "", 1).isdigit():
+        return now - float(number) * UNITS[unit]
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: not an age or a date",
+            "give an age (30m, 12h, 7d, 2w) or a date (2026-11-01, 2026-11-01T08:00)",
+        ) from None
 
 
 def _age(seconds: float) -> str:
@@ -36,7 +70,7 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f}s"
 
 
-def _row(job: Job, now: float, unsure: bool = False) -> list[str]:
+def _row(job: Job | Line, now: float, unsure: bool = False) -> list[str]:
     took = job.updated_at - job.created_at if job.state in TERMINAL else now - job.created_at
     return [
         job.id,
@@ -50,7 +84,7 @@ def _row(job: Job, now: float, unsure: bool = False) -> list[str]:
     ]
 
 
-def _as_json(job: Job) -> dict[str, Any]:
+def _as_json(job: Job | Line) -> dict[str, Any]:
     return {
         "id": job.id,
         "name": job.name,
@@ -59,57 +93,125 @@ def _as_json(job: Job) -> dict[str, Any]:
         "exit_code": job.exit_code,
         "handle": job.handle,
         "lock_hash": job.lock_hash,
-        "placement": job.placement,
+        "placement": job.placement if isinstance(job, Job) else job.placement(),
         "created_at": job.created_at,
         "updated_at": job.updated_at,
     }
 
 
-def _reconciled(store: JobStore, job: Job) -> tuple[Job, str | None]:
-    """The job as its site says now, or as last recorded with why its site was not asked (a
-    damaged store is no one job's trouble: it fails the command)."""
-    try:
-        return reconcile(store, job), None
-    except StoreError:
-        raise
-    except (TorchshipError, OSError) as e:
-        why = e.message if isinstance(e, TorchshipError) else f"{type(e).__name__}: {e}"
-        note = one_line(why, NOTE_CHARS)
-        print(f"warning: job {job.id} ({job.site}): its site was not asked ({note}); "
-              f"shown as last recorded, {job.state}", file=sys.stderr)  # fmt: skip
-        return job, note
+def _table(rows: Iterator[list[str]]) -> Iterator[str]:
+    """The table, CHUNK rows at a time, each part aligned on its own under its own header."""
+    from torchship.cli._output import table
+
+    chunk: list[list[str]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield table(chunk, HEADER)
+            chunk = []
+    if chunk:
+        yield table(chunk, HEADER)
+
+
+def _json_list(items: Iterator[dict[str, Any]]) -> None:
+    """A JSON array as print_json writes it, one element at a time."""
+    import json
+
+    out, first = sys.stdout, True
+    for item in items:
+        text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        out.write(("[\n  " if first else ",\n  ") + text)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+def _one(store: JobStore, ref: str, as_json: bool, now: float) -> int:
+    from torchship.jobs import get_job, reconcile
+    from torchship.store_archive import archived_events
+
+    job = reconcile(store, get_job(store, ref))
+    events = archived_events(store, job.id) if job.archived else store.events(job.id)
+    if as_json:
+        from torchship.cli._output import print_json
+
+        rows = [{"state": e.state, "at": e.at, "detail": e.detail} for e in events]
+        print_json({**_as_json(job), "archived": job.archived, "events": rows})
+        return 0
+    from torchship.cli._output import table
+
+    print(table([_row(job, now)], HEADER))
+    if job.archived:
+        print("archived: past the retention period (TORCHSHIP_RETENTION_DAYS)")
+    if job.placement:
+        print(f"placement: {job.placement.get('reason', '-')}")
+    for e in events:
+        reason = (e.detail or {}).get("reason")
+        detail = f"  {reason}" if reason else ""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
+        print(f"  {stamp}  {e.state}{detail}")
+    return 0
+
+
+def _reconciled(store: JobStore, query: Query, now: float) -> dict[str, str]:
+    """Reconcile the active jobs the listing covers, one call per site; why each job whose
+    site was not asked (warned on stderr)."""
+    if not store.has_active():
+        return {}
+    from torchship.jobs import reconcile_all
+
+    notes = {}
+    for job, why in reconcile_all(store, store.active(query.site, query.since), now):
+        if why is not None:
+            note = one_line(why, NOTE_CHARS)
+            print(f"warning: job {job.id} ({job.site}): its site was not asked ({note}); "
+                  f"shown as last recorded, {job.state}", file=sys.stderr)  # fmt: skip
+            notes[job.id] = note
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
     now = time.time()
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be at least 1", "or pass --all")
+    since = since_time(args.since, now) if args.since else None
+    query = Query(tuple(args.state or ()), args.site, since,
+                  None if args.all else args.limit, placement=args.json)  # fmt: skip
     with JobStore() as store:
         if args.job:
-            job = reconcile(store, get_job(store, args.job))
-            events = store.events(job.id)
-            if args.json:
-                rows = [{"state": e.state, "at": e.at, "detail": e.detail} for e in events]
-                print_json({**_as_json(job), "events": rows})
-                return 0
-            header = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
-            print(table([_row(job, now)], header))
-            if job.placement:
-                print(f"placement: {job.placement.get('reason', '-')}")
-            for e in events:
-                reason = (e.detail or {}).get("reason")
-                detail = f"  {reason}" if reason else ""
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.at))
-                print(f"  {stamp}  {e.state}{detail}")
-            return 0
-        # a job stored as pending may be running by now: reconcile the unfinished, then filter
-        wanted = args.state
-        stored = store.jobs() if wanted and wanted not in TERMINAL else store.jobs(state=wanted)
-        seen = [_reconciled(store, j) for j in stored]
-        jobs = [(j, why) for j, why in seen if not wanted or j.state == wanted]
-        if args.json:
-            print_json([{**_as_json(j), "site_error": why} for j, why in jobs])
-        elif jobs:
-            header = ["ID", "NAME", "SITE", "STATE", "EXIT", "SUBMITTED", "TOOK", "HANDLE"]
-            print(table([_row(j, now, why is not None) for j, why in jobs], header))
-        else:
-            print("no jobs yet: `torchship run examples/quickstart/job.toml`")
+            return _one(store, args.job, args.json, now)
+        if args.archived:
+            return _archived(store, query, args.json, now)
+        notes = _reconciled(store, query, now)
+        return _list(store.lines(query), notes, query, args.json, now)
+
+
+def _list(lines: Iterator[Line], notes: dict[str, str], query: Query, as_json: bool,
+          now: float) -> int:  # fmt: skip
+    if as_json:
+        _json_list({**_as_json(x), "site_error": notes.get(x.id)} for x in lines)
+        return 0
+    shown = 0
+    for part in _table(_row(x, now, x.id in notes) for x in lines):
+        print(part)
+        shown += part.count("\n")
+    if not shown:
+        print("no jobs yet: `torchship run examples/quickstart/job.toml`" if query == Query()
+              else "no jobs match")  # fmt: skip
+    elif query.limit is not None and shown >= query.limit:
+        print(f"(the active jobs and the {query.limit} most recent: --all, --limit N or --since "
+              "for more, --archived for the archive)", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _archived(store: JobStore, query: Query, as_json: bool, now: float) -> int:
+    from torchship.store_archive import archive_path
+
+    path = archive_path(store.path)
+    if not path.is_file():
+        if as_json:
+            print("[]")
+        else:
+            print(f"no archive yet ({path}): jobs move there after the retention period")
+        return 0
+    with JobStore(path, store.busy_timeout_s) as archive:
+        return _list(archive.lines(query), {}, query, as_json, now)
