@@ -6,6 +6,7 @@ puts in; it runs no controllers (the test plays the cluster by setting status an
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,22 +117,19 @@ class FakeKube:
                 if seg[:2] == ["api", "v1"] and len(seg) >= 5 and seg[4] == "pods":
                     return self._pods(seg, parse_qs(parts.query))
                 if seg[0] == "apis" and len(seg) in (6, 7):
-                    return self._objects(method, parts.path, seg)
+                    return self._objects(method, parts.path, seg, parse_qs(parts.query))
                 return self._status(404, "NotFound")
 
             def _pods(self, seg: list[str], query: dict[str, list[str]]) -> None:
                 if len(seg) == 7 and seg[6] == "log":
                     return self._send(200, fake.logs.get(seg[5], ""), "text/plain")
-                want = dict(s.split("=", 1) for s in query.get("labelSelector", [""])[0].split(",")
-                            if "=" in s)  # fmt: skip
-                items = [
-                    p
-                    for p in fake.pods.get(seg[3], [])
-                    if all(p["metadata"]["labels"].get(k) == v for k, v in want.items())
-                ]
+                selector = query.get("labelSelector", [""])[0]
+                items = [p for p in fake.pods.get(seg[3], [])
+                         if selects(selector, p["metadata"]["labels"])]  # fmt: skip
                 return self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})
 
-            def _objects(self, method: str, path: str, seg: list[str]) -> None:
+            def _objects(self, method: str, path: str, seg: list[str],
+                         query: dict[str, list[str]]) -> None:  # fmt: skip
                 if method == "POST" and len(seg) == 6:
                     body = json.loads(self.body)
                     key = f"{path}/{body['metadata']['name']}"
@@ -139,6 +137,13 @@ class FakeKube:
                         return self._status(409, "AlreadyExists")
                     fake.objects[key] = body
                     return self._send(201, body)
+                if method == "GET" and len(seg) == 6:  # a list, by label selector
+                    selector = query.get("labelSelector", [""])[0]
+                    items = [o for k, o in sorted(fake.objects.items())
+                             if k.rsplit("/", 1)[0] == path
+                             and selects(selector, o["metadata"].get("labels") or {})]  # fmt: skip
+                    return self._send(200, {"apiVersion": "/".join(seg[1:3]), "items": items,
+                                            "kind": "List", "metadata": {}})  # fmt: skip
                 if len(seg) != 7:
                     return self._status(405, "MethodNotAllowed")
                 if path not in fake.objects:
@@ -158,6 +163,27 @@ class FakeKube:
                 self._route("DELETE")
 
         return Handler
+
+
+def selects(selector: str, labels: dict[str, str]) -> bool:
+    """Whether a label selector, as the API server reads it, matches `labels`: requirements
+    joined by commas, each `key`, `!key`, `key=v` (`==`), `key!=v`, `key in (a,b)` or
+    `key notin (a,b)` (k8s.io/apimachinery/pkg/labels/selector.go)."""
+    for part in re.findall(r"(?:[^,(]|\([^)]*\))+", selector):
+        req = part.strip()
+        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^)]*)\)", req):
+            key, op, values = m[1], m[2], {v.strip() for v in m[3].split(",")}
+            if (key in labels and labels[key] in values) != (op == "in"):
+                return False
+        elif m := re.fullmatch(r"(\S+?)\s*(!=|==|=)\s*(\S*)", req):
+            if (labels.get(m[1]) == m[3]) != (m[2] != "!="):
+                return False
+        elif req.startswith("!"):
+            if req[1:] in labels:
+                return False
+        elif req and req not in labels:
+            return False
+    return True
 
 
 def write_kubeconfig(path: Path, servers: dict[str, str], current: str) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -194,3 +195,49 @@ def test_a_two_node_torchrun_over_slurm(two_nodes: SlurmCluster, tmp_path: Path)
     summary = json.loads((tmp_path / "runs" / job_id / "summary.json").read_text())
     assert summary["world_size"] == 2, summary
     assert "on n[1-2]" in log, log[:2000]
+
+
+def test_statuses_asks_slurm_once_for_all_jobs(cluster: SlurmCluster, tmp_path: Path) -> None:
+    """The batch of `torchship status` (issue 20): squeue for all the jobs at once (one it no
+    longer knows among them), exit records read together; each job as `status` says alone."""
+    from torchship.backends.base import SiteStatus
+    from torchship.backends.slurm import SlurmBackend, SlurmSiteOptions, make_handle
+
+    runs = tmp_path / "runs"
+    wraps = {"ok": "true", "fail": "exit 3", "long": "sleep 600"}
+    ids = {}
+    for name, wrap in wraps.items():
+        (runs / name).mkdir(parents=True)
+        ids[name] = cluster.run("sbatch", "--parsable", "-p", "debug", "-c", "1", "-t", "5",
+                                "-o", "/dev/null", "--wrap", wrap).stdout.strip()  # fmt: skip
+    try:
+        (runs / "ok/exit.json").write_text('{"state": "succeeded", "exit_code": 0, "ended_at": 1}')
+        deadline = time.monotonic() + 60
+        seen = ""
+        while time.monotonic() < deadline:  # the short ones ended, the long one runs
+            seen = cluster.run("squeue", "-h", "-t", "all", "-j", ",".join(ids.values()),
+                               "-o", "%T").stdout  # fmt: skip
+            if sorted(seen.split()) == ["COMPLETED", "FAILED", "RUNNING"]:
+                break
+            time.sleep(0.3)
+        assert sorted(seen.split()) == ["COMPLETED", "FAILED", "RUNNING"], seen
+        calls: list[list[str]] = []
+
+        def runner(argv: list[str], **kw: Any) -> Any:
+            calls.append(argv)
+            return subprocess.run([*cluster.prefix, *argv], **kw)  # noqa: PLW1510
+
+        be = SlurmBackend(None, runner=runner)
+        o = SlurmSiteOptions(runs_dir=str(runs))
+        handles = [make_handle(o, name, sid) for name, sid in ids.items()]
+        handles.append(make_handle(o, "gone", "999999"))  # no such job: squeue leaves it out
+        batch = be.statuses(handles)
+        assert [c[0] for c in calls] == ["squeue", "sh", "sacct"], calls
+        alone = {h: be.status(h) for h in handles}
+        assert batch == alone
+        assert [s.state for s in batch.values() if isinstance(s, SiteStatus)] == [
+            "succeeded", "failed", "running", "lost"]  # fmt: skip
+        # one id squeue no longer knows: an error of squeue's, read as not known
+        assert be.statuses(handles[-1:]) == {handles[-1]: alone[handles[-1]]}
+    finally:
+        cluster.run("scancel", *ids.values(), check=False)

@@ -2,7 +2,8 @@
 machine's container engine, docker or podman (same `run` syntax; podman reaches GPUs by CDI).
 
 plan() is pure: the exact `<engine> run` command. The container carries labels (job id, lock
-hash, site) and is found again by them: status reads `<engine> ps -a --filter label=…`, logs
+hash, site) and is found again by them: status reads `<engine> ps -a --filter label=…` (and
+`statuses` every job's at once: one `ps` of the job label, one `container inspect`), logs
 are the engine's, cancel is `<engine> stop` (SIGTERM through tini to torchrun, then SIGKILL
 after the grace period). The job's run folder on the host is mounted at /torchship/run, so
 summary.json, metrics and checkpoints land where the local site puts them.
@@ -320,7 +321,7 @@ class DockerBackend:
         found = self._engine("ps", "-a", "--filter", f"label={LABEL_JOB}={job_id}", "--format", fmt)
         ids = found.stdout.split()
         if found.returncode != 0 or not ids:
-            return SiteStatus("lost", reason=f"no container labelled {LABEL_JOB}={job_id}")
+            return _no_container(job_id)
         state = self._engine("inspect", "--format", "{{json .State}}", ids[0])
         try:
             st = json.loads(state.stdout)
@@ -329,6 +330,76 @@ class DockerBackend:
                 "lost",
                 reason=f"{self.options.engine} inspect: " + last_line(state.stderr, "no output"),
             )
+        return self._judged(job_id, st)
+
+    def statuses(self, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+        """`status` of many jobs in two engine calls whatever their number: one `ps` of every
+        container with the job label, one `container inspect` of all it found (none when it
+        found none). A handle of another machine gets its error; an engine that does not
+        answer raises."""
+        out: dict[str, SiteStatus | TorchshipError] = {}
+        jobs: dict[str, str] = {}
+        for handle in dict.fromkeys(handles):
+            try:
+                jobs[handle] = self._job(handle)
+            except TorchshipError as e:
+                out[handle] = e
+        states = self._labelled_states() if jobs else {}
+        for handle, job_id in jobs.items():
+            st = states.get(job_id)
+            out[handle] = _no_container(job_id) if st is None else self._judged(job_id, st)
+        return out
+
+    def _labelled_states(self) -> dict[str, dict[str, Any]]:
+        """Job id → the `.State` of its newest container (the first `ps` lists, as `status`
+        takes), for every container with the job label. The label's value is read from
+        `inspect` (`.Config.Labels`): podman's `ps --format` has no `.Label "key"`."""
+        ids = self._ask("ps", "-a", "--filter", f"label={LABEL_JOB}", "--format", "{{.ID}}").split()
+        if not ids:
+            return {}
+        # a container removed since `ps` is missing from the array and makes the exit status
+        # non-zero (docker 1, podman 125): the others are still there, so stdout is read
+        found = self._ask("container", "inspect", *ids, any_exit=True)
+        try:
+            records = json.loads(found)
+        except json.JSONDecodeError:
+            records = None
+        if not isinstance(records, list):
+            raise self._unanswered("container inspect", found)
+        # `ps` prints IDs cut to 12 hex digits (docker's stringid.TruncateID, podman's ID[:12])
+        by_id = {str(r.get("Id", ""))[:12]: r for r in records if isinstance(r, dict)}
+        states: dict[str, dict[str, Any]] = {}
+        for short in ids:  # newest first, as `ps` lists them
+            record = by_id.get(short[:12]) or {}
+            labels = (record.get("Config") or {}).get("Labels") or {}
+            job_id, st = labels.get(LABEL_JOB), record.get("State")
+            if isinstance(job_id, str) and isinstance(st, dict):
+                states.setdefault(job_id, st)
+        return states
+
+    def _ask(self, *args: str, any_exit: bool = False) -> str:
+        """An engine command's output, for the batch: an engine that is missing or fails
+        raises once for all the jobs, rather than reading as every job lost."""
+        try:
+            proc = self._engine(*args)
+        except OSError as e:
+            raise TorchshipError(
+                f"cannot run {self.options.engine}: {e.strerror or e}",
+                "install docker or podman (or set TORCHSHIP_ENGINE), or ask on the machine "
+                "that ran the jobs",
+            ) from None
+        if proc.returncode != 0 and not any_exit:
+            raise self._unanswered(args[0], proc.stderr)
+        return proc.stdout
+
+    def _unanswered(self, what: str, output: str) -> TorchshipError:
+        return TorchshipError(
+            f"{self.options.engine} {what} failed: {last_line(output, 'no output')}",
+            f"check that the engine runs: `{self.options.engine} ps`",
+        )
+
+    def _judged(self, job_id: str, st: dict[str, Any]) -> SiteStatus:
+        """The container's state, read with the job's cancel marker."""
         site = container_state(st)
         cancelled = run_dir(self.options.home, job_id) / CANCELLED
         if site.state in ("failed", "cancelled") and cancelled.exists():
@@ -353,6 +424,10 @@ class DockerBackend:
         run.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run / CANCELLED, f"{time.time()}\n")
         self._engine("stop", "--time", str(STOP_GRACE_S), container_name(job_id))
+
+
+def _no_container(job_id: str) -> SiteStatus:
+    return SiteStatus("lost", reason=f"no container labelled {LABEL_JOB}={job_id}")
 
 
 def container_state(st: dict[str, object]) -> SiteStatus:

@@ -25,7 +25,7 @@ reads the GPUs of its nodes. The objects are rendered by torchship.k8s.render fr
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,9 +35,9 @@ import yaml
 
 from torchship.backends.base import Request, SiteKind, SiteStatus, admit, data_classes
 from torchship.conventions import JOB_ID_LABEL, K8S_LABEL_PREFIX
-from torchship.errors import UsageError, excerpt
+from torchship.errors import TorchshipError, UsageError, excerpt
 from torchship.k8s import render as k8s
-from torchship.k8s.apply import Cluster, ClusterError, connect
+from torchship.k8s.apply import Cluster, ClusterError, PodState, connect
 from torchship.k8s.identity import (
     ClusterIdentity,
     IdentityError,
@@ -229,13 +229,7 @@ class KubernetesBackend:
     def cluster(self, context: str, digest: str) -> Cluster:
         """The cluster a handle names, after checking the context still reaches it."""
         cluster, identity = self._connect(context)
-        if identity.digest != digest:
-            raise IdentityError(
-                f"context {context!r} now reaches {identity.describe()} (cluster "
-                f"{identity.digest}), not the cluster this job was created on ({digest})",
-                "switch the context back (`kubectl config get-contexts`); torchship does not "
-                "act on a job in another cluster",
-            )
+        same_as_created(context, digest, identity)
         return cluster
 
     def site_cluster(self, site: Site) -> tuple[Cluster, ClusterIdentity]:
@@ -301,18 +295,75 @@ class KubernetesBackend:
         cluster = self.cluster(context, digest)
         obj = cluster.get(kind, ns, name)
         if obj is None:
-            if handle in self._cancelled:
-                return SiteStatus("cancelled", reason="deleted by torchship cancel")
-            return SiteStatus("lost", reason=f"{kind} {ns}/{name} is gone from the cluster")
+            return self._gone(handle, kind, ns, name)
         state = job_state(obj)
         if state is not None:
             return state
         job_id = obj["metadata"]["labels"].get(LABEL_JOB, "")
-        pods = cluster.pods(ns, f"{LABEL_JOB}={job_id}")
-        if any(p.phase == "Running" for p in pods):
-            return SiteStatus("running")
-        waiting = next((p.reason for p in pods if p.reason), "")
-        return SiteStatus("pending", reason=waiting)
+        return pods_state(cluster.pods(ns, f"{LABEL_JOB}={job_id}"))
+
+    def _gone(self, handle: str, kind: str, ns: str, name: str) -> SiteStatus:
+        if handle in self._cancelled:
+            return SiteStatus("cancelled", reason="deleted by torchship cancel")
+        return SiteStatus("lost", reason=f"{kind} {ns}/{name} is gone from the cluster")
+
+    def statuses(self, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+        """`status` of many jobs in a fixed number of requests whatever their number: per
+        context, the identity check `status` makes (once); per namespace, one list of each
+        kind of job object the handles name, by the job-id label, and one list of the pods
+        of the jobs whose objects say neither done nor suspended. A handle torchship did not
+        write, or whose cluster its context no longer reaches, gets its error; a context or
+        namespace that cannot be read (unreachable, forbidden) raises."""
+        out: dict[str, SiteStatus | TorchshipError] = {}
+        groups: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {}
+        for handle in dict.fromkeys(handles):
+            try:
+                context, ns, kind, name, digest = parse_handle(handle)
+            except TorchshipError as e:
+                out[handle] = e
+                continue
+            groups.setdefault((context, ns), {})[handle] = (kind, name, digest)
+        for (context, ns), jobs in groups.items():
+            cluster, identity = self._connect(context)
+            asked: dict[str, tuple[str, str]] = {}
+            for handle, (kind, name, digest) in jobs.items():
+                try:
+                    same_as_created(context, digest, identity)
+                except IdentityError as e:
+                    out[handle] = e
+                    continue
+                asked[handle] = (kind, name)
+            out |= self._namespace_statuses(cluster, ns, asked)
+        return {h: out[h] for h in dict.fromkeys(handles)}
+
+    def _namespace_statuses(
+        self, cluster: Cluster, ns: str, jobs: dict[str, tuple[str, str]]
+    ) -> dict[str, SiteStatus]:
+        """handle → status for jobs (handle → (kind, name)) of one namespace: a list per kind,
+        then one of the pods of the undecided ones (`in`: a set-based label selector)."""
+        found = {(kind, obj["metadata"]["name"]): obj
+                 for kind in sorted({k for k, _ in jobs.values()})
+                 for obj in cluster.objects(kind, ns, LABEL_JOB)}  # fmt: skip
+        out: dict[str, SiteStatus] = {}
+        undecided: dict[str, str] = {}  # handle → job id
+        for handle, (kind, name) in jobs.items():
+            obj = found.get((kind, name))
+            state = None if obj is None else job_state(obj)
+            if obj is None:
+                out[handle] = self._gone(handle, kind, ns, name)
+            elif state is not None:
+                out[handle] = state
+            else:
+                undecided[handle] = obj["metadata"]["labels"].get(LABEL_JOB, "")
+        ids = sorted({i for i in undecided.values() if i})
+        pods: dict[str, list[PodState]] = {}
+        if ids:
+            selector = f"{LABEL_JOB} in ({','.join(ids)})"
+            for job_id, pod in cluster.labelled_pods(ns, selector, LABEL_JOB):
+                pods.setdefault(job_id, []).append(pod)
+        for handle, job_id in undecided.items():
+            out[handle] = pods_state(pods.get(job_id, []))
+        return out
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         """Node 0's log (the first pod by name): rank 0 prints the progress."""
@@ -355,6 +406,26 @@ def create_or_adopt(cluster: Cluster, obj: dict[str, Any]) -> None:
         ours = meta.get("labels", {}).get(LABEL_JOB)
         if there is None or (there["metadata"].get("labels") or {}).get(LABEL_JOB) != ours:
             raise
+
+
+def same_as_created(context: str, digest: str, identity: ClusterIdentity) -> None:
+    """IdentityError unless the context reaches the cluster the job was created on."""
+    if identity.digest != digest:
+        raise IdentityError(
+            f"context {context!r} now reaches {identity.describe()} (cluster "
+            f"{identity.digest}), not the cluster this job was created on ({digest})",
+            "switch the context back (`kubectl config get-contexts`); torchship does not "
+            "act on a job in another cluster",
+        )
+
+
+def pods_state(pods: list[PodState]) -> SiteStatus:
+    """A started job its object does not decide: running while a pod runs, else pending
+    with the first pod's reason (by name)."""
+    if any(p.phase == "Running" for p in pods):
+        return SiteStatus("running")
+    waiting = next((p.reason for p in pods if p.reason), "")
+    return SiteStatus("pending", reason=waiting)
 
 
 def job_state(obj: dict[str, Any]) -> SiteStatus | None:

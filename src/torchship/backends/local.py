@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -35,8 +35,16 @@ from torchship.backends.supervise import (
     started,
     supervisor_alive,
 )
-from torchship.conventions import EXIT_FILE, LOG, SUPERVISOR_FILE, data_dir, read_json, run_dir
-from torchship.errors import UsageError
+from torchship.conventions import (
+    EXIT_FILE,
+    JOB_ID_ENV,
+    LOG,
+    SUPERVISOR_FILE,
+    data_dir,
+    read_json,
+    run_dir,
+)
+from torchship.errors import TorchshipError, UsageError
 from torchship.launch import job_env, torchrun_argv, workload_argv
 from torchship.place.sites import Capabilities, Site
 
@@ -185,6 +193,34 @@ class LocalBackend:
         for c in self._children:
             c.poll()  # reap a finished supervisor we started, so its pid reads as gone
         job_id, run = self._run(handle)
+        return self._status(job_id, run, job_pids)
+
+    def statuses(self, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+        """`status` of many jobs, asking this machine's processes once: a job whose
+        supervisor is gone without a record is looked for among all processes (`job_pids`
+        reads every /proc/<pid>/environ), and for many such jobs (lost ones stay asked about)
+        one pass finds all of them. A handle of another machine gets its error."""
+        for c in self._children:
+            c.poll()
+        out: dict[str, SiteStatus | TorchshipError] = {}
+        index: dict[str, list[int]] | None = None
+
+        def pids(job_id: str) -> list[int]:
+            nonlocal index
+            if index is None:  # the first job that needs it; never when none does
+                index = pids_by_job(Path("/proc"))
+            return index.get(job_id, [])
+
+        for handle in dict.fromkeys(handles):
+            try:
+                job_id, run = self._run(handle)
+            except TorchshipError as e:
+                out[handle] = e
+                continue
+            out[handle] = self._status(job_id, run, pids)
+        return out
+
+    def _status(self, job_id: str, run: Path, pids: Callable[[str], list[int]]) -> SiteStatus:
         ended = read_json(run / EXIT_FILE)
         if ended is not None:
             at = ended.get("ended_at")
@@ -195,7 +231,7 @@ class LocalBackend:
             return SiteStatus("running")
         if sup is None and run.is_dir() and time.time() - run.stat().st_mtime < STARTING_S:
             return SiteStatus("pending", reason="starting")
-        left = [p for p in job_pids(job_id) if sup is None or p != sup.get("reaper")]
+        left = [p for p in pids(job_id) if sup is None or p != sup.get("reaper")]
         if left:  # its processes outlived it (its reaper stops them, or was killed too)
             return SiteStatus(
                 "running",
@@ -231,6 +267,24 @@ class LocalBackend:
         record = {"state": "cancelled", "exit_code": None, "reason": why, "ended_at": time.time()}
         if not (run / EXIT_FILE).exists():
             write_text_atomic(run / EXIT_FILE, json.dumps(record), PRIVATE)
+
+
+def pids_by_job(proc: Path) -> dict[str, list[int]]:
+    """Job id → the processes whose environment carries TORCHSHIP_JOB_ID=<id>, from one pass
+    over `proc` (/proc; {} elsewhere): `job_pids` for every job at once, this process left
+    out as it does."""
+    prefix = f"{JOB_ID_ENV}=".encode()
+    out: dict[str, list[int]] = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            env = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours
+            continue
+        if int(entry.name) == os.getpid():
+            continue
+        for job_id in {v[len(prefix) :] for v in env.split(b"\0") if v.startswith(prefix)}:
+            out.setdefault(job_id.decode(errors="replace"), []).append(int(entry.name))
+    return out
 
 
 def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> LocalBackend:

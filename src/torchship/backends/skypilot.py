@@ -33,7 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ from torchship.conventions import (
     read_json,
     run_dir,
 )
-from torchship.errors import UsageError, excerpt
+from torchship.errors import TorchshipError, UsageError, excerpt
 from torchship.image.dockerfile import image_tag
 from torchship.launch import multinode_torchrun_argv, workload_argv
 from torchship.lock.model import Lock
@@ -339,7 +339,12 @@ class SkyPilotBackend:
         if ended is not None:
             return ended_status(ended, run / LOG)
         launching = self._client(run, job_id) is not None or starting(run)  # before asking
-        found = self.queue(cluster)
+        return self._judged(cluster, run, launching, self.queue(cluster))
+
+    def _judged(self, cluster: str, run: Path, launching: bool, found: SiteStatus | None
+                ) -> SiteStatus:  # fmt: skip
+        """A job with no exit record, once its cluster's queue has been read (None: the
+        cluster is not there, or SkyPilot could not say)."""
         if found is not None:
             return found
         if launching:
@@ -355,14 +360,53 @@ class SkyPilotBackend:
         if self.sky is None:
             return None
         out = self._sky("queue", "--output", "json", cluster)
-        jobs = parse_json_tail(out.stdout).get(cluster) if out.returncode == 0 else None
-        if not isinstance(jobs, list) or not jobs:
-            return None
-        last = max(jobs, key=lambda j: int(j.get("job_id", 0)))
-        sky_state = str(last.get("status", ""))
-        state = SKY_JOB_STATES.get(sky_state.removeprefix("JobStatus."), "running")
-        code = {"succeeded": 0, "failed": 1}.get(state)
-        return SiteStatus(state, exit_code=code, reason=_why(state, f"SkyPilot job {sky_state}"))
+        return newest_job(parse_json_tail(out.stdout).get(cluster) if out.returncode == 0 else None)
+
+    def statuses(self, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+        """`status` of many jobs in one `sky queue` of all their clusters whatever their
+        number (SkyPilot's CLI takes several and answers for each: a cluster that is gone is
+        left out of its JSON), none when every job recorded its end. A handle that names
+        another cluster than its job's gets its error; a SkyPilot that cannot be asked (not
+        installed, or `sky queue` fails: its API server is down) raises."""
+        for c in self._children:
+            c.poll()
+        out: dict[str, SiteStatus | TorchshipError] = {}
+        asking: dict[str, tuple[str, Path, bool]] = {}  # handle → (cluster, run, launching)
+        for handle in dict.fromkeys(handles):
+            try:
+                cluster, job_id = sky_handle(handle)
+            except TorchshipError as e:
+                out[handle] = e
+                continue
+            run = run_dir(self.home, job_id)
+            ended = read_json(run / EXIT_FILE)
+            if ended is not None:
+                out[handle] = ended_status(ended, run / LOG)
+            else:
+                asking[handle] = (cluster, run, self._client(run, job_id) is not None
+                                  or starting(run))  # fmt: skip
+        queues = self._queues(sorted({c for c, _, _ in asking.values()})) if asking else {}
+        for handle, (cluster, run, launching) in asking.items():
+            out[handle] = self._judged(cluster, run, launching, newest_job(queues.get(cluster)))
+        return {h: out[h] for h in dict.fromkeys(handles)}
+
+    def _queues(self, clusters: list[str]) -> dict[str, Any]:
+        """Cluster → its jobs, from one `sky queue -o json` of them all."""
+        if self.sky is None:
+            raise UsageError(
+                "SkyPilot is not installed here (no `sky` on PATH): torchship cannot ask "
+                f"about {len(clusters)} cluster(s) whose jobs recorded no end",
+                "pip install 'skypilot[aws]' (or [gcp], [azure]) and run `sky check`; or ask "
+                "on the machine that launched them",
+            )
+        out = self._sky("queue", "--output", "json", *clusters)
+        if out.returncode != 0:
+            why = last_line(out.stderr or out.stdout, f"exit {out.returncode}")
+            raise UsageError(
+                f"`sky queue` failed: {why}",
+                "check SkyPilot here: `sky status` (`sky api info` for its API server)",
+            )
+        return parse_json_tail(out.stdout)
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         """The output `sky launch` streamed into the run folder (it outlives the cluster)."""
@@ -417,6 +461,17 @@ def ended_status(ended: dict[str, Any], log: Path) -> SiteStatus:
     ours = "\n".join(x for x in text.splitlines() if not x.startswith("[torchship]"))
     tail = last_line(ours)[:300]
     return SiteStatus("failed", code, f"sky launch failed (exit {code}): {tail}")
+
+
+def newest_job(jobs: object) -> SiteStatus | None:
+    """The newest of a cluster's jobs, as `sky queue -o json` lists them; None: none."""
+    if not isinstance(jobs, list) or not jobs:
+        return None
+    last = max(jobs, key=lambda j: int(j.get("job_id", 0)))
+    sky_state = str(last.get("status", ""))
+    state = SKY_JOB_STATES.get(sky_state.removeprefix("JobStatus."), "running")
+    code = {"succeeded": 0, "failed": 1}.get(state)
+    return SiteStatus(state, exit_code=code, reason=_why(state, f"SkyPilot job {sky_state}"))
 
 
 def parse_json_tail(text: str) -> dict[str, Any]:

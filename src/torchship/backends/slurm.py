@@ -16,7 +16,8 @@ there), or in the lock's image through Pyxis/enroot (`container = "pyxis"`: srun
 
 apply() submits with `sbatch --parsable` (the script on stdin: nothing to copy over SSH).
 status: the exit record, else `squeue`, else `scontrol show job`, else `sacct` (when the
-cluster keeps accounting), else lost. logs: the job's output file; cancel: `scancel`.
+cluster keeps accounting), else lost; `statuses`, many jobs in one squeue, one read of their
+exit records and one sacct per login node. logs: the job's output file; cancel: `scancel`.
 load(): the partition's pending queue (`squeue --start`), so placement's burst rule sees the
 real wait. Handle: `slurm://<login or localhost>/<job id>?id=<slurm job id>&runs=<runs_dir>`.
 
@@ -34,7 +35,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from torchship.conventions import (
     RUNS,
     data_dir,
 )
-from torchship.errors import UsageError, excerpt
+from torchship.errors import TorchshipError, UsageError, excerpt
 from torchship.launch import checkpoint_dir, job_env, workload_argv
 from torchship.lock.model import Lock
 from torchship.place.policy import SiteLoad
@@ -356,6 +357,10 @@ class Handle:
     def run(self) -> str:
         return f"{self.runs}/{self.job_id}"
 
+    @property
+    def exit_path(self) -> str:
+        return f"{self.run}/{EXIT_FILE}"
+
 
 def parse_slurm_handle(handle: str) -> Handle:
     parts = urlsplit(handle)
@@ -371,6 +376,80 @@ def parse_slurm_handle(handle: str) -> Handle:
                          "handles look like slurm://<login>/<job id>?id=<slurm id>&runs=<dir>; "
                          "see `torchship status`")  # fmt: skip
     return Handle("" if host == "localhost" else host, job_id, slurm_id, runs)
+
+
+LIVE = ("pending", "running")
+# The states squeue leaves out unless `-t` names them: "If no state is specified then pending,
+# running, and completing jobs are reported" (squeue(1), --states); these are the ended ones of
+# its JOB STATE CODES. Seen on slurm-wlm 22.05: a FAILED and a COMPLETED job are not listed.
+ENDED = frozenset({"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+                   "OUT_OF_MEMORY", "PREEMPTED", "SPECIAL_EXIT", "TIMEOUT"})  # fmt: skip
+# What one command may carry: the ids or paths of a batch go in commands of at most this many
+# characters. Over SSH the whole command is one argument of the login node's shell, and Linux
+# caps one argument at MAX_ARG_STRLEN, 128 KiB (include/uapi/linux/binfmts.h); half of it is
+# ~7,000 job ids of 8 digits or ~600 exit records of 100 characters per command.
+ARGV_BUDGET = 64 * 1024
+# Each file's text then a NUL, for every path given: `$(…)` drops the trailing newline, which
+# JSON does not need, and a missing file is an empty text.
+READ_ALL = 'for f in "$@"; do printf "%s\\0" "$(cat "$f" 2>/dev/null)"; done'
+
+
+def chunks(words: Sequence[str], budget: int = ARGV_BUDGET) -> Iterator[list[str]]:
+    """`words` in runs whose joined length stays within `budget` (one run for a usual batch)."""
+    run: list[str] = []
+    size = 0
+    for word in words:
+        if run and size + len(word) + 1 > budget:
+            yield run
+            run, size = [], 0
+        run.append(word)
+        size += len(word) + 1
+    if run:
+        yield run
+
+
+def queued_state(line: str) -> tuple[str, str]:
+    """squeue's `%T|%r` (state, reason) → (our state, reason)."""
+    name, _, why = line.partition("|")
+    return STATES.get(name, "running"), "" if why in ("None", "") else f"Slurm: {name} ({why})"
+
+
+def listed_state(line: str) -> tuple[str, str]:
+    """`squeue -t all`'s `%T|%r` → (our state, reason) as `status` reads it: squeue's for the
+    states squeue lists by default, scontrol's (`JobState=` and the first word of `Reason=`)
+    for the ended ones, which squeue leaves out unless asked and status then reads there."""
+    name, _, why = line.partition("|")
+    if name not in ENDED:
+        return queued_state(line)
+    reason = why.split()[0] if why.split() and why != "None" else ""
+    return STATES.get(name, "running"), f"Slurm: {name}" + (f" ({reason})" if reason else "")
+
+
+def accounted_state(name: str) -> tuple[str, str]:
+    """sacct's State → (our state, reason)."""
+    return STATES.get(name, "failed"), f"Slurm (sacct): {name}"
+
+
+def exit_record(text: str) -> dict[str, Any] | None:
+    """The job script's exit.json (or cancel's), when it reads as one."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and data.get("state") in STATES.values() else None
+
+
+def judged(h: Handle, state: str, reason: str, ended: dict[str, Any] | None) -> SiteStatus:
+    """A job Slurm no longer runs: its exit record, else what Slurm says, else lost."""
+    if ended is not None:
+        code = ended.get("exit_code")
+        why = "" if ended["state"] == "succeeded" else f"the job exited {code} on the cluster"
+        return SiteStatus(str(ended["state"]), code if isinstance(code, int) else None, why,
+                          ended.get("ended_at"))  # fmt: skip
+    if state:
+        return SiteStatus(state, None if state != "succeeded" else 0, reason)
+    return SiteStatus("lost", reason=f"Slurm job {h.slurm_id} is gone from squeue, scontrol "
+                      "and sacct, and it recorded no end in its run folder")  # fmt: skip
 
 
 class SlurmBackend:
@@ -423,39 +502,22 @@ class SlurmBackend:
         return make_handle(o, request.job_id, slurm_id)
 
     def _exit_record(self, h: Handle) -> dict[str, Any] | None:
-        out = self._cluster(h.login, ["cat", f"{h.run}/{EXIT_FILE}"])
-        if out.returncode != 0:
-            return None
-        try:
-            data = json.loads(out.stdout)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) and data.get("state") in STATES.values() else None
+        out = self._cluster(h.login, ["cat", h.exit_path])
+        return exit_record(out.stdout) if out.returncode == 0 else None
 
     def status(self, handle: str) -> SiteStatus:
         h = parse_slurm_handle(handle)
         state, reason = self._slurm_state(h)
         if state in ("pending", "running"):
             return SiteStatus(state, reason=reason)
-        ended = self._exit_record(h)
-        if ended is not None:
-            code = ended.get("exit_code")
-            why = "" if ended["state"] == "succeeded" else f"the job exited {code} on the cluster"
-            return SiteStatus(str(ended["state"]), code if isinstance(code, int) else None, why,
-                              ended.get("ended_at"))  # fmt: skip
-        if state:
-            return SiteStatus(state, None if state != "succeeded" else 0, reason)
-        return SiteStatus("lost", reason=f"Slurm job {h.slurm_id} is gone from squeue, scontrol "
-                          "and sacct, and it recorded no end in its run folder")  # fmt: skip
+        return judged(h, state, reason, self._exit_record(h))
 
     def _slurm_state(self, h: Handle) -> tuple[str, str]:
         """(our state, Slurm's reason) from squeue, scontrol, then sacct; ("", "") unknown."""
         q = self._cluster(h.login, ["squeue", "-h", "-j", h.slurm_id, "-o", "%T|%r"])
         line = q.stdout.strip().splitlines()[0] if q.returncode == 0 and q.stdout.strip() else ""
         if line:
-            name, _, why = line.partition("|")
-            state = STATES.get(name, "running")
-            return state, "" if why in ("None", "") else f"Slurm: {name} ({why})"
+            return queued_state(line)
         c = self._cluster(h.login, ["scontrol", "show", "job", h.slurm_id])
         m = re.search(r"JobState=(\w+)", c.stdout) if c.returncode == 0 else None
         if m:
@@ -466,10 +528,100 @@ class SlurmBackend:
             )
         a = self._cluster(h.login, ["sacct", "-n", "-X", "-P", "-j", h.slurm_id, "-o", "State"])
         words = a.stdout.strip().split() if a.returncode == 0 else []
-        if words:  # "CANCELLED by 0" is two words; the state is the first
-            name = words[0]
-            return STATES.get(name, "failed"), f"Slurm (sacct): {name}"
-        return "", ""
+        return accounted_state(words[0]) if words else ("", "")
+
+    def statuses(self, handles: Sequence[str]) -> dict[str, SiteStatus | TorchshipError]:
+        """`status` of many jobs in at most three commands per login node whatever their
+        number (more only past ARGV_BUDGET): one `squeue` of them all; one read of the exit
+        records of those squeue does not show pending or running; one `sacct` of those it
+        does not know and that recorded no end. `scontrol show job` is left out: it knows the
+        jobs squeue knows (both read slurmctld's table), so it adds nothing here. A handle
+        torchship did not write gets its error; a login node that cannot be asked raises."""
+        out: dict[str, SiteStatus | TorchshipError] = {}
+        by_login: dict[str, list[tuple[str, Handle]]] = {}
+        for handle in dict.fromkeys(handles):
+            try:
+                h = parse_slurm_handle(handle)
+            except TorchshipError as e:
+                out[handle] = e
+                continue
+            by_login.setdefault(h.login, []).append((handle, h))
+        for login, jobs in by_login.items():
+            out |= self._login_statuses(login, jobs)
+        return {h: out[h] for h in dict.fromkeys(handles)}
+
+    def _login_statuses(self, login: str, jobs: list[tuple[str, Handle]]) -> dict[str, SiteStatus]:
+        queued = self._squeue(login, [h.slurm_id for _, h in jobs])
+        done = [h for _, h in jobs if queued.get(h.slurm_id, ("", ""))[0] not in LIVE]
+        records = self._exit_records(login, [h.exit_path for h in done])
+        unknown = [h.slurm_id for h in done if h.slurm_id not in queued
+                   and records.get(h.exit_path) is None]  # fmt: skip
+        accounted = self._sacct(login, unknown)
+        out: dict[str, SiteStatus] = {}
+        for handle, h in jobs:
+            state, reason = queued.get(h.slurm_id) or accounted.get(h.slurm_id) or ("", "")
+            if state in LIVE:
+                out[handle] = SiteStatus(state, reason=reason)
+            else:
+                out[handle] = judged(h, state, reason, records.get(h.exit_path))
+        return out
+
+    def _squeue(self, login: str, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Slurm id → (our state, reason) of the jobs slurmctld still knows. squeue answers
+        for several ids from the whole job table, leaving out the ones it no longer knows;
+        for one id it asks for that job, and an unknown one is an error (slurm's
+        src/squeue/squeue.c, `_print_job`), read here as not known."""
+        out: dict[str, tuple[str, str]] = {}
+        for chunk in chunks(sorted(set(ids))):
+            # %A: the job id (squeue(1), "Valid for jobs only"), before the fields status
+            # reads; `-t all`: the ended jobs too, which `status` finds with scontrol
+            argv = ["squeue", "-h", "-t", "all", "-j", ",".join(chunk), "-o", "%A|%T|%r"]
+            q = self._cluster(login, argv)
+            if q.returncode != 0 and "Invalid job id" not in q.stderr:
+                raise self._unanswered(login, "squeue", q)
+            for line in q.stdout.splitlines() if q.returncode == 0 else []:
+                slurm_id, _, rest = line.strip().partition("|")
+                if rest:
+                    out.setdefault(slurm_id, listed_state(rest))
+        return out
+
+    def _exit_records(self, login: str, paths: list[str]) -> dict[str, dict[str, Any]]:
+        """Path → the exit record there (what `_exit_record` reads), for all in one command:
+        each file's text, NUL-ended, in the order given ("" for a file that is not there)."""
+        out: dict[str, dict[str, Any]] = {}
+        for chunk in chunks(paths):
+            argv = ["sh", "-c", READ_ALL, "sh", *chunk]
+            got = self._cluster(login, argv)
+            if got.returncode != 0:
+                raise self._unanswered(login, "reading the exit records", got)
+            for path, text in zip(chunk, got.stdout.split("\0"), strict=False):
+                record = exit_record(text)
+                if record is not None:
+                    out[path] = record
+        return out
+
+    def _sacct(self, login: str, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """Slurm id → (our state, reason) from accounting; {} where the cluster keeps none
+        (sacct fails: status reads that as not known too)."""
+        out: dict[str, tuple[str, str]] = {}
+        for chunk in chunks(sorted(set(ids))):
+            argv = ["sacct", "-n", "-X", "-P", "-j", ",".join(chunk), "-o", "JobID,State"]
+            a = self._cluster(login, argv)
+            for line in a.stdout.splitlines() if a.returncode == 0 else []:
+                slurm_id, _, state = line.strip().partition("|")
+                if state.split():  # "CANCELLED by 0" is two words; the state is the first
+                    out.setdefault(slurm_id, accounted_state(state.split()[0]))
+        return out
+
+    def _unanswered(
+        self, login: str, what: str, proc: subprocess.CompletedProcess[str]
+    ) -> TorchshipError:
+        where = login or "this machine"
+        why = last_line(proc.stderr or proc.stdout, f"exit {proc.returncode}")
+        return UsageError(
+            f"{what} on {where} failed: {why}",
+            f"check that {where} answers: `{'ssh ' + login + ' ' if login else ''}squeue`",
+        )
 
     def logs(self, handle: str, follow: bool = False) -> Iterator[str]:
         h = parse_slurm_handle(handle)

@@ -136,7 +136,30 @@ class Cluster:
             raise self._error(e, f"delete {kind} {namespace}/{name}", kind) from None
         return True
 
+    def objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The namespace's objects of `kind` that match the label selector, in one request;
+        [] where the cluster has no such resource (its CRD is not installed), as `get`
+        answers None for each of them."""
+        group, version, plural = self._route(kind)
+        try:
+            with _answering(f"list {kind} in {namespace}"):
+                found: dict[str, Any] = self._custom.list_namespaced_custom_object(
+                    group, version, namespace, plural, label_selector=selector
+                )
+        except self._exc as e:
+            if e.status == 404:
+                return []
+            raise self._error(e, f"list {kind} in {namespace}", kind) from None
+        return list(found.get("items") or [])
+
     def pods(self, namespace: str, selector: str) -> list[PodState]:
+        return [state for _, state in self.labelled_pods(namespace, selector, "")]
+
+    def labelled_pods(
+        self, namespace: str, selector: str, label: str
+    ) -> list[tuple[str, PodState]]:
+        """(the pod's value of `label`, its state) for the pods the selector matches, sorted
+        by name, in one request."""
         try:
             with _answering(f"list pods in {namespace}"):
                 items = self._core.list_namespaced_pod(namespace, label_selector=selector).items
@@ -149,7 +172,10 @@ class Cluster:
                 term = cs.state.terminated if cs.state else None
                 if term is not None:
                     code, reason = term.exit_code, term.reason or reason
-            out.append(PodState(p.metadata.name, p.status.phase or "Unknown", code, reason))
+            value = (p.metadata.labels or {}).get(label, "") if label else ""
+            out.append(
+                (value, PodState(p.metadata.name, p.status.phase or "Unknown", code, reason))
+            )
         return out
 
     def logs(self, namespace: str, pod: str, follow: bool = False) -> Iterator[str]:
