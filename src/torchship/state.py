@@ -230,6 +230,11 @@ def default_path() -> Path:
     return data_dir() / "jobs.db"
 
 
+def archive_path(store_path: Path) -> Path:
+    """Where the jobs past their retention go (torchship.store_archive): beside the store."""
+    return store_path.with_name(f"{store_path.stem}-archive{store_path.suffix or '.db'}")
+
+
 def new_job_id(now: float | None = None) -> str:
     """Time-sortable, unique: 12 hex digits of milliseconds + 8 random hex digits."""
     ms = int((time.time() if now is None else now) * 1000)
@@ -398,12 +403,20 @@ def busy_timeout() -> float:
 class JobStore:
     """One SQLite file; safe to use from many processes at once (one JobStore per process)."""
 
-    def __init__(self, path: Path | str | None = None, busy_timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        busy_timeout_s: float | None = None,
+        readonly: bool = False,
+    ) -> None:
+        """`readonly`: a connection that cannot write, usable from any one thread at a time
+        (the exporter keeps one open; its snapshots are taken one at a time). A store that
+        does not exist yet, or is of an older schema, is made or migrated first."""
         self.path = Path(path) if path is not None else default_path()
         self.busy_timeout_s = busy_timeout() if busy_timeout_s is None else busy_timeout_s
         self._db: sqlite3.Connection | None = None
         try:
-            self._open()
+            self._open_readonly() if readonly else self._open()
         except OSError as e:
             raise error("no-permission" if isinstance(e, PermissionError) else "cannot-open",
                         self.path, f"cannot open the job store {self.path}: "
@@ -421,7 +434,9 @@ class JobStore:
         if problem is not None:
             raise problem
         ms = int(self.busy_timeout_s * 1000)
-        self._db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+        # usable from another thread (the exporter's snapshots); one at a time, as ever
+        self._db = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)  # fmt: skip
         self._db.row_factory = sqlite3.Row
         self._db.execute(f"PRAGMA busy_timeout = {ms}")
         mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -438,6 +453,25 @@ class JobStore:
             if table not in have:
                 raise error("missing-table", self.path,
                             f"the job store {self.path} has no {table} table")  # fmt: skip
+
+    @_guarded
+    def _open_readonly(self) -> None:
+        from urllib.parse import quote
+
+        for attempt in (1, 2):
+            if attempt == 2 or not self.path.exists():
+                JobStore(self.path, self.busy_timeout_s).close()  # made, or migrated
+            problem = file_problem(self.path)
+            if problem is not None:
+                raise problem
+            self._db = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True,
+                                       timeout=self.busy_timeout_s, isolation_level=None,
+                                       check_same_thread=False)  # fmt: skip
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+            if self.schema_version >= SCHEMA_VERSION or attempt == 2:
+                return
+            self.close()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -541,16 +575,18 @@ class JobStore:
         return _job(row), created
 
     def _archived_key(self, key: str, job_id: str) -> Job:
-        from torchship.store_archive import archive_path, archived_job
-
-        job = archived_job(self, job_id)
+        path = archive_path(self.path)
+        job = None
+        if path.is_file():
+            with JobStore(path, self.busy_timeout_s) as archive:
+                job = archive.get(job_id)
         if job is None:
             raise UsageError(
-                f"key {key!r} belongs to job {job_id}, archived, and the archive "
-                f"{archive_path(self.path)} no longer has it",
+                f"key {key!r} belongs to job {job_id}, archived, and the archive {path} no "
+                "longer has it",
                 "use a new --key for a new job",
             )
-        return job
+        return replace(job, archived=True)
 
     @_guarded
     def transition(

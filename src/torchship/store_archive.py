@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from torchship.errors import UsageError
-from torchship.state import Event, Job, JobStore, _guarded
+from torchship.state import Event, Job, JobStore, _guarded, archive_path
 
 __all__ = [
     "Moved",
@@ -72,10 +72,6 @@ def retention_s(text: str | None = None) -> float | None:
             f"set {RETENTION_ENV} to a number of days (e.g. 30), or to never",
         )
     return days * 86400
-
-
-def archive_path(store_path: Path) -> Path:
-    return store_path.with_name(f"{store_path.stem}-archive{store_path.suffix or '.db'}")
 
 
 @dataclass(frozen=True, slots=True)

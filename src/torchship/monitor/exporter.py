@@ -32,6 +32,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class Collector:
         self.clock = clock
         self.say = say
         self.store_down: str | None = None  # why the job metrics are off, while they are
+        self._store: JobStore | None = None  # open between snapshots
+        self._opened: tuple[int, int] | None = None  # the file it opened (device, inode)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -144,25 +147,44 @@ class Collector:
             yield m
 
     def tallies(self) -> list[tuple[str, str, str, str, int, float]] | None:
-        """The store's tallies; None when it cannot be opened or read (`say` hears why, once
-        per change)."""
-        assert self.store is not None
-        try:
-            store = self.store()
-        except STORE_ERRORS as e:
-            self._down(_why(e, "cannot open the job store"))
+        """The store's tallies, read through one connection kept open from one snapshot to the
+        next; None when it cannot be opened or read (`say` hears why, once per change). A
+        kept connection that fails, or whose file another took the place of (a repair, a
+        restore), is opened again at once: what is said is what a fresh reader finds."""
+        if self._store is not None and _identity(self._store.path) != self._opened:
+            self.close()
+        kept = self._store is not None
+        rows, why = self._read()
+        if rows is None and kept:
+            rows, why = self._read()
+        if rows is None:
+            self._down(why)
             return None
-        try:
-            rows = store.tallies(self.clock())
-        except STORE_ERRORS as e:
-            self._down(_why(e, f"cannot read the job store {store.path}"))
-            return None
-        finally:
-            store.close()
         if self.store_down is not None:
             self.say("job metrics are back: the job store reads again")
         self.store_down = None
         return rows
+
+    def _read(self) -> tuple[list[tuple[str, str, str, str, int, float]] | None, str]:
+        assert self.store is not None
+        if self._store is None:
+            try:
+                self._store = self.store()
+                self._opened = _identity(self._store.path)
+            except STORE_ERRORS as e:
+                return None, _why(e, "cannot open the job store")
+        try:
+            return self._store.tallies(self.clock()), ""
+        except STORE_ERRORS as e:
+            why = _why(e, f"cannot read the job store {self._store.path}")
+            self.close()
+            return None, why
+
+    def close(self) -> None:
+        if self._store is not None:
+            with suppress(*STORE_ERRORS):
+                self._store.close()
+            self._store = None
 
     def _down(self, why: str) -> None:
         if why != self.store_down:
@@ -196,6 +218,14 @@ class Collector:
         yield _family(CounterMetricFamily, "torchship_cost_usd", "Cost accrued by jobs (GPUs × "
                       "the site's price per GPU-hour × time since submission)", ("site",),
                       {(site,): round(v, 6) for site, v in cost.items()})  # fmt: skip
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _why(e: Exception, what: str) -> str:
@@ -467,12 +497,17 @@ class MetricsServer(socketserver.TCPServer):
         self.server_close()
 
 
+def read_only_store() -> JobStore:
+    """The default job store, read only: the exporter never writes it."""
+    return JobStore(readonly=True)
+
+
 def serve(
     port: int = DEFAULT_PORT,
     host: str = "127.0.0.1",
     reader: GpuReader | None = None,
     why_off: str = "",
-    store: Callable[[], JobStore] | None = JobStore,
+    store: Callable[[], JobStore] | None = None,
     collector: Collector | None = None,
     cache_s: float = DEFAULT_CACHE_S,
     workers: int = WORKERS,
@@ -480,7 +515,7 @@ def serve(
 ) -> MetricsServer:
     """Start the HTTP endpoint in a thread; returns the server (call .shutdown() to stop).
     Port 0 picks a free one (server.server_port)."""
-    collector = collector or Collector(reader, store)
+    collector = collector or Collector(reader, store or read_only_store)
     if collector.reader is None:
         say(f"GPU metrics are off: {why_off}; serving job metrics only")
     server = MetricsServer(host, port, collector.collect, cache_s, workers, timeout_s=timeout_s)
