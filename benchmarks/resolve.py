@@ -8,7 +8,12 @@
 2. A seeded mix of realistic requests (a platform, one exact torch or a range, 1-3 GPUs that
    can be on that platform, a driver and a Python most of the time) is resolved in a loop for
    --seconds; prints resolutions/s.
-The last line is the ratio against the 10,000/s target measured in this run.
+3. The same mix through `resolve --json`'s path (compat.explain.fleet_json, the document the
+   CLI prints: every platform's answer, what would fit when nothing does), without process
+   start-up: first 2,000 requests never seen before, with the caches of compat.explain
+   emptied (each request new), then the mix in a loop as in 2 (what would fit is cached per
+   request).
+The last two lines are the ratios against the 10,000/s target measured in this run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests import oracle
 
 from torchship.compat import Request, load_matrix, lookup_gpu
+from torchship.compat import explain as what_fits
+from torchship.compat.explain import fleet_json
 from torchship.compat.platforms import LINUX_X86_64, PLATFORMS, possible
 from torchship.compat.resolve import resolve
 from torchship.spec.fields import parse_driver, parse_torch
@@ -79,17 +86,41 @@ def workload(n: int, seed: int = 7) -> list[Request]:
     return out
 
 
-def throughput(seconds: float, full: bool = False) -> tuple[int, float]:
-    """Resolutions/s; with `full`, each also renders its JSON including the suggestions."""
+def throughput(seconds: float) -> tuple[int, float]:
+    """(resolutions, seconds) of the mix resolved in a loop for `seconds`."""
     m = load_matrix()
     reqs = workload(2000)
     done = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         for r in reqs:
-            res = resolve(r, m)
-            if full:
-                res.to_json()
+            resolve(r, m)
+        done += len(reqs)
+    return done, time.perf_counter() - start
+
+
+def json_new(n: int = 2000, seed: int = 8) -> tuple[int, float]:
+    """(documents, seconds) of `resolve --json` for `n` requests never seen before (another
+    seed than the loop's mix), the caches of what would fit emptied first."""
+    m = load_matrix()
+    reqs = workload(n, seed)
+    what_fits._what_would_fit.cache_clear()
+    what_fits._covering_cc.cache_clear()
+    start = time.perf_counter()
+    for r in reqs:
+        fleet_json(r, m)
+    return n, time.perf_counter() - start
+
+
+def json_throughput(seconds: float) -> tuple[int, float]:
+    """(documents, seconds) of `resolve --json` over the mix in a loop for `seconds`."""
+    m = load_matrix()
+    reqs = workload(2000)
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for r in reqs:
+            fleet_json(r, m)
         done += len(reqs)
     return done, time.perf_counter() - start
 
@@ -103,17 +134,22 @@ def main() -> int:
         f"correctness: {total} cases (platform x release x GPU x driver), "
         f"{bad} disagree with the oracle"
     )
-    done, elapsed = throughput(args.seconds, full=True)
     failing = sum(not resolve(r, load_matrix()).ok for r in workload(2000)) / 20
+    done, elapsed = json_new()
+    new = done / elapsed
     print(
-        f"with JSON and what-would-fit suggestions: {done / elapsed:,.0f}/s "
-        f"({failing:.0f}% of the mix fit nothing)"
+        f"resolve --json, each request new: {done} documents in {elapsed:.2f} s = {new:,.0f}/s "
+        f"({new / TARGET_PER_S:.2f}x the target; {failing:.0f}% of the mix fit nothing)"
     )
+    done, elapsed = json_throughput(args.seconds)
+    as_json = done / elapsed
+    print(f"resolve --json, the mix in a loop: {done} documents in {elapsed:.2f} s")
     done, elapsed = throughput(args.seconds)
     rate = done / elapsed
     print(f"throughput: {done} resolutions in {elapsed:.2f} s = {rate:,.0f}/s")
+    print(f"json ratio: {as_json / TARGET_PER_S:.2f}x the {TARGET_PER_S:,}/s target")
     print(f"ratio: {rate / TARGET_PER_S:.2f}x the {TARGET_PER_S:,}/s target")
-    return 0 if bad == 0 and rate >= TARGET_PER_S else 1
+    return 0 if bad == 0 and min(rate, as_json) >= TARGET_PER_S else 1
 
 
 if __name__ == "__main__":

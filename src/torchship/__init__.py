@@ -8,11 +8,13 @@ The public names below are loaded when first used (PEP 562), so that `import tor
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
 from torchship._version import __version__
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms at start-up)
 if TYPE_CHECKING:
+    from typing import Any
+
     from torchship.compat.gpus import lookup_gpu
     from torchship.compat.matrix import load_matrix
     from torchship.compat.request import Request

@@ -26,10 +26,11 @@ def test_import_pulls_in_no_heavy_or_optional_module() -> None:
 
 def test_commands_import_only_their_own_module() -> None:
     """`torchship run` loads neither Kubernetes rendering nor the simulator nor YAML, and the
-    table of command modules agrees with the parsers the modules add."""
+    table of command modules agrees with the parsers the modules add (their help strings too:
+    tests/unit/test_startup.py)."""
     from torchship.cli import COMMAND_MODULES, build_parser
 
-    full = build_parser()
+    full = build_parser(load_all=True)
     sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
     assert sorted(sub.choices) == sorted(COMMAND_MODULES)
     for name in COMMAND_MODULES:

@@ -2,69 +2,82 @@
 
 Exit codes: 0 success; 1 the request cannot be met (nothing fits, lock out of date, index
 unreachable); 2 bad usage or bad input; 130 interrupted. No traceback unless --debug.
+
+Start-up is paid on every call, so this module imports nothing heavy: `torchship --version`
+answers before any parser is built, and `torchship --help` lists the commands from COMMANDS
+without importing one of their modules. A command imports its own module only (and what that
+imports inside its `run`).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 from importlib import import_module
-from typing import NoReturn
 
 from torchship._version import __version__
 from torchship.errors import TorchshipError, UsageError, few_lines, one_line
 
-# Each command's module, by the name the user types: a command imports only its own module
-# (and what that needs), so `torchship run` does not pay for Kubernetes rendering or the
-# simulator. A name that is not here (help, a typo) builds the whole parser. A test checks that
-# this table and the modules' parsers agree.
-COMMAND_MODULES = {
-    "init": "init",
-    "resolve": "resolve",
-    "lock": "lock",
-    "sync": "env",
-    "env": "env",
-    "export": "export",
-    "facts": "facts",
-    "doctor": "doctor",
-    "diff": "diff",
-    "image": "image",
-    "jupyter": "container",
-    "shell": "container",
-    "exec": "container",
-    "site": "site",
-    "plan": "plan",
-    "simulate": "simulate",
-    "run": "run",
-    "status": "status",
-    "logs": "logs",
-    "cancel": "cancel",
-    "state": "state",
-    "metrics": "metrics",
-    "report": "report",
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms at start-up)
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
+
+# Each command by the name the user types: its module, and the one-line help that module's
+# add_parser gives it (repeated here so that the top-level help imports no command module; a
+# test checks that the two agree). `torchship run` imports cli/run.py alone, so it does not pay
+# for Kubernetes rendering or the simulator.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("init", "write a commented torchship.toml"),
+    "resolve": ("resolve", "find the torch build that runs on the targets"),
+    "lock": ("lock", "resolve the spec and write torchship.lock"),
+    "sync": ("env", "build the lock's environment for this machine; print its path"),
+    "env": ("env", "the synced environments in torchship's cache"),
+    "export": ("export", "export the lock in another format"),
+    "facts": ("facts", "write this machine's facts as JSON"),
+    "doctor": ("doctor", "diagnose a machine or a pasted report: the cause and the fix"),
+    "diff": ("diff", "what differs between two machines, and what matters"),
+    "image": ("image", "render or build the project's image from its lock"),
+    "jupyter": ("container", "JupyterLab in the project's image, on 127.0.0.1 with a fresh token"),
+    "shell": ("container", "an interactive shell in the project's runtime image"),
+    "exec": (
+        "container",
+        "run one command in the project's runtime image: exec [PROJECT] -- CMD ...",
+    ),
+    "site": ("site", "add, list or check the sites placement may use"),
+    "plan": ("plan", "place a job across the sites and explain the choice"),
+    "simulate": ("simulate", "replay a job trace under each placement policy"),
+    "run": ("run", "run a job (job.toml) on a site, after a preflight"),
+    "status": ("status", "jobs and their states (one job: its history)"),
+    "logs": ("logs", "a job's output"),
+    "cancel": ("cancel", "stop a job"),
+    "state": ("state", "check, repair, prune or vacuum the job store (jobs.db)"),
+    "metrics": ("metrics", "Prometheus metrics: GPUs (DCGM names) and jobs"),
+    "report": ("report", "an HTML page about one run, with plots"),
 }
+COMMAND_MODULES = {name: module for name, (module, _) in COMMANDS.items()}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of printing usage and exiting."""
+def build_parser(command: str | None = None, *, load_all: bool = False) -> argparse.ArgumentParser:
+    """The parser. Only `command`'s module is imported and adds its full parser; every other
+    command is a stub that carries its name and help, enough for `--help` and for "invalid
+    choice". `load_all`: every module adds its own (the tests compare them with COMMANDS)."""
+    from torchship.cli._parser import Parser
 
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message, f"see `{self.prog} --help`")
-
-
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser: with `command`, only that command's module is imported and added."""
-    parser = _Parser(
+    parser = Parser(
         prog="torchship",
         description="One pinned PyTorch + CUDA environment, resolved for your GPUs and drivers.",
     )
     parser.add_argument("--version", action="version", version=f"torchship {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    names = [COMMAND_MODULES[command]] if command in COMMAND_MODULES else COMMAND_MODULES.values()
-    for module in dict.fromkeys(names):
-        import_module(f"torchship.cli.{module}").add_parser(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    wanted = set(COMMAND_MODULES.values()) if load_all else {COMMAND_MODULES.get(command or "")}
+    for name, (module, helptext) in COMMANDS.items():
+        if name in sub.choices:  # added by its module with an earlier name (sync, then env)
+            continue
+        if module in wanted:
+            import_module(f"torchship.cli.{module}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=helptext, add_help=False)
     return parser
 
 
@@ -98,10 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets '?' for '·', not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
+    if args_list[:1] == ["--version"]:  # what argparse would print, without building it
+        print(f"torchship {__version__}")
+        return 0
     try:
-        args = build_parser(_command(args_list)).parse_args(args_list)
+        parser = build_parser(_command(args_list))
+        args = parser.parse_args(args_list)
         if args.command is None:
-            build_parser().print_help()
+            parser.print_help()
             return 2
         code: int = args.run(args)
         return code

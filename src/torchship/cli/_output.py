@@ -1,20 +1,26 @@
-"""Terminal output helpers: JSON and plain aligned tables. Only the CLI prints."""
+"""Terminal output helpers: JSON and plain aligned tables. Only the CLI prints.
+
+Every command imports this module, so it imports nothing at its top but `sys`: json, the atomic
+writer and the doctor's types are loaded by the helpers that use them.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
-from torchship._atomic import write_text_atomic
-from torchship.doctor.checks import Finding
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from torchship.doctor.checks import Finding
 
 MARKS = {"error": "✗", "warning": "!", "info": "·"}
 
 
 def print_json(data: Any) -> None:
+    import json
+
     json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
 
@@ -33,6 +39,10 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 def emit(text: str, output: str | None, what: str) -> None:
     """Write `text` atomically to `output` (saying so on stderr), or to standard output."""
     if output:
+        from pathlib import Path
+
+        from torchship._atomic import write_text_atomic
+
         write_text_atomic(Path(output), text)
         print(f"wrote {output} ({what})", file=sys.stderr)
     else:

@@ -14,28 +14,16 @@ import argparse
 import os
 import secrets
 import shlex
-import subprocess
 import time
-import urllib.error
-import urllib.request
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torchship.backends.docker import (
-    LABEL_LOCK,
-    LABEL_SITE,
-    SCHEME,
-    DockerOptions,
-    Launch,
-    options,
-    run_argv,
-)
 from torchship.cli.lock import lock_path
 from torchship.conventions import CONTAINER_LABEL_PREFIX, WORKSPACE
 from torchship.errors import TorchshipError, UsageError
-from torchship.image.dockerfile import JUPYTER_PORT, image_tag
-from torchship.lock import read_lock
+
+if TYPE_CHECKING:
+    from torchship.backends.docker import DockerOptions, Launch
 
 READY_TIMEOUT_S = 120.0
 LABEL_ROLE = CONTAINER_LABEL_PREFIX + "role"  # jupyter | runtime
@@ -65,7 +53,9 @@ def add_parser(sub: Any) -> None:
         p.add_argument("--shm-size", default="8g", help="/dev/shm size (default: 8g)")
         p.add_argument("--dry-run", action="store_true", help="print the engine command")
         if name == "jupyter":
-            p.add_argument("--port", type=int, default=JUPYTER_PORT, help="host port on 127.0.0.1")
+            p.add_argument(
+                "--port", type=int, help="host port on 127.0.0.1 (default: the container's, 8888)"
+            )
         if name == "exec":
             p.add_argument(
                 "--local",
@@ -105,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         from torchship.cli.env import exec_local
 
         return exec_local(args, _command(args))
+    from dataclasses import replace
+
+    from torchship.backends.docker import LABEL_LOCK, LABEL_SITE, SCHEME, Launch, options, run_argv
+    from torchship.image.dockerfile import JUPYTER_PORT, image_tag
+    from torchship.lock import read_lock
+
     project = Path(args.project).resolve()
     lock = read_lock(lock_path(project))
     variant = "jupyter" if args.command == "jupyter" else "runtime"
@@ -122,14 +118,15 @@ def run(args: argparse.Namespace) -> int:
     }
     suffix = secrets.token_hex(3)
     if args.command == "jupyter":
+        port = JUPYTER_PORT if args.port is None else args.port
         launch = Launch(
             name=f"torchship-jupyter-{lock.name}-{suffix}",
             env_from_host=("JUPYTER_TOKEN",),  # the token never appears in the command line
             remove=True,  # `stop` ends it for good
-            ports=(f"127.0.0.1:{args.port}:{JUPYTER_PORT}",),
+            ports=(f"127.0.0.1:{port}:{JUPYTER_PORT}",),
             **common,
         )
-        return _jupyter(o, launch, args.port, args.dry_run)
+        return _jupyter(o, launch, port, args.dry_run)
     if args.command == "shell":
         command: tuple[str, ...] = ("bash",)
     else:
@@ -146,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(shlex.join(argv))
         return 0
+    import subprocess
+
     return subprocess.run(argv, check=False).returncode
 
 
@@ -163,6 +162,10 @@ def _command(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def _jupyter(o: DockerOptions, launch: Launch, port: int, dry_run: bool) -> int:
+    import subprocess
+
+    from torchship.backends.docker import run_argv
+
     argv = run_argv(o, launch)
     if dry_run:
         print(shlex.join(argv))
@@ -187,6 +190,9 @@ def _jupyter(o: DockerOptions, launch: Launch, port: int, dry_run: bool) -> int:
 
 
 def _ready(url: str, timeout_s: float) -> bool:
+    import urllib.error
+    import urllib.request
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

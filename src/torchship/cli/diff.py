@@ -4,23 +4,25 @@ is a facts file (`torchship facts -o F`) or a pasted report (collect_env, an iss
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torchship._files import read_pasted_text
-from torchship.cli._output import print_json
-from torchship.compat.matrix import load_matrix
-from torchship.doctor.diagnosis import MAX_REPORT_BYTES
-from torchship.doctor.diff import diff
-from torchship.doctor.facts import FACTS_KIND, Facts, facts_from_json
-from torchship.doctor.reader import read
-from torchship.errors import UsageError
+if TYPE_CHECKING:
+    from torchship.doctor.facts import Facts
 
 _HINT = "pass a file written by `torchship facts -o F`, or a pasted collect_env / issue report"
 
 
 def load_side(path: str) -> Facts:
     """A facts file, or the facts a pasted report gives."""
+    import json
+
+    from torchship._files import read_pasted_text
+    from torchship.compat.matrix import load_matrix
+    from torchship.doctor.diagnosis import MAX_REPORT_BYTES
+    from torchship.doctor.facts import FACTS_KIND, facts_from_json
+    from torchship.doctor.reader import read
+    from torchship.errors import UsageError
+
     text = read_pasted_text(path, "facts file or report", _HINT, MAX_REPORT_BYTES)
     if text.lstrip().startswith("{"):
         try:
@@ -44,6 +46,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.cli._output import print_json
+    from torchship.doctor.diff import diff
+
     a, b = load_side(args.a), load_side(args.b)
     diffs = diff(a, b)
     if args.json:

@@ -6,22 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torchship._files import read_pasted_text
-from torchship.cli._output import findings_lines, print_json
-from torchship.compat.matrix import load_matrix
-from torchship.doctor.collect_env import parse_collect_env
-from torchship.doctor.diagnosis import (
-    MAX_REPORT_BYTES,
-    Diagnosis,
-    diagnose_facts,
-    diagnose_report,
-    readable,
-)
-from torchship.doctor.facts import Facts, read_facts
 from torchship.errors import UsageError
-from torchship.lock import read_lock
+
+if TYPE_CHECKING:
+    from torchship.doctor.diagnosis import Diagnosis
+    from torchship.doctor.facts import Facts
 
 _REPORT_HINT = (
     "paste an issue body, `python -m torch.utils.collect_env` output, a traceback, nvidia-smi "
@@ -68,6 +59,12 @@ def add_parser(sub: Any) -> None:
 
 
 def gather(args: argparse.Namespace) -> Facts:
+    from torchship._files import read_pasted_text
+    from torchship.compat.matrix import load_matrix
+    from torchship.doctor.collect_env import parse_collect_env
+    from torchship.doctor.diagnosis import MAX_REPORT_BYTES
+    from torchship.doctor.facts import read_facts
+
     if args.facts is not None:
         return read_facts(Path(args.facts))
     if args.collect_env is not None:
@@ -81,6 +78,8 @@ def gather(args: argparse.Namespace) -> Facts:
 
 
 def render(d: Diagnosis) -> str:
+    from torchship.cli._output import findings_lines
+
     facts = d.facts
     lines = [
         f"{facts.origin}: torch {facts.torch or '-'} · driver {facts.driver or '-'} · "
@@ -102,6 +101,16 @@ def render(d: Diagnosis) -> str:
 
 
 def _diagnose(args: argparse.Namespace) -> Diagnosis:
+    from torchship._files import read_pasted_text
+    from torchship.compat.matrix import load_matrix
+    from torchship.doctor.diagnosis import (
+        MAX_REPORT_BYTES,
+        diagnose_facts,
+        diagnose_report,
+        readable,
+    )
+    from torchship.lock import read_lock
+
     lock = read_lock(Path(args.lock)) if args.lock else None
     matrix = load_matrix()
     if args.report is not None:
@@ -131,6 +140,9 @@ def _diagnose(args: argparse.Namespace) -> Diagnosis:
 def run(args: argparse.Namespace) -> int:
     if args.deep and any(x is not None for x in (args.report, args.facts, args.collect_env)):
         raise UsageError("--deep checks this machine", "drop --report/--facts/--collect-env")
+    from torchship.cli._output import print_json
+    from torchship.doctor.diagnosis import Diagnosis
+
     d = _diagnose(args)
     deep = None
     if args.deep:

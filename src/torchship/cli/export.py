@@ -6,11 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from torchship.cli._output import emit
-from torchship.cli.lock import lock_path
-from torchship.lock import export_requirements, read_lock
-from torchship.lock.model import lock_environment
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="export the lock in another format")
@@ -24,6 +19,11 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.cli._output import emit
+    from torchship.cli.lock import lock_path
+    from torchship.lock import export_requirements, read_lock
+    from torchship.lock.model import lock_environment
+
     lock = read_lock(lock_path(Path(args.project)))
     env = lock.primary if args.env is None else lock_environment(lock, args.env)
     text = export_requirements(lock, env=env.name)

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
-
-from torchship.cli._output import emit
-from torchship.doctor.probe import probe
 
 
 def add_parser(sub: Any) -> None:
@@ -24,6 +20,11 @@ def runtime_mode(args: argparse.Namespace) -> bool | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    from torchship.cli._output import emit
+    from torchship.doctor.probe import probe
+
     facts = probe(runtime=runtime_mode(args))
     text = json.dumps(facts.to_json(), indent=2, ensure_ascii=False) + "\n"
     emit(text, args.output, f"facts schema {facts.schema_version}, {facts.origin}")

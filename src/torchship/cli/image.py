@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchship.cli.lock import lock_path
 from torchship.errors import UsageError
-from torchship.image import VARIANTS, Rendered, RenderOptions, render
-from torchship.image.build import (
-    ENGINES,
-    base_digest,
-    build,
-    build_argv,
-    default_ca_bundle,
-    detect_engine,
-    write_context,
-)
-from torchship.lock import Lock, read_lock
-from torchship.lock.model import pin_base
+
+if TYPE_CHECKING:
+    from torchship.image import Rendered
+    from torchship.lock import Lock
+
+# The choices the parser offers, repeated from the modules that render and build (which
+# `torchship image --help` does not import); a test checks that they agree.
+VARIANTS = ("runtime", "jupyter", "ssh", "devel")  # torchship.image.VARIANTS
+ENGINES = ("docker", "podman", "buildah")  # torchship.image.build.ENGINES
 
 
 def add_parser(sub: Any) -> None:
@@ -87,6 +81,20 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import shlex
+    import shutil
+    import tempfile
+
+    from torchship.image import RenderOptions, render
+    from torchship.image.build import (
+        build,
+        build_argv,
+        default_ca_bundle,
+        detect_engine,
+        write_context,
+    )
+    from torchship.lock import read_lock
+
     project = Path(args.project)
     lock = read_lock(lock_path(project))
     env = args.env or (platform_env(lock, args.platform) if args.platform else None)
@@ -162,6 +170,10 @@ def _dirs(rendered: Rendered, wheels: str | None) -> list[str]:
 
 
 def run_pin_base(args: argparse.Namespace) -> int:
+    from torchship.image.build import base_digest, detect_engine
+    from torchship.lock import read_lock
+    from torchship.lock.model import pin_base
+
     path = lock_path(Path(args.project))
     lock = read_lock(path)
     digest = args.digest or base_digest(args.engine or detect_engine(), lock.base_image)

@@ -6,13 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from torchship.compat.matrix import load_matrix
-from torchship.compat.request import Request, check_torch_known
-from torchship.errors import UsageError
-from torchship.init import default_python, detect, render_spec, write_spec
-from torchship.spec.fields import parse_python, parse_torch
-from torchship.spec.load import safe_name
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("init", help="write a commented torchship.toml")
@@ -28,6 +21,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.request import Request, check_torch_known
+    from torchship.errors import UsageError
+    from torchship.init import default_python, detect, render_spec, write_spec
+    from torchship.spec.fields import parse_python, parse_torch
+    from torchship.spec.load import safe_name
+
     m = load_matrix()
     folder = Path(args.folder)
     torch = args.torch or m.releases[-1].torch

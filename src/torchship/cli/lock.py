@@ -1,29 +1,22 @@
-"""`torchship lock`: resolve the spec and pin every package with hashes into torchship.lock."""
+"""`torchship lock`: resolve the spec and pin every package with hashes into torchship.lock.
+
+The library is imported inside the functions: `lock_path` is shared by every command that
+reads a lock, and `torchship lock --help` needs none of it."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchship.errors import LockFileError, UsageError
-from torchship.lock import (
-    LOCK_FILE,
-    Lock,
-    LockEnvironment,
-    check_lock,
-    lock_changes,
-    lock_fleet,
-    read_lock,
-    resolve_spec_fleet,
-    write_lock,
-)
-from torchship.lock.compile import find_links_from_env, plan_compile
-from torchship.lock.validate import index_url
-from torchship.spec.load import find_spec_file, load_spec
+
+if TYPE_CHECKING:
+    from torchship.lock import Lock, LockEnvironment
+
+LOCK_FILE = "torchship.lock"  # torchship.lock.model.LOCK_FILE (a test checks they agree)
 
 
 def add_parser(sub: Any) -> None:
@@ -57,6 +50,8 @@ def add_parser(sub: Any) -> None:
 
 def lock_path(project: Path) -> Path:
     """The project's lock: next to its spec, or a lock file or folder holding one alone."""
+    from torchship.spec.load import find_spec_file
+
     if project.is_file() and project.name == LOCK_FILE:
         return project
     if project.is_dir() and (project / LOCK_FILE).is_file():
@@ -65,6 +60,11 @@ def lock_path(project: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.lock import check_lock, lock_changes, lock_fleet, read_lock, write_lock
+    from torchship.lock.validate import index_url
+    from torchship.lock.wheels import find_links_from_env
+    from torchship.spec.load import load_spec
+
     project = Path(args.project)
     spec = load_spec(project)
     path = lock_path(project)
@@ -133,6 +133,11 @@ def _env_line(lock: Lock, env: LockEnvironment) -> str:
 
 def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) -> int:
     """The resolution of every platform and the primary environment's exact uv call."""
+    import shlex
+
+    from torchship.lock import resolve_spec_fleet
+    from torchship.lock.compile import plan_compile
+
     fleet = resolve_spec_fleet(spec)
     res = fleet.primary
     if fleet.problem or res.chosen is None or not fleet.ok:
@@ -156,6 +161,8 @@ def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) 
 def _previous(path: Path) -> Lock | None:
     """The lock being replaced, whose pins are kept; None when there is none or it is
     unreadable (then everything is resolved afresh, and said so)."""
+    from torchship.lock import read_lock
+
     if not path.exists():
         return None
     try:

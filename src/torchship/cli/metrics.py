@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from torchship._atomic import write_text_atomic
 from torchship.errors import UsageError
-from torchship.monitor.exporter import DEFAULT_CACHE_S, DEFAULT_PORT
+
+# The exporter's defaults, repeated so that parsing these flags does not load the exporter (and
+# with it the job store and the HTTP server); a test checks that they agree.
+DEFAULT_PORT = 9401  # torchship.monitor.exporter.DEFAULT_PORT
+DEFAULT_CACHE_S = 5.0  # torchship.monitor.exporter.DEFAULT_CACHE_S
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +36,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run_dashboard(args: argparse.Namespace) -> int:
+    from torchship._atomic import write_text_atomic
     from torchship.monitor.dashboard import dashboard_json
 
     text = dashboard_json()
@@ -50,6 +53,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import threading
+
     from torchship.monitor.exporter import serve
     from torchship.monitor.gpus import open_reader
 

@@ -7,18 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torchship._atomic import write_text_atomic
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
-from torchship.jobs import find_lock
-from torchship.lock import read_lock
-from torchship.place.policy import Placement, demand_from_job, place
-from torchship.place.sites import Site
-from torchship.sites import live_loads, sites_or_default
-from torchship.spec.job import load_job
-from torchship.state import new_job_id
+
+if TYPE_CHECKING:
+    from torchship.place.policy import Placement
+    from torchship.place.sites import Site
 
 
 def add_parser(sub: Any) -> None:
@@ -33,6 +29,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.jobs import find_lock
+    from torchship.lock import read_lock
+    from torchship.place.policy import demand_from_job, place
+    from torchship.sites import live_loads, sites_or_default
+    from torchship.spec.job import load_job
+
     job = load_job(args.job)
     sites, source = sites_or_default(args.sites)
     loads, notes = live_loads(sites)
@@ -85,7 +87,9 @@ def write_plan(
 ) -> list[str]:
     """What would be applied on `site`, written into `out`: the files its kind exports, else
     its backend's plan as `<job>.<kind>.sh`. Every name is checked before anything is written."""
+    from torchship._atomic import write_text_atomic
     from torchship.backends import backend_for_site, site_kind
+    from torchship.state import new_job_id
 
     kind = site_kind(site.kind)
     job_id = new_job_id()

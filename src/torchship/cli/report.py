@@ -7,11 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from torchship._atomic import write_text_atomic
-from torchship.conventions import data_dir, run_dir
 from torchship.errors import UsageError
-from torchship.jobs import get_job, reconcile
-from torchship.state import JobStore
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +25,11 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise UsageError("torchship report draws its plots with matplotlib, which is not "
                          "installed", "pip install 'torchship[plot]'") from None  # fmt: skip
+    from torchship._atomic import write_text_atomic
+    from torchship.conventions import data_dir, run_dir
+    from torchship.jobs import get_job, reconcile
     from torchship.monitor.report import gather, render
+    from torchship.state import JobStore
 
     with JobStore() as store:
         job = reconcile(store, get_job(store, args.job))

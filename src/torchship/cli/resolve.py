@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-from packaging.specifiers import SpecifierSet
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from torchship.cli._output import print_json, table
-from torchship.compat.explain import explain
-from torchship.compat.extensions import extension_pins
-from torchship.compat.gpus import lookup_gpu
-from torchship.compat.matrix import load_matrix
-from torchship.compat.platforms import LINUX_X86_64, parse_platform
-from torchship.compat.request import (
-    Request,
-    check_torch_known,
-    domain_libraries,
-    domain_pins,
-    fleet_platforms,
-    request_from_spec,
-)
-from torchship.compat.resolve import (
-    FleetResolution,
-    FleetRow,
-    ReleaseRow,
-    Resolution,
-    matching_releases,
-    per_release_fleet,
-    resolve_fleet,
-)
-from torchship.errors import UnknownGPUError, UsageError
-from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python, parse_torch
-from torchship.spec.load import load_spec
-from torchship.versions import driver_str
+from torchship.errors import UsageError
+
+if TYPE_CHECKING:  # the resolver loads when a request is resolved, not to parse the flags
+    from torchship.compat.matrix import Matrix
+    from torchship.compat.request import Request
+    from torchship.compat.resolve import FleetResolution, FleetRow, ReleaseRow, Resolution
 
 T = TypeVar("T")
 
@@ -80,6 +57,30 @@ def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
 
 def request_from_flags(args: argparse.Namespace) -> Request:
     """The request the flags make; without --torch, every release torchship knows."""
+    import re
+
+    from packaging.specifiers import SpecifierSet
+
+    from torchship.compat.extensions import extension_pins
+    from torchship.compat.gpus import lookup_gpu
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.platforms import parse_platform
+    from torchship.compat.request import (
+        Request,
+        check_torch_known,
+        domain_libraries,
+        domain_pins,
+        fleet_platforms,
+    )
+    from torchship.errors import UnknownGPUError
+    from torchship.spec.fields import (
+        parse_cuda,
+        parse_driver,
+        parse_glibc,
+        parse_python,
+        parse_torch,
+    )
+
     m = load_matrix()
     spec, pin = _flag("--torch", args.torch, parse_torch) or (SpecifierSet(), None)
     gpus = []
@@ -133,6 +134,9 @@ def release_table(rows: tuple[ReleaseRow, ...], chosen: str | None) -> str:
 
 
 def render(res: Resolution, releases: tuple[ReleaseRow, ...] = ()) -> str:
+    from torchship.compat.explain import explain
+    from torchship.versions import driver_str
+
     chosen = res.chosen.local_version if res.chosen else None
     if releases:  # a range: one row per release, not one per build
         out = [release_table(releases, chosen)]
@@ -178,6 +182,8 @@ def fleet_table(rows: tuple[FleetRow, ...], chosen: str | None) -> str:
 
 def render_fleet(fleet: FleetResolution, rows: tuple[FleetRow, ...] = ()) -> str:
     """One platform: today's answer. Several: the release table, then each platform's."""
+    from torchship.compat.platforms import LINUX_X86_64
+
     if len(fleet.platforms) == 1:
         platform, res = fleet.platforms[0]
         single = tuple(row for r in rows for _, row in r.rows)
@@ -206,7 +212,25 @@ def _summary(res: Resolution) -> str:
     return "\n".join(lines)
 
 
+def json_document(req: Request, m: Matrix, rows: tuple[FleetRow, ...] = ()) -> dict[str, Any]:
+    """`resolve --json`: the documented contract for `req`, with what would fit when nothing
+    does and, given `rows`, one row per release."""
+    from torchship.compat.explain import fleet_json
+
+    out = fleet_json(req, m)
+    if rows and len(out["platforms"]) == 1:
+        out["releases"] = [row.to_json() for r in rows for _, row in r.rows]
+    elif rows:
+        out["releases"] = [r.to_json() for r in rows]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    from torchship.compat.matrix import load_matrix
+    from torchship.compat.request import request_from_spec
+    from torchship.compat.resolve import matching_releases, per_release_fleet, resolve_fleet
+    from torchship.spec.load import load_spec
+
     targets = args.gpu or args.driver or args.python or args.glibc or args.package
     m = load_matrix()
     if args.torch is None and not targets and not args.platform:
@@ -217,14 +241,10 @@ def run(args: argparse.Namespace) -> int:
         req = request_from_flags(args)
         several = args.torch is None or len(matching_releases(m, req.torch)) > 1
         rows = per_release_fleet(req, m) if several else ()
-    fleet = resolve_fleet(req, m)
     if args.json:
-        out = fleet.to_json(tuple(s.text for s in explain(fleet.primary)))
-        if rows and len(fleet.platforms) == 1:
-            out["releases"] = [row.to_json() for r in rows for _, row in r.rows]
-        elif rows:
-            out["releases"] = [r.to_json() for r in rows]
+        out = json_document(req, m, rows)
         print_json(out)
-    else:
-        print(render_fleet(fleet, rows))
+        return 0 if out["ok"] else 1
+    fleet = resolve_fleet(req, m)
+    print(render_fleet(fleet, rows))
     return 0 if fleet.ok else 1

@@ -5,20 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchship.cli._output import findings_lines, print_json
-from torchship.doctor.checks import Finding
-from torchship.jobs import (
-    PreflightError,
-    Submission,
-    cancel,
-    follow,
-    submit,
-    wait,
-    workload_summary,
-)
-from torchship.state import Job, JobStore
+
+if TYPE_CHECKING:  # jobs and the store load when a job is run, not to parse its flags
+    from torchship.doctor.checks import Finding
+    from torchship.jobs import Submission
+    from torchship.state import Job, JobStore
 
 
 def add_parser(sub: Any) -> None:
@@ -50,6 +44,8 @@ def _progress(message: str) -> None:
 
 
 def _submit(args: argparse.Namespace, **kw: Any) -> Submission:
+    from torchship.jobs import submit
+
     quiet = args.json
     return submit(
         args.job,
@@ -73,6 +69,8 @@ def findings_text(findings: list[Finding]) -> str:
 
 
 def summary_text(job: Job, sub: Submission, elapsed_s: float) -> str:
+    from torchship.jobs import workload_summary
+
     head = f"job {job.id} {job.state} on {job.handle} in {elapsed_s:.1f} s"
     if job.exit_code:
         head += f" (exit code {job.exit_code})"
@@ -109,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"plan ({where}):\n  {sub.request.text}")
             print("would run" if would else "would refuse: preflight errors (--force runs anyway)")
         return 0 if would else 1
+    from torchship.jobs import PreflightError
+    from torchship.state import JobStore
+
     with JobStore() as store:
         try:
             sub = _submit(args, store=store, key=args.key)
@@ -138,6 +139,8 @@ def _verb(sub: Submission) -> str:
 
 
 def _follow(store: JobStore, sub: Submission, as_json: bool) -> int:
+    from torchship.jobs import cancel, follow, wait
+
     assert sub.job is not None
     started = time.time()
     job = sub.job
@@ -159,6 +162,8 @@ def _follow(store: JobStore, sub: Submission, as_json: bool) -> int:
 
 
 def _json(sub: Submission, job: Job | None) -> dict[str, Any]:
+    from torchship.jobs import workload_summary
+
     return {
         "job": None if job is None else {"id": job.id, "state": job.state, "handle": job.handle},
         "exit_code": None if job is None else job.exit_code,

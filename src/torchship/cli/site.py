@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import tomli_w
-
-from torchship._atomic import write_text_atomic
-from torchship._files import read_user_text
 from torchship.backends import SITE_KINDS, site_kind
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
-from torchship.place.sites import Site, default_sites_path
-from torchship.sites import sites_from_toml, sites_or_default
+
+if TYPE_CHECKING:
+    from torchship.place.sites import Site
 
 STALE_PRICE_DAYS = 180
 
@@ -90,6 +86,8 @@ def _gpu_arg(text: str) -> dict[str, Any]:
 
 
 def _set_arg(text: str) -> tuple[str, Any]:
+    import tomllib
+
     key, eq, value = text.partition("=")
     if not eq or not key.strip():
         raise UsageError(f"--set {text!r} is not KEY=VALUE", "e.g. --set namespace=ml")
@@ -132,6 +130,13 @@ def site_table(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from torchship._atomic import write_text_atomic
+    from torchship._files import read_user_text
+    from torchship.place.sites import default_sites_path
+    from torchship.sites import sites_from_toml
+
     path = Path(args.sites) if args.sites else default_sites_path()
     exists = path.exists() or path.is_symlink()
     old = read_user_text(path, "sites file", "check the --sites path") if exists else ""
@@ -179,6 +184,8 @@ def warnings(sites: tuple[Site, ...], today: dt.date) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.sites import sites_or_default
+
     sites, source = sites_or_default(args.sites)
     if args.json:
         print_json({"source": source, "sites": [s.to_dict() for s in sites]})

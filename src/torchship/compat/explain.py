@@ -8,15 +8,16 @@ without parsing the sentence. This module imports the resolver; the resolver nev
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
-from packaging.version import Version
 
 from torchship.compat.archs import driver_str, kernel_match
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import Resolution, judge_all, matching_releases
+from torchship.compat.resolve import Resolution, judge_all, matching_releases, resolve_fleet
 
 _ANY = SpecifierSet()
 
@@ -46,17 +47,27 @@ def _requested(req: Request, m: Matrix) -> list[Release]:
     return _views(req, tuple(reversed(matching_releases(m, req.torch))))
 
 
-def _covering(req: Request, m: Matrix, t: GPUTarget) -> list[tuple[Release, list[str]]]:
+def _covering(req: Request, m: Matrix, t: GPUTarget) -> tuple[tuple[Release, list[str]], ...]:
+    return _covering_cc(m, req.platform, t.cc)
+
+
+@lru_cache(maxsize=1024)
+def _covering_cc(
+    m: Matrix, platform: str, cc: tuple[int, int]
+) -> tuple[tuple[Release, list[str]], ...]:
+    """The releases (as on `platform`, oldest first) with a build holding kernels for `cc`, and
+    those builds. It depends on the matrix, the platform and the capability alone, so it is
+    computed once per GPU kind rather than once per request (the matrix hashes by identity)."""
     out = []
-    for r in _views(req, m.releases):
+    for r in (v for b in m.releases if (v := b.on(platform)) is not None):
         names = [
             v.name
             for v in r.variants
-            if v.archs is not None and not v.is_cpu and kernel_match(v.archs, t.cc) is not None
+            if v.archs is not None and not v.is_cpu and kernel_match(v.archs, cc) is not None
         ]
         if names:
             out.append((r, names))
-    return out
+    return tuple(out)
 
 
 def _gpu_hint(req: Request, m: Matrix, t: GPUTarget) -> str | None:
@@ -107,15 +118,41 @@ def _python_hint(req: Request, m: Matrix) -> str | None:
 
 
 def nearest_fit(req: Request, m: Matrix) -> str | None:
-    """The newest full fit at or below the requested torch, else the oldest above it."""
+    """The newest full fit at or below the requested torch, else the oldest above it.
+
+    Searched outwards from the requested torch, release by release, stopping at the first that
+    has a fit: the answer of judging every build of every release (as this did, at 0.15x the
+    resolver's throughput target for `resolve --json`) for a small part of the work. Releases
+    that cannot fit are skipped unjudged: one without a wheel for the Python, or without a build
+    holding kernels for one of the GPUs (what `_covering` knows per GPU kind)."""
     relaxed = replace(req, torch=_ANY, cuda="cpu" if req.cuda == "cpu" else "auto")
-    fits = [name for name, ok in judge_all(relaxed, m, m.releases) if ok]  # oldest first
-    if not fits:
-        return None
     wanted = _requested(req, m)
     top = max((r.version for r in wanted), default=m.releases[-1].version)
-    below = [f for f in fits if Version(f.split("+")[0]) <= top]
-    return below[-1] if below else fits[0]
+    possible = [
+        base
+        for base in m.releases
+        if (view := base.on(req.platform)) is not None
+        and (req.python is None or req.python in view.python)
+    ]
+    # per release, the builds with kernels for every GPU (None: no GPU, every build may fit)
+    builds: dict[str, set[str] | None] = {base.torch: None for base in possible}
+    for t in req.gpus:
+        covered = {r.torch: names for r, names in _covering(req, m, t)}
+        for torch, have in list(builds.items()):
+            names = set(covered.get(torch, ()))
+            both = names if have is None else names & have
+            if both:
+                builds[torch] = both
+            else:
+                del builds[torch]
+    possible = [base for base in possible if base.torch in builds]
+    below = [b for b in possible if b.version <= top]
+    above = [b for b in possible if b.version > top]
+    for base in (*reversed(below), *above):  # the newest at or below first, then upwards
+        fits = [name for name, ok in judge_all(relaxed, m, (base,), builds[base.torch]) if ok]
+        if fits:
+            return fits[-1] if base.version <= top else fits[0]
+    return None
 
 
 def explain(res: Resolution) -> tuple[Suggestion, ...]:
@@ -131,6 +168,15 @@ def explain(res: Resolution) -> tuple[Suggestion, ...]:
                 f"{', '.join(res.compatible)} (set cuda = 'auto' or one of these)",
             ),
         )
+    return _what_would_fit(req, m)
+
+
+# What would fit depends on the request and the matrix alone (the matrix hashes by identity,
+# the request by value): a request asked again, as `resolve --json` in a loop or a service
+# answering the same few fleets asks it, is answered from here. 4,096 answers of a few short
+# strings each.
+@lru_cache(maxsize=4096)
+def _what_would_fit(req: Request, m: Matrix) -> tuple[Suggestion, ...]:
     out = [Suggestion("python", h) for h in (_python_hint(req, m),) if h]
     out += [Suggestion("driver", h) for h in (_driver_hint(req, m),) if h]
     out += [Suggestion("gpu", h) for t in req.gpus if (h := _gpu_hint(req, m, t))]
@@ -139,3 +185,11 @@ def explain(res: Resolution) -> tuple[Suggestion, ...]:
         on = "" if req.python is None else f" on Python {req.python}"
         out.append(Suggestion("fit", f"{fit} fits every target{on}", fit))
     return tuple(out)
+
+
+def fleet_json(req: Request, m: Matrix) -> dict[str, Any]:
+    """`torchship resolve --json`'s document for `req`: every platform's answer and, when
+    nothing fits, what would (cached per request). benchmarks/resolve.py measures its
+    throughput against the resolver's target."""
+    fleet = resolve_fleet(req, m)
+    return fleet.to_json(tuple(s.text for s in explain(fleet.primary)))

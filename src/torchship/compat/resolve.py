@@ -9,7 +9,7 @@ else the newest CUDA. Codes are documented in docs/resolver.md; never rename one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -618,8 +618,11 @@ def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
     )
 
 
-def judge_all(req: Request, m: Matrix, releases: Iterable[Release]) -> list[tuple[str, bool]]:
-    """(local version, compatible) for every variant of `releases`; used by explain()."""
+def judge_all(
+    req: Request, m: Matrix, releases: Iterable[Release], builds: Container[str] | None = None
+) -> list[tuple[str, bool]]:
+    """(local version, compatible) for every variant of `releases` (of those named in `builds`,
+    given it: the others are known not to fit); used by explain()."""
     out = []
     too_new = _too_new(req, m, req.driver)
     for base in releases:
@@ -627,7 +630,7 @@ def judge_all(req: Request, m: Matrix, releases: Iterable[Release]) -> list[tupl
         if rel is None:
             continue
         for v in rel.variants:
-            if v.is_cpu and req.gpus:
+            if (v.is_cpu and req.gpus) or (builds is not None and v.name not in builds):
                 continue
             out.append((rel.local_version(v), _judge(req, m, rel, v, too_new).ok))
     return out
@@ -687,11 +690,13 @@ class FleetResolution:
 
     def to_json(self, suggestions: tuple[str, ...] = ()) -> dict[str, Any]:
         """The primary platform's answer in today's fields, and every platform's beside it."""
-        out = self.primary.to_json(suggestions)
+        each = [r.to_json() for _, r in self.platforms]  # the primary's made once, not twice
+        out = {**each[0], "suggestions": list(suggestions)}
         out["ok"] = self.ok
         out["platform"] = self.platforms[0][0]
         out["platforms"] = [
-            {"platform": p, **r.to_json(), "suggestions": None} for p, r in self.platforms
+            {"platform": p, **j, "suggestions": None}
+            for (p, _), j in zip(self.platforms, each, strict=True)
         ]
         out["fleet"] = {"torch": self.torch, "problem": self.problem or None}
         return out
@@ -701,6 +706,8 @@ def platform_request(req: Request, platform: str) -> Request:
     """The request as one platform of the fleet sees it: the GPUs that are checked there."""
     gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, req.platforms))
     elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
+    if (platform, gpus, elsewhere) == (req.platform, req.gpus, req.gpus_elsewhere):
+        return req  # as it is (dataclasses.replace costs a tenth of a resolution)
     return replace(req, platform=platform, gpus=gpus, gpus_elsewhere=elsewhere)
 
 

@@ -320,6 +320,7 @@ def _builder(env: LockEnvironment, opts: RenderOptions, python: str | None, base
     pth_file = f"/opt/venv/lib/python{env.python}/site-packages/zz_torchship_agent.pth"
     pin = "# hadolint ignore=DL3029\n" if base.startswith("--platform") else ""
     pth = f" \\\n    && echo {q(AGENT_DIR + '/lib')} > {q(pth_file)}" if opts.agent else ""
+    agent = _agent_bytecode() if opts.agent else ""
     wheels = ""
     if opts.find_links:
         wheels = f"    --mount=type=bind,source={opts.find_links},target=/tmp/wheels \\\n"
@@ -340,7 +341,20 @@ RUN --mount=type=cache,target=/root/.cache/uv \\
     && {interpreter} \\
     && uv pip install --python /opt/venv/bin/python --require-hashes --no-deps{index}{extra} \\
        -r /tmp/requirements.txt{pth}
-"""
+{agent}"""
+
+
+def _agent_bytecode() -> str:
+    """The agent's bytecode, compiled in the builder as uv compiles the venv's
+    (UV_COMPILE_BYTECODE): the container runs as a non-root user, on a read-only root under
+    Kubernetes and `torchship run`, so Python cannot write it at run time and would compile the
+    agent (torchship, packaging, ...) from source at every start. Hash-checked, not by mtime:
+    right whatever times COPY or SOURCE_DATE_EPOCH give the files."""
+    lib = q(AGENT_DIR + "/lib")
+    return (
+        f"COPY {AGENT_CONTEXT}/lib {lib}\n"
+        f"RUN /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode checked-hash {lib}\n"
+    )
 
 
 def _final(
@@ -377,7 +391,7 @@ def _final(
     copy_python = "" if python else "COPY --from=builder /opt/python /opt/python\n"
     if opts.agent:
         copy_python += (
-            f"COPY {AGENT_CONTEXT}/lib {AGENT_DIR}/lib\n"
+            f"COPY --from=builder {AGENT_DIR}/lib {AGENT_DIR}/lib\n"
             f"COPY --chmod=0755 {AGENT_CONTEXT}/bin/torchship {AGENT_DIR}/bin/torchship\n"
         )
     pin = "# hadolint ignore=DL3029\n" if src.platform else ""

@@ -150,8 +150,6 @@ def lock_fleet(
 
 def _check_fleet(spec: Spec, fleet: FleetResolution) -> None:
     """NothingFitsError when no torch release runs on every platform, or one has no build."""
-    from torchship.compat.explain import explain
-
     if fleet.problem:
         raise NothingFitsError(
             f"{spec.source}: {fleet.problem}",
@@ -161,6 +159,8 @@ def _check_fleet(spec: Spec, fleet: FleetResolution) -> None:
     for name, res in fleet.platforms:
         if res.chosen is not None:
             continue
+        from torchship.compat.explain import explain  # what would fit: only when nothing does
+
         first = res.rejected[0].reason if res.rejected else "no torch release matches"
         advice = explain(res)
         where = f" on {name}" if len(fleet.platforms) > 1 else ""

@@ -17,7 +17,6 @@ becoming a command; which packages a lock pins is only as good as the review of 
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -315,6 +314,8 @@ class Table:
         self.file, self.table, self.prefix = file, table, prefix
         for key in table:
             if key not in allowed:
+                import difflib  # only to name a misspelt key
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 fix = f"did you mean {close[0]!r}?" if close else "the fields here are "
                 fix += "" if close else (", ".join(allowed) or "none")

@@ -55,12 +55,17 @@ def find_links_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
-    """Wheels of `name`==`version` (local part included) in the find-links folders."""
+    """Wheels of `name`==`version` (local part included) in the find-links folders. A folder
+    named twice (`--find-links D` and PIP_FIND_LINKS=D) is read once: its wheel found twice
+    looked like two builds of one version, and the lock hashed a 190 MB torch wheel twice to
+    tell them apart."""
     out = []
+    seen: set[Path] = set()
     for folder in find_links:
         path = Path(folder.removeprefix("file://"))
-        if not path.is_dir():
+        if not path.is_dir() or path.resolve() in seen:
             continue
+        seen.add(path.resolve())
         for wheel in sorted(path.glob("*.whl")):
             try:
                 wname, wversion, _, _ = parse_wheel_filename(wheel.name)

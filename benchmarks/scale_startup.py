@@ -1,0 +1,188 @@
+"""Start-up: what every call of the command pays before it does anything, measured side by side
+with `python -c pass` in one run; and what `torchship lock` adds to the uv call it wraps.
+
+    python benchmarks/scale_startup.py [--runs 10] [--no-commands] [--no-lock]
+
+Targets (issue 20): `torchship --version` <= 3x `python -c pass`; `torchship lock` adds <= 0.2 s
+to uv. Each figure is the median of --runs fresh processes of the installed console script
+(the `torchship` beside this Python), printed in seconds and, last on its line, as a ratio to
+the baseline. Bytecode is written once before measuring (an installed wheel has it; an editable
+install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile torchship at every start).
+
+The lock figure locks a small CPU spec (torch ==2.13.0, never unpinned) against the local
+wheel in /opt/wheels, uv's cache warm: it times the whole `torchship lock` from outside, the uv
+processes it runs from inside (Popen to exit), and the same uv calls run alone; what torchship
+adds is the first less the last. benchmarks/scale.py calls `run()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+VERSION_TARGET = 3.0  # x `python -c pass`
+LOCK_TARGET_S = 0.2  # added to the uv call
+WHEELS = Path("/opt/wheels")
+TORCH = "2.13.0"  # pinned: an unpinned torch pulls gigabytes
+SPEC = f'torch = "{TORCH}"\ncuda = "cpu"\npython = "3.11"\n'
+
+# Run in the child: `torchship lock` with every process it starts timed from Popen to exit.
+_LOCK_CHILD = """
+import subprocess, sys, time
+spans = []
+class Timed(subprocess.Popen):
+    def __init__(self, args, *a, **k):
+        self._t0 = time.perf_counter()
+        self._stdin_text = None
+        super().__init__(args, *a, **k)
+    def communicate(self, input=None, timeout=None):
+        self._stdin_text = input if input is not None else self._stdin_text
+        try:
+            return super().communicate(input, timeout)
+        finally:
+            spans.append((self._t0, time.perf_counter(), list(self.args), self._stdin_text))
+subprocess.Popen = Timed
+from torchship.cli import main
+code = main(sys.argv[1:])
+print(repr({"code": code, "spans": spans}), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _median_s(argv: Sequence[str], runs: int, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                       check=False)  # fmt: skip
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _console_script() -> str:
+    here = Path(sys.executable).parent / "torchship"
+    if not here.exists():
+        raise SystemExit(f"no torchship console script beside {sys.executable}: pip install -e .")
+    return str(here)
+
+
+def _write_bytecode(argvs: Sequence[Sequence[str]]) -> None:
+    """Run each once with bytecode writing allowed, as an installed wheel comes compiled."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    for argv in argvs:
+        subprocess.run(argv, capture_output=True, env=env, check=False)
+
+
+def startup(runs: int = 10, commands: bool = True) -> list[tuple[str, float]]:
+    """(what, median seconds) for the baseline first, then each start-up measured."""
+    from torchship.cli import COMMANDS
+
+    ts = _console_script()
+    cases: list[tuple[str, list[str]]] = [
+        ("python -c pass", [sys.executable, "-c", "pass"]),
+        ("torchship --version", [ts, "--version"]),
+        ("python -c 'import torchship'", [sys.executable, "-c", "import torchship"]),
+        ("torchship --help", [ts, "--help"]),
+    ]
+    if commands:
+        cases += [(f"torchship {name} --help", [ts, name, "--help"]) for name in COMMANDS]
+    _write_bytecode([argv for _, argv in cases])
+    return [(what, _median_s(argv, runs)) for what, argv in cases]
+
+
+def _union_s(spans: Sequence[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def lock_overhead(runs: int = 5) -> dict[str, float] | str:
+    """Median seconds of `torchship lock` (whole, from outside), of its uv processes (from
+    inside) and of those uv calls run alone; or why it could not be measured."""
+    if not list(WHEELS.glob(f"torch-{TORCH}+cpu-*.whl")):
+        return f"skipped: no torch {TORCH} CPU wheel in {WHEELS}"
+    _write_bytecode([[_console_script(), "lock", "--help"]])
+    walls, inside, alone = [], [], []
+    calls: list[tuple[list[str], str | None]] = []
+    env = {**os.environ, "UV_HTTP_RETRIES": "0"}
+    with tempfile.TemporaryDirectory(prefix="torchship-bench-lock-") as tmp:
+        project = Path(tmp)
+        (project / "torchship.toml").write_text(SPEC)
+        argv = [sys.executable, "-c", _LOCK_CHILD, "lock", str(project)]
+        argv += ["--find-links", str(WHEELS)]
+        for i in range(runs + 1):  # the first warms uv's cache and is not counted
+            (project / "torchship.lock").unlink(missing_ok=True)
+            start = time.perf_counter()
+            out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+            wall = time.perf_counter() - start
+            if out.returncode != 0:
+                return f"failed: torchship lock: {out.stderr.strip()[-400:]}"
+            got = ast.literal_eval(out.stderr.strip().splitlines()[-1])
+            calls = [(s[2], s[3]) for s in got["spans"]]
+            if i:
+                walls.append(wall)
+                inside.append(_union_s([(s[0], s[1]) for s in got["spans"]]))
+        for _ in range(runs):  # the same uv calls, one after the other as the lock made them
+            start = time.perf_counter()
+            for call, stdin in calls:
+                subprocess.run(call, input=stdin, capture_output=True, text=True, env=env,
+                               check=False)  # fmt: skip
+            alone.append(time.perf_counter() - start)
+    return {
+        "lock": statistics.median(walls),
+        "uv_inside": statistics.median(inside),
+        "uv_alone": statistics.median(alone),
+        "uv_calls": float(len(calls)),
+    }
+
+
+def run(runs: int = 10, commands: bool = True, lock: bool = True) -> None:
+    """Print every start-up figure against `python -c pass`, then the lock's overhead."""
+    figures = startup(runs, commands)
+    base = figures[0][1]
+    width = max(len(w) for w, _ in figures)
+    for what, s in figures:
+        print(f"{what:<{width}}  {s:6.3f} s  {s / base:5.1f}x")
+    version = dict(figures)["torchship --version"] / base
+    print(f"version ratio: {version:.1f}x `python -c pass` (target <= {VERSION_TARGET:g}x)")
+    if not lock:
+        return
+    got = lock_overhead(max(3, runs // 2))
+    if isinstance(got, str):
+        print(f"lock overhead: {got}")
+        return
+    added = got["lock"] - got["uv_alone"]
+    print(
+        f"torchship lock {got['lock']:.3f} s; its {got['uv_calls']:.0f} uv call(s) "
+        f"{got['uv_inside']:.3f} s inside it, {got['uv_alone']:.3f} s alone"
+    )
+    print(
+        f"lock overhead: {added:.3f} s added to uv (whole less uv inside: "
+        f"{got['lock'] - got['uv_inside']:.3f} s; target <= {LOCK_TARGET_S:g} s), "
+        f"{added / LOCK_TARGET_S:.2f}x the target"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--no-commands", action="store_true", help="skip each command's --help")
+    ap.add_argument("--no-lock", action="store_true", help="skip the lock overhead")
+    args = ap.parse_args()
+    run(args.runs, not args.no_commands, not args.no_lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

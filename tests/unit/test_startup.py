@@ -1,0 +1,162 @@
+"""Start-up cost: what `import torchship`, `torchship --version`, `--help` and each command's
+parser load. Every call of the command pays for it (issue 20: `--version` took 15x `python -c
+pass` when every command imported the whole library), so each check runs a fresh interpreter
+and lists the offenders by name. The times themselves are measured by
+benchmarks/scale_startup.py, not asserted here (2 shared cores make wall times noisy)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from torchship.cli import COMMANDS, build_parser
+
+# Never loaded by `import torchship` nor by `torchship --version`: the network and e-mail
+# stacks (what yaml, urllib.request and http drag in), the job store's SQLite, process
+# spawning, argparse and typing (a few ms each, at every start), and any third-party package.
+HEAVY = (
+    "yaml",
+    "http",
+    "http.client",
+    "ssl",
+    "email",
+    "urllib.request",
+    "json",
+    "sqlite3",
+    "subprocess",
+    "argparse",
+    "typing",
+    "dataclasses",
+    "pathlib",
+    "packaging",
+    "platformdirs",
+    "tomllib",
+    "tomli_w",
+    "prometheus_client",
+    "uv",
+)
+# What `torchship --version` may load of torchship itself
+VERSION_MODULES = {"torchship", "torchship._version", "torchship.cli", "torchship.errors"}
+
+
+def loaded_after(code: str) -> dict[str, list[str]]:
+    """{"heavy": …, "torchship": …}: the modules of HEAVY and of torchship in sys.modules after
+    `code` runs in a fresh interpreter (SystemExit from argparse's --help is caught)."""
+    probe = (
+        "import sys\n"
+        "try:\n"
+        + "".join(f"    {line}\n" for line in code.splitlines())
+        + "except SystemExit:\n    pass\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+        "ours = sorted(m for m in sys.modules if m.split('.')[0] == 'torchship')\n"
+        "print(repr({'heavy': heavy, 'torchship': ours}), file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    data: dict[str, list[str]] = ast.literal_eval(out.stderr.strip().splitlines()[-1])
+    return data
+
+
+def test_import_torchship_loads_nothing_heavy() -> None:
+    got = loaded_after("import torchship")
+    assert got["heavy"] == []
+    assert set(got["torchship"]) == {"torchship", "torchship._version"}
+
+
+def test_version_builds_no_parser_and_loads_nothing_heavy() -> None:
+    got = loaded_after("from torchship.cli import main\nmain(['--version'])")
+    assert got["heavy"] == []
+    assert set(got["torchship"]) <= VERSION_MODULES, set(got["torchship"]) - VERSION_MODULES
+
+
+def test_version_prints_what_argparse_printed(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchship._version import __version__
+    from torchship.cli import main
+
+    assert main(["--version"]) == 0
+    fast = capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # argparse's own --version action, as before
+        build_parser().parse_args(["--version"])
+    assert e.value.code == 0
+    assert fast == capsys.readouterr().out == f"torchship {__version__}\n"
+
+
+@pytest.mark.parametrize("args", [["--help"], []], ids=["--help", "no-command"])
+def test_top_level_help_imports_no_command_module(args: list[str]) -> None:
+    got = loaded_after(f"from torchship.cli import main\nmain({args!r})")
+    commands = [m for m in got["torchship"] if m.startswith("torchship.cli.")]
+    assert commands == ["torchship.cli._parser"]
+    assert "yaml" not in got["heavy"] and "sqlite3" not in got["heavy"]
+
+
+def test_top_level_help_lists_every_command_with_its_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from torchship.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    lazy = capsys.readouterr().out
+    build_parser(load_all=True).print_help()
+    assert lazy == capsys.readouterr().out  # the same page as with every module loaded
+    for name in COMMANDS:
+        assert f"    {name} " in lazy
+
+
+def test_command_table_agrees_with_each_modules_parser() -> None:
+    """COMMANDS repeats each command's one-line help so that `--help` imports no module: it
+    must say what the module's own add_parser says, in the same order."""
+    full = build_parser(load_all=True)
+    sub = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert list(helps) == list(COMMANDS)
+    for name, (_, helptext) in COMMANDS.items():
+        assert helps[name] == helptext, name
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_parser_loads_only_its_own_module(name: str) -> None:
+    """`torchship NAME --help` builds NAME's parser from its module alone: the library it
+    runs is imported inside `run`, so neither YAML nor HTTP nor SQLite comes with it."""
+    module = f"torchship.cli.{COMMANDS[name][0]}"
+    got = loaded_after(f"from torchship.cli import main\nmain([{name!r}, '--help'])")
+    commands = {m for m in got["torchship"] if m.startswith("torchship.cli.")}
+    # container's `exec --local` and the lock-reading commands share cli/lock.py's lock_path
+    allowed = {module, "torchship.cli._parser", "torchship.cli._output", "torchship.cli.lock"}
+    assert commands <= allowed, commands - allowed
+    if COMMANDS[name][0] not in ("status", "state", "logs", "cancel", "simulate"):  # others'
+        assert not {"yaml", "http", "ssl", "email", "sqlite3", "urllib.request"} & set(
+            got["heavy"]
+        ), got["heavy"]
+        library = {
+            m
+            for m in got["torchship"]
+            if not m.startswith("torchship.cli") and m not in VERSION_MODULES
+        }
+        # light by design: the site kinds' registry, the layout facts
+        assert library <= {"torchship.backends", "torchship.conventions"}, library
+
+
+def test_constants_repeated_for_the_parsers_agree() -> None:
+    """The parsers' choices and defaults, repeated in cli/ so that parsing loads no library
+    module, match the modules they come from."""
+    from torchship.cli import image as image_cli
+    from torchship.cli import lock as lock_cli
+    from torchship.cli import metrics as metrics_cli
+    from torchship.image import VARIANTS
+    from torchship.image.build import ENGINES
+    from torchship.lock import LOCK_FILE
+    from torchship.monitor.exporter import DEFAULT_CACHE_S, DEFAULT_PORT
+
+    assert image_cli.VARIANTS == VARIANTS
+    assert image_cli.ENGINES == ENGINES
+    assert lock_cli.LOCK_FILE == LOCK_FILE
+    assert (metrics_cli.DEFAULT_PORT, metrics_cli.DEFAULT_CACHE_S) == (
+        DEFAULT_PORT,
+        DEFAULT_CACHE_S,
+    )
