@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +66,8 @@ def open_atomic(path: Path, mode: int = PUBLIC) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    import tempfile  # here: every command imports this module, few write a file
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # 0600
     try:
         with os.fdopen(fd, "wb") as f:

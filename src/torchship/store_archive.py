@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +204,7 @@ def archived_events(store: JobStore, job_id: str) -> list[Event]:
 
 
 def _as_archived(job: Job) -> Job:
-    return replace(job, archived=True)
+    return job._replace(archived=True)
 
 
 def archived_prefix_matches(store: JobStore, ref: str, limit: int = 5) -> list[str]:
