@@ -1,5 +1,6 @@
-"""`torchship simulate TRACE [--sites S] [--policy P …] [--plot F.png] [--json]`: replay a job
-trace through the placement code under each policy and compare cost and waits."""
+"""`torchship simulate TRACE|--generate PERIOD [--gpus N] [--seed N] [--sites S] [--policy P …]
+[--plot F.png] [--json]`: replay a job trace (or one drawn from the Helios study) through the
+placement code under each policy and compare cost and waits."""
 
 from __future__ import annotations
 
@@ -11,14 +12,28 @@ from typing import Any
 from torchship._atomic import open_atomic
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
-from torchship.place.simulate import POLICIES, PolicyResult, simulate
+from torchship.place.simulate import POLICIES, PolicyResult, generated, period_days, simulate
 from torchship.place.trace import read_trace
 from torchship.sites import sites_or_default
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("simulate", help="replay a job trace under each placement policy")
-    p.add_argument("trace", help="a trace CSV (name,submit_s,gpus,duration_s[,data_class,…])")
+    p.add_argument(
+        "trace", nargs="?", help="a trace CSV (name,submit_s,gpus,duration_s[,data_class,…])"
+    )
+    p.add_argument(
+        "--generate",
+        metavar="PERIOD",
+        help="instead of a trace, draw one at the Helios study's job rate: week, month or days",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="with --generate: grow the sites' on-prem clusters to N GPUs (clouds alike)",
+    )
+    p.add_argument("--seed", type=int, default=2021, help="with --generate (default: 2021)")
     p.add_argument("--sites", metavar="S", help="sites file (default: see `torchship site list`)")
     p.add_argument(
         "--policy",
@@ -33,16 +48,29 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    trace = read_trace(args.trace)
     sites, source = sites_or_default(args.sites)
+    if (args.trace is None) == (args.generate is None):
+        raise UsageError(
+            "give a trace CSV or --generate, one of them",
+            "torchship simulate trace.csv, or --generate month --gpus 10000",
+        )
+    if args.generate is None:
+        if args.gpus is not None:
+            raise UsageError("--gpus goes with --generate", "leave it out for a trace CSV")
+        trace, label = read_trace(args.trace), args.trace
+    else:
+        trace, sites = generated(sites, period_days(args.generate), args.gpus, args.seed)
+        label = f"--generate {args.generate} (seed {args.seed})"
+        if args.gpus is not None:
+            source += f", on-prem grown to {args.gpus} GPUs"
     policies = tuple(dict.fromkeys(args.policy or POLICIES))
     results = [simulate(trace, sites, p) for p in policies]
     ratios = compare(results)
     if args.json:
-        print_json({"trace": args.trace, "sites": source,
+        print_json({"trace": label, "sites": source,
                     "results": [r.to_dict() for r in results], "ratios": ratios})  # fmt: skip
     else:
-        print(f"{len(trace)} jobs from {args.trace}; sites from {source}")
+        print(f"{len(trace)} jobs from {label}; sites from {source}")
         print(render(results))
         for name, value in ratios.items():
             print(f"{name}: {value:.3f}")
