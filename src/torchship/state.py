@@ -33,6 +33,7 @@ from torchship._atomic import PRIVATE, private_dir
 from torchship.conventions import data_dir
 from torchship.errors import UsageError
 from torchship.store_errors import StoreError, damage, error, file_problem
+from torchship.store_schema import MIGRATIONS, group_columns
 
 __all__ = ["Event", "Job", "JobStore", "StoreError", "data_dir"]
 P = ParamSpec("P")
@@ -61,102 +62,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "failed": frozenset({"pending"}),  # a retry
     "cancelled": frozenset(),
 }
-
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE jobs (
-            id TEXT PRIMARY KEY,
-            key TEXT NOT NULL UNIQUE,
-            name TEXT NOT NULL,
-            spec TEXT NOT NULL CHECK (json_valid(spec)),
-            lock_hash TEXT,
-            site TEXT,
-            placement TEXT CHECK (placement IS NULL OR json_valid(placement)),
-            state TEXT NOT NULL,
-            handle TEXT,
-            exit_code INTEGER,
-            created_at REAL NOT NULL,
-            updated_at REAL NOT NULL
-        )""",
-        "CREATE INDEX jobs_state ON jobs(state)",
-        "CREATE INDEX jobs_site ON jobs(site)",
-        """CREATE TABLE job_events (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-            state TEXT NOT NULL,
-            at REAL NOT NULL,
-            detail TEXT CHECK (detail IS NULL OR json_valid(detail))
-        )""",
-        "CREATE INDEX job_events_job ON job_events(job_id, id)",
-    ),
-    2: (  # who is applying a job that has no handle yet, and until when (see JobStore.claim)
-        "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
-        "ALTER TABLE jobs ADD COLUMN claimed_until REAL",
-    ),
-    # The name of the site a job was placed on. Until schema 2, `site` held the site's kind
-    # (local, docker, kubernetes, skypilot), and the name only the placement record, when the
-    # job was placed with --site auto; a job asked for with --site KIND ran on that kind's
-    # implicit site, which that name still names. `site` stays, as it was, for the record.
-    3: (
-        "ALTER TABLE jobs ADD COLUMN site_name TEXT",
-        "UPDATE jobs SET site_name = CASE WHEN json_type(placement, '$.site') = 'text'"
-        " THEN json_extract(placement, '$.site') ELSE site END",
-        "CREATE INDEX jobs_site_name ON jobs(site_name)",
-    ),
-}
-
-
-def _placed(row: str) -> str:
-    return f"COALESCE(json_extract({row}placement, '$.site'), {row}site_name, {row}site, '')"
-
-
-def _closed_usd(row: str) -> str:
-    """What a finished (or lost) job accrued: the placement's usd_per_hour × submitted to end."""
-    return (f"(CASE WHEN {row}state IN ('succeeded', 'failed', 'cancelled', 'lost') THEN"
-            f" COALESCE(json_extract({row}placement, '$.usd_per_hour'), 0)"
-            f" * MAX(0, {row}updated_at - {row}created_at) / 3600.0 ELSE 0 END)")  # fmt: skip
-
-
-def _group(row: str) -> str:
-    """A job's group in the tallies: state, site, placed site, placement decision."""
-    return (f"{row}state, COALESCE({row}site_name, {row}site, ''), {_placed(row)},"
-            f" COALESCE(json_extract({row}placement, '$.decision'), 'asked')")  # fmt: skip
-
-
-_TALLY_ADD = (
-    f"INSERT INTO job_tallies VALUES ({_group('NEW.')}, 1, {_closed_usd('NEW.')})"
-    " ON CONFLICT DO UPDATE SET jobs = jobs + 1, usd_closed = usd_closed + excluded.usd_closed;"
-)
-# Schema 4: every question `status`, `logs`, `cancel` and the exporter ask is an index range,
-# whatever the history: (state, id) and (site_name, id) give the newest jobs of a state or site
-# in order; created_at the jobs since a time. The exporter's counts are kept by triggers in
-# job_tallies, in the transaction of each change (a deleted row, an archived job, still
-# counts: the counts are of every job ever submitted, as before). recheck_at: when a lost job
-# is next asked about (NULL: at the next reconcile; NEVER: not any more). archived_keys: the
-# keys of jobs moved to the archive, so a retry of an archived job's key is not a new job.
-MIGRATIONS[4] = (
-    "UPDATE jobs SET site_name = site WHERE site_name IS NULL",
-    "DROP INDEX jobs_state",
-    "CREATE INDEX jobs_state ON jobs(state, id)",
-    "DROP INDEX jobs_site_name",
-    "CREATE INDEX jobs_site_name ON jobs(site_name, id)",
-    "CREATE INDEX jobs_created ON jobs(created_at)",
-    "ALTER TABLE jobs ADD COLUMN recheck_at REAL",
-    """CREATE TABLE job_tallies (
-        state TEXT NOT NULL, site TEXT NOT NULL, placed TEXT NOT NULL, decision TEXT NOT NULL,
-        jobs INTEGER NOT NULL, usd_closed REAL NOT NULL,
-        PRIMARY KEY (state, site, placed, decision)
-    ) WITHOUT ROWID""",
-    f"INSERT INTO job_tallies SELECT {_group('')}, COUNT(*), SUM({_closed_usd('')})"
-    " FROM jobs GROUP BY 1, 2, 3, 4",
-    f"CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN {_TALLY_ADD} END",
-    "CREATE TRIGGER jobs_tally_update AFTER UPDATE OF state, site, site_name, placement,"
-    " created_at, updated_at ON jobs BEGIN"
-    f" UPDATE job_tallies SET jobs = jobs - 1, usd_closed = usd_closed - {_closed_usd('OLD.')}"
-    " WHERE (state, site, placed, decision) = (" + _group("OLD.") + f"); {_TALLY_ADD} END",
-    "CREATE TABLE archived_keys (key TEXT PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value REAL) WITHOUT ROWID",
-)
 
 
 class Job(NamedTuple):
@@ -774,7 +679,8 @@ class JobStore:
             for r in self.db.execute("SELECT * FROM job_tallies WHERE jobs > 0")
         }
         open_usd = self.db.execute(
-            f"SELECT {_group('')}, SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
+            f"SELECT {group_columns('')},"
+            " SUM(COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
             " * MAX(0, ? - created_at) / 3600.0) FROM jobs"
             " INDEXED BY jobs_state WHERE state IN ('submitted', 'pending', 'running')"
             " GROUP BY 1, 2, 3, 4",
@@ -791,7 +697,7 @@ class JobStore:
         """`tallies` aggregated from every row (what job_tallies must agree with, for the
         rows still in this file): `torchship state check` and the tests compare the two."""
         rows = self.db.execute(
-            f"SELECT {_group('')}, COUNT(*), SUM(CASE WHEN state IN"
+            f"SELECT {group_columns('')}, COUNT(*), SUM(CASE WHEN state IN"
             " ('succeeded', 'failed', 'cancelled', 'lost') THEN"
             " COALESCE(json_extract(placement, '$.usd_per_hour'), 0)"
             " * MAX(0, updated_at - created_at) / 3600.0 ELSE"
