@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from torchship.errors import SpecError, TorchshipError, UsageError
 from torchship.state import (
+    NEVER,
     TERMINAL,
     Job,
     JobStore,
@@ -248,11 +249,13 @@ def workload_summary(sub: Submission) -> dict[str, Any] | None:
 
 
 def get_job(store: JobStore, ref: str) -> Job:
-    """The job of id, key or unique id prefix `ref`, in the store or else in its archive."""
+    """The job of id, key or unique id prefix `ref`, in the store or else in its archive (a
+    prefix must be unique across both)."""
     from torchship.store_archive import archived_job, archived_prefix_matches
 
-    job = store.get(ref) or archived_job(store, ref)
-    if job is None:
+    job = store.get(ref)
+    exact = job is not None and ref in (job.id, job.key)
+    if not exact:
         matches = sorted({*store.prefix_matches(ref), *archived_prefix_matches(store, ref)})
         if len(matches) > 1:
             raise UsageError(
@@ -260,6 +263,8 @@ def get_job(store: JobStore, ref: str) -> Job:
                 f"ids ({', '.join(matches[:3])}{', …' if len(matches) > 3 else ''})",
                 "give more of the id",
             )
+    job = job or archived_job(store, ref)
+    if job is None:
         raise UsageError(f"no job {ref!r}", "see `torchship status` for the jobs there are")
     return job
 
@@ -292,9 +297,9 @@ def _settled(store: JobStore, job: Job) -> Job | None:
 def _record(store: JobStore, job: Job, st: SiteStatus, now: float | None = None) -> Job:
     """What the site said, recorded when it is news; a lost job still lost is asked again
     later (LOST_FIRST_S…), and after LOST_CHECK_FOR_S not any more, with why."""
-    if st.state == job.state and (not st.reason or st.reason == last_reason(store, job)):
-        if job.state != "lost":
-            return job  # nothing new (a new reason in the same state is news: an orphaned job)
+    if job.state == st.state == "lost":  # still lost, whatever the words: not news
+        if job.recheck_at == NEVER:
+            return job  # its checks have stopped (asked for by name, it stays as it was)
         now = time.time() if now is None else now
         lost_for = now - job.updated_at
         if lost_for >= LOST_CHECK_FOR_S:
@@ -302,6 +307,8 @@ def _record(store: JobStore, job: Job, st: SiteStatus, now: float | None = None)
                    f"{lost_for / 86400:.0f} days ({st.reason or 'no reason given'})")  # fmt: skip
             return store.stop_checking(job.id, why, now)
         return store.recheck_at(job.id, now + min(max(LOST_FIRST_S, lost_for / 2), LOST_MAX_S))
+    if st.state == job.state and (not st.reason or st.reason == last_reason(store, job)):
+        return job  # nothing new (a new reason in the same state is news: an orphaned job)
     detail = {"reason": st.reason} if st.reason else None
     at = st.ended_at if st.state in TERMINAL else None
     return store.transition(job.id, st.state, exit_code=st.exit_code, detail=detail, at=at)
@@ -333,7 +340,7 @@ def _site_key(job: Job) -> tuple[Any, ...]:
     from torchship.backends import kind_of_handle
 
     assert job.handle is not None
-    return kind_of_handle(job.handle), job.site, (job.placement or {}).get("sites")
+    return kind_of_handle(job.handle), job.site, _placed_from(job)
 
 
 def _ask_site(store: JobStore, jobs: list[Job], now: float) -> dict[str, tuple[Job, str | None]]:
@@ -391,7 +398,7 @@ def _recorded_site(job: Job, required: bool) -> Site | None:
 
     if not job.site:
         return None
-    recorded = (job.placement or {}).get("sites")
+    recorded = _placed_from(job)
     path = recorded if isinstance(recorded, str) and Path(recorded).is_file() else None
     try:
         return site_named(job.site, path)[0]
@@ -401,6 +408,12 @@ def _recorded_site(job: Job, required: bool) -> Site | None:
         return None
     except UsageError:  # no site of that name (any more)
         return None
+
+
+def _placed_from(job: Job) -> object:
+    """The sites file the job was placed from, as its placement record says (a record that is
+    not an object, from a damaged or hand-edited store, says nothing)."""
+    return job.placement.get("sites") if isinstance(job.placement, dict) else None
 
 
 def last_reason(store: JobStore, job: Job) -> str | None:

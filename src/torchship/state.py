@@ -101,14 +101,14 @@ class Line(NamedTuple):
     updated_at: float
     placement_text: str | None = None
 
-    def placement(self) -> dict[str, Any] | None:
+    def placement(self) -> Any:
+        """The placement record as stored (None when there is none or it does not read)."""
         if not self.placement_text:
             return None
         try:
-            value = json.loads(self.placement_text)
+            return json.loads(self.placement_text)
         except ValueError:
-            value = None
-        return value if isinstance(value, dict) else None
+            return None
 
 
 class Query(NamedTuple):
@@ -168,22 +168,35 @@ _ACTIVE_SQL = ("state IN ('submitted', 'pending', 'running', 'lost')"
                " AND (state != 'lost' OR recheck_at IS NULL OR recheck_at < ?)")  # fmt: skip
 
 
-def _where(query: Query, by_state: bool = False) -> tuple[str, list[Any]]:
-    """The query's filters as SQL over indexed columns, with their arguments. `by_state`: the
-    statement reads the active jobs through (state, id), and the other filters only sieve them
-    (a unary + keeps SQLite from walking a site's whole history instead)."""
-    plus = "+" if by_state else ""
+def _where(query: Query, sieve: tuple[str, ...] = ()) -> tuple[str, list[Any]]:
+    """The query's filters as SQL over indexed columns, with their arguments. `sieve`: the
+    filters ("state", "site", "since") that only sieve rows another index finds (a unary +
+    keeps SQLite from walking a site's or a state's whole history through them instead)."""
     clauses, args = ["1=1"], list[Any]()
     if query.states:
-        clauses.append(f"state IN ({', '.join('?' * len(query.states))})")
+        plus = "+" if "state" in sieve else ""
+        clauses.append(f"{plus}state IN ({', '.join('?' * len(query.states))})")
         args += query.states
     if query.site is not None:
-        clauses.append(f"{plus}site_name = ?")
+        clauses.append(f"{'+' if 'site' in sieve else ''}site_name = ?")
         args.append(query.site)
     if query.since is not None:
-        clauses.append(f"{plus}created_at >= ?")
+        clauses.append(f"{'+' if 'since' in sieve else ''}created_at >= ?")
         args.append(query.since)
     return " AND ".join(clauses), args
+
+
+def _active_where(query: Query) -> tuple[str, list[Any]] | None:
+    """The active jobs the query selects, as SQL read through (state, id); None when its
+    states leave none (`--state succeeded`)."""
+    states = [s for s in ACTIVE if not query.states or s in query.states]
+    if not states:
+        return None
+    rest, args = _where(query._replace(states=()), sieve=("site", "since"))
+    marks = ", ".join("?" * len(states))
+    sql = (f"{rest} AND state IN ({marks})"
+           " AND (state != 'lost' OR recheck_at IS NULL OR recheck_at < ?)")  # fmt: skip
+    return sql, [*args, *states, NEVER]
 
 
 class _BadRow(Exception):
@@ -598,9 +611,10 @@ class JobStore:
     def active(self, site: str | None = None, since: float | None = None) -> list[Job]:
         """The jobs not finished (ACTIVE; a lost one only while it is still checked), oldest
         first: what a reconcile asks the sites about. An index range of (state, id)."""
-        where, args = _where(Query(site=site, since=since), by_state=True)
-        sql = f"SELECT * FROM {_ACTIVE_FROM} WHERE {where} AND {_ACTIVE_SQL} ORDER BY id"
-        return [_job(r) for r in self.db.execute(sql, [*args, NEVER])]
+        active = _active_where(Query(site=site, since=since))
+        assert active is not None
+        sql = f"SELECT * FROM {_ACTIVE_FROM} WHERE {active[0]} ORDER BY id"
+        return [_job(r) for r in self.db.execute(sql, active[1])]
 
     @_guarded
     def has_active(self) -> bool:
@@ -627,20 +641,22 @@ class JobStore:
         where, args = _where(query)
         columns = _LINE_COLUMNS + (", placement" if query.placement else "")
         if query.since is not None:  # a range of created_at, newest first: not a walk of ids
-            rest, rest_args = _where(query._replace(since=None), by_state=True)
-            where, args = f"{rest} AND created_at >= ?", [*rest_args, query.since]
+            where, args = _where(query, sieve=("state", "site"))
             order = "created_at"  # in one millisecond, ids need not sort by submission time
         else:
             order = "id"
         if query.limit is None:
             sql = f"SELECT {columns} FROM jobs WHERE {where} ORDER BY {order}"
-        else:
-            active, active_args = _where(query, by_state=True)
-            newest = f"SELECT id FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT ?"
-            also = f"SELECT id FROM {_ACTIVE_FROM} WHERE {active} AND {_ACTIVE_SQL}"
-            sql = (f"SELECT {columns} FROM jobs WHERE id IN (SELECT id FROM ({newest})"
-                   f" UNION {also}) ORDER BY id")  # fmt: skip
-            args = [*args, max(0, query.limit), *active_args, NEVER]
+            return iter(self.db.execute(sql, args))
+        newest = (
+            f"SELECT id FROM ({f'SELECT id FROM jobs WHERE {where} ORDER BY {order} DESC'} LIMIT ?)"
+        )
+        args = [*args, max(0, query.limit)]
+        active = _active_where(query)
+        if active is not None:
+            newest += f" UNION SELECT id FROM {_ACTIVE_FROM} WHERE {active[0]}"
+            args += active[1]
+        sql = f"SELECT {columns} FROM jobs WHERE id IN ({newest}) ORDER BY id"
         return iter(self.db.execute(sql, args))
 
     @_guarded
@@ -695,7 +711,7 @@ class JobStore:
     @_guarded
     def tallies_by_scan(self, now: float) -> list[tuple[str, str, str, str, int, float]]:
         """`tallies` aggregated from every row (what job_tallies must agree with, for the
-        rows still in this file): `torchship state check` and the tests compare the two."""
+        rows still in this file and none archived): the tests compare the two."""
         rows = self.db.execute(
             f"SELECT {group_columns('')}, COUNT(*), SUM(CASE WHEN state IN"
             " ('succeeded', 'failed', 'cancelled', 'lost') THEN"

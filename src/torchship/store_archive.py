@@ -3,15 +3,16 @@ into jobs-archive.db beside it (a store of the same schema), so the file every c
 holds what is active and recent, whatever the history. Commands still find an archived job by
 its id, key or id prefix, and `status --archived` lists the archive.
 
-Moving is two steps, each one transaction, so a crash loses nothing:
-1. the jobs and their events are copied into the archive (a copy already there is replaced);
-2. in jobs.db, in one transaction, their keys go to `archived_keys` (a retry of an archived
-   job's key is that job, not a new one) and the rows are deleted, each only if it is still
-   as it was copied (a failed job retried meanwhile stays, and its stale copy leaves the
-   archive).
+A batch of jobs moves under jobs.db's write lock, held from reading them to deleting them, so
+no other mover, claim or retry comes between (two `prune`s at once move each job once):
+1. the jobs and their events are copied into the archive and committed there (a copy already
+   there is replaced);
+2. in jobs.db their keys go to `archived_keys` (a retry of an archived job's key is that job,
+   not a new one), the rows are deleted, and that is committed.
 A crash between the two leaves a job in both files; jobs.db's copy is the one every command
-reads first, and the next move finishes the job. The exporter's counts are kept apart
-(job_tallies) and still count archived jobs.
+reads first, and the next move finishes the job. A failed job being retried (a live claim)
+is not moved; one archived is not started again by its key: submit it under a new key. The
+exporter's counts are kept apart (job_tallies) and still count archived jobs.
 
 Retention: TORCHSHIP_RETENTION_DAYS (default 30; 0 or "never" keeps every job in jobs.db).
 `torchship run` moves what is due at most once an hour, a bounded batch at a time;
@@ -23,13 +24,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torchship.errors import UsageError
-from torchship.state import Event, Job, JobStore, _guarded, archive_path
+from torchship.state import Event, Job, JobStore, StoreError, _guarded, archive_path
 
 __all__ = [
     "Moved",
@@ -47,10 +49,10 @@ AUTO_EVERY_S = 3600.0  # how often `run` moves what is due
 AUTO_BATCH = 5_000  # at most this many jobs per automatic move (~0.1 s of a submission's time)
 BATCH = 1_000  # jobs per pair of transactions: short enough that writers barely wait
 # Only jobs nothing will change: finished, or lost and no longer checked (see
-# JobStore.stop_checking). A failed job can still be retried by its key; the move copes.
+# JobStore.stop_checking); the finished-jobs index (jobs_finished) holds exactly these states.
 DUE_SQL = (
-    "(state IN ('succeeded', 'failed', 'cancelled') OR (state = 'lost' AND recheck_at = ?))"
-    " AND updated_at < ?"
+    "state IN ('succeeded', 'failed', 'cancelled', 'lost')"
+    " AND (state != 'lost' OR recheck_at = ?) AND updated_at < ?"
 )
 
 
@@ -60,12 +62,14 @@ def retention_s(text: str | None = None) -> float | None:
     raw = raw.strip().lower()
     if not raw:
         return DEFAULT_RETENTION_DAYS * 86400
-    if raw in ("never", "0", "off"):
+    if raw in ("never", "off"):
         return None
     try:
         days = float(raw)
     except ValueError:
         days = -1.0
+    if days == 0:
+        return None
     if not days > 0 or days == float("inf"):
         raise UsageError(
             f"{RETENTION_ENV}={raw!r} is not a number of days",
@@ -89,40 +93,67 @@ def move_due(
     limit: int | None = None,
     batch: int = BATCH,
 ) -> Moved:
-    """Move the jobs due (finished, last changed more than `older_than_s` ago) to the
-    archive, `batch` at a time, at most `limit` of them (None: all)."""
-    from torchship.state import NEVER
-
+    """Move the jobs due (finished, last changed more than `older_than_s` ago, and nobody
+    retrying them) to the archive, `batch` at a time, at most `limit` of them (None: all)."""
     now = time.time() if now is None else now
-    cutoff = now - older_than_s
     path = archive_path(store.path)
     jobs = events = 0
     with JobStore(path, store.busy_timeout_s) as archive:
         while limit is None or jobs < limit:
             size = batch if limit is None else min(batch, limit - jobs)
-            rows = _due(store, NEVER, cutoff, size)
-            if not rows:
+            moved = _move_batch(store, archive, now - older_than_s, size, now)
+            if moved is None:
                 return Moved(jobs, events, path, False)
-            copied = _copy(store, archive, rows)
-            jobs += _forget(store, archive, rows)
-            events += copied
-    return Moved(jobs, events, path, bool(_due(store, NEVER, cutoff, 1)))
+            jobs, events = jobs + moved[0], events + moved[1]
+    return Moved(jobs, events, path, _any_due(store, now - older_than_s, now))
 
 
 @_guarded
-def _due(store: JobStore, never: float, cutoff: float, n: int) -> list[Any]:
-    sql = f"SELECT * FROM jobs WHERE {DUE_SQL} ORDER BY id LIMIT ?"
-    return list(store.db.execute(sql, (never, cutoff, n)))
+def _move_batch(
+    store: JobStore, archive: JobStore, cutoff: float, size: int, now: float
+) -> tuple[int, int] | None:
+    """One batch, under jobs.db's write lock from the read of the rows to their deletion, so
+    no other mover, claim or retry comes between: the jobs and their events are copied into
+    the archive and committed there, then deleted here with their keys kept, then committed.
+    (jobs, events) moved; None when nothing was due."""
+    with store._tx() as db:
+        rows = _due(store, cutoff, size, now)
+        if not rows:
+            return None
+        ids = [r["id"] for r in rows]
+        marks = ", ".join("?" * len(ids))
+        events = list(db.execute(f"SELECT * FROM job_events WHERE job_id IN ({marks}) ORDER BY id",
+                                 ids))  # fmt: skip
+        _copy(archive, rows, events)
+        db.executemany("INSERT OR REPLACE INTO archived_keys VALUES (?, ?)",
+                       [(r["key"], r["id"]) for r in rows])  # fmt: skip
+        db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)  # events cascade
+    return len(rows), len(events)
 
 
-def _copy(store: JobStore, archive: JobStore, rows: Sequence[Any]) -> int:
-    """Step 1: the jobs and their events into the archive, committed there."""
+@_guarded
+def _any_due(store: JobStore, cutoff: float, now: float) -> bool:
+    return bool(_due(store, cutoff, 1, now))
+
+
+def _due(store: JobStore, cutoff: float, n: int, now: float) -> list[Any]:
+    """The `n` jobs due longest, through the finished jobs' own index (by last change)."""
+    from torchship.state import NEVER, claim_lives
+
+    sql = (f"SELECT * FROM jobs INDEXED BY jobs_finished WHERE {DUE_SQL}"
+           " ORDER BY updated_at LIMIT ?")  # fmt: skip
+    rows = list(store.db.execute(sql, (NEVER, cutoff, n)))
+    # a failed job being retried by its key right now (a live claim) stays until it is done
+    return [r for r in rows if not claim_lives(r["claimed_by"], r["claimed_until"], now)]
+
+
+def _copy(archive: JobStore, rows: Sequence[Any], events: Sequence[Any]) -> None:
+    """The jobs and their events into the archive, committed there (a copy already there,
+    left by a move cut short, is replaced with its events)."""
     ids = [r["id"] for r in rows]
-    marks = ", ".join("?" * len(ids))
-    events = _read(store, f"SELECT * FROM job_events WHERE job_id IN ({marks}) ORDER BY id", ids)
     columns = rows[0].keys()
     with archive._tx() as db:
-        db.execute(f"DELETE FROM jobs WHERE id IN ({marks})", ids)  # a stale copy, events too
+        db.execute(f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(ids))})", ids)
         db.executemany(
             f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [tuple(r) for r in rows],
@@ -131,34 +162,11 @@ def _copy(store: JobStore, archive: JobStore, rows: Sequence[Any]) -> int:
             "INSERT INTO job_events (job_id, state, at, detail) VALUES (?, ?, ?, ?)",
             [(e["job_id"], e["state"], e["at"], e["detail"]) for e in events],
         )
-    return len(events)
 
 
 @_guarded
 def _read(store: JobStore, sql: str, args: Sequence[Any]) -> list[Any]:
     return list(store.db.execute(sql, args))
-
-
-def _forget(store: JobStore, archive: JobStore, rows: Sequence[Any]) -> int:
-    """Step 2: in jobs.db, the keys kept and the rows deleted (each only if unchanged since
-    the copy); a row that changed meanwhile leaves the archive again."""
-    gone, changed = 0, []
-    with store._tx() as db:
-        for r in rows:
-            cur = db.execute(
-                "DELETE FROM jobs WHERE id = ? AND state = ? AND updated_at = ?",
-                (r["id"], r["state"], r["updated_at"]),
-            )
-            if cur.rowcount:
-                db.execute("INSERT OR REPLACE INTO archived_keys VALUES (?, ?)",
-                           (r["key"], r["id"]))  # fmt: skip
-                gone += 1
-            else:
-                changed.append(r["id"])
-    if changed:
-        with archive._tx() as db:
-            db.execute(f"DELETE FROM jobs WHERE id IN ({', '.join('?' * len(changed))})", changed)
-    return gone
 
 
 def move_if_due(store: JobStore, now: float | None = None) -> Moved | None:
@@ -184,10 +192,9 @@ def move_if_due(store: JobStore, now: float | None = None) -> Moved | None:
 def archived_job(store: JobStore, ref: str) -> Job | None:
     """The archived job of id, key or unique id prefix `ref`; None when the archive has none
     (or there is no archive)."""
-    path = archive_path(store.path)
-    if not path.is_file():
-        return None
-    with JobStore(path, store.busy_timeout_s) as archive:
+    with _archive(store) as archive:
+        if archive is None:
+            return None
         job = archive.get(ref)
         if job is None:
             row = _read(store, "SELECT id FROM archived_keys WHERE key = ?", (ref,))
@@ -196,23 +203,34 @@ def archived_job(store: JobStore, ref: str) -> Job | None:
 
 
 def archived_events(store: JobStore, job_id: str) -> list[Event]:
+    with _archive(store) as archive:
+        return [] if archive is None else archive.events(job_id)
+
+
+def archived_prefix_matches(store: JobStore, ref: str, limit: int = 5) -> list[str]:
+    with _archive(store) as archive:
+        return [] if archive is None else archive.prefix_matches(ref, limit)
+
+
+@contextmanager
+def _archive(store: JobStore) -> Iterator[JobStore | None]:
+    """The archive beside `store`, open for a read (None when there is none); a damaged one
+    is named with the commands that check and repair *it*."""
     path = archive_path(store.path)
     if not path.is_file():
-        return []
-    with JobStore(path, store.busy_timeout_s) as archive:
-        return archive.events(job_id)
+        yield None
+        return
+    try:
+        with JobStore(path, store.busy_timeout_s) as archive:
+            yield archive
+    except StoreError as e:
+        hint = e.hint.replace("`torchship state check`", f"`torchship state check --db {path}`")
+        hint = hint.replace("`torchship state repair`", f"`torchship state repair --db {path}`")
+        raise StoreError(e.message, hint, e.kind) from None
 
 
 def _as_archived(job: Job) -> Job:
     return job._replace(archived=True)
-
-
-def archived_prefix_matches(store: JobStore, ref: str, limit: int = 5) -> list[str]:
-    path = archive_path(store.path)
-    if not path.is_file():
-        return []
-    with JobStore(path, store.busy_timeout_s) as archive:
-        return archive.prefix_matches(ref, limit)
 
 
 @dataclass(frozen=True, slots=True)

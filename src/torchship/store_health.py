@@ -135,9 +135,13 @@ def _count_json(db: sqlite3.Connection, path: Path, table: str, out: list[Proble
     for row in db.execute(f"SELECT {key}, {', '.join(columns)} FROM {table}"):
         n += 1
         for name, text in zip(columns, row[1:], strict=True):
-            if text is not None and _json(text) is None and len(out) < 20:
+            value = None if text is None else _json(text)
+            # a job's spec and placement are objects: anything else breaks the commands
+            wrong = value is None or (table == "jobs" and not isinstance(value, dict))
+            if text is not None and wrong and len(out) < 20:
+                kind = "a JSON object" if value is not None else "valid JSON"
                 what = f"the job store {path} is damaged: {table} row of job {row[0]}: " \
-                       f"{name} is not valid JSON"  # fmt: skip
+                       f"{name} is not {kind}"  # fmt: skip
                 out.append(_problem(error("bad-json", path, what)))
     return n
 
@@ -277,10 +281,46 @@ def _rebuild(path: Path, rows: _Rows) -> tuple[int, int, list[str]]:
         db.execute("COMMIT")
         if dropped:
             notes.append(f"{dropped} event(s) of jobs that did not read were left out")
+        notes += _archived_again(db, path)
     finally:
         db.close()
     os.replace(tmp, path)
     return len(rows.jobs), len(rows.events) - dropped, notes
+
+
+def _archived_again(db: sqlite3.Connection, path: Path) -> list[str]:
+    """What the rebuilt store knows of its archive (jobs-archive.db beside it), from the
+    archive itself: the archived jobs' keys (a retry of one is that job, not a new one) and
+    their part of the exporter's counts (which count every job ever)."""
+    from torchship.state import archive_path
+    from torchship.store_schema import closed_usd, group_columns
+
+    archive = archive_path(path)
+    if not archive.is_file():
+        return []
+    try:
+        db.execute("ATTACH DATABASE ? AS archive", (str(archive),))
+    except sqlite3.Error as e:
+        return [f"the archive {archive} did not open ({e}): its jobs' keys and counts are not "
+                "restored"]  # fmt: skip
+    try:
+        db.execute("BEGIN")
+        fresh = "FROM archive.jobs WHERE id NOT IN (SELECT id FROM main.jobs)"
+        keys = db.execute(f"INSERT OR REPLACE INTO archived_keys SELECT key, id {fresh}").rowcount
+        db.execute(
+            f"INSERT INTO job_tallies SELECT {group_columns('')}, COUNT(*),"
+            f" SUM({closed_usd('')}) {fresh} GROUP BY 1, 2, 3, 4"
+            " ON CONFLICT DO UPDATE SET jobs = jobs + excluded.jobs,"
+            " usd_closed = usd_closed + excluded.usd_closed"
+        )
+        db.execute("COMMIT")
+    except sqlite3.Error as e:
+        db.execute("ROLLBACK")
+        return [f"the archive {archive} did not read ({e}): its jobs' keys and counts are not "
+                "restored"]  # fmt: skip
+    finally:
+        db.execute("DETACH DATABASE archive")
+    return [f"{keys} archived job(s) in {archive}: their keys and counts kept"] if keys else []
 
 
 def _clean_job(values: tuple[Any, ...], notes: list[str]) -> tuple[Any, ...]:

@@ -52,7 +52,7 @@ def _placed(row: str) -> str:
     return f"COALESCE(json_extract({row}placement, '$.site'), {row}site_name, {row}site, '')"
 
 
-def _closed_usd(row: str) -> str:
+def closed_usd(row: str) -> str:
     """What a finished (or lost) job accrued: the placement's usd_per_hour × submitted to end."""
     return (f"(CASE WHEN {row}state IN ('succeeded', 'failed', 'cancelled', 'lost') THEN"
             f" COALESCE(json_extract({row}placement, '$.usd_per_hour'), 0)"
@@ -66,7 +66,7 @@ def group_columns(row: str) -> str:
 
 
 _TALLY_ADD = (
-    f"INSERT INTO job_tallies VALUES ({group_columns('NEW.')}, 1, {_closed_usd('NEW.')})"
+    f"INSERT INTO job_tallies VALUES ({group_columns('NEW.')}, 1, {closed_usd('NEW.')})"
     " ON CONFLICT DO UPDATE SET jobs = jobs + 1, usd_closed = usd_closed + excluded.usd_closed;"
 )
 # Schema 4: every question `status`, `logs`, `cancel` and the exporter ask is an index range,
@@ -83,18 +83,21 @@ MIGRATIONS[4] = (
     "DROP INDEX jobs_site_name",
     "CREATE INDEX jobs_site_name ON jobs(site_name, id)",
     "CREATE INDEX jobs_created ON jobs(created_at)",
+    # the jobs that may move to the archive, by their last change (torchship.store_archive)
+    "CREATE INDEX jobs_finished ON jobs(updated_at)"
+    " WHERE state IN ('succeeded', 'failed', 'cancelled', 'lost')",
     "ALTER TABLE jobs ADD COLUMN recheck_at REAL",
     """CREATE TABLE job_tallies (
         state TEXT NOT NULL, site TEXT NOT NULL, placed TEXT NOT NULL, decision TEXT NOT NULL,
         jobs INTEGER NOT NULL, usd_closed REAL NOT NULL,
         PRIMARY KEY (state, site, placed, decision)
     ) WITHOUT ROWID""",
-    f"INSERT INTO job_tallies SELECT {group_columns('')}, COUNT(*), SUM({_closed_usd('')})"
+    f"INSERT INTO job_tallies SELECT {group_columns('')}, COUNT(*), SUM({closed_usd('')})"
     " FROM jobs GROUP BY 1, 2, 3, 4",
     f"CREATE TRIGGER jobs_tally_insert AFTER INSERT ON jobs BEGIN {_TALLY_ADD} END",
     "CREATE TRIGGER jobs_tally_update AFTER UPDATE OF state, site, site_name, placement,"
     " created_at, updated_at ON jobs BEGIN"
-    f" UPDATE job_tallies SET jobs = jobs - 1, usd_closed = usd_closed - {_closed_usd('OLD.')}"
+    f" UPDATE job_tallies SET jobs = jobs - 1, usd_closed = usd_closed - {closed_usd('OLD.')}"
     " WHERE (state, site, placed, decision) = (" + group_columns("OLD.") + f"); {_TALLY_ADD} END",
     "CREATE TABLE archived_keys (key TEXT PRIMARY KEY, id TEXT NOT NULL) WITHOUT ROWID",
     "CREATE TABLE store_meta (name TEXT PRIMARY KEY, value REAL) WITHOUT ROWID",

@@ -113,16 +113,17 @@ def _table(rows: Iterator[list[str]]) -> Iterator[str]:
         yield table(chunk, HEADER)
 
 
-def _json_list(items: Iterator[dict[str, Any]]) -> None:
-    """A JSON array as print_json writes it, one element at a time."""
+def _json_list(items: Iterator[dict[str, Any]]) -> int:
+    """A JSON array as print_json writes it, one element at a time; how many."""
     import json
 
-    out, first = sys.stdout, True
+    out, n = sys.stdout, 0
     for item in items:
         text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        out.write(("[\n  " if first else ",\n  ") + text)
-        first = False
-    out.write("[]\n" if first else "\n]\n")
+        out.write(("[\n  " if not n else ",\n  ") + text)
+        n += 1
+    out.write("[]\n" if not n else "\n]\n")
+    return n
 
 
 def _one(store: JobStore, ref: str, as_json: bool, now: float) -> int:
@@ -142,7 +143,7 @@ def _one(store: JobStore, ref: str, as_json: bool, now: float) -> int:
     print(table([_row(job, now)], HEADER))
     if job.archived:
         print("archived: past the retention period (TORCHSHIP_RETENTION_DAYS)")
-    if job.placement:
+    if isinstance(job.placement, dict):
         print(f"placement: {job.placement.get('reason', '-')}")
     for e in events:
         reason = (e.detail or {}).get("reason")
@@ -187,17 +188,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(lines: Iterator[Line], notes: dict[str, str], query: Query, as_json: bool,
           now: float) -> int:  # fmt: skip
-    if as_json:
-        _json_list({**_as_json(x), "site_error": notes.get(x.id)} for x in lines)
-        return 0
     shown = 0
-    for part in _table(_row(x, now, x.id in notes) for x in lines):
-        print(part)
-        shown += part.count("\n")
-    if not shown:
-        print("no jobs yet: `torchship run examples/quickstart/job.toml`" if query == Query()
-              else "no jobs match")  # fmt: skip
-    elif query.limit is not None and shown >= query.limit:
+    if as_json:
+        shown = _json_list({**_as_json(x), "site_error": notes.get(x.id)} for x in lines)
+    else:
+        for part in _table(_row(x, now, x.id in notes) for x in lines):
+            print(part)
+            shown += part.count("\n")
+        if not shown:
+            print("no jobs yet: `torchship run examples/quickstart/job.toml`" if query == Query()
+                  else "no jobs match")  # fmt: skip
+    if query.limit is not None and shown >= query.limit:  # said on stderr, JSON or not
         print(f"(the active jobs and the {query.limit} most recent: --all, --limit N or --since "
               "for more, --archived for the archive)", file=sys.stderr)  # fmt: skip
     return 0

@@ -40,6 +40,7 @@ from typing import Any
 from torchship.conventions import JOB_ID_ENV
 from torchship.monitor.gpus import GpuReader, GpuSample
 from torchship.state import JobStore, StoreError
+from torchship.store_errors import file_problem
 
 # (metric, sample field, type, help) — names, types and units as dcgm-exporter's
 # etc/default-counters.csv declares them (github.com/NVIDIA/dcgm-exporter)
@@ -151,8 +152,9 @@ class Collector:
         next; None when it cannot be opened or read (`say` hears why, once per change). A
         kept connection that fails, or whose file another took the place of (a repair, a
         restore), is opened again at once: what is said is what a fresh reader finds."""
-        if self._store is not None and _identity(self._store.path) != self._opened:
-            self.close()
+        held = self._store
+        if held is not None and (_identity(held.path) != self._opened or file_problem(held.path)):
+            self.close()  # replaced, or damaged (a garbage WAL): a kept reader would not see it
         kept = self._store is not None
         rows, why = self._read()
         if rows is None and kept:
