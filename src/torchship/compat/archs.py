@@ -16,7 +16,7 @@ each from the same guide (sources in tools/research/platforms.md §4–5):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torchship.versions import Version, driver_str, parse_version, version_str
 
@@ -61,10 +61,12 @@ class Arch:
     cc: CC
     ptx: bool
     suffix: str = ""  # "a": this capability only; "f": its family (FAMILIES)
+    # `sm_90a`, `compute_120`: made once, as every JSON answer lists the chosen build's arches
+    token: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def token(self) -> str:
-        return f"{'compute' if self.ptx else 'sm'}_{self.cc[0]}{self.cc[1]}{self.suffix}"
+    def __post_init__(self) -> None:
+        token = f"{'compute' if self.ptx else 'sm'}_{self.cc[0]}{self.cc[1]}{self.suffix}"
+        object.__setattr__(self, "token", token)
 
     def runs_on(self, cc: CC) -> bool:
         """Whether the driver can load this entry on a GPU of capability `cc`."""

@@ -7,19 +7,16 @@ without parsing the sentence. This module imports the resolver; the resolver nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from packaging.specifiers import SpecifierSet
-
 from torchship.compat.archs import driver_str, kernel_match
+from torchship.compat.builds import platform_builds
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import Resolution, judge_all, matching_releases, resolve_fleet
-
-_ANY = SpecifierSet()
+from torchship.compat.resolve import Judge, Resolution, matching_releases, resolve_fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +38,11 @@ _LABEL = {
 def _views(req: Request, releases: tuple[Release, ...]) -> list[Release]:
     """The releases as on the request's platform (those with wheels there), oldest first."""
     return [v for r in releases if (v := r.on(req.platform)) is not None]
+
+
+def _every_view(req: Request, m: Matrix) -> list[Release]:
+    """Every release as on the request's platform, oldest first (as _views(req, m.releases))."""
+    return [row[0] for row in platform_builds(m, req.platform).rows if row is not None]
 
 
 def _requested(req: Request, m: Matrix) -> list[Release]:
@@ -70,11 +72,16 @@ def _covering_cc(
     return tuple(out)
 
 
-def _gpu_hint(req: Request, m: Matrix, t: GPUTarget) -> str | None:
-    wanted = _requested(req, m)
-    cover = _covering(req, m, t)
-    if any(r in wanted for r, _ in cover):
+@lru_cache(maxsize=1024)
+def _covered(m: Matrix, platform: str, cc: tuple[int, int]) -> frozenset[str]:
+    """The torch releases of `_covering_cc`."""
+    return frozenset(r.torch for r, _ in _covering_cc(m, platform, cc))
+
+
+def _gpu_hint(req: Request, m: Matrix, t: GPUTarget, wanted: list[Release]) -> str | None:
+    if any(r.torch in _covered(m, req.platform, t.cc) for r in wanted):
         return None
+    cover = _covering(req, m, t)
     if not cover:
         return (
             f"{t.display} has kernels in no torch {m.releases[0].torch}–"
@@ -86,17 +93,17 @@ def _gpu_hint(req: Request, m: Matrix, t: GPUTarget) -> str | None:
     return f"{t.display} is supported up to torch {hi.torch} ({', '.join(hi_names)})"
 
 
-def _driver_hint(req: Request, m: Matrix) -> str | None:
+def _driver_hint(req: Request, m: Matrix, wanted: list[Release]) -> str | None:
     if req.driver is None:
         return None
-    majors = sorted({v.cuda[0] for r in _requested(req, m) for v in r.variants if v.cuda})
+    majors = sorted({v.cuda[0] for r in wanted for v in r.variants if v.cuda})
     runnable = [mj for mj in majors if (f := m.driver_floor(mj)) is not None and req.driver >= f]
     if runnable or not majors:
         return None
     need = m.driver_floor(majors[0])
     older = [
         r.torch
-        for r in _views(req, m.releases)
+        for r in _every_view(req, m)
         for v in r.variants
         if v.cuda and (f := m.driver_floor(v.cuda[0])) is not None and req.driver >= f
     ]
@@ -107,10 +114,10 @@ def _driver_hint(req: Request, m: Matrix) -> str | None:
     )
 
 
-def _python_hint(req: Request, m: Matrix) -> str | None:
-    if req.python is None or any(req.python in r.python for r in _requested(req, m)):
+def _python_hint(req: Request, m: Matrix, wanted: list[Release]) -> str | None:
+    if req.python is None or any(req.python in r.python for r in wanted):
         return None
-    have = [r.torch for r in _views(req, m.releases) if req.python in r.python]
+    have = [r.torch for r in _every_view(req, m) if req.python in r.python]
     if not have:
         where = _LABEL.get(req.platform, req.platform)
         return f"no torch release has a {where} wheel for Python {req.python}"
@@ -118,40 +125,24 @@ def _python_hint(req: Request, m: Matrix) -> str | None:
 
 
 def nearest_fit(req: Request, m: Matrix) -> str | None:
-    """The newest full fit at or below the requested torch, else the oldest above it.
+    """The newest full fit at or below the requested torch, else the oldest above it."""
+    return _nearest_fit(req, m, _requested(req, m))
 
-    Searched outwards from the requested torch, release by release, stopping at the first that
-    has a fit: the answer of judging every build of every release (as this did, at 0.15x the
-    resolver's throughput target for `resolve --json`) for a small part of the work. Releases
-    that cannot fit are skipped unjudged: one without a wheel for the Python, or without a build
-    holding kernels for one of the GPUs (what `_covering` knows per GPU kind)."""
-    relaxed = replace(req, torch=_ANY, cuda="cpu" if req.cuda == "cpu" else "auto")
-    wanted = _requested(req, m)
-    top = max((r.version for r in wanted), default=m.releases[-1].version)
-    possible = [
-        base
-        for base in m.releases
-        if (view := base.on(req.platform)) is not None
-        and (req.python is None or req.python in view.python)
-    ]
-    # per release, the builds with kernels for every GPU (None: no GPU, every build may fit)
-    builds: dict[str, set[str] | None] = {base.torch: None for base in possible}
-    for t in req.gpus:
-        covered = {r.torch: names for r, names in _covering(req, m, t)}
-        for torch, have in list(builds.items()):
-            names = set(covered.get(torch, ()))
-            both = names if have is None else names & have
-            if both:
-                builds[torch] = both
-            else:
-                del builds[torch]
-    possible = [base for base in possible if base.torch in builds]
-    below = [b for b in possible if b.version <= top]
-    above = [b for b in possible if b.version > top]
-    for base in (*reversed(below), *above):  # the newest at or below first, then upwards
-        fits = [name for name, ok in judge_all(relaxed, m, (base,), builds[base.torch]) if ok]
+
+def _nearest_fit(req: Request, m: Matrix, wanted: list[Release]) -> str | None:
+    """Searched outwards from the requested torch, release by release, stopping at the first
+    that has a fit. Every build is judged as the resolver judges it (the request's torch range
+    and CUDA pin aside: the judgement never reads them), with the request's kernel tables, so a
+    build without kernels for a GPU is passed over before anything is formatted."""
+    # the releases up to the newest requested one (or all of them), oldest first; then the rest
+    newest = wanted[-1].torch if wanted else None
+    rels = m.releases
+    cut = next((i + 1 for i, b in enumerate(rels) if b.torch == newest), len(rels))
+    judge = Judge(req, m)
+    for i in (*range(cut - 1, -1, -1), *range(cut, len(rels))):  # the newest at or below first
+        fits = judge.fits(i)
         if fits:
-            return fits[-1] if base.version <= top else fits[0]
+            return fits[-1] if i < cut else fits[0]
     return None
 
 
@@ -171,16 +162,12 @@ def explain(res: Resolution) -> tuple[Suggestion, ...]:
     return _what_would_fit(req, m)
 
 
-# What would fit depends on the request and the matrix alone (the matrix hashes by identity,
-# the request by value): a request asked again, as `resolve --json` in a loop or a service
-# answering the same few fleets asks it, is answered from here. 4,096 answers of a few short
-# strings each.
-@lru_cache(maxsize=4096)
 def _what_would_fit(req: Request, m: Matrix) -> tuple[Suggestion, ...]:
-    out = [Suggestion("python", h) for h in (_python_hint(req, m),) if h]
-    out += [Suggestion("driver", h) for h in (_driver_hint(req, m),) if h]
-    out += [Suggestion("gpu", h) for t in req.gpus if (h := _gpu_hint(req, m, t))]
-    fit = nearest_fit(req, m)
+    wanted = _requested(req, m)  # the requested releases, found once for every hint
+    out = [Suggestion("python", h) for h in (_python_hint(req, m, wanted),) if h]
+    out += [Suggestion("driver", h) for h in (_driver_hint(req, m, wanted),) if h]
+    out += [Suggestion("gpu", h) for t in req.gpus if (h := _gpu_hint(req, m, t, wanted))]
+    fit = _nearest_fit(req, m, wanted)
     if fit:
         on = "" if req.python is None else f" on Python {req.python}"
         out.append(Suggestion("fit", f"{fit} fits every target{on}", fit))
@@ -189,7 +176,27 @@ def _what_would_fit(req: Request, m: Matrix) -> tuple[Suggestion, ...]:
 
 def fleet_json(req: Request, m: Matrix) -> dict[str, Any]:
     """`torchship resolve --json`'s document for `req`: every platform's answer and, when
-    nothing fits, what would (cached per request). benchmarks/resolve.py measures its
+    nothing fits, what would (computed only then). benchmarks/resolve.py measures its
     throughput against the resolver's target."""
     fleet = resolve_fleet(req, m)
     return fleet.to_json(tuple(s.text for s in explain(fleet.primary)))
+
+
+def clear_caches() -> None:
+    """Empty every cache of the resolver and of what would fit: all are per matrix, platform,
+    GPU kind, build or torch specifier, none holds an answer to a request. For benchmarks that
+    measure a cold process."""
+    from torchship.compat import builds, resolve
+
+    for cached in (
+        builds.platform_builds,
+        builds.kernel_table,
+        builds.kernel_mask,
+        resolve._matching,
+        resolve._no_kernels,
+        resolve._lowest_ceiling,
+        resolve._on_platform,
+        _covering_cc,
+        _covered,
+    ):
+        cached.cache_clear()

@@ -9,7 +9,6 @@ else the newest CUDA. Codes are documented in docs/resolver.md; never rename one
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
@@ -18,13 +17,19 @@ from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import (
     TEGRA,
-    Arch,
     driver_str,
     kernel_match,
     version_str,
 )
 from torchship.compat.archs import (
     Version as NumVersion,
+)
+from torchship.compat.builds import (
+    Build,
+    kernel_mask,
+    kernel_table,
+    platform_builds,
+    summarise,
 )
 from torchship.compat.extensions import problems as extension_problems
 from torchship.compat.gpus import GPUTarget
@@ -36,7 +41,7 @@ from torchship.compat.matrix import (
     Release,
     Variant,
 )
-from torchship.compat.platforms import INFO, LINUX_X86_64, checked_on
+from torchship.compat.platforms import INFO, LINUX_X86_64, checked_on, possible
 from torchship.compat.request import Request
 
 # Stable rejection codes.
@@ -155,26 +160,10 @@ class _Verdict:
         return not self.failures
 
 
-_SUMMARIES: dict[int, str] = {}  # by id: variants live as long as their (cached) matrix
-
-
-def _arch_summary(v: Variant) -> str:
-    found = _SUMMARIES.get(id(v))
-    if found is None:
-        found = _SUMMARIES[id(v)] = _summarise(v)
-    return found
-
-
-def _summarise(v: Variant) -> str:
-    if v.archs is None:
-        return "arch list unknown"
-    sass = [a for a in v.archs if not a.ptx]
-    ptx = [a for a in v.archs if a.ptx]
-    span = f"{sass[0].token}…{sass[-1].token}" if len(sass) > 1 else (sass[0].token if sass else "")
-    return span + (f" + PTX {', '.join(a.token for a in ptx)}" if ptx else ", no PTX")
-
-
-def _check_install(req: Request, m: Matrix, rel: Release, v: Variant) -> list[tuple[str, str]]:
+def _check_install(req: Request, m: Matrix, rel: Release) -> tuple[tuple[str, str], ...]:
+    """What keeps every build of `rel` from installing (the same for each: judged once)."""
+    if req.python is None and req.glibc is None and not req.domain_libraries:
+        return ()
     out: list[tuple[str, str]] = []
     if req.python is not None and req.python not in rel.python:
         out.append(
@@ -196,7 +185,7 @@ def _check_install(req: Request, m: Matrix, rel: Release, v: Variant) -> list[tu
         problem = companion_problem(req, m, rel, lib)
         if problem:
             out.append((DOMAIN_LIBRARY_UNAVAILABLE, problem))
-    return out
+    return tuple(out)
 
 
 def companions_for(req: Request, m: Matrix, rel: Release, lib: str) -> tuple[Companion, ...]:
@@ -243,24 +232,16 @@ def companion_problem(req: Request, m: Matrix, rel: Release, lib: str) -> str | 
             f"{newest.requires_python}: {req.python_patch or py} is excluded")  # fmt: skip
 
 
-def _check_kernels(
-    req: Request, v: Variant, archs: tuple[Arch, ...]
-) -> tuple[list[tuple[str, str]], bool]:
-    out: list[tuple[str, str]] = []
-    ptx = False
-    for t in req.gpus:
-        m = kernel_match(archs, t.cc)
-        if m is None:
-            why = f"{t.display} has no kernels in {v.name} ({_arch_summary(v)})"
-            if t.cc in TEGRA:
-                why += (
-                    "; a Jetson runs only code built for exactly its capability: NVIDIA's "
-                    f"Jetson builds are on {JETSON_INDEX}"
-                )
-            out.append((ARCH_UNSUPPORTED, why))
-        elif m.ptx:
-            ptx = True
-    return out, ptx
+@lru_cache(maxsize=16384)
+def _no_kernels(display: str, cc: tuple[int, int], build: str, summary: str) -> str:
+    """Why a GPU has no kernels in a build (per GPU kind and build: formatted once)."""
+    why = f"{display} has no kernels in {build} ({summary})"
+    if cc in TEGRA:
+        why += (
+            "; a Jetson runs only code built for exactly its capability: NVIDIA's "
+            f"Jetson builds are on {JETSON_INDEX}"
+        )
+    return why
 
 
 def _check_driver(
@@ -309,9 +290,15 @@ def _check_driver(
     return [(DRIVER_TOO_OLD, base)], False
 
 
+@lru_cache(maxsize=16)
+def _lowest_ceiling(m: Matrix) -> float:
+    """The oldest last driver branch of any GPU (no driver at or below it is too new)."""
+    return min((b for _, b in m.driver_ceilings), default=float("inf"))
+
+
 def _too_new(req: Request, m: Matrix, driver: NumVersion | None) -> str | None:
     """A GPU that this driver no longer supports (a V100 under R590): no build runs."""
-    if driver is None or not m.driver_ceilings or driver[0] <= min(b for _, b in m.driver_ceilings):
+    if driver is None or not req.gpus or driver[0] <= _lowest_ceiling(m):
         return None
     for t in req.gpus:
         if t.cc in TEGRA:
@@ -361,35 +348,117 @@ def _compat_unsupported(m: Matrix, v: Variant, driver: NumVersion) -> str | None
     return None
 
 
-def _judge(
-    req: Request, m: Matrix, rel: Release, v: Variant, too_new: str | None = None
-) -> _Verdict:
-    """`too_new`: _too_new(req, m, req.driver), computed once per request by the caller."""
-    failures = _check_install(req, m, rel, v)
-    failures += [
-        (EXTENSION_UNPAIRED, p.text)
-        for p in extension_problems(req.extension_pins, rel, v)
-        if p.severity == "error"
-    ]
-    if v.is_cpu:
-        return _Verdict(tuple(failures), False, False)
-    if v.archs is None:
-        if req.gpus:
-            failures.append(
-                (
-                    ARCH_UNVERIFIED,
-                    f"the arch list of {rel.local_version(v)} is not known, so kernels for "
-                    f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
+_OK = _Verdict((), False, False)
+
+
+class Judge:
+    """Judges the builds of releases for one request: what depends on the request alone (the
+    kernel tables of its GPUs, a driver too new for one, whether every GPU is a Jetson) is
+    worked out once, what depends on a release once per release."""
+
+    __slots__ = ("allowed", "builds", "kernels", "m", "req", "tegra", "too_new")
+
+    def __init__(self, req: Request, m: Matrix) -> None:
+        self.req = req
+        self.m = m
+        self.builds = found = platform_builds(m, req.platform)
+        self.too_new = _too_new(req, m, req.driver)
+        self.kernels = tuple([kernel_table(m, req.platform, t.cc) for t in req.gpus])
+        # the builds that may fit (bits): those with kernels for every GPU and a driver floor
+        # the target's driver meets, unless cuda-compat may stand in for the driver; only to
+        # pass over what certainly fails unjudged (fits), never to judge
+        allowed = (1 << len(found.builds)) - 1
+        tegra = fc = bool(req.gpus)
+        for t in req.gpus:
+            allowed &= kernel_mask(m, req.platform, t.cc)
+            tegra = tegra and t.cc in TEGRA
+            fc = fc and t.gpu is not None and t.gpu.forward_compat
+        self.tegra = tegra
+        driver = req.driver
+        if driver is not None and not tegra and not (fc and req.allow_forward_compat):
+            if self.too_new:
+                allowed &= found.cpu
+            else:
+                allowed &= found.cpu | sum(bits for f, bits in found.floors if driver >= f)
+        self.allowed = allowed
+
+    def view(self, base: Release) -> tuple[Release, tuple[Build, ...]] | None:
+        """`base` as on the request's platform, with its builds; None without wheels there."""
+        if self.builds.by_id.get(id(base)) is base:  # one of the matrix's releases
+            return self.builds.views[base.torch]
+        rel = base.on(self.req.platform)  # a release from outside the matrix: judged as is
+        if rel is None:
+            return None
+        floors = (None if v.cuda is None else self.m.driver_floor(v.cuda[0]) for v in rel.variants)
+        return rel, tuple(
+            Build(rel, v, rel.local_version(v), -1, f, summarise(v))
+            for v, f in zip(rel.variants, floors, strict=True)
+        )
+
+    def judge(self, b: Build, install: tuple[tuple[str, str], ...]) -> _Verdict:
+        """`install`: _check_install(req, m, b.rel), the same for every build of a release."""
+        req, rel, v = self.req, b.rel, b.v
+        failures = list(install)
+        if req.extension_pins:
+            failures += [
+                (EXTENSION_UNPAIRED, p.text)
+                for p in extension_problems(req.extension_pins, rel, v)
+                if p.severity == "error"
+            ]
+        if v.is_cpu:
+            return _Verdict(tuple(failures), False, False) if failures else _OK
+        if v.archs is None:
+            if req.gpus:
+                failures.append(
+                    (
+                        ARCH_UNVERIFIED,
+                        f"the arch list of {b.name} is not known, so kernels for "
+                        f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
+                    )
                 )
-            )
-        return _Verdict(tuple(failures), False, False)
-    kfail, ptx = _check_kernels(req, v, v.archs)
-    failures += kfail
-    dfail, fc = _check_driver(req, m, v, ptx, too_new)
-    failures += dfail
-    if v.uncertain and not failures:
-        failures.append((VARIANT_UNVERIFIED, f"{rel.local_version(v)} is not confirmed to exist"))
-    return _Verdict(tuple(failures), fc, ptx)
+            return _Verdict(tuple(failures), False, False) if failures else _OK
+        ptx = False
+        for t, table in zip(req.gpus, self.kernels, strict=True):
+            a = table[b.index] if b.index >= 0 else kernel_match(v.archs, t.cc)
+            if a is None:
+                failures.append(
+                    (ARCH_UNSUPPORTED, _no_kernels(t.display, t.cc, b.v.name, b.summary))
+                )
+            elif a.ptx:
+                ptx = True
+        fc = False
+        driver = req.driver
+        if driver is not None and not (  # the common case of _check_driver, without a call
+            not self.too_new and not self.tegra and not ptx
+            and b.floor is not None and driver >= b.floor
+        ):  # fmt: skip
+            dfail, fc = _check_driver(req, self.m, v, ptx, self.too_new)
+            failures += dfail
+        if v.uncertain and not failures:
+            failures.append((VARIANT_UNVERIFIED, f"{b.name} is not confirmed to exist"))
+        if not failures and not fc and not ptx:
+            return _OK
+        return _Verdict(tuple(failures), fc, ptx)
+
+    def fits(self, i: int) -> list[str]:
+        """The builds of the matrix's `i`-th release (as on the platform) that fit every
+        target, in matrix order; judged as the resolver judges them, but passing over first,
+        unformatted, what certainly fails: a release without wheels for the Python or without
+        a build holding kernels for every GPU, a build whose driver floor is above the target's
+        with no cuda-compat to fall back on."""
+        row = self.builds.rows[i]
+        if row is None:
+            return []
+        rel, builds, mask = row
+        allowed = self.allowed
+        if mask & allowed == 0:
+            return []
+        req = self.req
+        if req.python is not None and req.python not in rel.python:
+            return []
+        if _check_install(req, self.m, rel):  # no build of the release installs
+            return []
+        return [b.name for b in builds if allowed >> b.index & 1 and not self.judge(b, ()).failures]
 
 
 def _pinned(req: Request, v: Variant) -> bool:
@@ -411,10 +480,15 @@ def _pin_label(pin: str) -> str:
     return "cpu" if pin == "cpu" else "cu" + pin.replace(".", "")
 
 
-@lru_cache(maxsize=4096)
 def matching_releases(m: Matrix, torch: SpecifierSet) -> tuple[Release, ...]:
     """The releases a torch specifier admits, newest first (SpecifierSet.contains is slow)."""
-    return tuple(r for r in reversed(m.releases) if torch.contains(r.version, prereleases=True))
+    return _matching(m, str(torch))  # its text: cheaper to hash than a new SpecifierSet
+
+
+@lru_cache(maxsize=4096)
+def _matching(m: Matrix, torch: str) -> tuple[Release, ...]:
+    spec = SpecifierSet(torch)  # the same set: its text lists every specifier
+    return tuple(r for r in reversed(m.releases) if spec.contains(r.version, prereleases=True))
 
 
 def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | None) -> str:
@@ -530,28 +604,31 @@ def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
     fwd: list[str] = []
     rejected: list[Rejection] = []
     ok: list[tuple[Release, Variant, _Verdict]] = []
-    too_new = _too_new(req, m, req.driver)
+    judge = Judge(req, m)
     for base in matching_releases(m, req.torch):
-        rel = base.on(req.platform)
-        if rel is None:
+        view = judge.view(base)
+        if view is None:
             rejected.append(_not_on_platform(req, m, base))
             continue
-        for v in rel.variants:
-            if v.is_cpu and req.cuda != "cpu" and req.gpus:
+        rel, builds = view
+        install = _check_install(req, m, rel)
+        skip_cpu = req.cuda != "cpu" and bool(req.gpus)
+        for b in builds:
+            if skip_cpu and b.v.is_cpu:
                 continue
-            verdict = _judge(req, m, rel, v, too_new)
-            name = rel.local_version(v)
-            if verdict.ok:
-                compatible.append(name)
-                ok.append((rel, v, verdict))
+            verdict = judge.judge(b, install)
+            if not verdict.failures:
+                compatible.append(b.name)
+                ok.append((rel, b.v, verdict))
                 if verdict.forward_compat:
-                    fwd.append(name)
+                    fwd.append(b.name)
             else:
-                code, _ = verdict.failures[0]
-                rejected.append(Rejection(name, code, "; ".join(r for _, r in verdict.failures)))
-                if verdict.forward_compat and len(verdict.failures) == 1:
-                    fwd.append(name)  # fits every target once cuda-compat is installed
-        if req.cuda not in ("auto",) and not any(_pinned(req, v) for v in rel.variants):
+                failures = verdict.failures
+                reason = failures[0][1] if len(failures) == 1 else "; ".join(r for _, r in failures)
+                rejected.append(Rejection(b.name, failures[0][0], reason))
+                if verdict.forward_compat and len(failures) == 1:
+                    fwd.append(b.name)  # fits every target once cuda-compat is installed
+        if req.cuda != "auto" and not any(_pinned(req, v) for v in rel.variants):
             rejected.append(_not_built(req, m, rel))
     picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
     choice = None
@@ -616,24 +693,6 @@ def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
         VARIANT_NOT_BUILT,
         f"torch {rel.torch} has no CUDA {req.cuda} build{where} (it has {have}){span}",
     )
-
-
-def judge_all(
-    req: Request, m: Matrix, releases: Iterable[Release], builds: Container[str] | None = None
-) -> list[tuple[str, bool]]:
-    """(local version, compatible) for every variant of `releases` (of those named in `builds`,
-    given it: the others are known not to fit); used by explain()."""
-    out = []
-    too_new = _too_new(req, m, req.driver)
-    for base in releases:
-        rel = base.on(req.platform)
-        if rel is None:
-            continue
-        for v in rel.variants:
-            if (v.is_cpu and req.gpus) or (builds is not None and v.name not in builds):
-                continue
-            out.append((rel.local_version(v), _judge(req, m, rel, v, too_new).ok))
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -704,10 +763,14 @@ class FleetResolution:
 
 def platform_request(req: Request, platform: str) -> Request:
     """The request as one platform of the fleet sees it: the GPUs that are checked there."""
-    gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, req.platforms))
-    elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
-    if (platform, gpus, elsewhere) == (req.platform, req.gpus, req.gpus_elsewhere):
+    fleet = req.platforms
+    if len(fleet) == 1:  # checked_on for a fleet of one: wherever the GPU can be
+        gpus = tuple(t for t in req.gpus if platform in possible(t.gpu))
+    else:
+        gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, fleet))
+    if platform == req.platform and len(gpus) == len(req.gpus) and not req.gpus_elsewhere:
         return req  # as it is (dataclasses.replace costs a tenth of a resolution)
+    elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
     return replace(req, platform=platform, gpus=gpus, gpus_elsewhere=elsewhere)
 
 
