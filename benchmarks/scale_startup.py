@@ -12,7 +12,10 @@ install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile torchship at eve
 The lock figure locks a small CPU spec (torch ==2.13.0, never unpinned) against the local
 wheel in /opt/wheels, uv's cache warm: it times the whole `torchship lock` from outside, the uv
 processes it runs from inside (Popen to exit), and the same uv calls run alone; what torchship
-adds is the first less the last. benchmarks/scale.py calls `run()`.
+adds is the first less the last. Where it goes is printed beside it: from the process's start
+to uv's, and from uv's exit to the process's end (time.perf_counter is the system's monotonic
+clock on Linux, the same in both processes), with the load average, since two busy cores
+double every figure. benchmarks/scale.py calls `run()`.
 """
 
 from __future__ import annotations
@@ -113,7 +116,7 @@ def lock_overhead(runs: int = 5) -> dict[str, float] | str:
     if not list(WHEELS.glob(f"torch-{TORCH}+cpu-*.whl")):
         return f"skipped: no torch {TORCH} CPU wheel in {WHEELS}"
     _write_bytecode([[_console_script(), "lock", "--help"]])
-    walls, inside, alone = [], [], []
+    walls, inside, alone, before, after = [], [], [], [], []
     calls: list[tuple[list[str], str | None]] = []
     env = {**os.environ, "UV_HTTP_RETRIES": "0"}
     with tempfile.TemporaryDirectory(prefix="torchship-bench-lock-") as tmp:
@@ -133,6 +136,8 @@ def lock_overhead(runs: int = 5) -> dict[str, float] | str:
             if i:
                 walls.append(wall)
                 inside.append(_union_s([(s[0], s[1]) for s in got["spans"]]))
+                before.append(min(s[0] for s in got["spans"]) - start)
+                after.append(start + wall - max(s[1] for s in got["spans"]))
         for _ in range(runs):  # the same uv calls, one after the other as the lock made them
             start = time.perf_counter()
             for call, stdin in calls:
@@ -144,6 +149,8 @@ def lock_overhead(runs: int = 5) -> dict[str, float] | str:
         "uv_inside": statistics.median(inside),
         "uv_alone": statistics.median(alone),
         "uv_calls": float(len(calls)),
+        "before_uv": statistics.median(before),
+        "after_uv": statistics.median(after),
     }
 
 
@@ -158,6 +165,7 @@ def run(runs: int = 10, commands: bool = True, lock: bool = True) -> None:
     print(f"version ratio: {version:.1f}x `python -c pass` (target <= {VERSION_TARGET:g}x)")
     if not lock:
         return
+    load = os.getloadavg()[0]
     got = lock_overhead(max(3, runs // 2))
     if isinstance(got, str):
         print(f"lock overhead: {got}")
@@ -171,6 +179,11 @@ def run(runs: int = 10, commands: bool = True, lock: bool = True) -> None:
         f"lock overhead: {added:.3f} s added to uv (whole less uv inside: "
         f"{got['lock'] - got['uv_inside']:.3f} s; target <= {LOCK_TARGET_S:g} s), "
         f"{added / LOCK_TARGET_S:.2f}x the target"
+    )
+    print(
+        f"  start to uv's start {got['before_uv']:.3f} s, uv's exit to the end "
+        f"{got['after_uv']:.3f} s; load average {load:.2f} to {os.getloadavg()[0]:.2f} "
+        f"on {os.cpu_count()} CPUs"
     )
 
 

@@ -1,13 +1,18 @@
 """`torchship lock`: resolve the spec and pin every package with hashes into torchship.lock.
 
 The library is imported inside the functions: `lock_path` is shared by every command that
-reads a lock, and `torchship lock --help` needs none of it."""
+reads a lock, and `torchship lock --help` needs none of it. `run` imports what uv's call needs
+and no more: the lock model loads while uv resolves (torchship.lock.lock_fleet)."""
 
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +65,35 @@ def lock_path(project: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchship.lock import check_lock, lock_changes, lock_fleet, read_lock, write_lock
-    from torchship.lock.validate import index_url
+    with _collector_paused():
+        return _run(args)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the lock is made. Importing ~200 modules
+    and the matrix makes objects by the hundred thousand and no cyclic garbage of note; the
+    collector's passes over them took ~50 ms while they loaded and ~35 ms at interpreter exit
+    (2 busy cores), of the ~0.35 s the lock added to uv (issue 20, scale_startup.py). At the end,
+    what the lock made joins the oldest generation at once (freeze, then unfreeze), so that
+    the collector, on again, does not scan all of it at the next allocation; and the process's
+    exit freezes what is alive then, so that the interpreter's last passes skip it. A process
+    calling `main` again (a test) keeps its collector and collects all of it as before."""
+    enabled = gc.isenabled()
+    gc.disable()
+    atexit.unregister(gc.freeze)  # once, however many locks one process makes
+    atexit.register(gc.freeze)
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from torchship.lock import lock_fleet
     from torchship.lock.wheels import find_links_from_env
     from torchship.spec.load import load_spec
 
@@ -69,11 +101,15 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(project)
     path = lock_path(project)
     if args.check:
+        from torchship.lock import check_lock, read_lock
+
         check_lock(spec, read_lock(path), path)
         print(f"{path} is up to date with {spec.source}")
         return 0
     for flag, url in (("--pytorch-index", args.pytorch_index), ("--pypi-index", args.pypi_index)):
         if url is not None:
+            from torchship.lock.validate import index_url
+
             try:
                 index_url(url)
             except ValueError as e:
@@ -91,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     lock, fleet = lock_fleet(
         spec, links, args.pytorch_index, args.pypi_index, previous=previous, upgrade=upgrade
     )
+    from torchship.lock import lock_changes, write_lock
+
     write_lock(lock, path)
     cuda = f"CUDA {lock.cuda}" if lock.cuda else "CPU"
     print(
@@ -136,7 +174,7 @@ def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) 
     import shlex
 
     from torchship.lock import resolve_spec_fleet
-    from torchship.lock.compile import plan_compile
+    from torchship.lock.plan import plan_compile
 
     fleet = resolve_spec_fleet(spec)
     res = fleet.primary
@@ -161,10 +199,10 @@ def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) 
 def _previous(path: Path) -> Lock | None:
     """The lock being replaced, whose pins are kept; None when there is none or it is
     unreadable (then everything is resolved afresh, and said so)."""
-    from torchship.lock import read_lock
-
     if not path.exists():
         return None
+    from torchship.lock import read_lock
+
     try:
         return read_lock(path)
     except LockFileError as e:

@@ -1,33 +1,40 @@
-"""Locking a project: resolve the spec, pin every package with hashes through uv, write the lock."""
+"""Locking a project: resolve the spec, pin every package with hashes through uv, write the lock.
+
+The lock model's names load when first used (PEP 562): `torchship lock` plans the primary uv
+call and starts uv before it loads the model, which then loads while uv resolves (issue 20).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
-from typing import TYPE_CHECKING
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from torchship.errors import LockError, NothingFitsError
-from torchship.lock.model import (
-    LOCK_FILE,
-    Lock,
-    LockedPackage,
-    LockEnvironment,
-    check_lock,
-    export_requirements,
-    is_cuda_package,
-    lock_changes,
-    read_lock,
-    spec_changes,
-    write_lock,
-)
-from torchship.spec.model import Spec
 
 if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
+    from pathlib import Path
+
     from torchship.compat.gpus import GPUTarget
     from torchship.compat.matrix import Matrix
     from torchship.compat.resolve import FleetResolution, Resolution
-    from torchship.lock.compile import CompilePlan, EnvPlan, Runner
+    from torchship.lock.compile import EnvPlan
+    from torchship.lock.model import (
+        LOCK_FILE,
+        Lock,
+        LockedPackage,
+        LockEnvironment,
+        check_lock,
+        export_requirements,
+        lock_changes,
+        read_lock,
+        spec_changes,
+        write_lock,
+    )
+    from torchship.lock.plan import CompilePlan
+    from torchship.lock.uv import Runner
+    from torchship.spec.model import Spec
 
 __all__ = [
     "LOCK_FILE",
@@ -47,11 +54,32 @@ __all__ = [
     "write_lock",
 ]
 
+_MODEL = frozenset(__all__) - {
+    "check_lock_file",
+    "lock_fleet",
+    "lock_spec",
+    "resolve_spec",
+    "resolve_spec_fleet",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODEL:
+        value = getattr(import_module("torchship.lock.model"), name)
+        globals()[name] = value  # once: later lookups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'torchship.lock' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 def check_lock_file(lock: Lock, lock_path: Path) -> None:
     """Like `uv run`, never use a lock that the spec beside it has moved past (LockOutOfDateError
     naming each change); a lock without its spec is taken as it is."""
     from torchship.errors import UsageError
+    from torchship.lock.model import check_lock
     from torchship.spec.load import find_spec_file, load_spec
 
     try:
@@ -108,14 +136,8 @@ def lock_fleet(
     spec still allows them, except the packages in `upgrade` (":all:" for every one). Raises
     NothingFitsError or LockError naming the platform; writes nothing."""
     from torchship.compat.platforms import LINUX_X86_64
-    from torchship.lock.compile import (
-        build_environment,
-        build_lock,
-        compile_all,
-        compile_env,
-        plan_compile,
-        plan_env_compile,
-    )
+    from torchship.lock.plan import plan_compile
+    from torchship.lock.uv import UvCall
 
     fleet = resolve_spec_fleet(spec)
     _check_fleet(spec, fleet)
@@ -128,9 +150,19 @@ def lock_fleet(
     if several:
         plan = replace(plan, label=f"{primary} ({choice.variant.name})")
     plan = _with_history(plan, previous, choice.variant.name, upgrade)
-    plan, packages = compile_env(plan, runner)
+    call = UvCall(plan, runner)  # uv resolves the primary environment from here on
+    try:  # meanwhile: what needs no answer from uv (the lock model loads with compile)
+        from torchship.lock.compile import build_environment, build_lock, compile_all, compile_env
+        from torchship.lock.model import is_cuda_package
+        from torchship.lock.plan import plan_env_compile
+
+        envs = _secondary_envs(spec, fleet, several)
+        targets = _fleet_targets(spec) if several else None
+        plan, packages = compile_env(plan, runner, started=call)
+    except BaseException:
+        call.kill()  # a failure of ours, or ^C: uv is stopped and nothing is written
+        raise
     shared = [p.pin for p in packages if p.name != "torch" and not is_cuda_package(p.name)]
-    envs = _secondary_envs(spec, fleet, several)
     plans = []
     for env in envs:
         eplan = plan_env_compile(
@@ -143,7 +175,6 @@ def lock_fleet(
         build_environment(spec, env.variant, pins, eplan, env if several else None)
         for env, (eplan, pins) in zip(envs, done, strict=True)
     )
-    targets = _fleet_targets(spec) if several else None
     lock = build_lock(spec, resolution, packages, plan, environments, targets)
     return lock, fleet
 

@@ -1,4 +1,5 @@
-"""Locking: plan the `uv pip compile` call (pure), run it (I/O), build the Lock (pure).
+"""Locking: plan the `uv pip compile` call (pure, plan.py), run it (I/O, uv.py), read its answer
+and build the Lock (pure, here).
 
 uv resolves for the target, not for this host: `--python-version` of the spec and
 `--python-platform` of the environment's platform — `x86_64-manylinux_2_XX` or
@@ -18,23 +19,16 @@ own list of torch's tags where the matrix falls short.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
-import subprocess
-import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 from torchship.compat.gpus import GPUTarget
-from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Release, Variant, load_matrix
-from torchship.compat.platforms import INFO, LINUX_X86_64, PlatformInfo
-from torchship.compat.resolve import Choice, Resolution
+from torchship.compat.matrix import Release, Variant
+from torchship.compat.platforms import INFO
+from torchship.compat.resolve import Resolution
 from torchship.errors import LockError
 from torchship.lock.model import (
     FLEET_SCHEMA_VERSION,
@@ -45,13 +39,21 @@ from torchship.lock.model import (
     LockEnvironment,
     drop_none,
 )
+from torchship.lock.plan import (
+    CompilePlan,
+    companion_versions,
+    plan_compile,
+    plan_env_compile,
+    platform_for,
+)
+from torchship.lock.uv import Group, Runner, UvCall, find_uv
 from torchship.lock.uv_errors import UV_NET_ERRORS, UV_URL_RE, macos_floor
 from torchship.lock.uv_errors import failure as _failure
 from torchship.lock.wheels import find_links_from_env, wheel_fits, wheels_in
 from torchship.spec.model import Spec
 from torchship.versions import driver_str, version_str
 
-__all__ = [  # with what env/sync.py and others import from here (uv_errors, wheels)
+__all__ = [  # with what env/sync.py and others import from here (plan, uv, uv_errors, wheels)
     "UV_NET_ERRORS",
     "UV_URL_RE",
     "CompilePlan",
@@ -73,252 +75,6 @@ __all__ = [  # with what env/sync.py and others import from here (uv_errors, whe
     "wheels_in",
 ]
 
-# (argv, stdin, variables to set in uv's environment) -> the finished process
-Runner = Callable[[Sequence[str], str, Mapping[str, str]], "subprocess.CompletedProcess[str]"]
-
-
-@dataclass(frozen=True, slots=True)
-class CompilePlan:
-    requirements: tuple[str, ...]
-    python_version: str  # uv has no free-threaded target; "3.13t" resolves as "3.13"
-    platform: str
-    index_url: str
-    extra_index_url: str | None
-    find_links: tuple[str, ...]
-    expected_torch: str  # what the lock must end up with, "2.9.1+cu126" or "2.9.1"
-    env: str = ""  # the lock environment this is for: "cu130", "cpu"
-    torch_index: str = PYPI_INDEX  # where this build of torch is published
-    constraints: tuple[str, ...] = ()  # pins shared with the primary environment
-    preferences: tuple[str, ...] = ()  # the previous lock's pins: kept where still allowed
-    upgrade: tuple[str, ...] = ()  # packages to move past their previous pins; ":all:" = all
-    target: str = LINUX_X86_64  # the platform's name
-    macos_min: str = ""  # macOS: the oldest macOS the wheels are for (MACOSX_DEPLOYMENT_TARGET)
-    label: str = ""  # named in errors where a lock has several platforms: "linux-aarch64-cpu"
-
-    @property
-    def environ(self) -> dict[str, str]:
-        """What uv's environment must hold: on macOS, the floor to resolve for (see above)."""
-        return {"MACOSX_DEPLOYMENT_TARGET": self.macos_min} if self.macos_min else {}
-
-    def argv(self, uv: str, constraints_file: str = "", output_file: str = "") -> list[str]:
-        args = [
-            uv,
-            "pip",
-            "compile",
-            "-",
-            "--generate-hashes",
-            "--no-header",
-            "--emit-index-annotation",
-            "--no-config",
-            "--quiet",
-            "--python-version",
-            self.python_version,
-            "--python-platform",
-            self.platform,
-            "--index-url",
-            self.index_url,
-        ]
-        if self.extra_index_url:
-            args += ["--extra-index-url", self.extra_index_url]
-        for fl in self.find_links:
-            args += ["--find-links", fl]
-        if self.constraints:
-            args += ["--constraint", constraints_file or "<constraints.txt>"]
-        if self.preferences:  # uv keeps the pins of an existing output file unless upgraded
-            args += ["--output-file", output_file or "<previous pins>"]
-        if ":all:" in self.upgrade:
-            args.append("--upgrade")
-        else:
-            for name in self.upgrade:
-                args += ["--upgrade-package", name]
-        return args
-
-    @property
-    def stdin(self) -> str:
-        return "\n".join(self.requirements) + "\n"
-
-
-def platform_for(glibc: tuple[int, ...]) -> str:
-    return INFO[LINUX_X86_64].uv_target(glibc)
-
-
-def companion_versions(name: str, release: Release, python: str) -> tuple[str, ...]:
-    """The torchvision / torchaudio releases that install beside this torch on this Python,
-    oldest first: the ones made for it (`==torch`) when there are, else those whose `>=`
-    accepts it (torchvision 0.29.2 for torch 2.15); () for any other package."""
-    if name not in ("torchvision", "torchaudio"):
-        return ()
-    pairs = release.torchvision if name == "torchvision" else release.torchaudio
-    fits = tuple(
-        c.version
-        for c in load_matrix().companions_of(name)
-        if not c.yanked and c.accepts(release.version) and c.has_wheel_for(python)
-        and c.runs_on(python, None)
-    )  # fmt: skip
-    made_for = tuple(v for v in fits if v in pairs)
-    return made_for or fits or pairs
-
-
-def _requirements(spec: Spec, release: Release, torch: str) -> list[str]:
-    # `===` (exact string): `==2.13.0` would also match a local build such as 2.13.0+cpu in a
-    # find-links folder, and the environment would get the wrong build of torch.
-    reqs = [f"torch==={torch}"]
-    for p in spec.packages:
-        r = Requirement(p)
-        pairs = companion_versions(r.name.lower(), release, spec.python)
-        if pairs and not r.specifier and not r.url:  # pin the release paired with this torch
-            reqs.append(
-                f"{r.name}{'[' + ','.join(sorted(r.extras)) + ']' if r.extras else ''}"
-                f"=={pairs[-1]}" + (f"; {r.marker}" if r.marker else "")
-            )
-        else:
-            reqs.append(p)
-    if spec.image.jupyter and "jupyterlab" not in {Requirement(r).name.lower() for r in reqs}:
-        reqs.append("jupyterlab")  # the jupyter image variant runs it, so it is locked too
-    return reqs
-
-
-def plan_compile(
-    spec: Spec,
-    choice: Choice,
-    find_links: Sequence[str] = (),
-    pytorch_index: str | None = None,
-    pypi_index: str | None = None,
-) -> CompilePlan:
-    """The exact uv call for this spec and the resolver's choice (pure)."""
-    return plan_env_compile(
-        spec, choice.release, choice.variant, find_links, pytorch_index, pypi_index
-    )
-
-
-def plan_env_compile(
-    spec: Spec,
-    release: Release,
-    variant: Variant,
-    find_links: Sequence[str] = (),
-    pytorch_index: str | None = None,
-    pypi_index: str | None = None,
-    constraints: Sequence[str] = (),
-    has_wheel: Callable[[str], bool] | None = None,
-    label: str = "",
-) -> CompilePlan:
-    """The uv call that locks one environment: `variant`'s build of `release` as published for
-    `release.platform` (pure, but for `has_wheel`, which looks for torch's wheel for that
-    platform in the find-links folders)."""
-    info = INFO[release.platform]
-    default = variant.name == release.pypi_default
-    torch = release.torch if default else release.local_version(variant)
-    extra = None
-    if not default:
-        # The PyTorch index serves this build; a find-links folder holding the same wheel
-        # (for this platform) stands in for it where it cannot be reached.
-        local = (has_wheel or (lambda v: _has_local_wheel(find_links, v, info, spec.python)))(torch)
-        if not local:
-            extra = f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{variant.name}"
-    glibc = release.glibc_min
-    if spec.targets.glibc:
-        glibc = max(glibc, tuple(int(x) for x in spec.targets.glibc.split(".")))
-    # the oldest macOS this Python's torch wheel is for (torch 2.10: 11.0, but 14.0 for 3.14)
-    macos = release.macos_floor(spec.python) if info.os == "macos" else None
-    return CompilePlan(
-        requirements=tuple(_requirements(spec, release, torch)),
-        python_version=spec.python.rstrip("t"),
-        platform=info.uv_target(glibc),
-        index_url=pypi_index or PYPI_INDEX,
-        extra_index_url=extra,
-        find_links=tuple(str(f) for f in find_links),
-        expected_torch=torch,
-        env=variant.name,
-        torch_index=(pypi_index or PYPI_INDEX)
-        if default
-        else f"{(pytorch_index or PYTORCH_INDEX).rstrip('/')}/{variant.name}",
-        constraints=tuple(constraints),
-        target=release.platform,
-        macos_min=version_str(macos) if macos else "",
-        label=label,
-    )
-
-
-def _has_local_wheel(
-    find_links: Sequence[str], version: str, info: PlatformInfo, python: str
-) -> bool:
-    wheels = wheels_in(find_links, "torch", version)
-    return any(wheel_fits(w.name, info, python) for w in wheels)
-
-
-def find_uv() -> str:
-    try:
-        from uv import find_uv_bin
-
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        found = shutil.which("uv")
-        if found:
-            return found
-    raise LockError(
-        "uv is not installed", "pip install uv (torchship locks through `uv pip compile`)"
-    )
-
-
-def _uv_environ(extra: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment for uv, less what would point it elsewhere (a user's index
-    settings, a macOS floor of this host), plus the plan's own variables."""
-    drop = ("UV_INDEX", "UV_EXTRA_INDEX", "MACOSX_DEPLOYMENT_TARGET")
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
-
-
-def _run(
-    argv: Sequence[str], stdin: str, extra: Mapping[str, str]
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=_uv_environ(extra),
-        check=False,
-        timeout=900,
-    )
-
-
-class _Group:
-    """uv processes run side by side, all killed as soon as one fails (the lock fails then,
-    and the others' answers would be thrown away)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._procs: list[subprocess.Popen[str]] = []
-        self.stopped = False
-
-    def run(
-        self, argv: Sequence[str], stdin: str, extra: Mapping[str, str]
-    ) -> subprocess.CompletedProcess[str]:
-        with self._lock:
-            if self.stopped:
-                return subprocess.CompletedProcess(list(argv), -9, "", "")
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=_uv_environ(extra),
-            )
-            self._procs.append(proc)
-        try:
-            out, err = proc.communicate(stdin, timeout=900)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-        return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
-
-    def stop(self) -> None:
-        with self._lock:
-            self.stopped = True
-            for proc in self._procs:
-                if proc.poll() is None:
-                    proc.kill()
-
 
 def compile_all(
     plans: Sequence[CompilePlan], runner: Runner | None = None
@@ -327,7 +83,7 @@ def compile_all(
     the plans' order. The first failure stops the others and is raised."""
     if len(plans) <= 1:
         return [compile_env(p, runner) for p in plans]
-    group = _Group()
+    group = Group()
     with ThreadPoolExecutor(max_workers=min(len(plans), 6)) as pool:
         futures = {pool.submit(compile_env, p, runner or group.run): i
                    for i, p in enumerate(plans)}  # fmt: skip
@@ -350,36 +106,22 @@ def compile_requirements(
 
 
 def compile_env(
-    plan: CompilePlan, runner: Runner | None = None
+    plan: CompilePlan, runner: Runner | None = None, started: UvCall | None = None
 ) -> tuple[CompilePlan, tuple[LockedPackage, ...]]:
     """`compile_requirements`, answering with the plan uv succeeded with: on macOS, where torch
     has no wheel for this Python at the release's floor, once more at the floor its wheels say
-    (uv_errors.macos_floor), which the environment then records."""
-    code, text, stderr = _invoke(plan, runner)
+    (uv_errors.macos_floor), which the environment then records. `started`: this plan's call,
+    already under way."""
+    code, text, stderr = (started or UvCall(plan, runner)).result()
     if code != 0 and plan.macos_min:
         machine = "arm64" if plan.platform.startswith("aarch64") else "x86_64"
         floor = macos_floor(stderr, plan.macos_min, machine)
         if floor is not None:
             plan = replace(plan, macos_min=floor)
-            code, text, stderr = _invoke(plan, runner)
+            code, text, stderr = UvCall(plan, runner).result()
     if code != 0:
         raise _failure(plan, stderr, plan.expected_torch)
     return plan, parse_compiled(text, plan.find_links)
-
-
-def _invoke(plan: CompilePlan, runner: Runner | None) -> tuple[int, str, str]:
-    """uv's exit code, its answer and its stderr."""
-    with tempfile.TemporaryDirectory(prefix="torchship-lock-") as tmp:
-        constraints, previous = Path(tmp, "constraints.txt"), Path(tmp, "previous.txt")
-        constraints.write_text("".join(f"{c}\n" for c in plan.constraints), "utf-8")
-        previous.write_text("".join(f"{c}\n" for c in plan.preferences), "utf-8")
-        argv = plan.argv(find_uv() if runner is None else "uv", str(constraints), str(previous))
-        proc = (runner or _run)(argv, plan.stdin, plan.environ)
-        if proc.returncode != 0:
-            return proc.returncode, "", proc.stderr
-        # With --output-file (previous pins to keep) uv writes its answer there.
-        text = proc.stdout if proc.stdout.strip() else previous.read_text("utf-8")
-    return 0, text, proc.stderr
 
 
 _PIN_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;\\]+)")

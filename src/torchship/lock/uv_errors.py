@@ -11,7 +11,7 @@ from torchship.compat.platforms import INFO
 from torchship.errors import IndexUnreachableError, LockError
 
 if TYPE_CHECKING:
-    from torchship.lock.compile import CompilePlan
+    from torchship.lock.plan import CompilePlan
 
 # What uv prints when an index cannot be reached (its lines, as of uv 0.13); `sync` reads them too.
 UV_NET_ERRORS = (

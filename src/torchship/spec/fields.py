@@ -7,14 +7,17 @@ file/field or flag so the user sees where the bad value came from.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from torchship.errors import excerpt
 from torchship.versions import Version as NumVersion
 from torchship.versions import parse_version
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
 
 _PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
 _CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d))?(?:\.\d+)?$")
@@ -100,6 +103,10 @@ def parse_glibc(text: str) -> NumVersion:
 
 def parse_requirement(text: str) -> Requirement:
     """A PEP 508 requirement; torch itself is set by the `torch` field, never here."""
+    # packaging's PEP 508 parser (and its markers, tags, logging, platform …) loads only for a
+    # spec that names packages (issue 20: what `torchship lock` imports before uv starts)
+    from packaging.requirements import InvalidRequirement, Requirement
+
     try:
         req = Requirement(str(text))
     except InvalidRequirement as e:

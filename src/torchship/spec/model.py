@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,5 +78,7 @@ class Spec:
 
 def content_hash(data: Any) -> str:
     """sha256 of canonical JSON (sorted keys, no whitespace): stable across formatting."""
+    import hashlib  # loads OpenSSL: not before `torchship lock` has started uv (issue 20)
+
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -1,0 +1,180 @@
+"""uv started early (issue 20): `torchship lock` starts the primary environment's uv call before
+it loads the lock model, and a failure of its own while uv runs stops uv and writes nothing.
+
+uv is a stand-in script here that logs its call and answers with a real uv output
+(tests/data/uv/compile-x86_64-manylinux_2_28-2.13.0+cpu.txt, uv 0.13.9 against PyPI); the
+real uv runs in tests/integration/test_lock_real.py.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import torchship.lock
+import torchship.lock.uv
+from tests.conftest import REPO
+from torchship.cli import main
+from torchship.errors import LockError
+from torchship.lock import lock_fleet, write_lock
+from torchship.lock.plan import CompilePlan
+from torchship.lock.uv import UvCall
+from torchship.spec import load_spec
+
+ANSWER = REPO / "tests/data/uv/compile-x86_64-manylinux_2_28-2.13.0+cpu.txt"
+SPEC = 'torch = "2.13.0"\ncuda = "cpu"\npython = "3.11"\npackages = ["numpy", "tqdm"]\n'
+WHEEL = "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+
+# Logs its argv and stdin, waits FAKE_UV_SLEEP seconds, then answers as uv does: on stdout, or
+# in the --output-file when one is named (uv keeps the pins there).
+FAKE_UV = """#!{python}
+import json, os, sys, time
+argv = sys.argv[1:]
+stdin = sys.stdin.read()
+with open(os.environ["FAKE_UV_LOG"], "a") as f:
+    f.write(json.dumps({{"argv": argv, "stdin": stdin}}) + "\\n")
+time.sleep(float(os.environ.get("FAKE_UV_SLEEP", "0")))
+answer = open(os.environ["FAKE_UV_ANSWER"]).read().split("\\n", 1)[1]
+if "--output-file" in argv:
+    open(argv[argv.index("--output-file") + 1], "w").write(answer)
+else:
+    sys.stdout.write(answer)
+"""
+
+
+@pytest.fixture
+def fake_uv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    uv = tmp_path / "fake-uv"
+    uv.write_text(FAKE_UV.format(python=sys.executable))
+    uv.chmod(0o755)
+    monkeypatch.setenv("FAKE_UV_LOG", str(tmp_path / "uv.log"))
+    monkeypatch.setenv("FAKE_UV_ANSWER", str(ANSWER))
+    monkeypatch.setenv("PIP_FIND_LINKS", "")  # the folder below alone holds torch's wheel
+    monkeypatch.setattr(torchship.lock.uv, "find_uv", lambda: str(uv))
+    return uv
+
+
+def _project(tmp_path: Path) -> tuple[Path, Path]:
+    project, wheels = tmp_path / "proj", tmp_path / "wheels"
+    project.mkdir()
+    wheels.mkdir()
+    (project / "torchship.toml").write_text(SPEC)
+    (wheels / WHEEL).write_bytes(b"")
+    return project, wheels
+
+
+def _calls(tmp_path: Path) -> list[dict[str, Any]]:
+    log = tmp_path / "uv.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _replay(
+    argv: Sequence[str], stdin: str, env: Mapping[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.CompletedProcess(list(argv), 0, ANSWER.read_text().split("\n", 1)[1], "")
+
+
+def test_uv_starts_before_the_lock_model_loads_and_the_lock_is_the_same(
+    tmp_path: Path, fake_uv: Path
+) -> None:
+    project, wheels = _project(tmp_path)
+    child = f"""
+import subprocess, sys
+import torchship.lock.uv
+torchship.lock.uv.find_uv = lambda: {str(fake_uv)!r}
+loaded = []
+class Watched(subprocess.Popen):
+    def __init__(self, *a, **k):
+        loaded.append("torchship.lock.model" in sys.modules)
+        super().__init__(*a, **k)
+subprocess.Popen = Watched
+from torchship.cli import main
+code = main(["lock", {str(project)!r}, "--find-links", {str(wheels)!r}])
+print("model loaded at uv's start:", loaded)
+sys.exit(code)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "model loaded at uv's start: [False]" in out.stdout
+    [call] = _calls(tmp_path)
+    assert call["stdin"] == "torch===2.13.0+cpu\nnumpy\ntqdm\n"
+    # byte for byte the lock the same uv answer makes through the runner seam
+    lock, _ = lock_fleet(load_spec(project), [str(wheels)], runner=_replay)
+    write_lock(lock, tmp_path / "replayed.lock")
+    assert (project / "torchship.lock").read_bytes() == (tmp_path / "replayed.lock").read_bytes()
+
+
+def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
+    tmp_path: Path,
+    fake_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    project, wheels = _project(tmp_path)
+    monkeypatch.setenv("FAKE_UV_SLEEP", "60")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    started: list[subprocess.Popen[str]] = []
+    popen = torchship.lock.uv._popen
+
+    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
+        started.append(popen(argv, extra))
+        return started[-1]
+
+    def fails(*args: object) -> None:
+        raise LockError("torch 2.13.0 has no CPU build to lock a cpu environment from", "a hint")
+
+    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
+    monkeypatch.setattr(torchship.lock, "_secondary_envs", fails)
+    begun = time.monotonic()
+    code = main(["lock", str(project), "--find-links", str(wheels)])
+    assert code == 1 and time.monotonic() - begun < 30  # not the 60 s uv would take
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: torch 2.13.0 has no CPU build to lock a cpu environment from",
+                   "hint: a hint"]  # fmt: skip
+    [proc] = started
+    assert proc.returncode == -9  # killed, and reaped
+    assert not (project / "torchship.lock").exists()
+    assert not list((tmp_path / "tmp").iterdir())  # the call's files are gone too
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # this process's collector as it was
+
+
+def test_uvs_answer_in_the_output_file_when_previous_pins_are_kept(
+    tmp_path: Path, fake_uv: Path
+) -> None:
+    plan = CompilePlan(
+        requirements=("torch===2.13.0+cpu", "numpy"),
+        python_version="3.11",
+        platform="x86_64-manylinux_2_28",
+        index_url="https://pypi.org/simple",
+        extra_index_url=None,
+        find_links=(),
+        expected_torch="2.13.0+cpu",
+        preferences=("numpy==2.3.5",),
+    )
+    code, text, _ = UvCall(plan).result()
+    assert code == 0 and text == ANSWER.read_text().split("\n", 1)[1]
+    [call] = _calls(tmp_path)
+    assert call["stdin"] == plan.stdin and "--output-file" in call["argv"]
+    previous = call["argv"][call["argv"].index("--output-file") + 1]
+    assert not Path(previous).exists()  # removed once answered
+
+
+def test_the_lock_package_loads_without_its_model() -> None:
+    code = "import sys, torchship.lock.plan, torchship.lock.uv; print(sorted(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "'torchship.lock.model'" not in out.stdout
+    assert "'torchship.lock.validate'" not in out.stdout
