@@ -71,12 +71,13 @@ def build_parser(command: str | None = None, *, load_all: bool = False) -> argpa
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     wanted = set(COMMAND_MODULES.values()) if load_all else {COMMAND_MODULES.get(command or "")}
+    known = command in COMMAND_MODULES and not load_all  # the others' stubs would go unused
     for name, (module, helptext) in COMMANDS.items():
         if name in sub.choices:  # added by its module with an earlier name (sync, then env)
             continue
         if module in wanted:
             import_module(f"torchship.cli.{module}").add_parser(sub)
-        else:
+        elif not known:
             sub.add_parser(name, help=helptext, add_help=False)
     return parser
 

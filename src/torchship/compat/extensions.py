@@ -17,7 +17,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
@@ -41,6 +40,8 @@ def _data() -> dict[str, Any]:
 
 def extension_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The extensions among the packages, with their specifiers ("" when unpinned)."""
+    from packaging.requirements import Requirement  # ~10 ms: only when used
+
     out = []
     for p in packages:
         r = Requirement(p)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
 from torchship.compat.extensions import extension_pins
@@ -53,12 +52,16 @@ def fleet_platforms(gpus: tuple[GPUTarget, ...], named: tuple[str, ...]) -> tupl
 
 
 def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
+    from packaging.requirements import Requirement  # ~10 ms: only when used
+
     names = {Requirement(p).name.lower() for p in packages}
     return tuple(lib for lib in DOMAIN_LIBRARIES if lib in names)
 
 
 def domain_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The version specifiers the user put on torchvision / torchaudio (`torchaudio==2.10.0`)."""
+    from packaging.requirements import Requirement  # ~10 ms: only when used
+
     out = []
     for p in packages:
         r = Requirement(p)
