@@ -148,14 +148,17 @@ def test_constants_repeated_for_the_parsers_agree() -> None:
     from torchship.cli import image as image_cli
     from torchship.cli import lock as lock_cli
     from torchship.cli import metrics as metrics_cli
+    from torchship.cli import simulate as simulate_cli
     from torchship.image import VARIANTS
     from torchship.image.build import ENGINES
     from torchship.lock import LOCK_FILE
     from torchship.monitor.exporter import DEFAULT_CACHE_S, DEFAULT_PORT
+    from torchship.place.simulate import POLICIES
 
     assert image_cli.VARIANTS == VARIANTS
     assert image_cli.ENGINES == ENGINES
     assert lock_cli.LOCK_FILE == LOCK_FILE
+    assert simulate_cli.POLICIES == POLICIES
     assert (metrics_cli.DEFAULT_PORT, metrics_cli.DEFAULT_CACHE_S) == (
         DEFAULT_PORT,
         DEFAULT_CACHE_S,

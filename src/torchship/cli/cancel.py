@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from torchship.jobs import cancel, get_job
-from torchship.state import JobStore
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("cancel", help="stop a job")
@@ -16,6 +13,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.jobs import cancel, get_job
+    from torchship.state import JobStore
+
     with JobStore() as store:
         before = get_job(store, args.job)
         job = cancel(store, before)

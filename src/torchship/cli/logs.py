@@ -6,9 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from torchship.jobs import follow, get_job, logs
-from torchship.state import JobStore
-
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("logs", help="a job's output")
@@ -18,6 +15,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.jobs import follow, get_job, logs
+    from torchship.state import JobStore
+
     with JobStore() as store:
         job = get_job(store, args.job)
         # following: the store learns the job runs as its lines come (jobs.follow)

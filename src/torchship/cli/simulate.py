@@ -7,14 +7,17 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torchship._atomic import open_atomic
 from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
-from torchship.place.simulate import POLICIES, PolicyResult, generated, period_days, simulate
-from torchship.place.trace import read_trace
-from torchship.sites import sites_or_default
+
+if TYPE_CHECKING:
+    from torchship.place.simulate import PolicyResult
+
+# torchship.place.simulate's POLICIES, repeated so that parsing loads no library module (a
+# test checks they agree)
+POLICIES = ("hybrid", "local-only", "cloud-only", "cheapest")
 
 
 def add_parser(sub: Any) -> None:
@@ -48,6 +51,10 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.place.simulate import generated, period_days, simulate
+    from torchship.place.trace import read_trace
+    from torchship.sites import sites_or_default
+
     sites, source = sites_or_default(args.sites)
     if (args.trace is None) == (args.generate is None):
         raise UsageError(
@@ -129,5 +136,7 @@ def plot(results: list[PolicyResult], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(buf, format="png")
     plt.close(fig)
+    from torchship._atomic import open_atomic
+
     with open_atomic(path) as f:
         f.write(buf.getvalue())
