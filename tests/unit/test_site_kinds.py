@@ -158,6 +158,9 @@ ALLOWED = {
     ("cli/run.py", "local"),
     ("jobs.py", "local"),
     ("sites.py", "local"),
+    # the image build engines (`image build --engine docker`), repeated for the parser: a build
+    # tool of this machine, not the docker site kind
+    ("cli/image.py", "docker"),
 }
 
 
