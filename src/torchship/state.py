@@ -372,6 +372,11 @@ class JobStore:
                 "put the job store on a local file system",
             )
         self._db.execute("PRAGMA synchronous = NORMAL")
+        # A checkpoint (two fsyncs) lands on the write that fills the WAL. A submission writes
+        # ~11 pages (schema 4; ~9.4 before), so SQLite's default of 1,000 pages put one in ~1%
+        # of a lone writer's submissions (its p99 17 ms against 0.9 ms); 2,000 pages (8 MiB of
+        # WAL at most) halves how often, and the fsyncs in all.
+        self._db.execute("PRAGMA wal_autocheckpoint = 2000")
         self._db.execute("PRAGMA foreign_keys = ON")
         self._migrate()
         have = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -78,6 +78,9 @@ _TALLY_ADD = (
 # keys of jobs moved to the archive, so a retry of an archived job's key is not a new job.
 MIGRATIONS[4] = (
     "UPDATE jobs SET site_name = site WHERE site_name IS NULL",
+    # `site` (the kind, before schema 3) is no longer written nor asked: its index only cost
+    # every write a page
+    "DROP INDEX jobs_site",
     "DROP INDEX jobs_state",
     "CREATE INDEX jobs_state ON jobs(state, id)",
     "DROP INDEX jobs_site_name",
