@@ -100,7 +100,7 @@ def move_due(
     now = time.time() if now is None else now
     path = archive_path(store.path)
     jobs = events = 0
-    with JobStore(path, store.busy_timeout_s) as archive:
+    with _opened_archive(store) as archive:
         while limit is None or jobs < limit:
             size = batch if limit is None else min(batch, limit - jobs)
             moved = _move_batch(store, archive, now - older_than_s, size, now)
@@ -108,6 +108,19 @@ def move_due(
                 return Moved(jobs, events, path, False)
             jobs, events = jobs + moved[0], events + moved[1]
     return Moved(jobs, events, path, _any_due(store, now - older_than_s, now))
+
+
+@contextmanager
+def _opened_archive(store: JobStore) -> Iterator[JobStore]:
+    """The archive, made (or migrated) by one mover at a time: under jobs.db's write lock, as
+    every batch, so no mover holds the archive while it waits for jobs.db (two moves that
+    started together made it at once, and one waited out its busy timeout)."""
+    with store._tx():
+        archive = JobStore(archive_path(store.path), store.busy_timeout_s)
+    try:
+        yield archive
+    finally:
+        archive.close()
 
 
 @_guarded
