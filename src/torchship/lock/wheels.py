@@ -3,24 +3,65 @@ say it installs on (from its file name alone, as pip and uv read it)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-from packaging.tags import Tag
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion
+from typing import NamedTuple
 
 from torchship.compat.platforms import PlatformInfo
+
+# A wheel's file name, read here rather than with packaging.utils.parse_wheel_filename: that
+# imports packaging.tags (with logging and sysconfig), ~20 ms before `torchship lock` can start
+# uv. The format: {name}-{version}(-{build})?-{python}-{abi}-{platform}.whl, each tag part a
+# dot-separated set (packaging.python.org, "Binary distribution format"); names compare as
+# PEP 503 normalises them.
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._]*[A-Za-z0-9])?$")
+_VERSION = re.compile(r"^v?\d[A-Za-z0-9.!+_]*$")  # PEP 440's characters; packaging decides
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+class Tag(NamedTuple):
+    interpreter: str
+    abi: str
+    platform: str
+
+
+def canonical_name(name: str) -> str:
+    return _SEPARATORS.sub("-", name).lower()
+
+
+def wheel_name(filename: str) -> tuple[str, str, tuple[Tag, ...]] | None:
+    """(name, version, tags) of a wheel's file name; None when it is not one."""
+    if not filename.endswith(".whl"):
+        return None
+    parts = filename[:-4].split("-")
+    if len(parts) not in (5, 6) or not _NAME.match(parts[0]) or not _VERSION.match(parts[1]):
+        return None
+    if len(parts) == 6 and not parts[2][:1].isdigit():  # a build tag starts with a digit
+        return None
+    pythons, abis, platforms = (p.split(".") for p in parts[-3:])
+    tags = tuple(Tag(i, a, p) for i in pythons for a in abis for p in platforms)
+    return parts[0], parts[1], tags
+
+
+def _same_version(wheel_version: str, version: str) -> bool:
+    if wheel_version == version:
+        return True
+    from packaging.version import InvalidVersion, Version  # a spelling that is not the norm
+
+    try:
+        return str(Version(wheel_version)) == version
+    except InvalidVersion:
+        return False
 
 
 def wheel_fits(wheel: str, info: PlatformInfo, python: str = "") -> bool:
     """Whether a wheel's file name says it installs on this platform (a pure wheel does) and,
     given `python` ("3.12"), on that Python."""
-    try:
-        _, _, _, tags = parse_wheel_filename(wheel)
-    except (InvalidWheelFilename, InvalidVersion):
+    parsed = wheel_name(wheel)
+    if parsed is None:
         return False
-    return any(_tag_fits(t, info) and _python_fits(t, python) for t in tags)
+    return any(_tag_fits(t, info) and _python_fits(t, python) for t in parsed[2])
 
 
 def _tag_fits(tag: Tag, info: PlatformInfo) -> bool:
@@ -67,10 +108,10 @@ def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
             continue
         seen.add(path.resolve())
         for wheel in sorted(path.glob("*.whl")):
-            try:
-                wname, wversion, _, _ = parse_wheel_filename(wheel.name)
-            except (InvalidWheelFilename, InvalidVersion):
+            parsed = wheel_name(wheel.name)
+            if parsed is None:
                 continue
-            if canonicalize_name(wname) == canonicalize_name(name) and str(wversion) == version:
+            wname, wversion, _ = parsed
+            if canonical_name(wname) == canonical_name(name) and _same_version(wversion, version):
                 out.append(wheel)
     return out
