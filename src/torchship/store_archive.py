@@ -100,6 +100,8 @@ def move_due(
     now = time.time() if now is None else now
     path = archive_path(store.path)
     jobs = events = 0
+    if not _any_due(store, now - older_than_s, now):  # no archive made for nothing
+        return Moved(0, 0, path, False)
     with _opened_archive(store) as archive:
         while limit is None or jobs < limit:
             size = batch if limit is None else min(batch, limit - jobs)
