@@ -7,6 +7,7 @@ without parsing the sentence. This module imports the resolver; the resolver nev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -16,7 +17,14 @@ from torchship.compat.builds import platform_builds
 from torchship.compat.gpus import GPUTarget
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import Judge, Resolution, matching_releases, resolve_fleet
+from torchship.compat.resolve import (
+    Judge,
+    Resolution,
+    matching_releases,
+    platform_request,
+    resolution_json,
+    resolve_fleet,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +53,13 @@ def _every_view(req: Request, m: Matrix) -> list[Release]:
     return [row[0] for row in platform_builds(m, req.platform).rows if row is not None]
 
 
-def _requested(req: Request, m: Matrix) -> list[Release]:
-    return _views(req, tuple(reversed(matching_releases(m, req.torch))))
+def _requested(
+    req: Request, m: Matrix, releases: tuple[Release, ...] | None = None
+) -> list[Release]:
+    """`releases`: matching_releases(m, req.torch) where the caller has it."""
+    if releases is None:
+        releases = matching_releases(m, req.torch)
+    return _views(req, tuple(reversed(releases)))
 
 
 def _covering(req: Request, m: Matrix, t: GPUTarget) -> tuple[tuple[Release, list[str]], ...]:
@@ -129,7 +142,9 @@ def nearest_fit(req: Request, m: Matrix) -> str | None:
     return _nearest_fit(req, m, _requested(req, m))
 
 
-def _nearest_fit(req: Request, m: Matrix, wanted: list[Release]) -> str | None:
+def _nearest_fit(
+    req: Request, m: Matrix, wanted: list[Release], judge: Judge | None = None
+) -> str | None:
     """Searched outwards from the requested torch, release by release, stopping at the first
     that has a fit. Every build is judged as the resolver judges it (the request's torch range
     and CUDA pin aside: the judgement never reads them), with the request's kernel tables, so a
@@ -138,7 +153,7 @@ def _nearest_fit(req: Request, m: Matrix, wanted: list[Release]) -> str | None:
     newest = wanted[-1].torch if wanted else None
     rels = m.releases
     cut = next((i + 1 for i, b in enumerate(rels) if b.torch == newest), len(rels))
-    judge = Judge(req, m)
+    judge = judge or Judge(req, m)  # the resolver's, where the caller has it
     for i in (*range(cut - 1, -1, -1), *range(cut, len(rels))):  # the newest at or below first
         fits = judge.fits(i)
         if fits:
@@ -152,22 +167,30 @@ def explain(res: Resolution) -> tuple[Suggestion, ...]:
     if res.ok or req is None or m is None:
         return ()
     if res.compatible:  # targets fit, the CUDA pin does not
-        return (
-            Suggestion(
-                "cuda-pin",
-                f"cuda = {req.cuda!r} does not fit; compatible builds: "
-                f"{', '.join(res.compatible)} (set cuda = 'auto' or one of these)",
-            ),
-        )
+        return (Suggestion("cuda-pin", _cuda_pin_text(req, res.compatible)),)
     return _what_would_fit(req, m)
 
 
-def _what_would_fit(req: Request, m: Matrix) -> tuple[Suggestion, ...]:
-    wanted = _requested(req, m)  # the requested releases, found once for every hint
+def _cuda_pin_text(req: Request, compatible: Sequence[str]) -> str:
+    return (
+        f"cuda = {req.cuda!r} does not fit; compatible builds: "
+        f"{', '.join(compatible)} (set cuda = 'auto' or one of these)"
+    )
+
+
+def _what_would_fit(
+    req: Request,
+    m: Matrix,
+    judge: Judge | None = None,
+    releases: tuple[Release, ...] | None = None,
+) -> tuple[Suggestion, ...]:
+    """`judge` and `releases`: the resolver's Judge for `req` and matching releases, reused
+    where the caller has them."""
+    wanted = _requested(req, m, releases)  # the requested releases, found once for every hint
     out = [Suggestion("python", h) for h in (_python_hint(req, m, wanted),) if h]
     out += [Suggestion("driver", h) for h in (_driver_hint(req, m, wanted),) if h]
     out += [Suggestion("gpu", h) for t in req.gpus if (h := _gpu_hint(req, m, t, wanted))]
-    fit = _nearest_fit(req, m, wanted)
+    fit = _nearest_fit(req, m, wanted, judge)
     if fit:
         on = "" if req.python is None else f" on Python {req.python}"
         out.append(Suggestion("fit", f"{fit} fits every target{on}", fit))
@@ -178,8 +201,27 @@ def fleet_json(req: Request, m: Matrix) -> dict[str, Any]:
     """`torchship resolve --json`'s document for `req`: every platform's answer and, when
     nothing fits, what would (computed only then). benchmarks/resolve.py measures its
     throughput against the resolver's target."""
-    fleet = resolve_fleet(req, m)
-    return fleet.to_json(tuple(s.text for s in explain(fleet.primary)))
+    if len(req.platforms) != 1:
+        fleet = resolve_fleet(req, m)
+        return fleet.to_json(tuple(s.text for s in explain(fleet.primary)))
+    # one platform: FleetResolution.to_json of resolve_fleet's answer, built without the
+    # Resolution, and the suggestions with the resolver's judge and releases
+    platform = req.platforms[0]
+    preq = platform_request(req, platform)
+    doc, found = resolution_json(preq, m)
+    suggestions: list[str] = []
+    if found.picked is None:
+        if found.compatible:  # as explain: targets fit, the CUDA pin does not
+            suggestions.append(_cuda_pin_text(preq, found.compatible))
+        else:
+            what = _what_would_fit(preq, m, found.judge, found.releases)
+            suggestions += [s.text for s in what]
+    out = {**doc, "suggestions": suggestions}
+    out["platform"] = platform
+    out["platforms"] = [{"platform": platform, **doc, "suggestions": None}]
+    torch = None if found.picked is None else found.picked[0].torch
+    out["fleet"] = {"torch": torch, "problem": None}
+    return out
 
 
 def clear_caches() -> None:

@@ -9,9 +9,10 @@ else the newest CUDA. Codes are documented in docs/resolver.md; never rename one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from packaging.specifiers import SpecifierSet
 
@@ -90,26 +91,30 @@ class Choice:
         return self.release.local_version(self.variant)
 
     def to_json(self) -> dict[str, Any]:
-        v = self.variant
-        return {
-            "torch": self.release.torch,
-            "variant": v.name,
-            "cuda": None if v.cuda is None else v.cuda_str,
-            "arch_list": list(v.arch_tokens()),
-            "arch_confidence": v.arch_confidence,
-            "min_driver": None if self.min_driver is None else driver_str(self.min_driver),
-            "cudnn": v.cudnn,
-            "nccl": v.nccl,
-            "glibc_min": version_str(self.release.glibc_min) if self.release.manylinux else None,
-            "forward_compat": self.forward_compat,
-            "pypi_default": v.name == self.release.pypi_default,
-            "platform": self.release.platform,
-            "platform_tag": self.release.platform_tag or None,
-            "macos_min": None if self.release.macos_min is None
-            else version_str(self.release.macos_min),
-            "macos_min_python": {py: version_str(v) for py, v in self.release.macos_min_python}
-            or None,
-        }  # fmt: skip
+        return _choice_json(self.release, self.variant, self.forward_compat, self.min_driver)
+
+
+def _choice_json(
+    rel: Release, v: Variant, forward_compat: bool, min_driver: NumVersion | None
+) -> dict[str, Any]:
+    """A chosen build's `detail` in the JSON contract (Choice.to_json, without the Choice)."""
+    return {
+        "torch": rel.torch,
+        "variant": v.name,
+        "cuda": None if v.cuda is None else v.cuda_str,
+        "arch_list": list(v.arch_tokens()),
+        "arch_confidence": v.arch_confidence,
+        "min_driver": None if min_driver is None else driver_str(min_driver),
+        "cudnn": v.cudnn,
+        "nccl": v.nccl,
+        "glibc_min": version_str(rel.glibc_min) if rel.manylinux else None,
+        "forward_compat": forward_compat,
+        "pypi_default": v.name == rel.pypi_default,
+        "platform": rel.platform,
+        "platform_tag": rel.platform_tag or None,
+        "macos_min": None if rel.macos_min is None else version_str(rel.macos_min),
+        "macos_min_python": {py: version_str(v) for py, v in rel.macos_min_python} or None,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,26 +542,21 @@ def _choose(
 
 
 def _warnings(
-    req: Request, m: Matrix, choice: Choice | None, verdict: _Verdict | None
-) -> list[str]:
+    req: Request, rel: Release, v: Variant, verdict: _Verdict, min_driver: NumVersion | None,
+    index_url: str,
+) -> list[str]:  # fmt: skip
+    """The warnings for the chosen build `v` of `rel` (its minimum driver and index given)."""
     out: list[str] = []
-    if choice is None or verdict is None:
-        return out
-    v = choice.variant
-    rel = choice.release
     if v.mps:
         macos = rel.macos_floor(req.python)
         floor = f" and macOS ≥ {version_str(macos)}" if macos else ""
         out.append(f"{rel.platform}: the CPU build with Apple's MPS backend{floor}; no CUDA")
     if rel.platform.startswith("windows") and not v.is_cpu:
         out.append(
-            f"{rel.platform}: PyPI's Windows wheels are CPU builds; {v.name} comes from "
-            f"{choice.index_url}"
+            f"{rel.platform}: PyPI's Windows wheels are CPU builds; {v.name} comes from {index_url}"
         )
     out += [
-        p.text
-        for p in extension_problems(req.extension_pins, choice.release, v)
-        if p.severity == "warning"
+        p.text for p in extension_problems(req.extension_pins, rel, v) if p.severity == "warning"
     ]
     if v.is_cpu and req.gpus:
         out.append("cuda = 'cpu': the build will not use the target GPUs")
@@ -571,16 +571,16 @@ def _warnings(
     if not v.is_cpu and req.driver is None:
         out.append(
             f"no driver target given: {v.name} needs driver ≥ "
-            f"{driver_str(choice.min_driver or (0,))}; add targets.driver"
+            f"{driver_str(min_driver or (0,))}; add targets.driver"
         )
     if req.gpus and v.arch_confidence not in ("high", "n/a") and v.archs is not None:
         out.append(
-            f"the arch list of {choice.local_version} is {v.arch_confidence}-confidence "
+            f"the arch list of {rel.local_version(v)} is {v.arch_confidence}-confidence "
             f"({v.arch_source}); verify with torch.cuda.get_arch_list()"
         )
     if verdict.ptx_jit:
         out.append(
-            f"a target runs only through PTX JIT of {choice.local_version}: slow first start"
+            f"a target runs only through PTX JIT of {rel.local_version(v)}: slow first start"
         )
     if verdict.forward_compat:
         out.append(
@@ -597,18 +597,36 @@ def _warnings(
     return out
 
 
-def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
-    """Resolve `req` against the matrix, on `req.platform`. Pure; never raises on an impossible
-    request. `release`: choose only among that torch release's builds (a fleet's common one)."""
+class _Outcome(NamedTuple):
+    """What a resolution finds, before it is made a Resolution or its JSON."""
+
+    compatible: list[str]
+    forward_compatible: list[str]
+    rejected: list[Any]  # each made by the caller's `reject`
+    picked: tuple[Release, Variant, _Verdict] | None
+    min_driver: NumVersion | None
+    base_image: str
+    index_url: str
+    warnings: list[str]
+    judge: Judge
+    releases: tuple[Release, ...]  # matching_releases(m, req.torch)
+
+
+def _resolve(
+    req: Request, m: Matrix, release: str | None, reject: Callable[[str, str, str], Any]
+) -> _Outcome:
+    """The resolver proper; `reject(variant, code, reason)` makes each rejection (a Rejection,
+    or its JSON without the Rejection)."""
     compatible: list[str] = []
     fwd: list[str] = []
-    rejected: list[Rejection] = []
+    rejected: list[Any] = []
     ok: list[tuple[Release, Variant, _Verdict]] = []
     judge = Judge(req, m)
-    for base in matching_releases(m, req.torch):
+    releases = matching_releases(m, req.torch)
+    for base in releases:
         view = judge.view(base)
         if view is None:
-            rejected.append(_not_on_platform(req, m, base))
+            rejected.append(reject(*_not_on_platform(req, m, base)))
             continue
         rel, builds = view
         install = _check_install(req, m, rel)
@@ -625,36 +643,72 @@ def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
             else:
                 failures = verdict.failures
                 reason = failures[0][1] if len(failures) == 1 else "; ".join(r for _, r in failures)
-                rejected.append(Rejection(b.name, failures[0][0], reason))
+                rejected.append(reject(b.name, failures[0][0], reason))
                 if verdict.forward_compat and len(failures) == 1:
                     fwd.append(b.name)  # fits every target once cuda-compat is installed
         if req.cuda != "auto" and not any(_pinned(req, v) for v in rel.variants):
-            rejected.append(_not_built(req, m, rel))
+            rejected.append(reject(*_not_built(req, m, rel)))
     picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
+    if picked is None:
+        return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, releases)
+    rel, v, verdict = picked
+    min_driver = _min_driver(m, req, v, verdict.ptx_jit)
+    image = base_image(m, v, req.driver, req.python) if INFO[rel.platform].os == "linux" else ""
+    index = PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}"
+    warnings = _warnings(req, rel, v, verdict, min_driver, index)
+    return _Outcome(
+        compatible, fwd, rejected, picked, min_driver, image, index, warnings, judge, releases
+    )
+
+
+def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
+    """Resolve `req` against the matrix, on `req.platform`. Pure; never raises on an impossible
+    request. `release`: choose only among that torch release's builds (a fleet's common one)."""
+    out = _resolve(req, m, release, Rejection)
     choice = None
-    if picked is not None:
-        rel, v, verdict = picked
-        choice = Choice(
-            release=rel,
-            variant=v,
-            forward_compat=verdict.forward_compat,
-            min_driver=_min_driver(m, req, v, verdict.ptx_jit),
-            base_image=base_image(m, v, req.driver, req.python)
-            if INFO[rel.platform].os == "linux"
-            else "",
-            index_url=PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}",
-        )
+    if out.picked is not None:
+        rel, v, verdict = out.picked
+        choice = Choice(rel, v, verdict.forward_compat, out.min_driver, out.base_image,
+                        out.index_url)  # fmt: skip
     return Resolution(
         ok=choice is not None,
-        compatible=tuple(compatible),
+        compatible=tuple(out.compatible),
         chosen=choice,
-        rejected=tuple(rejected),
-        forward_compatible=tuple(fwd),
-        warnings=tuple(_warnings(req, m, choice, picked[2] if picked else None)),
+        rejected=tuple(out.rejected),
+        forward_compatible=tuple(out.forward_compatible),
+        warnings=tuple(out.warnings),
         targets=req.gpus,
         request=req,
         matrix=m,
     )
+
+
+def _rejection_json(variant: str, code: str, reason: str) -> dict[str, str]:
+    return {"variant": variant, "code": code, "reason": reason}  # as Rejection.to_json
+
+
+def resolution_json(req: Request, m: Matrix) -> tuple[dict[str, Any], _Outcome]:
+    """`resolve(req, m).to_json()` without the Resolution (no suggestions: the caller adds
+    them), and what the resolver found, for compat.explain to reuse."""
+    out = _resolve(req, m, None, _rejection_json)
+    picked = out.picked
+    detail = None
+    if picked is not None:
+        rel, v, verdict = picked
+        detail = _choice_json(rel, v, verdict.forward_compat, out.min_driver)
+    return {
+        "ok": picked is not None,
+        "compatible": out.compatible,
+        "chosen": None if picked is None else picked[0].local_version(picked[1]),
+        "base_image": None if picked is None else out.base_image,
+        "index_url": None if picked is None else out.index_url,
+        "rejected": out.rejected,
+        "forward_compatible": out.forward_compatible,
+        "detail": detail,
+        "targets": [{"gpu": t.label, "cc": f"{t.cc[0]}.{t.cc[1]}"} for t in req.gpus],
+        "warnings": out.warnings,
+        "suggestions": [],
+    }, out
 
 
 @lru_cache(maxsize=64)
@@ -663,7 +717,7 @@ def _on_platform(m: Matrix, platform: str) -> tuple[str, ...]:
     return tuple(r.torch for r in m.releases if r.on(platform) is not None)
 
 
-def _not_on_platform(req: Request, m: Matrix, rel: Release) -> Rejection:
+def _not_on_platform(req: Request, m: Matrix, rel: Release) -> tuple[str, str, str]:
     have = _on_platform(m, req.platform)
     if not rel.platforms_known:
         why = f"the matrix has not measured torch {rel.torch}'s wheels for {req.platform}"
@@ -674,10 +728,10 @@ def _not_on_platform(req: Request, m: Matrix, rel: Release) -> Rejection:
         )
     else:
         why = f"no torch release has wheels for {req.platform} on PyPI"
-    return Rejection(rel.torch, PLATFORM_UNAVAILABLE, why)
+    return rel.torch, PLATFORM_UNAVAILABLE, why
 
 
-def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
+def _not_built(req: Request, m: Matrix, rel: Release) -> tuple[str, str, str]:
     label = _pin_label(req.cuda)
     have = ", ".join(v.name for v in rel.variants)
     views = (r.on(rel.platform) for r in m.releases)
@@ -688,7 +742,7 @@ def _not_built(req: Request, m: Matrix, rel: Release) -> Rejection:
         else f"; no torch release was built for CUDA {req.cuda}"
     )
     where = "" if rel.platform == LINUX_X86_64 else f" for {rel.platform}"
-    return Rejection(
+    return (
         f"{rel.torch}+{label}",
         VARIANT_NOT_BUILT,
         f"torch {rel.torch} has no CUDA {req.cuda} build{where} (it has {have}){span}",
