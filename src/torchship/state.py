@@ -159,13 +159,9 @@ def _id_range(ref: str) -> tuple[str, str]:
 
 _LINE_COLUMNS = ("id, name, COALESCE(site_name, site), state, exit_code, handle, lock_hash,"
                  " created_at, updated_at")  # fmt: skip
-# active, as SQL over (state, id): a lost job only while its checks have not stopped
-# active, as SQL read through (state, id) whatever SQLite's statistics say (after ANALYZE it
-# takes a few distinct states for unselective and would scan): a lost job only while its
-# checks have not stopped
+# The active jobs are read through (state, id) whatever SQLite's statistics say: after ANALYZE
+# it takes a few distinct states for unselective and would scan (see _active_where).
 _ACTIVE_FROM = "jobs INDEXED BY jobs_state"
-_ACTIVE_SQL = ("state IN ('submitted', 'pending', 'running', 'lost')"
-               " AND (state != 'lost' OR recheck_at IS NULL OR recheck_at < ?)")  # fmt: skip
 
 
 def _where(query: Query, sieve: tuple[str, ...] = ()) -> tuple[str, list[Any]]:
@@ -506,18 +502,16 @@ class JobStore:
         return _job(row), created
 
     def _archived_key(self, key: str, job_id: str) -> Job:
-        path = archive_path(self.path)
-        job = None
-        if path.is_file():
-            with JobStore(path, self.busy_timeout_s) as archive:
-                job = archive.get(job_id)
+        from torchship.store_archive import archived_job  # the same unit: the store's archive
+
+        job = archived_job(self, job_id)
         if job is None:
             raise UsageError(
-                f"key {key!r} belongs to job {job_id}, archived, and the archive {path} no "
-                "longer has it",
+                f"key {key!r} belongs to job {job_id}, archived, and the archive "
+                f"{archive_path(self.path)} no longer has it",
                 "use a new --key for a new job",
             )
-        return job._replace(archived=True)
+        return job
 
     @_guarded
     def transition(
@@ -623,8 +617,10 @@ class JobStore:
 
     @_guarded
     def has_active(self) -> bool:
-        sql = f"SELECT 1 FROM {_ACTIVE_FROM} WHERE {_ACTIVE_SQL} LIMIT 1"
-        return self.db.execute(sql, (NEVER,)).fetchone() is not None
+        active = _active_where(Query())
+        assert active is not None
+        sql = f"SELECT 1 FROM {_ACTIVE_FROM} WHERE {active[0]} LIMIT 1"
+        return self.db.execute(sql, active[1]).fetchone() is not None
 
     def lines(self, query: Query) -> Iterator[Line]:
         """The jobs `query` selects, oldest first, read as they are iterated (a listing of a
