@@ -442,3 +442,16 @@ def test_reconcile_all_asks_each_site_once_whatever_the_number_of_jobs(
         out = reconcile_all(store, jobs)
         assert [j.state for j, _ in out] == ["lost"] * 2 * n
         assert {k: len(v.asked) for k, v in sites.items()} == {"a": 1, "b": 1}
+
+
+def test_a_damaged_archive_is_named_with_the_commands_that_fix_it(store: JobStore) -> None:
+    from torchship.state import StoreError
+
+    _fill(store, 3, 0)
+    move_due(store, 86400)
+    archive = archive_path(store.path)
+    archive.write_bytes(b"not an archive\n" * 300)  # a truncated copy, a careless restore
+    with pytest.raises(StoreError) as seen:
+        get_job(store, "k1")
+    assert str(archive) in seen.value.message
+    assert f"`torchship state repair --db {archive}`" in seen.value.hint
