@@ -64,7 +64,8 @@ _JOB_MARK = JOB_ID_ENV.encode() + b"="
 DEFAULT_PORT = 9401  # beside dcgm-exporter's 9400, so both can run on one node
 # Below the 15 s scrape interval of Prometheus' example configuration (and its 10 s scrape
 # timeout), so one Prometheus still sees new values on every scrape, while any number of
-# scrapers within 5 s share one read of NVML and the store (25,000 jobs: ~110 ms of SQLite).
+# scrapers within 5 s share one read of NVML and the store (a few ms of SQLite at any history:
+# the finished jobs are counted by triggers, see JobStore.tallies).
 DEFAULT_CACHE_S = 5.0
 # A few, so that slow clients (each holding one for up to TIMEOUT_S) do not stall the rest;
 # answering from a snapshot is ~0.2 ms of CPU (benchmarks/exporter.py), so more would only add
