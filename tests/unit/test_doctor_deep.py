@@ -140,4 +140,6 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path: Path) -> None:
     figures = json.loads((tmp_path / "out/gpu_figures.json").read_text())
     assert figures["facts"]["rc"] == 0 and figures["doctor"]["report"]["deep"]["checks"]
     assert figures["workload"]["status"] == "skipped" and figures["exporter"]["status"] == "skipped"
+    assert figures["metrics"]["status"] == "ok"  # a real `metrics serve`, scraped 20 times
+    assert figures["metrics"]["dcgm_series"] == []  # no GPU: no DCGM series, and no error
     assert (tmp_path / "out/facts.json").exists() and (tmp_path / "out/doctor-deep.json").exists()

@@ -177,7 +177,7 @@ _PYTHON_LINE_RE = re.compile(r"^\s*Python (3\.\d{1,2}\.\d{1,2})\b")
 
 def _key_values(b: _Builder, n: int, line: str) -> bool:
     m = _KEY_RE.match(line)
-    if not m:
+    if not m or _SMI_Q_RE.match(line):  # `nvidia-smi -q` pads its keys: _nvidia_smi reads those
         return False
     key = _EG_RE.sub("", m.group(1)).strip().lower()
     what = _KEYS.get(key)
@@ -529,6 +529,18 @@ _ERROR_LINE_RE = re.compile(
 )
 
 
+# A job of several ranks: a launcher (torchrun, torch.distributed.launch/run, mp.spawn, accelerate's
+# "Num processes: N"), its per-node count, the rank variables, or torch's "[rankN]:" log prefix.
+_MULTI_RANK_RE = re.compile(
+    r"\btorchrun\b|torch\.distributed\.(?:launch|run)\b|--nproc[-_]per[-_]node|\blocal_rank\b|"
+    r"^\[rank\d+\]:|\bmp\.spawn\(|\binit_process_group\(|\bNum processes: *(?:[2-9]|[1-9]\d+)\b",
+    re.IGNORECASE,
+)
+# literal pieces of every match of _MULTI_RANK_RE: the regex runs only on lines holding one
+_MULTI_RANK_KEYS = ("torchrun", "torch.distributed.", "nproc", "rank", "spawn(", "init_process",
+                    "num processes")  # fmt: skip
+
+
 _DOMAIN_RE = re.compile(
     r"\b(?:import(?:ing)?|from) (?:torchaudio|torchvision)\b|[/\\](?:torchaudio|torchvision)[/\\]"
 )
@@ -541,14 +553,17 @@ _REPL_ANSWER_RE = re.compile(r"^\s*(?:Out\[\d+\]:\s*)?(True|False)\s*$")
 
 
 def _mentions(b: _Builder, n: int, line: str) -> None:
-    """What prose betrays: a tagged torch version, MIG, an Ampere-or-newer GPU, the answer of
-    torch.cuda.is_available() in a REPL."""
+    """What prose betrays: a tagged torch version, MIG, an Ampere-or-newer GPU, a launch of
+    several ranks, the answer of torch.cuda.is_available() in a REPL."""
     low = line.lower()
     m = _TAGGED_TORCH_RE.search(line) if "torch" in low else None
     if m:
         b.hint("torch", m.group(1), n)
     if "MIG" in line and not line.lstrip().startswith("|") and _MIG_RE.search(line):
         b.sources.setdefault("mig-mentioned", b.where(n))
+    ranks = "multi-rank" not in b.sources and any(k in low for k in _MULTI_RANK_KEYS)
+    if ranks and _MULTI_RANK_RE.search(line):
+        b.sources["multi-rank"] = b.where(n)
     if ("torchaudio" in low or "torchvision" in low) and _DOMAIN_RE.search(line):
         b.sources.setdefault("domain-library-mentioned", b.where(n))
     ampere = "ampere-mentioned" not in b.sources and any(k in low for k in _AMPERE_KEYS)
