@@ -300,12 +300,13 @@ def _guarded(
     (a constraint or API misuse stays what it is: a bug, not damage)."""
 
     def wrapper(self: JobStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        start = time.monotonic()
         try:
             return method(self, *args, **kwargs)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError):
             raise
         except sqlite3.Error as e:
-            raise damage(self.path, e, self.busy_timeout_s) from None
+            raise damage(self.path, e, time.monotonic() - start) from None
         except _BadRow as e:
             raise error("bad-json", self.path, f"the job store {self.path} is damaged: "
                                                f"{e.what}") from None  # fmt: skip
@@ -361,7 +362,7 @@ class JobStore:
                                    check_same_thread=False)  # fmt: skip
         self._db.row_factory = sqlite3.Row
         self._db.execute(f"PRAGMA busy_timeout = {ms}")
-        mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._wal()
         if mode != "wal":
             raise StoreError(
                 f"{self.path}: cannot use WAL (journal mode {mode})",
@@ -380,6 +381,22 @@ class JobStore:
             if table not in have:
                 raise error("missing-table", self.path,
                             f"the job store {self.path} has no {table} table")  # fmt: skip
+
+    def _wal(self) -> str:
+        """PRAGMA journal_mode = WAL. A new file's first switch needs it alone, and while another
+        opener holds its write lock SQLite answers SQLITE_BUSY at once, without waiting (its
+        deadlock rule): 8 processes opening a new store together lost one about every 40
+        tries. So the switch is retried here, up to the busy timeout."""
+        assert self._db is not None
+        deadline, pause = time.monotonic() + self.busy_timeout_s, 0.001
+        while True:
+            try:
+                return str(self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @_guarded
     def _open_readonly(self) -> None:

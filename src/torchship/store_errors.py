@@ -67,12 +67,13 @@ def error(kind: Kind, path: Path, what: str) -> StoreError:
 
 
 def damage(path: Path, exc: sqlite3.Error, waited_s: float) -> StoreError:
-    """SQLite's error on the store at `path`, as what is wrong there and what to do."""
+    """SQLite's error on the store at `path`, as what is wrong there and what to do. `waited_s`:
+    how long the call that failed ran (SQLite may refuse a lock at once, without waiting)."""
     name = getattr(exc, "sqlite_errorname", "")
     text = str(exc)
     if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "locked" in text:
         return error("locked", path, f"the job store {path} is locked by another process "
-                                     f"(waited {waited_s:g} s)")  # fmt: skip
+                                     f"(waited {waited_s:.1f} s)")  # fmt: skip
     if name == "SQLITE_NOTADB" or "not a database" in text:
         return error("not-a-database", path, f"the job store {path} is not a SQLite database "
                      "(its header is damaged, or another file took its place)")  # fmt: skip

@@ -399,7 +399,7 @@ DAMAGE = {  # each kind of damage: how it is done, and words of the error it mus
         lambda db: db.with_name("jobs.db-wal").write_bytes(random.Random(3).randbytes(9000)),
         "jobs.db-wal is not a SQLite WAL file",
     ),
-    "locked": (lambda db: None, "is locked by another process (waited 1 s)"),
+    "locked": (lambda db: None, "is locked by another process (waited 1."),
 }
 REFUSED = {"no-permission", "newer-schema", "locked"}  # not the file's fault: not repaired
 

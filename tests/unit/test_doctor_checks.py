@@ -228,6 +228,7 @@ def test_every_documented_code_is_produced_by_some_check() -> None:
         "gpu-hardware-fault",
         "cuda-init-in-fork",
         "collective-timeout",
+        "gpu-rank-mapping",
         "glibc-too-old",
         "cudnn-version-mismatch",
         "domain-library-mismatch",

@@ -86,6 +86,42 @@ def test_migrates_an_empty_file_and_refuses_a_newer_one(tmp_path: Path) -> None:
         JobStore(db)
 
 
+def test_a_new_store_opens_while_another_opener_holds_its_write_lock(tmp_path: Path) -> None:
+    """Switching a new file to WAL while another connection writes it: SQLite answers BUSY at
+    once, without its busy handler (8 processes opening a new store together lost one about
+    every 40 tries). The open waits for the lock like any other write instead."""
+    import threading
+
+    path = tmp_path / "jobs.db"
+    path.touch()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE elsewhere (x)")  # another opener, mid-write, in rollback mode
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    start = time.monotonic()
+    try:
+        with JobStore(path, busy_timeout_s=5) as s:
+            assert s.submit("k", "n", {})[1]
+    finally:
+        release.join()
+        other.close()
+    assert 0.25 < time.monotonic() - start < 5
+
+
+def test_a_lock_error_says_how_long_the_call_waited(tmp_path: Path) -> None:
+    """The error says how long the call waited, not the busy timeout it might have."""
+    path = tmp_path / "jobs.db"
+    JobStore(path).close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreError, match=r"locked by another process \(waited 0\.[0-9] s\)"):
+            JobStore(path, busy_timeout_s=0.2).submit("k", "n", {})
+    finally:
+        other.close()
+
+
 def test_json_columns_are_checked(store: JobStore) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         store.db.execute(

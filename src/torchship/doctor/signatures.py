@@ -339,6 +339,7 @@ PREDICATES: dict[str, Predicate] = {
     "domain-library-mentioned": lambda f, hit: "domain-library-mentioned" in f.sources,
     "docker-default-shm": lambda f, hit: "shm-docker-default" in f.sources,
     "network-error": lambda f, hit: "network-error" in f.sources,
+    "multi-rank-launch": lambda f, hit: "multi-rank" in f.sources,
     "cvd-before-import": _cvd_before_import,
     "macos": lambda f, hit: "mac" in (f.os or "").lower() or "darwin" in (f.os or "").lower(),
 }
