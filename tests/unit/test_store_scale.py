@@ -209,7 +209,16 @@ def _bulk(store: JobStore, n: int, active: int = 20) -> list[str]:
     return ids
 
 
+@pytest.mark.e2e  # 7-8 s; the default suite migrates 10,000 jobs the same way (below)
 def test_a_schema_3_store_of_100000_jobs_migrates_with_every_row_intact(tmp_path: Path) -> None:
+    _migrates_intact(tmp_path, 100_000)
+
+
+def test_a_schema_3_store_of_10000_jobs_migrates_with_every_row_intact(tmp_path: Path) -> None:
+    _migrates_intact(tmp_path, 10_000)
+
+
+def _migrates_intact(tmp_path: Path, n: int) -> None:
     path = tmp_path / "jobs.db"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
@@ -223,10 +232,10 @@ def test_a_schema_3_store_of_100000_jobs_migrates_with_every_row_intact(tmp_path
     rows, events = [], []
     placements = {site: json.dumps(_placement(site, 4.0), sort_keys=True)
                   for site in ("onprem", "cloud", "slurm")}  # fmt: skip
-    for i in range(100_000):
+    for i in range(n):
         at = t0 + i * 60
         job_id = f"{int(at * 1000):012x}{i:08x}"
-        state = ("succeeded", "failed", "cancelled", "running", "lost")[i % 5] if i > 99_900 \
+        state = ("succeeded", "failed", "cancelled", "running", "lost")[i % 5] if i > n - 100 \
             else ("succeeded", "failed", "cancelled")[i % 3]  # fmt: skip
         site = ("onprem", "cloud", "slurm")[i % 3]
         placement = placements[site]
@@ -246,7 +255,7 @@ def test_a_schema_3_store_of_100000_jobs_migrates_with_every_row_intact(tmp_path
     with JobStore(path) as store:
         took = time.perf_counter() - started
         assert store.schema_version == 4
-        print(f"migrated 100,000 jobs from schema 3 to 4 in {took:.2f} s")
+        print(f"migrated {n:,} jobs from schema 3 to 4 in {took:.2f} s")
         after = store.db.execute(
             "SELECT id, key, name, spec, lock_hash, site, placement, state, handle, exit_code,"
             " created_at, updated_at, claimed_by, claimed_until, site_name FROM jobs ORDER BY id"
