@@ -12,11 +12,12 @@
 3. The same mix through `resolve --json`'s path: compat.explain.fleet_json, the document the
    CLI prints (every platform's answer, what would fit when nothing does), without process
    start-up and without printing; then the same with json.dumps (compact, C encoder) and with
-   the CLI's own dump (indent=2, ensure_ascii=False: the pure-Python encoder). The mix as in
-   2; then 2,000 other requests (another seed) the same way; then those once each with
-   every cache of the resolver emptied first (compat.explain.clear_caches). No cache holds
-   an answer to a request: they are per matrix, platform, GPU kind, build and torch
-   specifier, so the mix gains from them only what any process gains by its second request.
+   the CLI's own dump (indent=2, ensure_ascii=False: the pure-Python encoder). The mix as in 2;
+   then 2,000 other requests (another seed) the same way; then those once each with every
+   cache of the resolver emptied first (compat.explain.clear_caches). No cache holds an
+   answer to a request: they are per matrix, platform, build, torch specifier and one
+   target (a GPU kind, a driver, a Python), so the mix gains from them only what any
+   process gains by its second request.
 Every rate is printed with its ratio to the 10,000/s target, all measured in this run.
 """
 

@@ -178,3 +178,15 @@ def test_the_lock_package_loads_without_its_model() -> None:
     )
     assert "'torchship.lock.model'" not in out.stdout
     assert "'torchship.lock.validate'" not in out.stdout
+
+
+def test_uvs_side_by_side_run_the_installed_uv_not_one_on_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several environments are locked at once through Group.run, which used to start "uv" as
+    found on PATH: a venv's torchship run without activating the venv failed with
+    FileNotFoundError. It runs the uv torchship finds (the uv package's binary)."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    answer = torchship.lock.uv.Group().run(["uv", "--version"], "", {})
+    assert answer.returncode == 0 and answer.stdout.startswith("uv "), answer
+    assert answer.args[0] == torchship.lock.uv.find_uv() != "uv"

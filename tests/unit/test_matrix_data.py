@@ -8,7 +8,7 @@ from importlib import resources
 import pytest
 
 from torchship.compat import Matrix
-from torchship.compat.matrix import parse_matrix
+from torchship.compat.matrix import load_matrix, parse_matrix
 from torchship.errors import MatrixError
 
 
@@ -97,3 +97,31 @@ def test_bad_matrix_is_rejected() -> None:
     broken = {**data, "releases": [{"torch": "2.0.0"}]}
     with pytest.raises(MatrixError, match="variants"):
         parse_matrix(broken)
+
+
+def test_the_loaded_matrix_makes_each_view_as_parsing_does() -> None:
+    """load_matrix makes a release's views of other platforms when first used (issue 20):
+    each is the one parse_matrix makes at once, and the same object every time."""
+    eager, lazy = parse_matrix(raw()), load_matrix()
+    assert len(eager.releases) == len(lazy.releases)
+    for a, b in zip(eager.releases, lazy.releases, strict=True):
+        assert a == b and a.platforms_known == b.platforms_known
+        assert [n for n, _ in b.platforms] == [n for n, _ in a.platforms]
+        for name, view in a.platforms:
+            assert b.on(name) == view and b.on(name) is b.on(name), (a.torch, name)
+            assert view.platforms == () and b.on(name) is dict(b.platforms)[name]
+        assert b.on("linux-x86_64") is b and b.on("no-such-platform") is None
+
+
+def test_a_bad_view_is_refused_when_parsed_or_first_used() -> None:
+    data = raw()
+    release = next(r for r in data["releases"] if "platforms" in r)
+    name = next(iter(release["platforms"]))
+    bad = {**release, "platforms": {**release["platforms"], name: {"python": ["3.12"]}}}
+    broken = {**data, "releases": [bad if r is release else r for r in data["releases"]]}
+    with pytest.raises(MatrixError, match=f"platforms.{name}: missing 'variants'"):
+        parse_matrix(broken)
+    lazy = parse_matrix(broken, lazy=True)
+    rel = next(r for r in lazy.releases if r.torch == release["torch"])
+    with pytest.raises(MatrixError, match=f"platforms.{name}: missing 'variants'"):
+        rel.on(name)

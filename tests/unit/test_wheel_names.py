@@ -56,3 +56,16 @@ def test_a_wheel_name_reads_as_packaging_reads_it(name: str) -> None:
     tags = sorted((t.interpreter.lower(), t.abi.lower(), t.platform.lower()) for t in mine[2])
     assert (canonical_name(mine[0]), tags) == (ref[0], ref[2]), name
     assert _same_version(mine[1], ref[1]), name  # as wheels_in compares it
+
+
+def test_a_folder_lists_the_wheels_glob_lists(tmp_path: Path) -> None:
+    """wheels_in reads a folder without glob (its pattern compiled before uv started): the
+    same files, in the same order, hidden ones and a folder named like a wheel included."""
+    from torchship.lock.wheels import _wheel_files
+
+    names = [*EDGES, ".hidden-1.0-py3-none-any.whl", "x-1.0-py3-none-any.WHL", "a.whl.txt"]
+    for name in names:
+        (tmp_path / name).write_text("")
+    (tmp_path / "dir-1.0-py3-none-any.whl").mkdir()
+    assert _wheel_files(tmp_path) == sorted(tmp_path.glob("*.whl"))
+    assert len(_wheel_files(tmp_path)) == len(EDGES) + 2

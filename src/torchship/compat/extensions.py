@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
@@ -31,10 +31,14 @@ class Problem:
     text: str
 
 
+EXTENSIONS_FILE = Path(__file__).parent / "data" / "extensions.json"
+
+
 @cache
 def _data() -> dict[str, Any]:
-    text = resources.files("torchship.compat").joinpath("data/extensions.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
+    # read beside the module, as the matrix is: importlib.resources pulls in tempfile and
+    # random before uv starts (issue 20)
+    data: dict[str, Any] = json.loads(EXTENSIONS_FILE.read_text("utf-8"))
     return data
 
 

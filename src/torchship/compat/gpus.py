@@ -6,7 +6,6 @@ Accepts what people write ("H100", "rtx 4090", "A100-SXM4-80GB"), what nvidia-sm
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -75,6 +74,8 @@ def suggest(matrix: Matrix, name: str, n: int = 3) -> tuple[str, ...]:
         for a in g.aliases:
             names.setdefault(" ".join(normalize(a)), g.name)
     key = " ".join(normalize(name))
+    import difflib  # only for a name that matched nothing: not on every command's path
+
     close = difflib.get_close_matches(key, list(names), n=n * 2, cutoff=0.6)
     out: list[str] = []
     for c in close:

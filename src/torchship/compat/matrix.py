@@ -8,9 +8,9 @@ an `arch_confidence` below "high", so the resolver can say when it relies on the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -69,8 +69,9 @@ class Release:
     platform_tag: str = ""  # the wheels' platform tag there: "win_amd64", "macosx_14_0_arm64"
     macos_min: NumVersion | None = None
     macos_min_python: tuple[tuple[str, NumVersion], ...] = ()  # ("3.14", (14, 0)): higher floors
-    # the same release on the other platforms PyPI has wheels for (linux-x86_64 is this one)
-    platforms: tuple[tuple[str, Release], ...] = ()
+    # the same release on the other platforms PyPI has wheels for (linux-x86_64 is this one),
+    # each made when first asked for (`on`, `platforms`)
+    views: PlatformViews | None = field(default=None, repr=False, compare=False)
     platforms_known: bool = False  # the matrix measured the other platforms for this release
 
     def variant(self, name: str) -> Variant | None:
@@ -88,13 +89,41 @@ class Release:
         has no wheels there."""
         if platform == self.platform:
             return self
-        for name, view in self.platforms:
-            if name == platform:
-                return view
-        return None
+        return None if self.views is None else self.views.get(platform)
+
+    @property
+    def platforms(self) -> tuple[tuple[str, Release], ...]:
+        """Every other platform's view, in the matrix's order."""
+        if self.views is None:
+            return ()
+        return tuple((name, self.views.view(name)) for name in self.views.names)
 
     def local_version(self, variant: Variant) -> str:
         return f"{self.torch}+{variant.name}"
+
+
+class PlatformViews:
+    """A release's tables for its other platforms (matrix `releases[i].platforms`), each made
+    into a Release when first asked for, then that one every time (the resolver keys on
+    identity). Most locks are for one platform, and the 92 views of the 28 releases hold 202 of
+    the matrix's 304 builds (issue 20)."""
+
+    __slots__ = ("_built", "_shared", "_tables", "_where", "names")
+
+    def __init__(self, shared: dict[str, Any], tables: dict[str, Any], where: str) -> None:
+        self._shared, self._tables, self._where = shared, tables, where
+        self.names = tuple(tables)
+        self._built: dict[str, Release] = {}
+
+    def get(self, name: str) -> Release | None:
+        return self.view(name) if name in self._tables else None
+
+    def view(self, name: str) -> Release:
+        built = self._built.get(name)
+        if built is None:
+            made = _platform_view(self._shared, name, self._tables[name], f"{self._where}.{name}")
+            built = self._built.setdefault(name, made)  # one object, whichever thread was first
+        return built
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,49 +237,69 @@ def _req(d: dict[str, Any], key: str, where: str) -> Any:
     return d[key]
 
 
-def _variant(d: dict[str, Any], where: str) -> Variant:
+# The matrix repeats a few values hundreds of times: its 304 builds list 1,124 arch tokens, 11
+# of them distinct, and name a dozen CUDA releases. Each is parsed once per process (the
+# objects are frozen): with the views made on first use, loading the matrix went from ~77 M
+# to ~26 M instructions (callgrind; ~28 to ~9 ms on two busy cores), which `torchship lock`
+# pays before it can start uv (issue 20).
+@cache
+def _archs(tokens: tuple[str, ...]) -> tuple[Arch, ...]:
+    return tuple(parse_arch(a) for a in tokens)
+
+
+@cache
+def _version(text: str) -> NumVersion:
+    return parse_version(text)
+
+
+def _variant(d: dict[str, Any], where: str, mps: bool = False) -> Variant:
+    """One build; `mps`: a macOS CPU build, which Apple's Metal backend comes with."""
     arch = d.get("arch")
     cuda = d.get("cuda")
     return Variant(
         name=_req(d, "name", where),
-        cuda=parse_version(cuda) if cuda else None,
+        cuda=_version(cuda) if cuda else None,
         status=d.get("status", ""),
-        archs=tuple(parse_arch(a) for a in arch) if arch is not None else None,
+        archs=_archs(tuple(arch)) if arch is not None else None,
         arch_source=d.get("arch_source", ""),
         arch_confidence=d.get("arch_confidence", "unknown"),
         cudnn=d.get("cudnn"),
         nccl=d.get("nccl"),
         uncertain=bool(d.get("uncertain", False)),
-        mps=bool(d.get("mps", False)),
+        mps=bool(d.get("mps", False)) or (mps and not cuda),
     )
 
 
-def _platform_view(base: Release, name: str, d: dict[str, Any], where: str) -> Release:
+def _platform_view(shared: dict[str, Any], name: str, d: dict[str, Any], where: str) -> Release:
     """The release as one more platform's wheels make it (matrix `releases[i].platforms`)."""
+    try:
+        return _view(shared, name, d, where)
+    except (KeyError, TypeError, ValueError) as e:  # as parse_matrix says it
+        raise MatrixError(f"matrix is malformed: {e!r}", "regenerate the matrix") from None
+
+
+def _view(shared: dict[str, Any], name: str, d: dict[str, Any], where: str) -> Release:
     glibc = d.get("glibc_min")
     macos = d.get("macos_min")
+    mps = name.startswith("macos")  # every macOS build is the CPU one with Apple's MPS backend
     variants = tuple(
-        _variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_req(d, "variants", where))
+        _variant(v, f"{where}.variants[{i}]", mps=mps)
+        for i, v in enumerate(_req(d, "variants", where))
     )
-    if name.startswith("macos"):  # every macOS build is the CPU one with Apple's MPS backend
-        variants = tuple(replace(v, mps=True) if v.is_cpu else v for v in variants)
     return Release(
-        torch=base.torch,
-        version=base.version,
+        **shared,
         python=tuple(_req(d, "python", where)),
-        glibc_min=parse_version(glibc) if glibc else (0, 0),
+        glibc_min=_version(glibc) if glibc else (0, 0),
         manylinux=d.get("tag", "") if glibc else "",
         pypi_default=_req(d, "pypi_default", where),
         pypi_default_pins=(),
-        torchvision=base.torchvision,
-        torchaudio=base.torchaudio,
         notes=tuple(d.get("notes", ())),
         variants=variants,
         platform=name,
         platform_tag=d.get("tag", ""),
-        macos_min=parse_version(macos) if macos else None,
+        macos_min=_version(macos) if macos else None,
         macos_min_python=tuple(
-            (py, parse_version(v)) for py, v in sorted(d.get("macos_min_python", {}).items())
+            (py, _version(v)) for py, v in sorted(d.get("macos_min_python", {}).items())
         ),
     )
 
@@ -264,27 +313,32 @@ def _release(d: dict[str, Any], where: str) -> Release:
     variants = tuple(
         _variant(v, f"{where}.variants[{i}]") for i, v in enumerate(_req(d, "variants", where))
     )
-    base = Release(
+    torchvision, torchaudio = tuple(d.get("torchvision", ())), tuple(d.get("torchaudio", ()))
+    views = None
+    if "platforms" in d:  # what each view shares with the release
+        shared = {
+            "torch": torch,
+            "version": version,
+            "torchvision": torchvision,
+            "torchaudio": torchaudio,
+        }
+        views = PlatformViews(shared, dict(d["platforms"]), f"{where}.platforms")
+    return Release(
         torch=torch,
         version=version,
         python=tuple(_req(d, "python", where)),
-        glibc_min=parse_version(_req(d, "glibc_min", where)),
+        glibc_min=_version(_req(d, "glibc_min", where)),
         manylinux=d.get("manylinux", ""),
         pypi_default=_req(d, "pypi_default", where),
         pypi_default_pins=tuple(sorted(d.get("pypi_default_pins", {}).items())),
-        torchvision=tuple(d.get("torchvision", ())),
-        torchaudio=tuple(d.get("torchaudio", ())),
+        torchvision=torchvision,
+        torchaudio=torchaudio,
         notes=tuple(d.get("notes", ())),
         variants=variants,
         platform_tag=d.get("manylinux", ""),
+        views=views,
+        platforms_known=views is not None,
     )
-    if "platforms" not in d:
-        return base
-    views = tuple(
-        (name, _platform_view(base, name, p, f"{where}.platforms.{name}"))
-        for name, p in d["platforms"].items()
-    )
-    return replace(base, platforms=views, platforms_known=True)
 
 
 def _gpu(d: dict[str, Any], where: str) -> GPU:
@@ -297,7 +351,7 @@ def _gpu(d: dict[str, Any], where: str) -> GPU:
         architecture=d.get("architecture", ""),
         segment=_req(d, "segment", where),
         forward_compat=bool(d.get("forward_compat", False)),
-        min_driver=parse_version(md) if md else None,
+        min_driver=_version(md) if md else None,
         min_driver_uncertain=bool(d.get("min_driver_uncertain", False)),
         platforms=tuple(d.get("platforms", ())),
     )
@@ -347,8 +401,9 @@ def _companions(data: dict[str, Any]) -> tuple[tuple[str, tuple[Companion, ...]]
     return tuple((lib, tuple(_companion(lib, c) for c in cs)) for lib, cs in rows.items())
 
 
-def parse_matrix(data: dict[str, Any]) -> Matrix:
-    """Validate and convert matrix JSON; raises MatrixError naming the bad field."""
+def parse_matrix(data: dict[str, Any], *, lazy: bool = False) -> Matrix:
+    """Validate and convert matrix JSON; raises MatrixError naming the bad field. `lazy`: each
+    release's views of other platforms are made (and checked) when first used instead."""
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise MatrixError(
@@ -362,20 +417,23 @@ def parse_matrix(data: dict[str, Any]) -> Matrix:
                 key=lambda r: r.version,
             )
         )
+        if not lazy:  # every view made now, so that a bad one is refused here
+            for r in releases:
+                r.platforms  # noqa: B018
         toolkits = tuple(
-            sorted((parse_version(t["cuda"]), parse_version(t["driver"])) for t in data["toolkits"])
+            sorted((_version(t["cuda"]), _version(t["driver"])) for t in data["toolkits"])
         )
         return Matrix(
             schema_version=version,
             generated_at=data.get("generated_at", ""),
             sources=dict(data.get("sources", {})),
             driver_floors={
-                int(f["cuda_major"]): parse_version(f["min_driver"]) for f in data["driver_floors"]
+                int(f["cuda_major"]): _version(f["min_driver"]) for f in data["driver_floors"]
             },
             toolkits=toolkits,
             forward_compat_segments=frozenset(data["forward_compat"]["segments"]),
             cuda_images=tuple(
-                CudaImage(parse_version(i["cuda"]), tuple(i["ubuntu"]), i["cudnn_tag"])
+                CudaImage(_version(i["cuda"]), tuple(i["ubuntu"]), i["cudnn_tag"])
                 for i in data["images"]["cuda"]
             ),
             cpu_image=data["images"]["cpu"],
@@ -387,7 +445,7 @@ def parse_matrix(data: dict[str, Any]) -> Matrix:
                 for c in data.get("driver_ceilings", ())
             ),
             compat_branches=tuple(
-                (int(b["branch"]), b["kind"], tuple(parse_version(c) for c in b["compat"]))
+                (int(b["branch"]), b["kind"], tuple(_version(c) for c in b["compat"]))
                 for b in data["forward_compat"].get("branches", ())
             ),
         )
@@ -395,8 +453,14 @@ def parse_matrix(data: dict[str, Any]) -> Matrix:
         raise MatrixError(f"matrix is malformed: {e!r}", "regenerate the matrix") from None
 
 
+# Beside this module: importlib.resources would find it as well, but its reader imports
+# zipfile (~6 ms, 10 on two busy cores) before `torchship lock` can start uv (issue 20), and
+# torchship is never imported from a zip archive.
+MATRIX_FILE = Path(__file__).parent / "data" / "matrix.json"
+
+
 @cache
 def load_matrix() -> Matrix:
-    """The packaged matrix (parsed once per process)."""
-    text = resources.files("torchship.compat").joinpath("data/matrix.json").read_text("utf-8")
-    return parse_matrix(json.loads(text))
+    """The packaged matrix (parsed once per process; a platform's views when first used:
+    tests/unit/test_matrix_data.py parses every one)."""
+    return parse_matrix(json.loads(MATRIX_FILE.read_text("utf-8")), lazy=True)

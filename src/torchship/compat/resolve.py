@@ -17,9 +17,12 @@ from typing import Any, NamedTuple
 from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import (
+    CC,
     TEGRA,
+    Arch,
     driver_str,
     kernel_match,
+    sm_str,
     version_str,
 )
 from torchship.compat.archs import (
@@ -98,23 +101,62 @@ def _choice_json(
     rel: Release, v: Variant, forward_compat: bool, min_driver: NumVersion | None
 ) -> dict[str, Any]:
     """A chosen build's `detail` in the JSON contract (Choice.to_json, without the Choice)."""
+    return _detail_json(_detail_fields(rel, v), forward_compat, min_driver)
+
+
+_Fields = tuple[Any, ...]  # _detail_fields' answer, in the order of _detail_json's keys
+
+
+def _detail_fields(rel: Release, v: Variant) -> _Fields:
+    """What a build's `detail` holds that depends on the build alone."""
+    return (
+        rel.torch,
+        v.name,
+        None if v.cuda is None else v.cuda_str,
+        v.arch_tokens(),
+        v.arch_confidence,
+        v.cudnn,
+        v.nccl,
+        version_str(rel.glibc_min) if rel.manylinux else None,
+        v.name == rel.pypi_default,
+        rel.platform,
+        rel.platform_tag or None,
+        None if rel.macos_min is None else version_str(rel.macos_min),
+        tuple((py, version_str(v)) for py, v in rel.macos_min_python),
+    )
+
+
+@lru_cache(maxsize=4096)
+def _build_fields(b: Build) -> _Fields:
+    """_detail_fields of a build of the matrix (per build: a Build hashes by identity)."""
+    return _detail_fields(b.rel, b.v)
+
+
+def _detail_json(f: _Fields, forward_compat: bool, min_driver: NumVersion | None) -> dict[str, Any]:
+    """The `detail` object: new lists and dicts each time (the caller may change them)."""
     return {
-        "torch": rel.torch,
-        "variant": v.name,
-        "cuda": None if v.cuda is None else v.cuda_str,
-        "arch_list": list(v.arch_tokens()),
-        "arch_confidence": v.arch_confidence,
-        "min_driver": None if min_driver is None else driver_str(min_driver),
-        "cudnn": v.cudnn,
-        "nccl": v.nccl,
-        "glibc_min": version_str(rel.glibc_min) if rel.manylinux else None,
+        "torch": f[0],
+        "variant": f[1],
+        "cuda": f[2],
+        "arch_list": list(f[3]),
+        "arch_confidence": f[4],
+        "min_driver": None if min_driver is None else _driver_text(min_driver),
+        "cudnn": f[5],
+        "nccl": f[6],
+        "glibc_min": f[7],
         "forward_compat": forward_compat,
-        "pypi_default": v.name == rel.pypi_default,
-        "platform": rel.platform,
-        "platform_tag": rel.platform_tag or None,
-        "macos_min": None if rel.macos_min is None else version_str(rel.macos_min),
-        "macos_min_python": {py: version_str(v) for py, v in rel.macos_min_python} or None,
+        "pypi_default": f[8],
+        "platform": f[9],
+        "platform_tag": f[10],
+        "macos_min": f[11],
+        "macos_min_python": dict(f[12]) or None,
     }
+
+
+@lru_cache(maxsize=4096)
+def _driver_text(v: NumVersion) -> str:
+    """driver_str, once per driver version: reasons and warnings print a few over and over."""
+    return driver_str(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +196,7 @@ class Resolution:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
+class _Verdict(NamedTuple):  # a NamedTuple: made once per build judged, at half the cost
     failures: tuple[tuple[str, str], ...]  # (code, reason), most fundamental first
     forward_compat: bool  # runs only through cuda-compat (data-center GPUs)
     ptx_jit: bool  # some GPU runs only through PTX JIT
@@ -238,8 +279,10 @@ def companion_problem(req: Request, m: Matrix, rel: Release, lib: str) -> str | 
 
 
 @lru_cache(maxsize=16384)
-def _no_kernels(display: str, cc: tuple[int, int], build: str, summary: str) -> str:
-    """Why a GPU has no kernels in a build (per GPU kind and build: formatted once)."""
+def _no_kernels(label: str, bare: bool, cc: CC, build: str, summary: str) -> str:
+    """Why a GPU (`label`; a bare architecture when `bare`) has no kernels in a build (per GPU
+    kind and build: formatted once)."""
+    display = label if bare else f"{label} ({sm_str(cc)})"  # as GPUTarget.display
     why = f"{display} has no kernels in {build} ({summary})"
     if cc in TEGRA:
         why += (
@@ -249,9 +292,19 @@ def _no_kernels(display: str, cc: tuple[int, int], build: str, summary: str) -> 
     return why
 
 
+_Kinds = tuple[tuple[str, bool, bool], ...]  # per GPU: label, cuda-compat serves it, GeForce
+
+
+def _gpu_kinds(req: Request) -> _Kinds:
+    """What the driver's reasons say of the request's GPUs."""
+    return tuple([(t.label, t.gpu is not None and t.gpu.forward_compat, t.is_geforce)
+                  for t in req.gpus])  # fmt: skip
+
+
 def _check_driver(
-    req: Request, m: Matrix, v: Variant, ptx: bool, too_new: str | None
+    req: Request, m: Matrix, v: Variant, ptx: bool, too_new: str | None, kinds: _Kinds
 ) -> tuple[list[tuple[str, str]], bool]:
+    """`kinds`: _gpu_kinds(req), worked out by the caller once per request."""
     assert v.cuda is not None
     driver = req.driver
     if driver is None:
@@ -269,36 +322,56 @@ def _check_driver(
                     (
                         DRIVER_TOO_OLD_FOR_PTX,
                         f"a GPU needs PTX JIT from {v.name}, which needs driver ≥ "
-                        f"{driver_str(needed)} (CUDA {v.cuda_str} toolkit driver); "
-                        f"target has {driver_str(driver)}",
+                        f"{_driver_text(needed)} (CUDA {v.cuda_str} toolkit driver); "
+                        f"target has {_driver_text(driver)}",
                     )
                 ], False
         return [], False
-    need = driver_str(floor) if floor else "?"
-    base = f"{v.name} needs driver ≥ {need} (CUDA {v.cuda[0]}.x); target has {driver_str(driver)}"
-    ineligible = [t for t in req.gpus if t.gpu is None or not t.gpu.forward_compat]
-    if req.gpus and not ineligible:
-        unsupported = _compat_unsupported(m, v, driver)
+    found, fc = _below_floor(m, v.name, v.cuda, driver, kinds, req.allow_forward_compat)
+    return list(found), fc
+
+
+@lru_cache(maxsize=4096)
+def _below_floor(
+    m: Matrix, name: str, cuda: NumVersion, driver: NumVersion, gpus: _Kinds,
+    allow_forward_compat: bool,
+) -> tuple[tuple[tuple[str, str], ...], bool]:  # fmt: skip
+    """_check_driver for a driver below the floor of the variant `name` (of CUDA `cuda`):
+    per variant, driver and the GPUs' labels and kinds (`gpus`: each one's label, whether
+    cuda-compat serves it, whether it is a GeForce), formatted once rather than per build
+    judged."""
+    floor = m.driver_floor(cuda[0])
+    need = _driver_text(floor) if floor else "?"
+    base = f"{name} needs driver ≥ {need} (CUDA {cuda[0]}.x); target has {_driver_text(driver)}"
+    ineligible = [(label, geforce) for label, fc, geforce in gpus if not fc]
+    if gpus and not ineligible:
+        unsupported = _compat_unsupported(m, cuda, driver)
         if unsupported:
-            return [(DRIVER_TOO_OLD, f"{base}; {unsupported}")], False
+            return ((DRIVER_TOO_OLD, f"{base}; {unsupported}"),), False
         fc = (
-            f"{base}: runs only with the cuda-compat-{v.cuda[0]}-{v.cuda[1]} package "
+            f"{base}: runs only with the cuda-compat-{cuda[0]}-{cuda[1]} package "
             "(forward compatibility, data-center GPUs)"
         )
-        if req.allow_forward_compat:
-            return [], True
-        return [(FORWARD_COMPAT_ONLY, fc)], True
+        if allow_forward_compat:
+            return (), True
+        return ((FORWARD_COMPAT_ONLY, fc),), True
     if ineligible:
-        names = ", ".join(t.label for t in ineligible)
-        kind = "GeForce" if any(t.is_geforce for t in ineligible) else "non-data-center"
+        names = ", ".join(label for label, _ in ineligible)
+        kind = "GeForce" if any(geforce for _, geforce in ineligible) else "non-data-center"
         base += f"; forward compatibility is not available on {kind} GPUs ({names})"
-    return [(DRIVER_TOO_OLD, base)], False
+    return ((DRIVER_TOO_OLD, base),), False
 
 
 @lru_cache(maxsize=16)
 def _lowest_ceiling(m: Matrix) -> float:
     """The oldest last driver branch of any GPU (no driver at or below it is too new)."""
     return min((b for _, b in m.driver_ceilings), default=float("inf"))
+
+
+@lru_cache(maxsize=1024)
+def _ceiling(m: Matrix, cc: CC) -> int | None:
+    """m.driver_ceiling, once per GPU kind."""
+    return m.driver_ceiling(cc)
 
 
 def _too_new(req: Request, m: Matrix, driver: NumVersion | None) -> str | None:
@@ -308,11 +381,11 @@ def _too_new(req: Request, m: Matrix, driver: NumVersion | None) -> str | None:
     for t in req.gpus:
         if t.cc in TEGRA:
             continue
-        last = m.driver_ceiling(t.cc)
+        last = _ceiling(m, t.cc)
         if last is not None and driver[0] > last:
             return (
                 f"{t.display} is supported up to the R{last} driver branch; driver "
-                f"{driver_str(driver)} ignores it (install an R{last} driver)"
+                f"{_driver_text(driver)} ignores it (install an R{last} driver)"
             )
     return None
 
@@ -327,28 +400,27 @@ def _check_jetson_driver(v: Variant, driver: NumVersion) -> list[tuple[str, str]
     return [
         (
             DRIVER_TOO_OLD,
-            f"{v.name} needs CUDA {v.cuda[0]}: a Jetson with driver {driver_str(driver)} "
+            f"{v.name} needs CUDA {v.cuda[0]}: a Jetson with driver {_driver_text(driver)} "
             f"(JetPack 6 or older) has CUDA {cuda_major}; JetPack 7 brings CUDA 13",
         )
     ]
 
 
-def _compat_unsupported(m: Matrix, v: Variant, driver: NumVersion) -> str | None:
-    """Why NVIDIA does not support this variant's cuda-compat package on the driver's branch
-    (forward-compatibility table, per branch), or None."""
-    assert v.cuda is not None
+def _compat_unsupported(m: Matrix, cuda: NumVersion, driver: NumVersion) -> str | None:
+    """Why NVIDIA does not support the cuda-compat package of CUDA `cuda` on the driver's
+    branch (forward-compatibility table, per branch), or None."""
     if not m.compat_branches:
         return None
-    package = f"cuda-compat-{v.cuda[0]}-{v.cuda[1]}"
+    package = f"cuda-compat-{cuda[0]}-{cuda[1]}"
     found = m.compat_branch(driver[0])
     if found is None:
-        ok = [f"R{b}" for b, _, cudas in m.compat_branches if v.cuda[:2] in cudas]
+        ok = [f"R{b}" for b, _, cudas in m.compat_branches if cuda[:2] in cudas]
         return (
             f"{package} does not support driver branch R{driver[0]} (NVIDIA supports it on "
             f"{', '.join(ok) or 'no branch'}; feature branches and others are not)"
         )
     kind, cudas = found
-    if v.cuda[:2] not in cudas:
+    if cuda[:2] not in cudas:
         return f"{package} is not supported on the R{driver[0]} {kind} branch"
     return None
 
@@ -356,36 +428,83 @@ def _compat_unsupported(m: Matrix, v: Variant, driver: NumVersion) -> str | None
 _OK = _Verdict((), False, False)
 
 
+@lru_cache(maxsize=1024)
+def _kernels(m: Matrix, platform: str, cc: CC) -> tuple[tuple[Arch | None, ...], int, int]:
+    """A GPU kind's kernel table on the platform, and as bits the builds with kernels for it
+    and those running it from SASS (no PTX JIT). Per matrix, platform and capability."""
+    table = kernel_table(m, platform, cc)
+    sass = sum(1 << i for i, a in enumerate(table) if a is not None and not a.ptx)
+    return table, kernel_mask(m, platform, cc), sass
+
+
+@lru_cache(maxsize=4096)
+def _floor_bits(m: Matrix, platform: str, driver: NumVersion) -> int:
+    """The platform's CUDA builds (as bits) whose driver floor `driver` meets."""
+    return sum(bits for f, bits in platform_builds(m, platform).floors if driver >= f)
+
+
+@lru_cache(maxsize=64)
+def _plain(m: Matrix, platform: str) -> int:
+    """The platform's CUDA builds (as bits) that a GPU running them from SASS, on a driver at
+    or above their floor, takes as they are: their arch list is known and they are confirmed
+    to exist."""
+    return sum(
+        1 << b.index
+        for b in platform_builds(m, platform).builds
+        if not b.v.is_cpu and b.v.archs is not None and not b.v.uncertain
+    )
+
+
 class Judge:
     """Judges the builds of releases for one request: what depends on the request alone (the
     kernel tables of its GPUs, a driver too new for one, whether every GPU is a Jetson) is
     worked out once, what depends on a release once per release."""
 
-    __slots__ = ("allowed", "builds", "kernels", "m", "req", "tegra", "too_new")
+    __slots__ = (
+        "allowed", "builds", "clean", "kernels", "kinds", "m", "names", "req", "tegra", "too_new"
+    )  # fmt: skip
 
     def __init__(self, req: Request, m: Matrix) -> None:
         self.req = req
         self.m = m
-        self.builds = found = platform_builds(m, req.platform)
-        self.too_new = _too_new(req, m, req.driver)
-        self.kernels = tuple([kernel_table(m, req.platform, t.cc) for t in req.gpus])
+        platform = req.platform
+        self.builds = found = platform_builds(m, platform)
+        driver = req.driver
+        self.too_new = too_new = None if driver is None else _too_new(req, m, driver)
         # the builds that may fit (bits): those with kernels for every GPU and a driver floor
         # the target's driver meets, unless cuda-compat may stand in for the driver; only to
         # pass over what certainly fails unjudged (fits), never to judge
-        allowed = (1 << len(found.builds)) - 1
+        allowed = sass = (1 << len(found.builds)) - 1
         tegra = fc = bool(req.gpus)
+        kernels = []
         for t in req.gpus:
-            allowed &= kernel_mask(m, req.platform, t.cc)
+            table, mask, runs = _kernels(m, platform, t.cc)
+            kernels.append(table)
+            allowed &= mask
+            sass &= runs
             tegra = tegra and t.cc in TEGRA
             fc = fc and t.gpu is not None and t.gpu.forward_compat
+        self.kernels = kernels
         self.tegra = tegra
-        driver = req.driver
-        if driver is not None and not tegra and not (fc and req.allow_forward_compat):
-            if self.too_new:
-                allowed &= found.cpu
-            else:
-                allowed &= found.cpu | sum(bits for f, bits in found.floors if driver >= f)
+        runs = sass  # the builds judge's driver check lets through as they are
+        if driver is not None:
+            floors = 0 if too_new or tegra else _floor_bits(m, platform, driver)
+            runs &= floors
+            if not tegra and not (fc and req.allow_forward_compat):
+                allowed &= found.cpu | floors  # none when the driver is too new
         self.allowed = allowed
+        # the builds that certainly fit when nothing keeps their release from installing:
+        # judge answers them at once (the CPU builds, and the plain CUDA builds every GPU runs
+        # from SASS on a driver at or above their floor); the rest are judged in full
+        self.clean = 0 if req.extension_pins else found.cpu | runs & _plain(m, platform)
+        self.kinds: _Kinds | None = None  # the GPUs as driver reasons say them, when needed
+        self.names: str | None = None  # the GPUs as arch reasons list them, when needed
+
+    def displays(self) -> str:
+        """The request's GPUs, as reasons list them (worked out on the first that does)."""
+        if self.names is None:
+            self.names = ", ".join([t.display for t in self.req.gpus])
+        return self.names
 
     def view(self, base: Release) -> tuple[Release, tuple[Build, ...]] | None:
         """`base` as on the request's platform, with its builds; None without wheels there."""
@@ -402,6 +521,8 @@ class Judge:
 
     def judge(self, b: Build, install: tuple[tuple[str, str], ...]) -> _Verdict:
         """`install`: _check_install(req, m, b.rel), the same for every build of a release."""
+        if not install and b.index >= 0 and self.clean >> b.index & 1:
+            return _OK
         req, rel, v = self.req, b.rel, b.v
         failures = list(install)
         if req.extension_pins:
@@ -418,7 +539,7 @@ class Judge:
                     (
                         ARCH_UNVERIFIED,
                         f"the arch list of {b.name} is not known, so kernels for "
-                        f"{', '.join(t.display for t in req.gpus)} cannot be confirmed",
+                        f"{self.displays()} cannot be confirmed",
                     )
                 )
             return _Verdict(tuple(failures), False, False) if failures else _OK
@@ -427,7 +548,7 @@ class Judge:
             a = table[b.index] if b.index >= 0 else kernel_match(v.archs, t.cc)
             if a is None:
                 failures.append(
-                    (ARCH_UNSUPPORTED, _no_kernels(t.display, t.cc, b.v.name, b.summary))
+                    (ARCH_UNSUPPORTED, _no_kernels(t.label, t.gpu is None, t.cc, v.name, b.summary))
                 )
             elif a.ptx:
                 ptx = True
@@ -437,7 +558,9 @@ class Judge:
             not self.too_new and not self.tegra and not ptx
             and b.floor is not None and driver >= b.floor
         ):  # fmt: skip
-            dfail, fc = _check_driver(req, self.m, v, ptx, self.too_new)
+            if self.kinds is None:
+                self.kinds = _gpu_kinds(req)
+            dfail, fc = _check_driver(req, self.m, v, ptx, self.too_new, self.kinds)
             failures += dfail
         if v.uncertain and not failures:
             failures.append((VARIANT_UNVERIFIED, f"{b.name} is not confirmed to exist"))
@@ -506,7 +629,13 @@ def base_image(m: Matrix, v: Variant, driver: NumVersion | None, python: str | N
     if v.cuda is None:
         py = (python or "3.12").rstrip("t")
         return m.cpu_image.format(python=py)  # official python images are multi-arch
-    want = v.cuda[:2]
+    return _cuda_base(m, v.cuda[:2], driver)
+
+
+@lru_cache(maxsize=4096)
+def _cuda_base(m: Matrix, cuda: NumVersion, driver: NumVersion | None) -> str:
+    """base_image of a CUDA build (per matrix, CUDA major.minor and driver)."""
+    want = cuda
     if driver is not None:
         dc = m.driver_cuda(driver)
         if dc is not None and dc[0] == want[0] and dc[:2] < want:
@@ -527,18 +656,31 @@ def _min_driver(m: Matrix, req: Request, v: Variant, ptx: bool) -> NumVersion | 
     return floor
 
 
-def _choose(
-    req: Request, m: Matrix, ok: list[tuple[Release, Variant, _Verdict]]
-) -> tuple[Release, Variant, _Verdict] | None:
+_Fit = tuple[Release, Variant, _Verdict, Build]  # a compatible build, judged
+
+
+def _choose(req: Request, m: Matrix, ok: list[_Fit]) -> _Fit | None:
+    if len(ok) == 1:  # one build fits: the choice is whether the pin admits it
+        return ok[0] if _pinned(req, ok[0][1]) else None
     eligible = [c for c in ok if _pinned(req, c[1])]
     if not eligible:
         return None
-    newest = max(c[0].version for c in eligible)
-    same = [c for c in eligible if c[0].version == newest]
+    first = eligible[0][0]
+    if all(c[0] is first for c in eligible):  # one release (an exact torch): no comparing
+        same = eligible
+    else:
+        newest = max(c[0].version for c in eligible)
+        same = [c for c in eligible if c[0].version == newest]
     for c in same:
         if c[1].name == c[0].pypi_default:
             return c
     return max(same, key=lambda c: c[1].cuda or (0,))
+
+
+@lru_cache(maxsize=256)
+def _mps_warning(platform: str, macos: NumVersion | None) -> str:
+    floor = f" and macOS ≥ {version_str(macos)}" if macos else ""
+    return f"{platform}: the CPU build with Apple's MPS backend{floor}; no CUDA"
 
 
 def _warnings(
@@ -548,16 +690,17 @@ def _warnings(
     """The warnings for the chosen build `v` of `rel` (its minimum driver and index given)."""
     out: list[str] = []
     if v.mps:
-        macos = rel.macos_floor(req.python)
-        floor = f" and macOS ≥ {version_str(macos)}" if macos else ""
-        out.append(f"{rel.platform}: the CPU build with Apple's MPS backend{floor}; no CUDA")
+        out.append(_mps_warning(rel.platform, rel.macos_floor(req.python)))
     if rel.platform.startswith("windows") and not v.is_cpu:
         out.append(
             f"{rel.platform}: PyPI's Windows wheels are CPU builds; {v.name} comes from {index_url}"
         )
-    out += [
-        p.text for p in extension_problems(req.extension_pins, rel, v) if p.severity == "warning"
-    ]
+    if req.extension_pins:
+        out += [
+            p.text
+            for p in extension_problems(req.extension_pins, rel, v)
+            if p.severity == "warning"
+        ]
     if v.is_cpu and req.gpus:
         out.append("cuda = 'cpu': the build will not use the target GPUs")
     if not req.gpus and req.gpus_elsewhere and INFO[rel.platform].nvidia:
@@ -571,7 +714,7 @@ def _warnings(
     if not v.is_cpu and req.driver is None:
         out.append(
             f"no driver target given: {v.name} needs driver ≥ "
-            f"{driver_str(min_driver or (0,))}; add targets.driver"
+            f"{_driver_text(min_driver or (0,))}; add targets.driver"
         )
     if req.gpus and v.arch_confidence not in ("high", "n/a") and v.archs is not None:
         out.append(
@@ -584,14 +727,14 @@ def _warnings(
         )
     if verdict.forward_compat:
         out.append(
-            f"{v.name} runs on driver {driver_str(req.driver or (0,))} only with the "
+            f"{v.name} runs on driver {_driver_text(req.driver or (0,))} only with the "
             f"cuda-compat-{v.cuda_str.replace('.', '-')} package (forward compatibility)"
         )
     for t in req.gpus:
         g = t.gpu
         if g is not None and g.min_driver and req.driver is not None and req.driver < g.min_driver:
             out.append(
-                f"{t.display} needs driver ≥ {driver_str(g.min_driver)}"
+                f"{t.display} needs driver ≥ {_driver_text(g.min_driver)}"
                 + (" (third-party sources)" if g.min_driver_uncertain else "")
             )
     return out
@@ -603,13 +746,13 @@ class _Outcome(NamedTuple):
     compatible: list[str]
     forward_compatible: list[str]
     rejected: list[Any]  # each made by the caller's `reject`
-    picked: tuple[Release, Variant, _Verdict] | None
+    picked: _Fit | None
     min_driver: NumVersion | None
     base_image: str
     index_url: str
     warnings: list[str]
     judge: Judge
-    releases: tuple[Release, ...]  # matching_releases(m, req.torch)
+    torch: str  # the text of the request's torch specifier (caches key on it)
 
 
 def _resolve(
@@ -620,24 +763,25 @@ def _resolve(
     compatible: list[str] = []
     fwd: list[str] = []
     rejected: list[Any] = []
-    ok: list[tuple[Release, Variant, _Verdict]] = []
+    ok: list[_Fit] = []
     judge = Judge(req, m)
-    releases = matching_releases(m, req.torch)
-    for base in releases:
-        view = judge.view(base)
+    torch = str(req.torch)  # as matching_releases, once: compat.explain keys on it too
+    views = judge.builds.views  # the matrix's releases (all _matching gives) by torch
+    skip_cpu = req.cuda != "cpu" and bool(req.gpus)
+    for base in _matching(m, torch):
+        view = views[base.torch]
         if view is None:
             rejected.append(reject(*_not_on_platform(req, m, base)))
             continue
         rel, builds = view
         install = _check_install(req, m, rel)
-        skip_cpu = req.cuda != "cpu" and bool(req.gpus)
         for b in builds:
-            if skip_cpu and b.v.is_cpu:
+            if skip_cpu and b.v.cuda is None:  # a CPU build
                 continue
             verdict = judge.judge(b, install)
             if not verdict.failures:
                 compatible.append(b.name)
-                ok.append((rel, b.v, verdict))
+                ok.append((rel, b.v, verdict, b))
                 if verdict.forward_compat:
                     fwd.append(b.name)
             else:
@@ -650,14 +794,14 @@ def _resolve(
             rejected.append(reject(*_not_built(req, m, rel)))
     picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
     if picked is None:
-        return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, releases)
-    rel, v, verdict = picked
+        return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, torch)
+    rel, v, verdict, _ = picked
     min_driver = _min_driver(m, req, v, verdict.ptx_jit)
     image = base_image(m, v, req.driver, req.python) if INFO[rel.platform].os == "linux" else ""
     index = PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}"
     warnings = _warnings(req, rel, v, verdict, min_driver, index)
     return _Outcome(
-        compatible, fwd, rejected, picked, min_driver, image, index, warnings, judge, releases
+        compatible, fwd, rejected, picked, min_driver, image, index, warnings, judge, torch
     )
 
 
@@ -667,7 +811,7 @@ def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
     out = _resolve(req, m, release, Rejection)
     choice = None
     if out.picked is not None:
-        rel, v, verdict = out.picked
+        rel, v, verdict, _ = out.picked
         choice = Choice(rel, v, verdict.forward_compat, out.min_driver, out.base_image,
                         out.index_url)  # fmt: skip
     return Resolution(
@@ -683,6 +827,11 @@ def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
     )
 
 
+@lru_cache(maxsize=256)
+def _cc_text(cc: CC) -> str:
+    return f"{cc[0]}.{cc[1]}"  # as Resolution.to_json's targets
+
+
 def _rejection_json(variant: str, code: str, reason: str) -> dict[str, str]:
     return {"variant": variant, "code": code, "reason": reason}  # as Rejection.to_json
 
@@ -694,18 +843,17 @@ def resolution_json(req: Request, m: Matrix) -> tuple[dict[str, Any], _Outcome]:
     picked = out.picked
     detail = None
     if picked is not None:
-        rel, v, verdict = picked
-        detail = _choice_json(rel, v, verdict.forward_compat, out.min_driver)
+        detail = _detail_json(_build_fields(picked[3]), picked[2].forward_compat, out.min_driver)
     return {
         "ok": picked is not None,
         "compatible": out.compatible,
-        "chosen": None if picked is None else picked[0].local_version(picked[1]),
+        "chosen": None if picked is None else picked[3].name,
         "base_image": None if picked is None else out.base_image,
         "index_url": None if picked is None else out.index_url,
         "rejected": out.rejected,
         "forward_compatible": out.forward_compatible,
         "detail": detail,
-        "targets": [{"gpu": t.label, "cc": f"{t.cc[0]}.{t.cc[1]}"} for t in req.gpus],
+        "targets": [{"gpu": t.label, "cc": _cc_text(t.cc)} for t in req.gpus],
         "warnings": out.warnings,
         "suggestions": [],
     }, out
@@ -819,9 +967,9 @@ def platform_request(req: Request, platform: str) -> Request:
     """The request as one platform of the fleet sees it: the GPUs that are checked there."""
     fleet = req.platforms
     if len(fleet) == 1:  # checked_on for a fleet of one: wherever the GPU can be
-        gpus = tuple(t for t in req.gpus if platform in possible(t.gpu))
+        gpus = tuple([t for t in req.gpus if platform in possible(t.gpu)])
     else:
-        gpus = tuple(t for t in req.gpus if checked_on(t.gpu, platform, fleet))
+        gpus = tuple([t for t in req.gpus if checked_on(t.gpu, platform, fleet)])
     if platform == req.platform and len(gpus) == len(req.gpus) and not req.gpus_elsewhere:
         return req  # as it is (dataclasses.replace costs a tenth of a resolution)
     elsewhere = tuple(t.label for t in req.gpus if t not in gpus)

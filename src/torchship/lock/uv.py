@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING
 from torchship.errors import LockError
 
 if TYPE_CHECKING:
+    from tempfile import TemporaryDirectory
+
     from torchship.lock.plan import CompilePlan
 
 __all__ = ["TIMEOUT_S", "Group", "Runner", "UvCall", "find_uv", "uv_environ"]
@@ -69,8 +70,8 @@ class UvCall:
     made at once instead, and `result()` reads its answer."""
 
     def __init__(self, plan: CompilePlan, runner: Runner | None = None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="torchship-lock-")
-        self._previous = Path(self._tmp.name, "previous.txt")
+        self._tmp: TemporaryDirectory[str] | None = None
+        self._previous: Path | None = None  # uv's --output-file: the previous pins, its answer
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
         self._answer: subprocess.CompletedProcess[str] | None = None
@@ -82,12 +83,17 @@ class UvCall:
             raise
 
     def _start(self, plan: CompilePlan, runner: Runner | None) -> None:
-        constraints = Path(self._tmp.name, "constraints.txt")
-        constraints.write_text("".join(f"{c}\n" for c in plan.constraints), "utf-8")
-        self._previous.write_text("".join(f"{c}\n" for c in plan.preferences), "utf-8")
-        argv = plan.argv(
-            find_uv() if runner is None else "uv", str(constraints), str(self._previous)
-        )
+        constraints = previous = ""
+        if plan.constraints or plan.preferences:  # else no file is named: none is made
+            import tempfile  # with `random`: not before the primary call starts (issue 20)
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="torchship-lock-")
+            constraints = str(Path(self._tmp.name, "constraints.txt"))
+            self._previous = Path(self._tmp.name, "previous.txt")
+            Path(constraints).write_text("".join(f"{c}\n" for c in plan.constraints), "utf-8")
+            self._previous.write_text("".join(f"{c}\n" for c in plan.preferences), "utf-8")
+            previous = str(self._previous)
+        argv = plan.argv(find_uv() if runner is None else "uv", constraints, previous)
         if runner is not None:
             self._answer = runner(argv, plan.stdin, plan.environ)
             return
@@ -120,7 +126,9 @@ class UvCall:
             if proc.returncode != 0:
                 return proc.returncode, "", proc.stderr
             # With --output-file (previous pins to keep) uv writes its answer there.
-            text = proc.stdout if proc.stdout.strip() else self._previous.read_text("utf-8")
+            text = proc.stdout
+            if not text.strip():
+                text = self._previous.read_text("utf-8") if self._previous else ""
             return 0, text, proc.stderr
         finally:
             self.kill()
@@ -131,7 +139,8 @@ class UvCall:
             self._proc.kill()
         if self._thread is not None:
             self._thread.join(timeout=10)  # uv is gone; its pipes close
-        self._tmp.cleanup()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
 
 class Group:
@@ -146,6 +155,8 @@ class Group:
     def run(
         self, argv: Sequence[str], stdin: str, extra: Mapping[str, str]
     ) -> subprocess.CompletedProcess[str]:
+        if argv and argv[0] == "uv":  # a runner's argv names uv; this one runs the real one
+            argv = [find_uv(), *argv[1:]]  # (not whatever PATH has, if anything)
         with self._lock:
             if self.stopped:
                 return subprocess.CompletedProcess(list(argv), -9, "", "")

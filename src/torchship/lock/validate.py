@@ -23,10 +23,6 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from packaging.utils import canonicalize_name
-from packaging.utils import parse_wheel_filename as _parse_wheel
-from packaging.version import Version
-
 from torchship.compat.matrix import PYTORCH_INDEX
 from torchship.compat.platforms import INFO, PLATFORMS
 from torchship.errors import LockFileError, SpecError, excerpt, key_text
@@ -147,6 +143,8 @@ def project_name(value: str) -> str:
 
 def version(value: str) -> str:
     """An exact PEP 440 version, as a pin writes it (`2.9.1+cu126`)."""
+    from packaging.version import Version
+
     return _parsed(value, "an exact PEP 440 version such as '2.9.1'", Version)
 
 
@@ -160,6 +158,10 @@ def torch_version(value: str) -> str:
 
 
 def package_name(value: str) -> str:
+    # packaging.utils imports packaging.tags (platform, sysconfig, struct): only a lock that is
+    # read needs it, not one being written while uv runs (issue 20)
+    from packaging.utils import canonicalize_name
+
     return _parsed(
         value,
         "a Python package name (PEP 508)",
@@ -294,7 +296,9 @@ def wheel_file(value: str) -> str:
     kind = "a wheel's file name"
     if "/" in value or "\\" in value:
         raise ValueError(f"{excerpt(value)} is a path, not {kind}")
-    return _parsed(value, kind, _parse_wheel)
+    from packaging.utils import parse_wheel_filename
+
+    return _parsed(value, kind, parse_wheel_filename)
 
 
 # -- the file's shape --------------------------------------------------------------------

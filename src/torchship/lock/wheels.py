@@ -107,7 +107,7 @@ def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
         if not path.is_dir() or path.resolve() in seen:
             continue
         seen.add(path.resolve())
-        for wheel in sorted(path.glob("*.whl")):
+        for wheel in _wheel_files(path):
             parsed = wheel_name(wheel.name)
             if parsed is None:
                 continue
@@ -115,3 +115,12 @@ def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
             if canonical_name(wname) == canonical_name(name) and _same_version(wversion, version):
                 out.append(wheel)
     return out
+
+
+def _wheel_files(folder: Path) -> list[Path]:
+    """What `sorted(folder.glob("*.whl"))` lists (nothing from a folder it may not read),
+    without compiling glob's pattern before `torchship lock` starts uv (issue 20)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.name.endswith(".whl"))
+    except PermissionError:
+        return []

@@ -6,7 +6,6 @@ Validation happens once, here. Every error names the file and the field path
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable
@@ -58,6 +57,8 @@ class FieldReader:
         self.file, self.table, self.prefix = file, table, prefix
         for key in table:
             if key not in allowed:
+                import difflib  # only to name a misspelt key
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
                 raise SpecError(file, self.path(key_text(key)), "unknown field", hint)
