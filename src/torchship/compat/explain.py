@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from torchship.compat.archs import Version, driver_str, sm_str
+from torchship.compat.archs import Version, driver_str
 from torchship.compat.builds import kernel_mask, platform_builds
+from torchship.compat.gpus import gpu_display
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
 from torchship.compat.resolve import (
@@ -97,7 +98,7 @@ def _gpu_hint(
     wanted, _ = _wanted(m, platform, torch)
     if any(r.torch in _covered(m, platform, cc) for r in wanted):
         return None
-    display = label if bare else f"{label} ({sm_str(cc)})"  # as GPUTarget.display
+    display = gpu_display(label, bare, cc)
     cover = _covering_cc(m, platform, cc)
     if not cover:
         return (
@@ -290,12 +291,11 @@ def clear_caches() -> None:
         resolve._on_platform,
         resolve._kernels,
         resolve._plain,
-        resolve._build_fields,
+        resolve._build_template,
         resolve._driver_text,
         resolve._cuda_base,
         resolve._floor_bits,
         resolve._ceiling,
-        resolve._cc_text,
         resolve._below_floor,
         resolve._mps_warning,
         _covering_cc,

@@ -34,11 +34,16 @@ class GPUTarget:
 
     @property
     def display(self) -> str:
-        return self.label if self.gpu is None else f"{self.label} ({self.sm})"
+        return gpu_display(self.label, self.gpu is None, self.cc)
 
     @property
     def is_geforce(self) -> bool:
         return self.gpu is not None and self.gpu.segment == "consumer"
+
+
+def gpu_display(label: str, bare: bool, cc: CC) -> str:
+    """How reasons name a GPU: its label, and its architecture unless it is a bare one."""
+    return label if bare else f"{label} ({sm_str(cc)})"
 
 
 def normalize(name: str) -> tuple[str, ...]:

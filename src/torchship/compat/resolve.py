@@ -22,7 +22,6 @@ from torchship.compat.archs import (
     Arch,
     driver_str,
     kernel_match,
-    sm_str,
     version_str,
 )
 from torchship.compat.archs import (
@@ -36,7 +35,7 @@ from torchship.compat.builds import (
     summarise,
 )
 from torchship.compat.extensions import problems as extension_problems
-from torchship.compat.gpus import GPUTarget
+from torchship.compat.gpus import GPUTarget, gpu_display
 from torchship.compat.matrix import (
     PYPI_INDEX,
     PYTORCH_INDEX,
@@ -101,56 +100,48 @@ def _choice_json(
     rel: Release, v: Variant, forward_compat: bool, min_driver: NumVersion | None
 ) -> dict[str, Any]:
     """A chosen build's `detail` in the JSON contract (Choice.to_json, without the Choice)."""
-    return _detail_json(_detail_fields(rel, v), forward_compat, min_driver)
+    return _detail_json(_detail_template(rel, v), forward_compat, min_driver)
 
 
-_Fields = tuple[Any, ...]  # _detail_fields' answer, in the order of _detail_json's keys
-
-
-def _detail_fields(rel: Release, v: Variant) -> _Fields:
-    """What a build's `detail` holds that depends on the build alone."""
-    return (
-        rel.torch,
-        v.name,
-        None if v.cuda is None else v.cuda_str,
-        v.arch_tokens(),
-        v.arch_confidence,
-        v.cudnn,
-        v.nccl,
-        version_str(rel.glibc_min) if rel.manylinux else None,
-        v.name == rel.pypi_default,
-        rel.platform,
-        rel.platform_tag or None,
-        None if rel.macos_min is None else version_str(rel.macos_min),
-        tuple((py, version_str(v)) for py, v in rel.macos_min_python),
-    )
+def _detail_template(rel: Release, v: Variant) -> dict[str, Any]:
+    """A build's `detail`, with what depends on the request (min_driver, forward_compat) left
+    to _detail_json, and the lists as tuples (a template is shared: never handed out)."""
+    return {
+        "torch": rel.torch,
+        "variant": v.name,
+        "cuda": None if v.cuda is None else v.cuda_str,
+        "arch_list": v.arch_tokens(),
+        "arch_confidence": v.arch_confidence,
+        "min_driver": None,
+        "cudnn": v.cudnn,
+        "nccl": v.nccl,
+        "glibc_min": version_str(rel.glibc_min) if rel.manylinux else None,
+        "forward_compat": False,
+        "pypi_default": v.name == rel.pypi_default,
+        "platform": rel.platform,
+        "platform_tag": rel.platform_tag or None,
+        "macos_min": None if rel.macos_min is None else version_str(rel.macos_min),
+        "macos_min_python": tuple((py, version_str(v)) for py, v in rel.macos_min_python),
+    }
 
 
 @lru_cache(maxsize=4096)
-def _build_fields(b: Build) -> _Fields:
-    """_detail_fields of a build of the matrix (per build: a Build hashes by identity)."""
-    return _detail_fields(b.rel, b.v)
+def _build_template(b: Build) -> dict[str, Any]:
+    """_detail_template of a build of the matrix (per build: a Build hashes by identity)."""
+    return _detail_template(b.rel, b.v)
 
 
-def _detail_json(f: _Fields, forward_compat: bool, min_driver: NumVersion | None) -> dict[str, Any]:
-    """The `detail` object: new lists and dicts each time (the caller may change them)."""
-    return {
-        "torch": f[0],
-        "variant": f[1],
-        "cuda": f[2],
-        "arch_list": list(f[3]),
-        "arch_confidence": f[4],
-        "min_driver": None if min_driver is None else _driver_text(min_driver),
-        "cudnn": f[5],
-        "nccl": f[6],
-        "glibc_min": f[7],
-        "forward_compat": forward_compat,
-        "pypi_default": f[8],
-        "platform": f[9],
-        "platform_tag": f[10],
-        "macos_min": f[11],
-        "macos_min_python": dict(f[12]) or None,
-    }
+def _detail_json(
+    template: dict[str, Any], forward_compat: bool, min_driver: NumVersion | None
+) -> dict[str, Any]:
+    """The `detail` object from a template: a copy (its keys in the contract's order), with new
+    lists and dicts each time (the caller may change them)."""
+    d = dict(template)
+    d["arch_list"] = list(template["arch_list"])
+    d["min_driver"] = None if min_driver is None else _driver_text(min_driver)
+    d["forward_compat"] = forward_compat
+    d["macos_min_python"] = dict(template["macos_min_python"]) or None
+    return d
 
 
 @lru_cache(maxsize=4096)
@@ -282,7 +273,7 @@ def companion_problem(req: Request, m: Matrix, rel: Release, lib: str) -> str | 
 def _no_kernels(label: str, bare: bool, cc: CC, build: str, summary: str) -> str:
     """Why a GPU (`label`; a bare architecture when `bare`) has no kernels in a build (per GPU
     kind and build: formatted once)."""
-    display = label if bare else f"{label} ({sm_str(cc)})"  # as GPUTarget.display
+    display = gpu_display(label, bare, cc)
     why = f"{display} has no kernels in {build} ({summary})"
     if cc in TEGRA:
         why += (
@@ -827,11 +818,6 @@ def resolve(req: Request, m: Matrix, release: str | None = None) -> Resolution:
     )
 
 
-@lru_cache(maxsize=256)
-def _cc_text(cc: CC) -> str:
-    return f"{cc[0]}.{cc[1]}"  # as Resolution.to_json's targets
-
-
 def _rejection_json(variant: str, code: str, reason: str) -> dict[str, str]:
     return {"variant": variant, "code": code, "reason": reason}  # as Rejection.to_json
 
@@ -843,7 +829,7 @@ def resolution_json(req: Request, m: Matrix) -> tuple[dict[str, Any], _Outcome]:
     picked = out.picked
     detail = None
     if picked is not None:
-        detail = _detail_json(_build_fields(picked[3]), picked[2].forward_compat, out.min_driver)
+        detail = _detail_json(_build_template(picked[3]), picked[2].forward_compat, out.min_driver)
     return {
         "ok": picked is not None,
         "compatible": out.compatible,
@@ -853,7 +839,7 @@ def resolution_json(req: Request, m: Matrix) -> tuple[dict[str, Any], _Outcome]:
         "rejected": out.rejected,
         "forward_compatible": out.forward_compatible,
         "detail": detail,
-        "targets": [{"gpu": t.label, "cc": _cc_text(t.cc)} for t in req.gpus],
+        "targets": [{"gpu": t.label, "cc": f"{t.cc[0]}.{t.cc[1]}"} for t in req.gpus],
         "warnings": out.warnings,
         "suggestions": [],
     }, out
