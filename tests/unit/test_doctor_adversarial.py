@@ -287,3 +287,18 @@ def test_a_print_call_answers_is_available(matrix: Matrix) -> None:
 
 def test_load_matrix_is_the_matrix() -> None:  # keeps the fixture honest
     assert load_matrix().releases
+
+
+@pytest.mark.parametrize(
+    ("launch", "severity"),
+    [
+        ("dist.init_process_group(backend='nccl')", "error"),  # no "torch" on the line
+        ("torchrun --nproc_per_node=4 train.py", "error"),
+        ("python train.py --device cuda:1", "warning"),  # one process: likely, not certain
+    ],
+)
+def test_an_invalid_ordinal_is_an_error_when_the_text_shows_several_ranks(
+    launch: str, severity: str, matrix: Matrix
+) -> None:
+    text = f"$ {launch}\nRuntimeError: CUDA error: invalid device ordinal\n"
+    assert codes(text, matrix) == {"gpu-rank-mapping": severity}

@@ -541,7 +541,7 @@ _NUM_PROCESSES_RE = re.compile(r"num processes: *(?:[2-9]|[1-9]\d+)\b")
 
 
 def _multi_rank(line: str, low: str) -> bool:
-    """Called only on a line holding "rank", "torch", "nproc", "spawn(" or "processes:"."""
+    """Plain substring tests first: this runs on every line until one is found."""
     if line.startswith("[rank") and _RANK_PREFIX_RE.match(line):
         return True
     if "num processes:" in low and _NUM_PROCESSES_RE.search(low):
@@ -569,8 +569,7 @@ def _mentions(b: _Builder, n: int, line: str) -> None:
         b.hint("torch", m.group(1), n)
     if "MIG" in line and not line.lstrip().startswith("|") and _MIG_RE.search(line):
         b.sources.setdefault("mig-mentioned", b.where(n))
-    ranks = "rank" in low or "torch" in low or "nproc" in low or "spawn(" in low
-    if (ranks or "processes:" in low) and "multi-rank" not in b.sources and _multi_rank(line, low):
+    if "multi-rank" not in b.sources and _multi_rank(line, low):
         b.sources["multi-rank"] = b.where(n)
     if ("torchaudio" in low or "torchvision" in low) and _DOMAIN_RE.search(line):
         b.sources.setdefault("domain-library-mentioned", b.where(n))
