@@ -190,3 +190,29 @@ def test_uvs_side_by_side_run_the_installed_uv_not_one_on_path(
     answer = torchship.lock.uv.Group().run(["uv", "--version"], "", {})
     assert answer.returncode == 0 and answer.stdout.startswith("uv "), answer
     assert answer.args[0] == torchship.lock.uv.find_uv() != "uv"
+
+
+def test_find_uv_answers_as_the_uv_package_does_without_importing_it() -> None:
+    """In a virtual environment the uv beside this Python is found without importing the uv
+    package and sysconfig (~5 ms before `torchship lock` starts uv): the same binary."""
+    child = (
+        "import sys; from torchship.lock.uv import find_uv; found = find_uv(); "
+        "print('uv' in sys.modules, 'sysconfig' in sys.modules); "
+        "from uv import find_uv_bin; print(found == str(find_uv_bin()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=60, check=True
+    )
+    if sys.prefix == sys.base_prefix:
+        pytest.skip("not in a virtual environment: find_uv asks the uv package")
+    assert out.stdout.split() == ["False", "False", "True"], out.stdout
+
+
+def test_a_folder_named_by_flag_and_pip_find_links_is_passed_to_uv_once(
+    tmp_path: Path, fake_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, wheels = _project(tmp_path)
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{wheels} {wheels}")
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    [call] = _calls(tmp_path)
+    assert call["argv"].count("--find-links") == 1, call["argv"]

@@ -94,7 +94,7 @@ def _collector_paused() -> Iterator[None]:
 
 def _run(args: argparse.Namespace) -> int:
     from torchship.lock import lock_fleet
-    from torchship.lock.wheels import find_links_from_env
+    from torchship.lock.wheels import find_links_with_env
     from torchship.spec.load import load_spec
 
     project = Path(args.project)
@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     for d in args.find_links:
         if not Path(d).is_dir():
             raise LockFileError(f"--find-links {d}: not a folder", "pass a folder holding wheels")
-    links = [*args.find_links, *find_links_from_env(os.environ)]
+    links = find_links_with_env(args.find_links, os.environ)
     if args.dry_run:
         return _dry_run(spec, path, links, args)
     previous = _previous(path)

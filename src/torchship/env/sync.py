@@ -41,7 +41,7 @@ from torchship.errors import EnvError
 from torchship.lock.compile import (
     UV_NET_ERRORS,
     UV_URL_RE,
-    find_links_from_env,
+    find_links_with_env,
     find_uv,
     wheels_in,
 )
@@ -150,7 +150,7 @@ def sync(
         started = time.monotonic()
         say(f"sync: building environment {env.name} ({len(env.packages)} packages) in {final}")
         try:
-            _build(env, tmp, [*find_links, *find_links_from_env(os.environ)], stream)
+            _build(env, tmp, find_links_with_env(find_links, os.environ), stream)
             _write_marker(env, tmp, lock_name)
             os.rename(tmp, final)
         except BaseException:

@@ -48,7 +48,7 @@ from torchship.lock.plan import (
 from torchship.lock.uv import Group, Runner, UvCall, find_uv
 from torchship.lock.uv_errors import UV_NET_ERRORS, UV_URL_RE, macos_floor
 from torchship.lock.uv_errors import failure as _failure
-from torchship.lock.wheels import find_links_from_env, wheel_fits, wheels_in
+from torchship.lock.wheels import find_links_from_env, find_links_with_env, wheel_fits, wheels_in
 from torchship.spec.model import Spec
 from torchship.versions import driver_str, version_str
 
@@ -65,6 +65,7 @@ __all__ = [  # with what env/sync.py and others import from here (plan, uv, uv_e
     "compile_env",
     "compile_requirements",
     "find_links_from_env",
+    "find_links_with_env",
     "find_uv",
     "parse_compiled",
     "plan_compile",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,15 @@ TIMEOUT_S = 900  # one uv call, then it is killed (the limit its subprocess.run 
 
 
 def find_uv() -> str:
+    """The uv binary: the one the `uv` package installed beside this Python (as its
+    find_uv_bin finds it), else the first on PATH."""
+    if sys.prefix != sys.base_prefix and os.name == "posix":
+        # In a virtual environment find_uv_bin looks in {prefix}/bin first; asked directly,
+        # it imports sysconfig and builds all five places it could look (~5 ms before
+        # `torchship lock` can start uv, issue 20).
+        here = os.path.join(sys.prefix, "bin", "uv")
+        if os.path.isfile(here):
+            return here
     try:
         from uv import find_uv_bin
 

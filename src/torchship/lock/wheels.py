@@ -95,6 +95,12 @@ def find_links_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(x for x in environ.get("PIP_FIND_LINKS", "").split() if x)
 
 
+def find_links_with_env(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """The folders given, then PIP_FIND_LINKS's, each once: `--find-links D` with
+    PIP_FIND_LINKS=D named D twice in every uv call."""
+    return list(dict.fromkeys([*given, *find_links_from_env(environ)]))
+
+
 def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
     """Wheels of `name`==`version` (local part included) in the find-links folders. A folder
     named twice (`--find-links D` and PIP_FIND_LINKS=D) is read once: its wheel found twice
