@@ -14,11 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 import torchship.lock
 import torchship.lock.uv
@@ -40,8 +42,9 @@ FAKE_UV = """#!{python}
 import json, os, sys, time
 argv = sys.argv[1:]
 stdin = sys.stdin.read()
+given = open(argv[argv.index("--output-file") + 1]).read() if "--output-file" in argv else None
 with open(os.environ["FAKE_UV_LOG"], "a") as f:
-    f.write(json.dumps({{"argv": argv, "stdin": stdin}}) + "\\n")
+    f.write(json.dumps({{"argv": argv, "stdin": stdin, "pins": given}}) + "\\n")
 time.sleep(float(os.environ.get("FAKE_UV_SLEEP", "0")))
 answer = open(os.environ["FAKE_UV_ANSWER"]).read().split("\\n", 1)[1]
 if "--output-file" in argv:
@@ -216,3 +219,135 @@ def test_a_folder_named_by_flag_and_pip_find_links_is_passed_to_uv_once(
     assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
     [call] = _calls(tmp_path)
     assert call["argv"].count("--find-links") == 1, call["argv"]
+
+
+_RELOCK_CHILD = """
+import subprocess, sys
+import torchship.lock.uv
+torchship.lock.uv.find_uv = lambda: {uv!r}
+loaded = []
+class Watched(subprocess.Popen):
+    def __init__(self, *a, **k):
+        loaded.append("torchship.lock.model" in sys.modules)
+        super().__init__(*a, **k)
+subprocess.Popen = Watched
+from torchship.cli import main
+code = main(["lock", {project!r}, "--find-links", {wheels!r}])
+print("model loaded at uv's starts:", loaded)
+sys.exit(code)
+"""
+
+
+def _relock(tmp_path: Path, fake_uv: Path, project: Path, wheels: Path) -> Any:
+    child = _RELOCK_CHILD.format(uv=str(fake_uv), project=str(project), wheels=str(wheels))
+    return subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_a_relock_starts_uv_with_the_previous_pins_before_the_lock_is_checked(
+    tmp_path: Path, fake_uv: Path
+) -> None:
+    """Locking over a lock keeps its pins; they are read from its TOML, unchecked, so that uv
+    starts before the lock model loads (~60 ms, issue 20), and the lock checked meanwhile
+    keeps the same pins: one uv call, and the lock the checked previous lock makes."""
+    project, wheels = _project(tmp_path)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    first = (project / "torchship.lock").read_bytes()
+    out = _relock(tmp_path, fake_uv, project, wheels)
+    assert out.returncode == 0, out.stderr
+    assert "model loaded at uv's starts: [False]" in out.stdout
+    assert "changes since the previous lock: none" in out.stdout and "note:" not in out.stderr
+    fresh, again = _calls(tmp_path)
+    assert "--output-file" not in fresh["argv"] and "--output-file" in again["argv"]
+    previous = torchship.lock.read_lock(project / "torchship.lock")
+    assert (project / "torchship.lock").read_bytes() == first
+    lock, _ = lock_fleet(load_spec(project), [str(wheels)], runner=_replay, previous=previous)
+    write_lock(lock, tmp_path / "replayed.lock")
+    assert (project / "torchship.lock").read_bytes() == (tmp_path / "replayed.lock").read_bytes()
+
+
+def test_a_previous_lock_that_fails_its_check_is_dropped_and_uv_starts_again(
+    tmp_path: Path,
+    fake_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its pins read well, but the lock was edited (its content hash no longer matches): uv,
+    started with those pins, is stopped and started again without them, as if no lock were
+    there, and the note says why."""
+    project, wheels = _project(tmp_path)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    fresh = (project / "torchship.lock").read_bytes()
+    lock_file = project / "torchship.lock"
+    text = lock_file.read_text()
+    at = text.index("[[package]]")
+    lock_file.write_text(text[:at] + text[at:].replace('\nversion = "', '\nversion = "0', 1))
+    monkeypatch.setenv("FAKE_UV_SLEEP", "0.5")  # still resolving when the check fails
+    started: list[subprocess.Popen[str]] = []
+    popen = torchship.lock.uv._popen
+
+    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
+        started.append(popen(argv, extra))
+        return started[-1]
+
+    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
+    capsys.readouterr()
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    out = capsys.readouterr()
+    assert "note: the previous lock is not used (" in out.err and "content_hash" in out.err
+    assert "changes since the previous lock" not in out.out
+    guessed, again = started
+    assert "--output-file" in guessed.args and "--output-file" not in again.args  # type: ignore[operator]
+    assert guessed.returncode == -9  # stopped, and reaped
+    assert lock_file.read_bytes() == fresh  # what locking afresh makes
+
+
+@pytest.mark.parametrize("damage", ["not toml [", "schema_version = 2\n"])
+def test_a_previous_lock_that_cannot_be_read_keeps_no_pins(
+    tmp_path: Path, fake_uv: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, wheels = _project(tmp_path)
+    (project / "torchship.lock").write_text(damage)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    assert "note: the previous lock is not used (" in capsys.readouterr().err
+    [call] = _calls(tmp_path)
+    assert "--output-file" not in call["argv"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "numpy\n--index-url https://evil.example/simple"),
+     ("version", "2.3.5 --extra-index-url https://evil.example/simple"),
+     ("version", "2.3.5; python_version > '0'"), ("name", "numpy @ https://evil.example/x.whl")],
+)  # fmt: skip
+def test_a_hostile_previous_pin_never_reaches_uv_unchecked(
+    tmp_path: Path,
+    fake_uv: Path,
+    field: str,
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The pins uv starts with are read before the lock is checked, so each is held to a name
+    and a version there: a lock edited to smuggle an option or a URL into uv's files keeps no
+    pins at all, and the check then drops the lock."""
+    project, wheels = _project(tmp_path)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    lock_file = project / "torchship.lock"
+    data = tomllib.loads(lock_file.read_text())
+    data["package"][0][field] = value
+    lock_file.write_text(tomli_w.dumps(data))
+    given: list[str] = []  # every uv started: its command line and the files it is given
+    popen = torchship.lock.uv._popen
+
+    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
+        files = [Path(argv[i + 1]).read_text() for i, a in enumerate(argv) if a.endswith("-file")]
+        given.append(" ".join([*argv, *files]))
+        return popen(argv, extra)
+
+    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    assert "note: the previous lock is not used (" in capsys.readouterr().err
+    assert len(given) == 1 and "--output-file" not in given[0]
+    assert "evil" not in given[0]

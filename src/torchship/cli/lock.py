@@ -93,7 +93,7 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from torchship.lock import lock_fleet
+    from torchship.lock import PreviousLock, lock_fleet
     from torchship.lock.wheels import find_links_with_env
     from torchship.spec.load import load_spec
 
@@ -122,11 +122,16 @@ def _run(args: argparse.Namespace) -> int:
     links = find_links_with_env(args.find_links, os.environ)
     if args.dry_run:
         return _dry_run(spec, path, links, args)
-    previous = _previous(path)
+    reading = PreviousLock(path) if path.exists() else None  # checked while uv resolves
     upgrade = [":all:"] if args.upgrade == [] else (args.upgrade or [])
-    lock, fleet = lock_fleet(
-        spec, links, args.pytorch_index, args.pypi_index, previous=previous, upgrade=upgrade
-    )
+    try:
+        lock, fleet = lock_fleet(
+            spec, links, args.pytorch_index, args.pypi_index, previous=reading, upgrade=upgrade
+        )
+    finally:  # the lock being replaced could not be used: said, whatever came of the new one
+        if reading is not None and reading.lock() is None:
+            print(f"note: the previous lock is not used ({reading.problem})", file=sys.stderr)
+    previous = reading.lock() if reading is not None else None
     from torchship.lock import lock_changes, write_lock
 
     write_lock(lock, path)
@@ -194,17 +199,3 @@ def _dry_run(spec: Any, path: Path, links: list[str], args: argparse.Namespace) 
     print("requirements: " + ", ".join(plan.requirements))
     print("$ " + shlex.join(plan.argv("uv")))
     return 0
-
-
-def _previous(path: Path) -> Lock | None:
-    """The lock being replaced, whose pins are kept; None when there is none or it is
-    unreadable (then everything is resolved afresh, and said so)."""
-    if not path.exists():
-        return None
-    from torchship.lock import read_lock
-
-    try:
-        return read_lock(path)
-    except LockFileError as e:
-        print(f"note: the previous lock is not used ({e.message})", file=sys.stderr)
-        return None

@@ -11,7 +11,7 @@ from dataclasses import replace
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from torchship.errors import LockError, NothingFitsError
+from torchship.errors import LockError, LockFileError, NothingFitsError
 
 if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
     from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "Lock",
     "LockEnvironment",
     "LockedPackage",
+    "PreviousLock",
     "check_lock",
     "check_lock_file",
     "export_requirements",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 _MODEL = frozenset(__all__) - {
+    "PreviousLock",
     "check_lock_file",
     "lock_fleet",
     "lock_spec",
@@ -73,6 +75,43 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
+
+
+class PreviousLock:
+    """The lock a new one replaces, read in two steps (torchship.lock.raw): its pins at once,
+    unchecked, so that uv can start with them; the lock itself, checked as read_lock checks
+    it, when `lock()` is first asked (lock_fleet asks while uv resolves). An unusable lock keeps
+    no pins, and `problem` says why."""
+
+    __slots__ = ("_checked", "_data", "_lock", "path", "pins", "problem")
+
+    def __init__(self, path: Path) -> None:
+        from torchship.lock.raw import environment_pins, load
+
+        self.path = path
+        self.problem: str | None = None
+        self._lock: Lock | None = None
+        self._data: dict[str, Any] | None = None
+        try:
+            self._data = load(path)
+        except LockFileError as e:
+            self.problem = e.message
+        self._checked = self._data is None
+        self.pins = None if self._data is None else environment_pins(self._data)
+
+    def lock(self) -> Lock | None:
+        """The previous lock, checked (once); None when it cannot be used."""
+        if not self._checked:
+            from torchship.lock.model import lock_from_toml
+
+            assert self._data is not None
+            self._checked = True
+            try:
+                self._lock = lock_from_toml(self._data, self.path)
+            except LockFileError as e:
+                self.problem = e.message
+            self._data = None
+        return self._lock
 
 
 def check_lock_file(lock: Lock, lock_path: Path) -> None:
@@ -112,7 +151,7 @@ def lock_spec(
     pytorch_index: str | None = None,
     pypi_index: str | None = None,
     runner: Runner | None = None,
-    previous: Lock | None = None,
+    previous: Lock | PreviousLock | None = None,
     upgrade: Sequence[str] = (),
 ) -> tuple[Lock, Resolution]:
     """`lock_fleet`, answering with the primary platform's resolution."""
@@ -126,15 +165,17 @@ def lock_fleet(
     pytorch_index: str | None = None,
     pypi_index: str | None = None,
     runner: Runner | None = None,
-    previous: Lock | None = None,
+    previous: Lock | PreviousLock | None = None,
     upgrade: Sequence[str] = (),
 ) -> tuple[Lock, FleetResolution]:
     """Resolve and lock `spec`: the primary environment (the first platform's build), then,
     pinned to the same versions of every package but torch's build and its CUDA wheels, its
     `cpu` one and those of every other platform (`linux-aarch64-cu130`, `macos-arm64-cpu`,
     and that platform's cpu one where it has NVIDIA GPUs). `previous` pins are kept where the
-    spec still allows them, except the packages in `upgrade` (":all:" for every one). Raises
-    NothingFitsError or LockError naming the platform; writes nothing."""
+    spec still allows them, except the packages in `upgrade` (":all:" for every one); a
+    PreviousLock's are read unchecked so that uv starts at once, and uv starts again should the
+    lock, checked while uv resolves, keep other pins. Raises NothingFitsError or LockError
+    naming the platform; writes nothing."""
     from torchship.compat.platforms import LINUX_X86_64
     from torchship.lock.plan import plan_compile
     from torchship.lock.uv import UvCall
@@ -149,13 +190,20 @@ def lock_fleet(
     plan = plan_compile(spec, choice, links, pytorch_index, pypi_index)
     if several:
         plan = replace(plan, label=f"{primary} ({choice.variant.name})")
-    plan = _with_history(plan, previous, choice.variant.name, upgrade)
+    fresh, name = plan, choice.variant.name
+    plan = _with_history(fresh, previous, name, upgrade)
     call = UvCall(plan, runner)  # uv resolves the primary environment from here on
     try:  # meanwhile: what needs no answer from uv (the lock model loads with compile)
         from torchship.lock.compile import build_environment, build_lock, compile_all, compile_env
         from torchship.lock.model import is_cuda_package
         from torchship.lock.plan import plan_env_compile
 
+        if isinstance(previous, PreviousLock):
+            previous = previous.lock()
+            checked = _with_history(fresh, previous, name, upgrade)
+            if checked != plan:  # the lock, checked, keeps other pins (or none): uv again
+                call.kill()
+                plan, call = checked, UvCall(checked, runner)
         envs = _secondary_envs(spec, fleet, several)
         targets = _fleet_targets(spec) if several else None
         plan, packages = compile_env(plan, runner, started=call)
@@ -248,13 +296,20 @@ def _fleet_targets(spec: Spec) -> tuple[GPUTarget, ...]:
 
 
 def _with_history(
-    plan: CompilePlan, previous: Lock | None, env: str, upgrade: Sequence[str]
+    plan: CompilePlan, previous: Lock | PreviousLock | None, env: str, upgrade: Sequence[str]
 ) -> CompilePlan:
     """The plan keeping the previous lock's pins of the same environment as preferences."""
-    old = previous.environment(env) if previous else None
-    if old is None and previous is not None and not env.endswith("cpu"):
-        old = previous.primary  # the CUDA build moved (cu128 → cu130): keep the rest
-    if old is None:
+    from torchship.lock.raw import kept_pins
+
+    if isinstance(previous, PreviousLock):
+        pins = kept_pins(previous.pins, env)
+    elif previous is not None:
+        by_env: dict[str, tuple[str, ...]] = {}
+        for e in previous.all_environments():
+            by_env.setdefault(e.name, tuple(p.pin for p in e.packages if p.name != "torch"))
+        pins = kept_pins(by_env, env)
+    else:
+        pins = None
+    if pins is None:
         return plan
-    pins = tuple(p.pin for p in old.packages if p.name != "torch")
     return replace(plan, preferences=pins, upgrade=tuple(upgrade))

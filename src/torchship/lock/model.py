@@ -26,12 +26,11 @@ from typing import Any
 import tomli_w
 
 from torchship._atomic import write_text_atomic
-from torchship._files import parse_toml, read_user_text
 from torchship._version import __version__
 from torchship.compat.platforms import LINUX_X86_64
 from torchship.errors import LockFileError, LockOutOfDateError, UsageError, excerpt
+from torchship.lock.raw import REGENERATE, load
 from torchship.lock.validate import (
-    REGENERATE,
     SHA256,
     Table,
     build_name,
@@ -321,7 +320,11 @@ def read_lock(path: Path) -> Lock:
     """Read and verify a lock file: its shape (no unknown fields), every value by its rule
     (validate.py), its content hash and the hash of its own spec. Raises LockFileError naming
     the file, the field path and the fix."""
-    data = _load(path)
+    return lock_from_toml(load(path), path)
+
+
+def lock_from_toml(data: dict[str, Any], path: Path) -> Lock:
+    """The lock of `path`'s parsed TOML, verified as read_lock verifies it."""
     version = data.get("schema_version")
     if type(version) is not int or version not in READABLE_SCHEMAS:
         raise LockFileError(
@@ -344,18 +347,6 @@ def read_lock(path: Path) -> Lock:
             REGENERATE,
         )
     return lock
-
-
-def _load(path: Path) -> dict[str, Any]:
-    """The parsed TOML, read as every user file is (bounded; a FIFO or device is refused)."""
-    try:
-        text = read_user_text(path, "lock file", "run `torchship lock` first")
-    except UsageError as e:
-        raise LockFileError(e.message, e.hint) from None
-    try:
-        return parse_toml(text, str(path))
-    except UsageError as e:
-        raise LockFileError(e.message, REGENERATE) from None
 
 
 def _lock_from(top: Table, version: int) -> Lock:

@@ -26,14 +26,13 @@ from urllib.parse import urlsplit
 from torchship.compat.matrix import PYTORCH_INDEX
 from torchship.compat.platforms import INFO, PLATFORMS
 from torchship.errors import LockFileError, SpecError, excerpt, key_text
+from torchship.lock.raw import REGENERATE
 from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python
 from torchship.versions import parse_version
 
 if TYPE_CHECKING:
     from torchship.lock.model import Lock, LockEnvironment
     from torchship.spec.model import Spec
-
-REGENERATE = "regenerate it with `torchship lock`; a lock is written by torchship, never by hand"
 
 
 def or_regenerate(fix: str) -> str:
