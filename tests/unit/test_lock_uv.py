@@ -23,6 +23,7 @@ import pytest
 import tomli_w
 
 import torchship.lock
+import torchship.lock.model
 import torchship.lock.uv
 from tests.conftest import REPO
 from torchship.cli import main
@@ -351,3 +352,63 @@ def test_a_hostile_previous_pin_never_reaches_uv_unchecked(
     assert "note: the previous lock is not used (" in capsys.readouterr().err
     assert len(given) == 1 and "--output-file" not in given[0]
     assert "evil" not in given[0]
+
+
+REPO_LOCKS = sorted(
+    [*REPO.glob("tests/data/locks/*/torchship.lock"), *REPO.glob("examples/*/torchship.lock")]
+)
+
+
+@pytest.mark.parametrize("path", REPO_LOCKS, ids=lambda p: str(p.relative_to(REPO)))
+def test_the_pins_read_unchecked_are_those_of_the_checked_lock(path: Path) -> None:
+    """Every lock of this repository (schemas 2 and 3, one to four environments, other
+    platforms): the pins read from its TOML alone, environment by environment and in the same
+    order, are the checked lock's, so a valid previous lock never restarts uv."""
+    previous = torchship.lock.PreviousLock(path)
+    lock = previous.lock()
+    assert lock is not None and previous.problem is None
+    checked = {e.name: tuple(p.pin for p in e.packages if p.name != "torch")
+               for e in lock.all_environments()}  # fmt: skip
+    assert previous.pins is not None
+    assert list(previous.pins.items()) == list(checked.items())
+
+
+def test_an_interrupt_while_the_previous_lock_is_checked_says_only_that(
+    tmp_path: Path,
+    fake_uv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """^C while the previous lock is checked (uv running): uv is stopped, nothing is written,
+    and no note blames a lock that was never found wanting."""
+    project, wheels = _project(tmp_path)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    before = (project / "torchship.lock").read_bytes()
+    monkeypatch.setenv("FAKE_UV_SLEEP", "30")
+    started: list[subprocess.Popen[str]] = []
+    popen = torchship.lock.uv._popen
+
+    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
+        started.append(popen(argv, extra))
+        return started[-1]
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
+    monkeypatch.setattr(torchship.lock.model, "lock_from_toml", interrupted)
+    capsys.readouterr()
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    [proc] = started
+    assert proc.returncode == -9
+    assert (project / "torchship.lock").read_bytes() == before
+
+
+def test_a_venvs_uv_that_cannot_run_is_not_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "uv").write_text("")  # not executable
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    assert torchship.lock.uv.find_uv() != str(tmp_path / "bin" / "uv")

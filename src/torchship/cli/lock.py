@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> int:
             spec, links, args.pytorch_index, args.pypi_index, previous=reading, upgrade=upgrade
         )
     finally:  # the lock being replaced could not be used: said, whatever came of the new one
-        if reading is not None and reading.lock() is None:
+        if reading is not None and reading.problem is not None:
             print(f"note: the previous lock is not used ({reading.problem})", file=sys.stderr)
     previous = reading.lock() if reading is not None else None
     from torchship.lock import lock_changes, write_lock

@@ -105,12 +105,11 @@ class PreviousLock:
             from torchship.lock.model import lock_from_toml
 
             assert self._data is not None
-            self._checked = True
             try:
                 self._lock = lock_from_toml(self._data, self.path)
             except LockFileError as e:
                 self.problem = e.message
-            self._data = None
+            self._checked, self._data = True, None  # not on ^C: then it was never checked
         return self._lock
 
 

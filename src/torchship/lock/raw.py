@@ -27,7 +27,7 @@ Pins = Mapping[str, tuple[str, ...]]
 # Stricter than the lock's own rules (PEP 508 names, PEP 440 versions), so that what reaches uv
 # unchecked is a name and a version and nothing else (no option, URL, marker or line break)
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
-_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!]*")
+_VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]*")
 
 
 def load(path: Path) -> dict[str, Any]:

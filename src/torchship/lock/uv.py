@@ -34,14 +34,15 @@ TIMEOUT_S = 900  # one uv call, then it is killed (the limit its subprocess.run 
 
 
 def find_uv() -> str:
-    """The uv binary: the one the `uv` package installed beside this Python (as its
-    find_uv_bin finds it), else the first on PATH."""
+    """The uv binary: the one beside this Python in a virtual environment (where the `uv`
+    package installs it, and where its find_uv_bin looks first), else the one find_uv_bin
+    finds, else the first on PATH."""
     if sys.prefix != sys.base_prefix and os.name == "posix":
-        # In a virtual environment find_uv_bin looks in {prefix}/bin first; asked directly,
-        # it imports sysconfig and builds all five places it could look (~5 ms before
-        # `torchship lock` can start uv, issue 20).
+        # find_uv_bin imports sysconfig and builds all five places it could look (~5 ms
+        # before `torchship lock` can start uv, issue 20); a venv's own executable uv is taken
+        # even where the package is missing (a --no-deps install), as PATH would give it
         here = os.path.join(sys.prefix, "bin", "uv")
-        if os.path.isfile(here):
+        if os.path.isfile(here) and os.access(here, os.X_OK):
             return here
     try:
         from uv import find_uv_bin
