@@ -76,6 +76,28 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
     return project, wheels
 
 
+@pytest.fixture
+def uv_started(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[str]]:
+    """Every uv process torchship starts, as it started it."""
+    started: list[subprocess.Popen[str]] = []
+    popen = torchship.lock.uv._popen
+
+    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
+        started.append(popen(argv, extra))
+        return started[-1]
+
+    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
+    return started
+
+
+def _as_replayed(tmp_path: Path, project: Path, wheels: Path, previous: Any = None) -> None:
+    """The project's lock is byte for byte what the same uv answer makes through the runner
+    seam."""
+    lock, _ = lock_fleet(load_spec(project), [str(wheels)], runner=_replay, previous=previous)
+    write_lock(lock, tmp_path / "replayed.lock")
+    assert (project / "torchship.lock").read_bytes() == (tmp_path / "replayed.lock").read_bytes()
+
+
 def _calls(tmp_path: Path) -> list[dict[str, Any]]:
     log = tmp_path / "uv.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -113,15 +135,13 @@ sys.exit(code)
     assert "model loaded at uv's start: [False]" in out.stdout
     [call] = _calls(tmp_path)
     assert call["stdin"] == "torch===2.13.0+cpu\nnumpy\ntqdm\n"
-    # byte for byte the lock the same uv answer makes through the runner seam
-    lock, _ = lock_fleet(load_spec(project), [str(wheels)], runner=_replay)
-    write_lock(lock, tmp_path / "replayed.lock")
-    assert (project / "torchship.lock").read_bytes() == (tmp_path / "replayed.lock").read_bytes()
+    _as_replayed(tmp_path, project, wheels)
 
 
 def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
     tmp_path: Path,
     fake_uv: Path,
+    uv_started: list[subprocess.Popen[str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -129,17 +149,10 @@ def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
     monkeypatch.setenv("FAKE_UV_SLEEP", "60")
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    started: list[subprocess.Popen[str]] = []
-    popen = torchship.lock.uv._popen
-
-    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
-        started.append(popen(argv, extra))
-        return started[-1]
 
     def fails(*args: object) -> None:
         raise LockError("torch 2.13.0 has no CPU build to lock a cpu environment from", "a hint")
 
-    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
     monkeypatch.setattr(torchship.lock, "_secondary_envs", fails)
     begun = time.monotonic()
     code = main(["lock", str(project), "--find-links", str(wheels)])
@@ -147,7 +160,7 @@ def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
     err = capsys.readouterr().err.splitlines()
     assert err == ["error: torch 2.13.0 has no CPU build to lock a cpu environment from",
                    "hint: a hint"]  # fmt: skip
-    [proc] = started
+    [proc] = uv_started
     assert proc.returncode == -9  # killed, and reaped
     assert not (project / "torchship.lock").exists()
     assert not list((tmp_path / "tmp").iterdir())  # the call's files are gone too
@@ -263,14 +276,13 @@ def test_a_relock_starts_uv_with_the_previous_pins_before_the_lock_is_checked(
     assert "--output-file" not in fresh["argv"] and "--output-file" in again["argv"]
     previous = torchship.lock.read_lock(project / "torchship.lock")
     assert (project / "torchship.lock").read_bytes() == first
-    lock, _ = lock_fleet(load_spec(project), [str(wheels)], runner=_replay, previous=previous)
-    write_lock(lock, tmp_path / "replayed.lock")
-    assert (project / "torchship.lock").read_bytes() == (tmp_path / "replayed.lock").read_bytes()
+    _as_replayed(tmp_path, project, wheels, previous)
 
 
 def test_a_previous_lock_that_fails_its_check_is_dropped_and_uv_starts_again(
     tmp_path: Path,
     fake_uv: Path,
+    uv_started: list[subprocess.Popen[str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -279,26 +291,19 @@ def test_a_previous_lock_that_fails_its_check_is_dropped_and_uv_starts_again(
     there, and the note says why."""
     project, wheels = _project(tmp_path)
     assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    uv_started.clear()  # the lock to lock over made, what follows is watched
     fresh = (project / "torchship.lock").read_bytes()
     lock_file = project / "torchship.lock"
     text = lock_file.read_text()
     at = text.index("[[package]]")
     lock_file.write_text(text[:at] + text[at:].replace('\nversion = "', '\nversion = "0', 1))
     monkeypatch.setenv("FAKE_UV_SLEEP", "0.5")  # still resolving when the check fails
-    started: list[subprocess.Popen[str]] = []
-    popen = torchship.lock.uv._popen
-
-    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
-        started.append(popen(argv, extra))
-        return started[-1]
-
-    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
     capsys.readouterr()
     assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
     out = capsys.readouterr()
     assert "note: the previous lock is not used (" in out.err and "content_hash" in out.err
     assert "changes since the previous lock" not in out.out
-    guessed, again = started
+    guessed, again = uv_started
     assert "--output-file" in guessed.args and "--output-file" not in again.args  # type: ignore[operator]
     assert guessed.returncode == -9  # stopped, and reaped
     assert lock_file.read_bytes() == fresh  # what locking afresh makes
@@ -376,6 +381,7 @@ def test_the_pins_read_unchecked_are_those_of_the_checked_lock(path: Path) -> No
 def test_an_interrupt_while_the_previous_lock_is_checked_says_only_that(
     tmp_path: Path,
     fake_uv: Path,
+    uv_started: list[subprocess.Popen[str]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -383,24 +389,18 @@ def test_an_interrupt_while_the_previous_lock_is_checked_says_only_that(
     and no note blames a lock that was never found wanting."""
     project, wheels = _project(tmp_path)
     assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    uv_started.clear()  # the lock to lock over made, what follows is watched
     before = (project / "torchship.lock").read_bytes()
     monkeypatch.setenv("FAKE_UV_SLEEP", "30")
-    started: list[subprocess.Popen[str]] = []
-    popen = torchship.lock.uv._popen
-
-    def watched(argv: Sequence[str], extra: Mapping[str, str]) -> subprocess.Popen[str]:
-        started.append(popen(argv, extra))
-        return started[-1]
 
     def interrupted(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torchship.lock.uv, "_popen", watched)
     monkeypatch.setattr(torchship.lock.model, "lock_from_toml", interrupted)
     capsys.readouterr()
     assert main(["lock", str(project), "--find-links", str(wheels)]) == 130
     assert capsys.readouterr().err == "interrupted\n"
-    [proc] = started
+    [proc] = uv_started
     assert proc.returncode == -9
     assert (project / "torchship.lock").read_bytes() == before
 
