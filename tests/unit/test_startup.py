@@ -163,3 +163,20 @@ def test_constants_repeated_for_the_parsers_agree() -> None:
         DEFAULT_PORT,
         DEFAULT_CACHE_S,
     )
+
+
+def test_a_machines_facts_and_its_environments_load_without_the_doctors_checks() -> None:
+    """`sync`, `exec --local` and `run` need a machine's facts and the lock's environments,
+    not the doctor's checks, whose patterns took ~60 ms to compile at every `exec --local`;
+    the container commands' module loads no `secrets` (hmac, random) until it needs a token."""
+    got = loaded_after(
+        "import torchship.env, torchship.doctor.facts, torchship.doctor.probe\n"
+        "import torchship.cli.container, torchship.cli.env"
+    )
+    checks = [m for m in got["torchship"] if m.startswith("torchship.doctor.checks")]
+    assert checks == [] and "torchship.lock.compile" not in got["torchship"], got["torchship"]
+    code = "import sys, torchship.cli.container; print('secrets' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"

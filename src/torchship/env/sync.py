@@ -38,14 +38,10 @@ from torchship._atomic import write_text_atomic
 from torchship._version import __version__
 from torchship.compat.matrix import PYPI_INDEX
 from torchship.errors import EnvError
-from torchship.lock.compile import (
-    UV_NET_ERRORS,
-    UV_URL_RE,
-    find_links_with_env,
-    find_uv,
-    wheels_in,
-)
 from torchship.lock.model import LockedPackage, LockEnvironment, requirement_lines
+from torchship.lock.uv import find_uv
+from torchship.lock.uv_errors import UV_NET_ERRORS, UV_URL_RE
+from torchship.lock.wheels import find_links_with_env, wheels_in
 
 MARKER = "torchship-env.json"
 AGENT_VAR = "TORCHSHIP_AGENT_PATH"
