@@ -7,14 +7,11 @@ The public names below are loaded when first used (PEP 562), so that `import tor
 
 from __future__ import annotations
 
-from importlib import import_module
-
+from torchship._lazy import lazy_names
 from torchship._version import __version__
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a few ms at start-up)
 if TYPE_CHECKING:
-    from typing import Any
-
     from torchship.compat.gpus import lookup_gpu
     from torchship.compat.matrix import load_matrix
     from torchship.compat.request import Request
@@ -68,13 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value  # once: later lookups are plain attribute reads
-        return value
-    raise AttributeError(f"module 'torchship' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(globals(), _WHERE)

@@ -8,8 +8,9 @@ checks' hundreds of patterns took ~60 ms to compile that those commands never us
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from torchship._lazy import lazy_names
 
 if TYPE_CHECKING:
     from torchship.compat.matrix import Matrix
@@ -28,16 +29,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name]), name)
-        globals()[name] = value  # once: later lookups are plain attribute reads
-        return value
-    raise AttributeError(f"module 'torchship.doctor' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), _WHERE)
 
 
 def diagnose(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from torchship._lazy import lazy_names
 from torchship.errors import LockError, LockFileError, NothingFitsError
 
 if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
@@ -63,18 +63,7 @@ _MODEL = frozenset(__all__) - {
     "resolve_spec",
     "resolve_spec_fleet",
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MODEL:
-        value = getattr(import_module("torchship.lock.model"), name)
-        globals()[name] = value  # once: later lookups are plain attribute reads
-        return value
-    raise AttributeError(f"module 'torchship.lock' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), dict.fromkeys(_MODEL, "torchship.lock.model"))
 
 
 class PreviousLock:
