@@ -53,7 +53,7 @@ def find_links() -> list[str]:
 
 
 def uv_bin() -> str:
-    from torchship.lock.compile import find_uv
+    from torchship.lock.uv import find_uv
 
     return find_uv()
 

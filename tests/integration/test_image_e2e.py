@@ -37,7 +37,7 @@ from tests.podman_env import CPU_LOCK, ENGINE_ARGS, install_tools, prepare, sh, 
 from tests.podman_env import build as build_image
 from torchship.image import image_tag
 from torchship.lock import read_lock
-from torchship.lock.compile import wheels_in
+from torchship.lock.wheels import wheels_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

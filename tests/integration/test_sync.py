@@ -21,8 +21,9 @@ import pytest
 
 from tests.conftest import REPO, run_cli
 from torchship.lock import read_lock, write_lock
-from torchship.lock.compile import find_uv, parse_compiled
+from torchship.lock.compile import parse_compiled
 from torchship.lock.model import LockedPackage
+from torchship.lock.uv import find_uv
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 QUICKSTART = REPO / "examples/quickstart"

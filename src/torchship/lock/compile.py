@@ -45,16 +45,14 @@ from torchship.lock.plan import (
     plan_env_compile,
     platform_for,
 )
-from torchship.lock.uv import Group, Runner, UvCall, find_uv
-from torchship.lock.uv_errors import UV_NET_ERRORS, UV_URL_RE, macos_floor
+from torchship.lock.uv import Group, Runner, UvCall
 from torchship.lock.uv_errors import failure as _failure
-from torchship.lock.wheels import find_links_from_env, find_links_with_env, wheel_fits, wheels_in
+from torchship.lock.uv_errors import macos_floor
+from torchship.lock.wheels import wheel_fits, wheels_in
 from torchship.spec.model import Spec
 from torchship.versions import driver_str, version_str
 
-__all__ = [  # with what env/sync.py and others import from here (plan, uv, uv_errors, wheels)
-    "UV_NET_ERRORS",
-    "UV_URL_RE",
+__all__ = [  # with the planning names tests import from here (torchship.lock.plan)
     "CompilePlan",
     "EnvPlan",
     "Runner",
@@ -64,15 +62,11 @@ __all__ = [  # with what env/sync.py and others import from here (plan, uv, uv_e
     "compile_all",
     "compile_env",
     "compile_requirements",
-    "find_links_from_env",
-    "find_links_with_env",
-    "find_uv",
     "parse_compiled",
     "plan_compile",
     "plan_env_compile",
     "platform_for",
     "wheel_fits",
-    "wheels_in",
 ]
 
 

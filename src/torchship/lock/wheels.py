@@ -89,16 +89,11 @@ def _python_fits(tag: Tag, python: str) -> bool:
     return tag.abi == "abi3" and rest != interp and rest.isdigit() and int(rest) <= int(minor)
 
 
-def find_links_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """pip's own find-links setting (PIP_FIND_LINKS: folders or URLs, space-separated), which
-    torchship honours as pip does; uv does not read it."""
-    return tuple(x for x in environ.get("PIP_FIND_LINKS", "").split() if x)
-
-
 def find_links_with_env(given: Sequence[str], environ: Mapping[str, str]) -> list[str]:
-    """The folders given, then PIP_FIND_LINKS's, each once: `--find-links D` with
-    PIP_FIND_LINKS=D named D twice in every uv call."""
-    return list(dict.fromkeys([*given, *find_links_from_env(environ)]))
+    """The folders given, then pip's own find-links setting (PIP_FIND_LINKS: folders or URLs,
+    space-separated), which torchship honours as pip does and uv does not read; each once
+    (`--find-links D` with PIP_FIND_LINKS=D named D twice in every uv call)."""
+    return list(dict.fromkeys([*given, *environ.get("PIP_FIND_LINKS", "").split()]))
 
 
 def wheels_in(find_links: Sequence[str], name: str, version: str) -> list[Path]:
