@@ -44,9 +44,11 @@ registry = "registry.example/ml/"
 """
 SITE = sites_from_toml(SITES, "sites.toml")[0]
 RUN = os.urandom(3).hex()  # this run's suffix to job ids: see run_id()
-# What each process of the job prints: its rank among all processes of all nodes.
-SAY_RANK = ["python", "-c", "import os; print('rank', os.environ['RANK'], 'of', "
-            "os.environ['WORLD_SIZE'], flush=True)"]  # fmt: skip
+# What each process of the job prints: its rank among all processes of all nodes. One write()
+# of the whole line: the task sets PYTHONUNBUFFERED=1, under which print('rank', r, ...) writes
+# each piece apart, and four processes appending at once interleave them ("rank rank 1 2 of").
+SAY_RANK = ["python", "-c", "import os; os.write(1, f\"rank {os.environ['RANK']} of "
+            "{os.environ['WORLD_SIZE']}\\n\".encode())"]  # fmt: skip
 
 
 @pytest.fixture
