@@ -75,6 +75,12 @@ def test_nothing_fits_exits_1_with_what_would(capsys: pytest.CaptureFixture[str]
             "error: --gpu: 'MI300X' is not an NVIDIA GPU (AMD): torchship resolves CUDA builds",
             "hint: PyTorch's ROCm builds",
         ),
+        (
+            ["resolve", "--package", "foo>=1.x"],  # was an internal error (InvalidRequirement)
+            "error: --package: 'foo>=1.x' is not a PEP 508 requirement",
+            "hint:",
+        ),
+        (["resolve", "--package", "Torch>=2"], "error: --package: torch is set by --", "hint:"),
         (["frobnicate"], "error: argument COMMAND: invalid choice", "hint: see `torchship --help`"),
         (["lock", "/nonexistent/project"], "does not exist", "hint:"),
     ],

@@ -55,6 +55,14 @@ def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
         raise UsageError(f"{name}: {e}", "see `torchship resolve --help`") from None
 
 
+def _package(text: str) -> object:
+    from torchship.spec.fields import read_requirement
+
+    if read_requirement(text).name.lower() == "torch":
+        raise ValueError("torch is set by --torch")
+    return text
+
+
 def request_from_flags(args: argparse.Namespace) -> Request:
     """The request the flags make; without --torch, every release torchship knows."""
     import re
@@ -102,6 +110,9 @@ def request_from_flags(args: argparse.Namespace) -> Request:
     # a patch level (3.14.1): wheels are per minor, but Requires-Python may exclude a patch
     patch = args.python if args.python and re.fullmatch(r"3\.\d+\.\d+", args.python) else None
     minor = patch.rsplit(".", 1)[0] if patch else args.python
+    packages = tuple(args.package)
+    for p in packages:
+        _flag("--package", p, _package)
     req = Request(
         torch=spec,
         torch_text=args.torch or "any",
@@ -112,9 +123,9 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         driver=_flag("--driver", args.driver, parse_driver),
         glibc=_flag("--glibc", args.glibc, parse_glibc),
         allow_forward_compat=args.allow_forward_compat,
-        domain_libraries=domain_libraries(tuple(args.package)),
-        domain_pins=domain_pins(tuple(args.package)),
-        extension_pins=extension_pins(tuple(args.package)),
+        domain_libraries=domain_libraries(packages),
+        domain_pins=domain_pins(packages),
+        extension_pins=extension_pins(packages),
         platform=platforms[0],
         platforms=platforms,
         platforms_implied=not named,

@@ -21,6 +21,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from torchship.compat.matrix import Release, Variant
+from torchship.spec.fields import read_requirement
 
 EXTENSIONS = ("xformers", "bitsandbytes", "torchao", "flash-attn")
 
@@ -46,11 +47,9 @@ def extension_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The extensions among the packages, with their specifiers ("" when unpinned)."""
     if not packages:
         return ()
-    from packaging.requirements import Requirement  # ~25 ms with its markers and tags
-
     out = []
     for p in packages:
-        r = Requirement(p)
+        r = read_requirement(p)
         name = r.name.lower().replace("_", "-")
         if name in EXTENSIONS:
             out.append((name, str(r.specifier)))

@@ -11,7 +11,7 @@ from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
 from torchship.compat.platforms import contradiction, implied
 from torchship.errors import SpecError, UnknownGPUError, UsageError
-from torchship.spec.fields import parse_driver, parse_glibc, parse_torch
+from torchship.spec.fields import parse_driver, parse_glibc, parse_torch, read_requirement
 from torchship.spec.model import Spec
 from torchship.versions import Version as NumVersion
 
@@ -54,9 +54,7 @@ def fleet_platforms(gpus: tuple[GPUTarget, ...], named: tuple[str, ...]) -> tupl
 def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
     if not packages:
         return ()
-    from packaging.requirements import Requirement  # ~25 ms with its markers and tags
-
-    names = {Requirement(p).name.lower() for p in packages}
+    names = {read_requirement(p).name.lower() for p in packages}
     return tuple(lib for lib in DOMAIN_LIBRARIES if lib in names)
 
 
@@ -64,11 +62,9 @@ def domain_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The version specifiers the user put on torchvision / torchaudio (`torchaudio==2.10.0`)."""
     if not packages:
         return ()
-    from packaging.requirements import Requirement  # ~25 ms with its markers and tags
-
     out = []
     for p in packages:
-        r = Requirement(p)
+        r = read_requirement(p)
         if r.name.lower() in DOMAIN_LIBRARIES and r.specifier:
             out.append((r.name.lower(), str(r.specifier)))
     return tuple(out)

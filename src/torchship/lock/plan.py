@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Release, Variant, load_matrix
 from torchship.compat.platforms import INFO, LINUX_X86_64, PlatformInfo
 from torchship.lock.wheels import wheel_fits, wheels_in
+from torchship.spec.fields import read_requirement
 from torchship.versions import version_str
 
 if TYPE_CHECKING:
-    from packaging.requirements import Requirement
-
     from torchship.compat.resolve import Choice
     from torchship.spec.model import Spec
 
@@ -119,8 +118,10 @@ def _requirements(spec: Spec, release: Release, torch: str) -> list[str]:
     # `===` (exact string): `==2.13.0` would also match a local build such as 2.13.0+cpu in a
     # find-links folder, and the environment would get the wrong build of torch.
     reqs = [f"torch==={torch}"]
+    names = {"torch"}
     for p in spec.packages:
-        r = _parsed(p)
+        r = read_requirement(p)
+        names.add(r.name.lower())
         pairs = companion_versions(r.name.lower(), release, spec.python)
         if pairs and not r.specifier and not r.url:  # pin the release paired with this torch
             reqs.append(
@@ -129,15 +130,9 @@ def _requirements(spec: Spec, release: Release, torch: str) -> list[str]:
             )
         else:
             reqs.append(p)
-    if spec.image.jupyter and "jupyterlab" not in {_parsed(r).name.lower() for r in reqs}:
+    if spec.image.jupyter and "jupyterlab" not in names:
         reqs.append("jupyterlab")  # the jupyter image variant runs it, so it is locked too
     return reqs
-
-
-def _parsed(text: str) -> Requirement:
-    from packaging.requirements import Requirement  # only for a spec naming packages
-
-    return Requirement(text)
 
 
 def plan_compile(

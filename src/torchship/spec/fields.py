@@ -7,6 +7,7 @@ file/field or flag so the user sees where the bad value came from.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -22,6 +23,16 @@ if TYPE_CHECKING:
 _PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
 _CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d))?(?:\.\d+)?$")
 _CU_RE = re.compile(r"^cu(\d{2})(\d)$")
+# PEP 508's plain form: a name, extras, version specifiers; no URL, no markers, no `===` (whose
+# arbitrary string may hold a comma). `[ \t]`, not `\s`: PEP 508's whitespace has no newline.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
+_SPEC = r"(?:~=|==|!=|<=|>=|<|>)[ \t]*[A-Za-z0-9.*+!_-]+"
+_PLAIN_RE = re.compile(
+    rf"[ \t]*({_NAME})[ \t]*(?:\[[ \t]*((?:{_NAME}(?:[ \t]*,[ \t]*{_NAME})*)?)[ \t]*\])?"
+    rf"[ \t]*((?:{_SPEC})(?:[ \t]*,[ \t]*{_SPEC})*)?[ \t]*"
+)
+_COMMA_RE = re.compile(r"[ \t]*,[ \t]*")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but the tab
 
 
 def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
@@ -101,17 +112,56 @@ def parse_glibc(text: str) -> NumVersion:
     return v
 
 
-def parse_requirement(text: str) -> Requirement:
-    """A PEP 508 requirement; torch itself is set by the `torch` field, never here."""
-    # packaging's PEP 508 parser (and its markers, tags, logging, platform …) loads only for a
-    # spec that names packages (issue 20: what `torchship lock` imports before uv starts)
+@dataclass(frozen=True, slots=True)
+class PlainRequirement:
+    """A requirement in PEP 508's plain form (`numpy`, `tqdm[notebook] >=4,<5`), read without
+    packaging's PEP 508 parser: with its markers, tags, logging and platform that parser costs
+    ~30 ms to load, before `torchship lock` can start uv (issue 20). The fields are those of
+    packaging's Requirement; a plain requirement has no URL and no marker."""
+
+    name: str
+    extras: frozenset[str]
+    specifier: SpecifierSet
+    url: None = None
+    marker: None = None
+
+
+def read_requirement(text: str) -> PlainRequirement | Requirement:
+    """A PEP 508 requirement: the plain form read here, anything else by packaging's parser
+    (which alone decides what it rejects). ValueError with a one-line reason."""
+    plain = _plain_requirement(text)
+    if plain is not None:
+        return plain
+    if _CONTROL_RE.search(text):  # packaging takes `numpy>=\n1.0`: two lines of uv's input
+        raise ValueError(f"{excerpt(text)} holds a line break or another control character")
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
-        req = Requirement(str(text))
+        return Requirement(text)
     except InvalidRequirement as e:
         detail = str(e).splitlines()[0][:100] if str(e) else "invalid"
         raise ValueError(f"{excerpt(text)} is not a PEP 508 requirement ({detail})") from None
+
+
+def _plain_requirement(text: str) -> PlainRequirement | None:
+    """The requirement when `text` is in the plain form and its specifiers are valid PEP 440,
+    else None: packaging's parser then decides (tests/unit/test_spec_requirements.py holds
+    the two to the same answer)."""
+    m = _PLAIN_RE.fullmatch(text)
+    if m is None:
+        return None
+    name, extras, specs = m.groups()
+    try:
+        specifier = SpecifierSet(specs or "")  # each PEP 440 specifier, as packaging checks it
+    except InvalidSpecifier:
+        return None
+    return PlainRequirement(name, frozenset(_COMMA_RE.split(extras) if extras else ()), specifier)
+
+
+def parse_requirement(text: str) -> PlainRequirement | Requirement:
+    """A PEP 508 requirement of the spec's packages; torch itself is set by the `torch`
+    field, never here."""
+    req = read_requirement(str(text))
     if req.name.lower() == "torch":
         raise ValueError("torch is set by the top-level `torch` field, not in packages")
     return req
