@@ -74,6 +74,21 @@ def test_atomic_write_replaces_whole_or_nothing(
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
+def test_atomic_write_takes_a_fresh_name_and_never_one_that_is_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, elsewhere = tmp_path / "f.txt", tmp_path / "elsewhere"
+    elsewhere.write_text("keep")
+    draws = iter([b"\x00" * 6, b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    # the first name drawn is a link to another file: written through, it would change it
+    (tmp_path / f".f.txt.{'00' * 6}.tmp").symlink_to(elsewhere)
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new" and elsewhere.read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".f.txt.000000000000.tmp",
+                                                           "elsewhere", "f.txt"]  # fmt: skip
+
+
 def test_every_data_file_ships_in_the_wheel() -> None:
     """A data file that package-data does not name is missing from `pip install .` (editable
     installs hide it): the doctor's signatures were, until this test."""
