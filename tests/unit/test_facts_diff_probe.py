@@ -211,3 +211,11 @@ def test_mapped_and_path_libraries(tmp_path: Path) -> None:
     assert probe.library_path_libraries({"LD_LIBRARY_PATH": f"{tmp_path}::/nonexistent"}) == (
         str(tmp_path / "libnccl.so.2"),
     )
+
+
+def test_the_probe_names_the_host_as_gethostname_does() -> None:
+    import socket
+
+    from torchship.doctor.probe import _hostname
+
+    assert _hostname() == socket.gethostname()

@@ -172,3 +172,24 @@ def test_torch_is_refused_in_either_form() -> None:
     for text in ("torch", "Torch>=2", "torch; python_version > '3'"):
         with pytest.raises(ValueError, match="top-level `torch` field"):
             parse_requirement(text)
+
+
+def test_the_package_name_rule_is_packagings() -> None:
+    from packaging.utils import InvalidName, canonicalize_name
+
+    from torchship.spec.fields import is_package_name
+
+    rng = random.Random(508)
+    names = {read_requirement(c).name for c in CORPUS}
+    seen = set()
+    for name in sorted(names):
+        seen.update(m for m in _mutations(name, rng, 30))
+        seen.update(name[:i] + ch + name[i:] for i in range(len(name) + 1) for ch in INSERTS)
+    assert len(seen) > 20_000
+    for text in seen | names:
+        try:
+            canonicalize_name(text, validate=True)
+            theirs = True
+        except InvalidName:
+            theirs = False
+        assert is_package_name(text) is theirs, repr(text)

@@ -7,7 +7,6 @@ was not observed but inferred from the compatibility matrix says so there ("infe
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -134,6 +133,8 @@ def _bad(where: str, field_path: str, problem: str) -> UsageError:
 
 
 def _unknown(where: str, prefix: str, key: str, known: list[str]) -> UsageError:
+    import difflib  # only for a misspelt key
+
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"did you mean {close[0]!r}?" if close else _HINT
     return UsageError(f"{where}:{prefix}{key_text(key)}: unknown field", hint)

@@ -510,6 +510,16 @@ def _library_sources(py: _PythonLayer) -> tuple[str | None, str | None, dict[str
     return cudnn, nccl, sources
 
 
+def _hostname() -> str:
+    """gethostname(2), which is uname(2)'s node name on POSIX: without importing socket (~4 ms
+    of every `exec`, `sync` and `run` start)."""
+    if hasattr(os, "uname"):
+        return os.uname().nodename
+    import socket
+
+    return socket.gethostname()
+
+
 def probe(
     runtime: bool | None = None,
     root: Path = Path("/"),
@@ -525,7 +535,6 @@ def probe(
     reading every package's metadata or starting nvcc (a third of a second). nvidia-smi runs at
     most once."""
     import platform
-    import socket
 
     from torchship.doctor.facts import Facts
 
@@ -552,7 +561,7 @@ def probe(
     maps = _read(Path("/proc/self/maps")) if rt and root == Path("/") else None
     return Facts(
         origin="probe" if rt else "probe-fast",
-        hostname=socket.gethostname(),
+        hostname=_hostname(),
         os=_os_release(root),
         kernel=platform.release(),
         arch=platform.machine(),

@@ -27,7 +27,13 @@ from torchship.compat.matrix import PYTORCH_INDEX
 from torchship.compat.platforms import INFO, PLATFORMS
 from torchship.errors import LockFileError, SpecError, excerpt, key_text
 from torchship.lock.raw import REGENERATE
-from torchship.spec.fields import parse_cuda, parse_driver, parse_glibc, parse_python
+from torchship.spec.fields import (
+    is_package_name,
+    parse_cuda,
+    parse_driver,
+    parse_glibc,
+    parse_python,
+)
 from torchship.versions import parse_version
 
 if TYPE_CHECKING:
@@ -157,15 +163,12 @@ def torch_version(value: str) -> str:
 
 
 def package_name(value: str) -> str:
-    # packaging.utils imports packaging.tags (platform, sysconfig, struct): only a lock that is
-    # read needs it, not one being written while uv runs (issue 20)
-    from packaging.utils import canonicalize_name
+    return _parsed(value, "a Python package name (PEP 508)", _package_name)
 
-    return _parsed(
-        value,
-        "a Python package name (PEP 508)",
-        lambda v: canonicalize_name(v, validate=True),
-    )
+
+def _package_name(value: str) -> None:
+    if not is_package_name(value):
+        raise ValueError(value)
 
 
 def dotted(value: str) -> str:

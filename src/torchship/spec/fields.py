@@ -32,6 +32,7 @@ _PLAIN_RE = re.compile(
     rf"[ \t]*((?:{_SPEC})(?:[ \t]*,[ \t]*{_SPEC})*)?[ \t]*"
 )
 _COMMA_RE = re.compile(r"[ \t]*,[ \t]*")
+_NAME_RE = re.compile(_NAME)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but the tab
 
 
@@ -124,6 +125,13 @@ class PlainRequirement:
     specifier: SpecifierSet
     url: None = None
     marker: None = None
+
+
+def is_package_name(text: str) -> bool:
+    """PEP 508's rule for a name, which packaging.utils.canonicalize_name(validate=True)
+    applies: here because packaging.utils imports packaging.tags (logging, platform,
+    sysconfig), ~15 ms of every command that reads a lock (issue 20)."""
+    return _NAME_RE.fullmatch(text) is not None
 
 
 def read_requirement(text: str) -> PlainRequirement | Requirement:
