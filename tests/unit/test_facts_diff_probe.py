@@ -219,3 +219,74 @@ def test_the_probe_names_the_host_as_gethostname_does() -> None:
     from torchship.doctor.probe import _hostname
 
     assert _hostname() == socket.gethostname()
+
+
+def _gpu_host(root: Path, models: list[str]) -> None:
+    """A host whose driver's files name its GPUs, as /proc/driver/nvidia/gpus shows them."""
+    (root / "sys/module/nvidia").mkdir(parents=True)
+    (root / "sys/module/nvidia/version").write_text("580.95.05\n")
+    for i, model in enumerate(models):
+        gpu = root / f"proc/driver/nvidia/gpus/0000:{0x18 + i:02x}:00.0"
+        gpu.mkdir(parents=True)
+        (gpu / "information").write_text(
+            f"Model: \t\t {model}\nIRQ:   \t\t 95\nGPU UUID: \t GPU-{i}\n"
+            f"Bus Type: \t PCIe\nBus Location: \t 0000:{0x18 + i:02x}:00.0\nDevice Minor: \t {i}\n"
+        )
+
+
+def _smi(calls: list[list[str]], model: str, cc: str):  # type: ignore[no-untyped-def]
+    def run(argv):  # type: ignore[no-untyped-def]
+        calls.append(list(argv))
+        if argv[0] == "nvidia-smi":
+            return f"0, {model}, GPU-0, {cc}, 143771, Disabled, Enabled, 580.95.05\n"
+        return None
+
+    return run
+
+
+def test_picking_an_environment_asks_no_gpu_of_a_host_whose_driver_names_them(
+    tmp_path: Path,
+) -> None:
+    """nvidia-smi and NVML initialise every GPU: seconds on an 8-GPU host without
+    persistence mode, on every `exec`, `sync` and `env path`. The driver's files name them."""
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import host_facts
+
+    _gpu_host(tmp_path, ["NVIDIA H200"] * 8)
+    calls: list[list[str]] = []
+    f = host_facts(load_matrix(), tmp_path, _smi(calls, "NVIDIA H200", "9.0"))
+    assert calls == []
+    assert [g.name for g in f.gpus] == ["NVIDIA H200"] * 8 and f.driver == "580.95.05"
+    assert [g.index for g in f.gpus] == list(range(8))
+
+
+def test_a_model_that_does_not_tell_its_compute_capability_is_asked_once(
+    tmp_path: Path,
+) -> None:
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import host_facts
+
+    _gpu_host(tmp_path, ["NVIDIA Zorblax 9000"])
+    calls: list[list[str]] = []
+    f = host_facts(load_matrix(), tmp_path, _smi(calls, "NVIDIA Zorblax 9000", "12.1"))
+    assert [c[0] for c in calls] == ["nvidia-smi"]
+    assert f.gpus[0].cc == "12.1"
+
+
+def test_without_the_driver_files_the_gpus_are_asked_as_before(tmp_path: Path) -> None:
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import host_facts
+
+    (tmp_path / "sys/module/nvidia").mkdir(parents=True)
+    (tmp_path / "sys/module/nvidia/version").write_text("580.95.05\n")
+    calls: list[list[str]] = []
+    f = host_facts(load_matrix(), tmp_path, _smi(calls, "NVIDIA H100 80GB HBM3", "9.0"))
+    assert [c[0] for c in calls] == ["nvidia-smi"]  # once: one question, asked once
+    assert f.gpus[0].name == "NVIDIA H100 80GB HBM3" and f.gpus[0].cc == "9.0"
+
+
+def test_the_doctor_still_asks_for_every_detail(tmp_path: Path) -> None:
+    _gpu_host(tmp_path, ["NVIDIA H200"])
+    calls: list[list[str]] = []
+    f = probe.probe(runtime=False, root=tmp_path, run=_smi(calls, "NVIDIA H200", "9.0"))
+    assert f.gpus[0].uuid == "GPU-0" and f.gpus[0].memory_mib == 143771

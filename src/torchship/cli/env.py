@@ -56,8 +56,8 @@ def _env_flags(p: argparse.ArgumentParser) -> None:
 
 def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
     """Read the project's lock, pick its environment for this machine, sync it."""
-    from torchship.doctor.probe import probe
-    from torchship.env import sync_lock
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import host_facts, sync_lock
     from torchship.lock import check_lock_file, read_lock
 
     for d in getattr(args, "find_links", []):
@@ -67,13 +67,15 @@ def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
     lock = read_lock(path)
     check_lock_file(lock, path)
     say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    m = load_matrix()
     pick, synced = sync_lock(
         lock,
-        probe(runtime=False, python=False),
+        host_facts(m),
         args.env,
         getattr(args, "find_links", []),
         say,
         None if quiet else sys.stderr,
+        matrix=m,
     )
     if not quiet:
         print(f"environment {pick.env.name}: {pick.reason}", file=sys.stderr)
@@ -102,14 +104,14 @@ def run_sync(args: argparse.Namespace) -> int:
 
 def run_path(args: argparse.Namespace) -> int:
     from torchship.compat.matrix import load_matrix
-    from torchship.doctor.probe import probe
-    from torchship.env import envs_dir, pick_environment, this_host
+    from torchship.env import envs_dir, host_facts, pick_environment, this_host
     from torchship.env.sync import cached, env_path
     from torchship.lock import read_lock
 
     lock = read_lock(lock_path(Path(args.project)))
-    facts = probe(runtime=False, python=False)
-    pick = pick_environment(lock, facts, load_matrix(), args.env, this_host(facts))
+    m = load_matrix()
+    facts = host_facts(m)
+    pick = pick_environment(lock, facts, m, args.env, this_host(facts))
     hit = cached(pick.env, envs_dir())
     if hit is None:
         raise EnvError(

@@ -191,6 +191,12 @@ def gpus(
             )
             for r in rows
         ]
+    return driver_file_gpus(root)
+
+
+def driver_file_gpus(root: Path = Path("/")) -> list[ProbedGPU]:
+    """The GPUs the driver's files name (/proc/driver/nvidia/gpus/*/information, in PCI
+    order as nvidia-smi numbers them): their models, without compute capability."""
     result = []
     for info in sorted((root / "proc/driver/nvidia/gpus").glob("*/information")):
         text = _read(info) or ""
@@ -436,18 +442,27 @@ class _GPULayer:
     source: str | None
 
 
-def _gpu_layer(root: Path, run: CommandRunner, cuda_driver: Callable[[], str | None]) -> _GPULayer:
-    """Driver and GPUs: files first, then NVML, then one nvidia-smi query."""
+def _gpu_layer(
+    root: Path, run: CommandRunner, cuda_driver: Callable[[], str | None], details: bool = True
+) -> _GPULayer:
+    """Driver and GPUs: files first, then NVML, then one nvidia-smi query. Without `details`
+    (uuid, memory, MIG, ECC, the CUDA the driver supports) the GPUs the driver's files name
+    are taken as they are: NVML and nvidia-smi initialise every GPU, which takes seconds on a
+    multi-GPU host without persistence mode (Azure/aks-gpu#105: 30 s against 2 s)."""
     from torchship.doctor.facts import GPUFact
 
     drv = driver_version(root, run)
     if drv is None:
         return _GPULayer(None, None, (), None)
-    details = {d["index"]: d for d in smi_rows(run)}
+    named = [] if details else driver_file_gpus(root)
+    if named:
+        by_files = tuple(GPUFact(index=i, name=g.name) for i, g in enumerate(named))
+        return _GPULayer(drv, None, by_files, named[0].source)
+    details_by = {d["index"]: d for d in smi_rows(run)}
     found = gpus(root, run)
     out = []
     for i, g in enumerate(found):
-        d = details.get(str(i), {})
+        d = details_by.get(str(i), {})
         out.append(
             GPUFact(
                 index=i,
@@ -527,13 +542,15 @@ def probe(
     environ: dict[str, str] | None = None,
     python: bool = True,
     cuda_driver: Callable[[], str | None] | None = None,
+    gpu_details: bool = True,
 ) -> Facts:
     """Everything the doctor checks, from this machine. runtime=None: import torch only where
     an NVIDIA driver is present; True: always; False: never (files and metadata only).
     python=False leaves out this interpreter's packages and torch, and the host's nvcc (a run
     reads the Python side from the environment it syncs instead): the host alone, without
     reading every package's metadata or starting nvcc (a third of a second). nvidia-smi runs at
-    most once."""
+    most once. gpu_details=False: the GPUs by the driver's files alone where they name them
+    (models, no compute capability or details; see _gpu_layer), for picking an environment."""
     import platform
 
     from torchship.doctor.facts import Facts
@@ -542,7 +559,7 @@ def probe(
     run = once(run)
     if cuda_driver is None:
         cuda_driver = _cuda_driver_version if root == Path("/") else (lambda: None)
-    hw = _gpu_layer(root, run, cuda_driver)
+    hw = _gpu_layer(root, run, cuda_driver, gpu_details)
     use_runtime = (hw.driver is not None) if runtime is None else runtime
     py = _python_layer(python, use_runtime, run)
     rt = py.runtime

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from torchship.compat.matrix import Matrix, load_matrix
 from torchship.doctor.facts import Facts
-from torchship.env.pick import Host, Pick, host_of, pick_environment, platform_problem
+from torchship.env.pick import Host, Pick, gpu_cc, host_of, pick_environment, platform_problem
 from torchship.env.sync import (
     Printer,
     SyncedEnv,
@@ -24,6 +24,9 @@ from torchship.env.sync import (
 )
 from torchship.lock.model import Lock
 
+if TYPE_CHECKING:
+    from torchship.doctor.probe import CommandRunner
+
 __all__ = [
     "Host",
     "Pick",
@@ -32,6 +35,7 @@ __all__ = [
     "cache_dir",
     "env_facts",
     "envs_dir",
+    "host_facts",
     "host_of",
     "installed",
     "list_envs",
@@ -53,6 +57,20 @@ def this_host(facts: Facts) -> Host:
     system = platform.system()
     macos = platform.mac_ver()[0] if system == "Darwin" else None
     return host_of(facts, system, macos)
+
+
+def host_facts(matrix: Matrix, root: Path = Path("/"), run: CommandRunner | None = None) -> Facts:
+    """This machine, as picking an environment needs it: the host without its Python side,
+    and its GPUs by the driver's files, with no NVML or nvidia-smi (seconds on a multi-GPU
+    host without persistence mode), unless a GPU's model does not tell its compute
+    capability: then they are asked, once."""
+    from torchship.doctor.probe import probe, run_command
+
+    def host(details: bool) -> Facts:
+        return probe(False, root, run or run_command, python=False, gpu_details=details)
+
+    facts = host(details=False)
+    return host(details=True) if any(gpu_cc(g, matrix) is None for g in facts.gpus) else facts
 
 
 def sync_lock(

@@ -108,7 +108,7 @@ def _linux_problem(env: LockEnvironment, facts: Facts, host: Host) -> str | None
     return None
 
 
-def _cc(gpu: GPUFact, m: Matrix) -> tuple[int, int] | None:
+def gpu_cc(gpu: GPUFact, m: Matrix) -> tuple[int, int] | None:
     if gpu.cc:
         try:
             return parse_cc(gpu.cc)
@@ -133,7 +133,7 @@ def gpu_problem(lock: Lock, env: LockEnvironment, facts: Facts, m: Matrix) -> st
         return f"{env.name} needs driver ≥ {floor}; this machine has {facts.driver}"
     archs = tuple(parse_arch(a) for a in env.arch_list)
     for g in facts.gpus:
-        cc = _cc(g, m)
+        cc = gpu_cc(g, m)
         if cc is not None and archs and kernel_match(archs, cc) is None:
             return f"{env.name} has no kernels for GPU {g.index} {g.name} ({sm_str(cc)})"
     return None
@@ -178,7 +178,7 @@ def pick_environment(
 
 def _runs(env: LockEnvironment, facts: Facts, m: Matrix) -> str:
     gpus = ", ".join(sorted({g.name for g in facts.gpus}))
-    unknown = sorted({g.name for g in facts.gpus if _cc(g, m) is None})
+    unknown = sorted({g.name for g in facts.gpus if gpu_cc(g, m) is None})
     caveat = (
         f" (compute capability of {', '.join(unknown)} unknown: kernels not confirmed;"
         " --env cpu to be sure)"
