@@ -78,6 +78,30 @@ def facts_step(out: Path, budget: Budget) -> dict[str, Any]:
     return res
 
 
+def host_probe_step() -> dict[str, Any]:
+    """What picking an environment costs at every `exec`/`sync` start on this host: the driver's
+    files alone (host_facts) against the doctor's whole probe, which asks nvidia-smi (and NVML
+    where installed), three times each, and the GPUs each found."""
+    from torchship.compat.matrix import load_matrix
+    from torchship.doctor.probe import probe
+    from torchship.env import host_facts
+
+    m = load_matrix()
+    out: dict[str, Any] = {}
+    for what, read in (
+        ("host_facts", lambda: host_facts(m)),
+        ("probe_with_smi", lambda: probe(runtime=False, python=False)),
+    ):
+        times, found = [], None
+        for _ in range(3):
+            start = time.perf_counter()
+            found = read()
+            times.append(round(time.perf_counter() - start, 4))
+        out[f"{what}_s"] = times
+        out[f"{what}_gpus"] = [g.name for g in found.gpus] if found else []
+    return out
+
+
 def doctor_step(out: Path, budget: Budget) -> dict[str, Any]:
     res = _child(
         [sys.executable, "-m", "torchship", "doctor", "--deep", "--json"], budget.left(120)
@@ -233,6 +257,11 @@ def main() -> int:
     figures["driver"] = facts.get("driver")
     figures["gpus"] = [g.get("name") for g in facts.get("gpus") or []]
     save()
+    try:
+        figures["host_probe"] = host_probe_step()
+    except Exception as e:  # recorded; the rest still runs
+        figures["host_probe"] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+    save()
     figures["doctor"] = doctor_step(out, budget)
     figures["matmul_tflops_measured"] = measured_matmul(figures["doctor"])
     save()
@@ -259,6 +288,9 @@ def main() -> int:
     print(
         f"GPUs: {figures['gpus'] or 'none'} · torch {figures['torch']} · driver {figures['driver']}"
     )
+    hp = figures["host_probe"]
+    print(f"pick's host probe: {hp.get('host_facts_s')} s; "
+          f"with nvidia-smi {hp.get('probe_with_smi_s')} s")  # fmt: skip
     print(f"bf16 matmul measured: {figures['matmul_tflops_measured']} TFLOP/s")
     print(f"compile/eager: {w.get('compile_over_eager', w.get('why'))}")
     for name, pair in (figures.get("sweep") or {}).items():

@@ -139,6 +139,7 @@ def test_gpu_check_script_runs_end_to_end_without_a_gpu(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     figures = json.loads((tmp_path / "out/gpu_figures.json").read_text())
     assert figures["facts"]["rc"] == 0 and figures["doctor"]["report"]["deep"]["checks"]
+    assert len(figures["host_probe"]["host_facts_s"]) == 3  # on a GPU host: nvidia-smi's cost
     assert figures["workload"]["status"] == "skipped" and figures["exporter"]["status"] == "skipped"
     assert figures["metrics"]["status"] == "ok"  # a real `metrics serve`, scraped 20 times
     assert figures["metrics"]["dcgm_series"] == []  # no GPU: no DCGM series, and no error
