@@ -16,7 +16,8 @@ from tests.conftest import REPO
 from torchship.compat import load_matrix
 from torchship.doctor.facts import Facts, GPUFact
 from torchship.env import Host, host_of, pick_environment, platform_problem, prune
-from torchship.env.sync import MARKER, install_error, python_error, sync_argv
+from torchship.env.places import MARKER
+from torchship.env.sync import install_error, python_error, sync_argv
 from torchship.errors import EnvError, LockFileError, UsageError
 from torchship.lock import lock_changes, read_lock, write_lock
 from torchship.lock.model import Lock, LockedPackage, export_requirements, is_cuda_package
@@ -352,7 +353,7 @@ def test_the_outer_pythons_settings_do_not_reach_the_environment(tmp_path: Path)
 
 
 def test_a_cache_folder_that_cannot_be_made_is_one_clear_error() -> None:
-    from torchship.env import sync
+    from torchship.env.sync import sync
 
     cpu = LOCK.environment("cpu")
     assert cpu is not None

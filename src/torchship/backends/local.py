@@ -135,8 +135,9 @@ class LocalBackend:
         dry run only looked up), and the facts of that environment for the preflight (the
         hook torchship.jobs.submit calls where a backend has it)."""
         from torchship.compat.matrix import load_matrix
-        from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env, sync
-        from torchship.env.sync import AGENT_VAR, DROPPED, SyncedEnv, env_path
+        from torchship.env import agent_path, env_facts, envs_dir, pick_environment, run_env
+        from torchship.env.places import AGENT_VAR, DROPPED
+        from torchship.env.sync import SyncedEnv, env_path, sync
         from torchship.lock import check_lock_file
 
         if lock_path is not None:

@@ -143,7 +143,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _age(path: Path) -> str:
-    from torchship.env.sync import MARKER
+    from torchship.env.places import MARKER
 
     try:
         days = (time.time() - (path / MARKER).stat().st_mtime) / 86400

@@ -37,15 +37,20 @@ from typing import Any, TextIO
 from torchship._atomic import write_text_atomic
 from torchship._version import __version__
 from torchship.compat.matrix import PYPI_INDEX
+from torchship.env.places import (
+    AGENT_MODULES,
+    MARKER,
+    cache_dir,
+    envs_dir,
+    installed,
+    run_environ,
+)
 from torchship.errors import EnvError
 from torchship.lock.model import LockedPackage, LockEnvironment, requirement_lines
 from torchship.lock.uv import find_uv
 from torchship.lock.uv_errors import UV_NET_ERRORS, UV_URL_RE
 from torchship.lock.wheels import find_links_with_env, wheels_in
 
-MARKER = "torchship-env.json"
-AGENT_VAR = "TORCHSHIP_AGENT_PATH"
-AGENT_MODULES = ("torchship", "packaging", "platformdirs", "tomli_w", "prometheus_client")
 # One line a .pth file runs at start-up: append the agent, never prepend it, so that a package
 # the lock pins (packaging, say) always wins over torchship's copy.
 AGENT_PTH = (
@@ -67,20 +72,6 @@ class SyncedEnv:
         return self.path / "bin" / "python"
 
 
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """$TORCHSHIP_CACHE_DIR when set, else the user's cache dir (platformdirs)."""
-    env = os.environ if environ is None else environ
-    if env.get("TORCHSHIP_CACHE_DIR"):
-        return Path(env["TORCHSHIP_CACHE_DIR"])
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("torchship", appauthor=False))
-
-
-def envs_dir(environ: Mapping[str, str] | None = None) -> Path:
-    return cache_dir(environ) / "envs"
-
-
 def env_path(env: LockEnvironment, root: Path) -> Path:
     return root / f"{env.name}-{env.short_key}"
 
@@ -95,18 +86,6 @@ def cached(env: LockEnvironment, root: Path) -> SyncedEnv | None:
     if installed(path) != {p.name: p.version for p in env.packages}:
         return None
     return SyncedEnv(env.name, env.key, path, cached=True)
-
-
-def installed(venv: Path) -> dict[str, str]:
-    """The distributions in a venv, from their dist-info folder names (no import, one
-    listdir): normalised name → version."""
-    site = next((venv / "lib").glob("python3*/site-packages"), None)
-    out: dict[str, str] = {}
-    for entry in sorted(site.iterdir()) if site else []:
-        if entry.name.endswith(".dist-info") and "-" in entry.name:
-            name, version = entry.name.removesuffix(".dist-info").split("-", 1)
-            out[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return out
 
 
 def sync(
@@ -388,19 +367,9 @@ def agent_path(root: Path | None = None) -> Path:
     return folder
 
 
-# Variables of the outer Python that would put other packages before the locked ones.
-DROPPED = ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV")
-
-
 def run_env(synced: SyncedEnv, agent: Path | None, base: Mapping[str, str]) -> dict[str, str]:
-    """The process environment of a command run inside `synced`: VIRTUAL_ENV and PATH point at
-    it, and nothing of the outer Python's (PYTHONPATH, PYTHONHOME…) reaches it."""
-    env = {k: v for k, v in base.items() if k not in (*DROPPED, AGENT_VAR)}
-    env["VIRTUAL_ENV"] = str(synced.path)
-    env["PATH"] = f"{synced.path / 'bin'}{os.pathsep}{base.get('PATH', os.defpath)}"
-    if agent is not None:
-        env[AGENT_VAR] = str(agent)
-    return env
+    """The process environment of a command run inside `synced` (places.run_environ)."""
+    return run_environ(synced.path, agent, base)
 
 
 @dataclass(frozen=True, slots=True)
