@@ -164,19 +164,50 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def exec_local(args: argparse.Namespace, command: tuple[str, ...]) -> int:
     """`torchship exec --local [PROJECT] -- CMD`: CMD inside the synced environment, as
-    `uv run` runs it (replacing this process: its exit code is CMD's)."""
+    `uv run` runs it (replacing this process: its exit code is CMD's). A start whose inputs
+    match the last one's takes its answer from the memo (torchship.env.memo)."""
+    from torchship.env.memo import NoMemo, inputs, remember, remembered
+    from torchship.env.places import run_environ
+
+    links = list(getattr(args, "find_links", []))
+    try:
+        key: str | None = inputs(args.project, args.env, links)
+    except NoMemo:
+        key = None
+    hit = remembered(args.project, args.env, key) if key and not args.dry_run else None
+    if hit is not None:
+        name, venv, agent = hit
+        _exec(name, venv, command, run_environ(venv, agent, os.environ))
     from torchship.env import agent_path, run_env
 
     _, synced = synced_for(args, quiet=True)
-    env = run_env(synced, agent_path(), os.environ)
+    agent = agent_path()
+    env = run_env(synced, agent, os.environ)
     if args.dry_run:
         print(f"VIRTUAL_ENV={synced.path} " + " ".join(command))
         return 0
-    argv = [str(synced.python), *command[1:]] if command[0] in ("python", "python3") else command
+    if key is not None and _same_inputs(args, links, key):  # unchanged while it was read
+        remember(args.project, args.env, key, synced.name, synced.path, agent)
+    _exec(synced.name, synced.path, command, env)
+    return 0  # not reached: _exec replaces this process
+
+
+def _same_inputs(args: argparse.Namespace, links: list[str], key: str) -> bool:
+    from torchship.env.memo import NoMemo, inputs
+
     try:
-        os.execvpe(argv[0], list(argv), env)
+        return inputs(args.project, args.env, links) == key
+    except NoMemo:
+        return False
+
+
+def _exec(name: str, venv: Path, command: tuple[str, ...], env: dict[str, str]) -> None:
+    python = str(venv / "bin" / "python")
+    argv = [python, *command[1:]] if command[0] in ("python", "python3") else list(command)
+    try:
+        os.execvpe(argv[0], argv, env)
     except OSError as e:
         raise UsageError(
-            f"cannot run {argv[0]!r} in environment {synced.name}: {e.strerror}",
+            f"cannot run {argv[0]!r} in environment {name}: {e.strerror}",
             "name a program of the environment (python, torchrun) or on PATH",
         ) from None
