@@ -64,6 +64,11 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return proj
 
 
+def saved_key(project: Path) -> str:
+    """The inputs' digest the child start wrote (its sys.path is not this test's)."""
+    return str(json.loads(memo.memo_path(str(project), None).read_text())["inputs"])
+
+
 def start(project: Path, *extra: str) -> dict[str, object]:
     argv = [sys.executable, "-c", CHILD, "exec", "--local", *extra, str(project)]
     argv += ["--", "python", "-c", "pass"]
@@ -117,8 +122,8 @@ def test_another_env_flag_has_its_own_memo(project: Path) -> None:
 
 
 def test_a_package_installed_by_hand_is_not_taken_from_the_memo(project: Path) -> None:
-    key = memo.inputs(str(project), None, [])
     start(project)
+    key = saved_key(project)
     assert memo.remembered(str(project), None, key) is not None
     env = LOCK.environment("cpu")
     assert env is not None
@@ -127,9 +132,19 @@ def test_a_package_installed_by_hand_is_not_taken_from_the_memo(project: Path) -
     assert memo.remembered(str(project), None, key) is None  # the full start rebuilds it
 
 
-def test_an_environment_or_agent_gone_since_is_not_taken(project: Path) -> None:
-    key = memo.inputs(str(project), None, [])
+def test_the_memo_holds_the_environment_to_the_locks_distributions(project: Path) -> None:
+    # not to what the folder held when the memo was written: a package landing in it during
+    # the full start would otherwise be accepted by every later start
     start(project)
+    saved = json.loads(memo.memo_path(str(project), None).read_text())
+    env = LOCK.environment("cpu")
+    assert env is not None
+    assert saved["packages"] == {p.name: p.version for p in env.packages}
+
+
+def test_an_environment_or_agent_gone_since_is_not_taken(project: Path) -> None:
+    start(project)
+    key = saved_key(project)
     saved = json.loads(memo.memo_path(str(project), None).read_text())
     shutil.rmtree(saved["agent"])
     assert memo.remembered(str(project), None, key) is None
@@ -141,8 +156,8 @@ def test_an_environment_or_agent_gone_since_is_not_taken(project: Path) -> None:
 def test_a_memo_pointing_outside_torchships_folders_is_not_taken(
     project: Path, tmp_path: Path
 ) -> None:
-    key = memo.inputs(str(project), None, [])
     start(project)
+    key = saved_key(project)
     path = memo.memo_path(str(project), None)
     saved = json.loads(path.read_text())
     elsewhere = tmp_path / "elsewhere"
@@ -152,8 +167,8 @@ def test_a_memo_pointing_outside_torchships_folders_is_not_taken(
 
 
 def test_a_broken_memo_is_a_full_start(project: Path) -> None:
-    key = memo.inputs(str(project), None, [])
     start(project)
+    key = saved_key(project)
     path = memo.memo_path(str(project), None)
     for text in ("", "{", "[]", '{"inputs": 1}', "\x00" * 10, json.dumps({"inputs": key})):
         path.write_text(text)
@@ -190,3 +205,66 @@ def test_an_unreadable_project_file_is_never_remembered(tmp_path: Path) -> None:
         (proj / "torchship.toml").chmod(0)
         with pytest.raises(memo.NoMemo):
             memo.inputs(str(proj), None, [])
+
+
+def test_a_driver_the_files_do_not_show_is_never_remembered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WSL2 (/dev/dxg), or a container with nvidia-smi and no /sys/module/nvidia: the full
+    start asks NVML or nvidia-smi, whose answer the files cannot vouch for next time."""
+    proj, host = tmp_path / "p", tmp_path / "host"
+    proj.mkdir()
+    (host / "dev").mkdir(parents=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert memo.inputs(str(proj), None, [], str(host))  # no driver anywhere: remembered
+    (host / "dev/dxg").write_text("")
+    with pytest.raises(memo.NoMemo):
+        memo.inputs(str(proj), None, [], str(host))
+    (host / "dev/dxg").unlink()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/nvidia-smi").write_text("#!/bin/sh\n")
+    (tmp_path / "bin/nvidia-smi").chmod(0o755)
+    with pytest.raises(memo.NoMemo):
+        memo.inputs(str(proj), None, [], str(host))
+
+
+def test_what_else_the_full_start_depends_on_is_an_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(proj)
+    before = memo.inputs(str(link), None, [])
+    other = tmp_path / "release-2"  # the same bytes, another folder: a spec's default name
+    shutil.copytree(proj, other)
+    link.unlink()
+    link.symlink_to(other)
+    assert memo.inputs(str(link), None, []) != before
+    with pytest.raises(memo.NoMemo):  # the OS follows a link before `..`: never by text
+        memo.inputs(str(link / ".."), None, [])
+    here = memo.inputs(str(proj), None, [])
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])  # the agent's packages
+    assert memo.inputs(str(proj), None, []) != here
+
+
+def test_torchship_edited_in_place_is_another_torchship(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pkg = tmp_path / "torchship"
+    (pkg / "env").mkdir(parents=True)
+    (pkg / "env/memo.py").write_text("")
+    (pkg / "compat/data").mkdir(parents=True)
+    (pkg / "compat/data/matrix.json").write_text("{}")
+    monkeypatch.setattr(memo, "__file__", str(pkg / "env/memo.py"))
+    first = memo._torchship()
+    assert first == memo._torchship()
+    (pkg / "compat/data/matrix.json").write_text('{"a": 1}')  # same version, a new matrix
+    assert memo._torchship() != first
+
+
+def test_a_project_path_that_is_not_utf8_is_remembered_without_error(project: Path) -> None:
+    odd = project.parent / os.fsdecode(b"caf\xe9")
+    project.rename(odd)
+    assert start(odd)["model"] is True
+    assert start(odd)["model"] is False

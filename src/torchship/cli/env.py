@@ -54,8 +54,9 @@ def _env_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
-    """Read the project's lock, pick its environment for this machine, sync it."""
+def synced_for(args: argparse.Namespace, quiet: bool = False, facts: Any = None) -> Any:
+    """Read the project's lock, pick its environment for this machine (`facts`, when not
+    given: torchship.env.host_facts), sync it."""
     from torchship.compat.matrix import load_matrix
     from torchship.env import host_facts, sync_lock
     from torchship.lock import check_lock_file, read_lock
@@ -70,7 +71,7 @@ def synced_for(args: argparse.Namespace, quiet: bool = False) -> Any:
     m = load_matrix()
     pick, synced = sync_lock(
         lock,
-        host_facts(m),
+        host_facts(m) if facts is None else facts,
         args.env,
         getattr(args, "find_links", []),
         say,
@@ -178,16 +179,22 @@ def exec_local(args: argparse.Namespace, command: tuple[str, ...]) -> int:
     if hit is not None:
         name, venv, agent = hit
         _exec(name, venv, command, run_environ(venv, agent, os.environ))
-    from torchship.env import agent_path, run_env
+    from torchship.compat.matrix import load_matrix
+    from torchship.env import agent_path, host_facts, run_env
 
-    _, synced = synced_for(args, quiet=True)
+    facts = host_facts(load_matrix())
+    pick, synced = synced_for(args, quiet=True, facts=facts)
     agent = agent_path()
     env = run_env(synced, agent, os.environ)
     if args.dry_run:
         print(f"VIRTUAL_ENV={synced.path} " + " ".join(command))
         return 0
-    if key is not None and _same_inputs(args, links, key):  # unchanged while it was read
-        remember(args.project, args.env, key, synced.name, synced.path, agent)
+    # only a machine its files describe (not NVML's or nvidia-smi's answer), and inputs that
+    # did not change while the full start read them
+    by_files = not {facts.sources.get("driver"), facts.sources.get("gpus")} & {"nvml", "nvidia-smi"}
+    if key is not None and by_files and _same_inputs(args, links, key):
+        packages = {p.name: p.version for p in pick.env.packages}  # what cached() held it to
+        remember(args.project, args.env, key, synced.name, synced.path, agent, packages)
     _exec(synced.name, synced.path, command, env)
     return 0  # not reached: _exec replaces this process
 

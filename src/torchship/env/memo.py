@@ -46,14 +46,18 @@ class NoMemo(Exception):
 def inputs(project: str, env_name: str | None, find_links: list[str], root: str = "/") -> str:
     """The digest of everything a full start's answer depends on (raises NoMemo); `root`: the
     machine's files (a test's fake host)."""
+    if ".." in Path(project).parts:  # the OS follows a link before `..`; text would not
+        raise NoMemo(project)
     path = os.path.abspath(project)
     here = os.path.isdir(path)
     folder = path if here else os.path.dirname(path)
     files = ([] if here else [path]) + [os.path.join(folder, n) for n in PROJECT_FILES]
     doc = [
-        __version__,
-        os.path.dirname(os.path.dirname(__file__)),  # this torchship's own files
+        _torchship(),
+        sys.executable,
+        sys.path,  # where the agent's packages are found (PYTHONPATH, user site)
         path,
+        os.path.realpath(path),  # a spec without `name` takes its resolved folder's
         env_name,
         sorted(find_links),
         [(f, _file_digest(f)) for f in files],
@@ -89,31 +93,56 @@ def remembered(project: str, env_name: str | None, key: str) -> tuple[str, Path,
 
 
 def remember(
-    project: str, env_name: str | None, key: str, env: str, venv: Path, agent: Path
+    project: str,
+    env_name: str | None,
+    key: str,
+    env: str,
+    venv: Path,
+    agent: Path,
+    packages: dict[str, str],
 ) -> None:
-    """Keep a full start's answer for these inputs (best effort: a memo that cannot be written
-    only means the next start is a full one too)."""
+    """Keep a full start's answer for these inputs: the environment that holds `packages` (the
+    lock's, as the full start checked them), best effort (a memo that cannot be written only
+    means the next start is a full one too)."""
     from torchship._atomic import private_dir, write_text_atomic
 
     memo = {
         "inputs": key,
         "env": env,
         "venv": str(venv),
-        "packages": installed(venv),
+        "packages": packages,
         "agent": str(agent),
         "agent_links": {n: os.path.realpath(agent / n) for n in AGENT_MODULES},
     }
-    path = memo_path(project, env_name)
     try:
+        path = memo_path(project, env_name)
         private_dir(path.parent)
         write_text_atomic(path, json.dumps(memo, indent=1) + "\n")
-    except OSError:
+    except (OSError, ValueError):
         pass
 
 
 def memo_path(project: str, env_name: str | None) -> Path:
-    name = f"{os.path.abspath(project)}\0{env_name or ''}".encode()
+    name = os.fsencode(os.path.abspath(project)) + b"\0" + os.fsencode(env_name or "")
     return cache_dir() / "exec" / f"{blake2b(name, digest_size=10).hexdigest()}.json"
+
+
+def _torchship() -> list[object]:
+    """This torchship: its version and where and when each of its files was written (an edit
+    in place, a reinstall of the same version, a new matrix), ~1 ms."""
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seen: list[object] = [__version__, top]
+    folders = [top]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for e in sorted(entries, key=lambda e: e.name):
+                if e.is_dir(follow_symlinks=False):
+                    if e.name != "__pycache__":
+                        folders.append(e.path)
+                elif not e.name.endswith(".pyc"):
+                    st = e.stat(follow_symlinks=False)
+                    seen.append((e.path[len(top) :], st.st_size, st.st_mtime_ns, st.st_ino))
+    return seen
 
 
 def _file_digest(path: str) -> str | None:
@@ -141,6 +170,8 @@ def _host(root: str) -> list[object]:
     except (ValueError, OSError):
         glibc = None
     driver = [_text(os.path.join(root, p)) for p in _NVIDIA]
+    if not any(driver) and _other_driver(root):  # NVML or nvidia-smi would answer instead
+        raise NoMemo("a driver without its files")
     try:
         folder = os.path.join(root, _GPUS)
         gpus = [_text(f"{folder}/{d}/information") for d in sorted(os.listdir(folder))]
@@ -156,6 +187,17 @@ def _host(root: str) -> list[object]:
         driver,
         gpus,
     ]
+
+
+def _other_driver(root: str) -> bool:
+    """A driver the files do not show: WSL2's (/dev/dxg), or an nvidia-smi that the full
+    start would ask (a container without /sys/module/nvidia)."""
+    import shutil  # loaded already with argparse
+
+    dev = ("dev/dxg", "dev/nvidiactl")
+    return any(os.path.exists(os.path.join(root, d)) for d in dev) or bool(
+        shutil.which("nvidia-smi")
+    )
 
 
 def _text(path: str) -> str | None:
