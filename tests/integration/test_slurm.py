@@ -136,10 +136,13 @@ def test_a_requeued_job_resumes_from_its_checkpoint(cluster: SlurmCluster, tmp_p
     job_id = submit(cluster, env, job)
     running = wait_for(cluster, env, job_id, {"running"})
     checkpoints = tmp_path / "runs" / job_id / "checkpoints"
+    # a finished checkpoint, renamed into place: not "*", which also matches the temp file
+    # (.step-00000010.pt.<random>.tmp) of one being written, and a requeue then kills the
+    # writer before its rename, leaving nothing to resume from (the flake of 2026-11-30)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(checkpoints.glob("*")):
+    while time.monotonic() < deadline and not any(checkpoints.glob("step-*.pt")):
         time.sleep(0.3)
-    assert any(checkpoints.glob("*")), "no checkpoint before the requeue"
+    assert any(checkpoints.glob("step-*.pt")), "no checkpoint before the requeue"
     cluster.run("scontrol", "requeue", slurm_id(running))  # as preemption with requeue does
     done = wait_for(cluster, env, job_id, {"succeeded", "failed", "cancelled", "lost"}, 300)
     log = ts(cluster, env, "logs", job_id).stdout

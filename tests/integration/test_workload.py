@@ -215,3 +215,18 @@ def test_missing_data_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) 
     assert main(["--data", "/nonexistent/corpus.txt"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --data /nonexistent/corpus.txt: no such file") and "hint:" in err
+
+
+def test_a_save_killed_before_its_rename_is_reported_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A preemption (Slurm requeue) during the first save leaves only open_atomic's temp file;
+    the next run starts from step 0, and says why, rather than silently."""
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / ".step-00000010.pt.0123456789ab.tmp").write_bytes(b"half a checkpoint")
+    out = tmp_path / "s.json"
+    assert main([*SMALL, "--steps", "2", "--checkpoint-dir", str(ck), "--summary", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "no complete checkpoint" in said and ".step-00000010.pt.0123456789ab.tmp" in said, said
+    assert json.loads(out.read_text())["resumed_from_step"] == 0

@@ -20,6 +20,7 @@ from torchship._atomic import open_atomic
 
 FORMAT = 1
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
+_TEMP = re.compile(r"^\.step-\d{8}\.pt\..*$")  # open_atomic's temp file of a checkpoint
 REQUIRED = ("format", "step", "model", "optimizer", "config")
 
 
@@ -32,6 +33,13 @@ class Loaded:
     @property
     def step(self) -> int:
         return int(self.state["step"])
+
+
+def unfinished(folder: Path) -> list[Path]:
+    """Temp files of saves that never reached their rename (the writer was killed)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TEMP.match(p.name))
 
 
 def path_for(folder: Path, step: int) -> Path:
