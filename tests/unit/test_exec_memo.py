@@ -268,3 +268,14 @@ def test_a_project_path_that_is_not_utf8_is_remembered_without_error(project: Pa
     project.rename(odd)
     assert start(odd)["model"] is True
     assert start(odd)["model"] is False
+
+
+def test_env_prune_removes_the_memos_of_environments_it_removed(project: Path) -> None:
+    from torchship.env.sync import prune
+
+    start(project)
+    path = memo.memo_path(str(project), None)
+    prune(older_than_s=1e9)  # nothing old enough: the memo stays
+    assert path.exists()
+    assert prune(all_envs=True)
+    assert not path.exists()

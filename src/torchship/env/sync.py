@@ -435,7 +435,21 @@ def prune(
                 continue  # being built right now
             _discard(path)
             removed.append(path)
+    _prune_memos(root.parent / "exec", root)
     return removed
+
+
+def _prune_memos(folder: Path, root: Path) -> None:
+    """exec's memos (torchship.env.memo) of environments that are gone: each would only send
+    its next start to the full one."""
+    for memo in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            venv = Path(json.loads(memo.read_text("utf-8"))["venv"])
+            if venv.parent == root and (venv / MARKER).is_file():
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        memo.unlink(missing_ok=True)
 
 
 def _discard(path: Path) -> None:
