@@ -167,14 +167,11 @@ def exec_local(args: argparse.Namespace, command: tuple[str, ...]) -> int:
     """`torchship exec --local [PROJECT] -- CMD`: CMD inside the synced environment, as
     `uv run` runs it (replacing this process: its exit code is CMD's). A start whose inputs
     match the last one's takes its answer from the memo (torchship.env.memo)."""
-    from torchship.env.memo import NoMemo, inputs, remember, remembered
+    from torchship.env.memo import digest, from_files, remember, remembered
     from torchship.env.places import run_environ
 
     links = list(getattr(args, "find_links", []))
-    try:
-        key: str | None = inputs(args.project, args.env, links)
-    except NoMemo:
-        key = None
+    key = digest(args.project, args.env, links)
     hit = remembered(args.project, args.env, key) if key and not args.dry_run else None
     if hit is not None:
         name, venv, agent = hit
@@ -189,23 +186,12 @@ def exec_local(args: argparse.Namespace, command: tuple[str, ...]) -> int:
     if args.dry_run:
         print(f"VIRTUAL_ENV={synced.path} " + " ".join(command))
         return 0
-    # only a machine its files describe (not NVML's or nvidia-smi's answer), and inputs that
-    # did not change while the full start read them
-    by_files = not {facts.sources.get("driver"), facts.sources.get("gpus")} & {"nvml", "nvidia-smi"}
-    if key is not None and by_files and _same_inputs(args, links, key):
+    # only inputs that did not change while the full start read them
+    if key and from_files(facts.sources) and digest(args.project, args.env, links) == key:
         packages = {p.name: p.version for p in pick.env.packages}  # what cached() held it to
         remember(args.project, args.env, key, synced.name, synced.path, agent, packages)
     _exec(synced.name, synced.path, command, env)
     return 0  # not reached: _exec replaces this process
-
-
-def _same_inputs(args: argparse.Namespace, links: list[str], key: str) -> bool:
-    from torchship.env.memo import NoMemo, inputs
-
-    try:
-        return inputs(args.project, args.env, links) == key
-    except NoMemo:
-        return False
 
 
 def _exec(name: str, venv: Path, command: tuple[str, ...], env: dict[str, str]) -> None:

@@ -55,14 +55,6 @@ def _flag(name: str, value: str | None, parse: Callable[[str], T]) -> T | None:
         raise UsageError(f"{name}: {e}", "see `torchship resolve --help`") from None
 
 
-def _package(text: str) -> object:
-    from torchship.spec.fields import read_requirement
-
-    if read_requirement(text).name.lower() == "torch":
-        raise ValueError("torch is set by --torch")
-    return text
-
-
 def request_from_flags(args: argparse.Namespace) -> Request:
     """The request the flags make; without --torch, every release torchship knows."""
     import re
@@ -86,6 +78,7 @@ def request_from_flags(args: argparse.Namespace) -> Request:
         parse_driver,
         parse_glibc,
         parse_python,
+        parse_requirement,
         parse_torch,
     )
 
@@ -112,7 +105,7 @@ def request_from_flags(args: argparse.Namespace) -> Request:
     minor = patch.rsplit(".", 1)[0] if patch else args.python
     packages = tuple(args.package)
     for p in packages:
-        _flag("--package", p, _package)
+        _flag("--package", p, lambda t: parse_requirement(t, "--torch"))
     req = Request(
         torch=spec,
         torch_text=args.torch or "any",

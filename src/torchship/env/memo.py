@@ -21,10 +21,11 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from torchship._version import __version__
-from torchship.env.places import AGENT_MODULES, MARKER, cache_dir, installed
+from torchship.env.places import AGENT_MODULES, MARKER, cache_dir, holds_exactly
 
 try:  # hashlib's own BLAKE2, without hashlib's load of OpenSSL (~5 ms of the start)
     from _blake2 import blake2b
@@ -66,6 +67,20 @@ def inputs(project: str, env_name: str | None, find_links: list[str], root: str 
     return blake2b(json.dumps(doc).encode(), digest_size=20).hexdigest()
 
 
+def digest(project: str, env_name: str | None, find_links: list[str]) -> str | None:
+    """`inputs` of this machine, or None where it keeps no memo."""
+    try:
+        return inputs(project, env_name, find_links)
+    except NoMemo:
+        return None
+
+
+def from_files(sources: Mapping[str, str]) -> bool:
+    """Whether a full start's facts (their `sources`) came from the files this memo digests,
+    not from NVML's or nvidia-smi's answer, which the files cannot vouch for next time."""
+    return not {sources.get("driver"), sources.get("gpus")} & {"nvml", "nvidia-smi"}
+
+
 def remembered(project: str, env_name: str | None, key: str) -> tuple[str, Path, Path] | None:
     """(environment name, its folder, the agent folder) that a full start with these inputs
     found, when it still holds; None: take the full start."""
@@ -77,9 +92,7 @@ def remembered(project: str, env_name: str | None, key: str) -> tuple[str, Path,
         cache = cache_dir()
         if venv.parent != cache / "envs" or agent.parent != cache / "agents":
             return None  # only ever what a full start finds: torchship's own folders
-        if not (venv / MARKER).is_file() or not (venv / "bin" / "python").exists():
-            return None
-        if installed(venv) != memo["packages"]:  # one installed by hand since: the full start
+        if not holds_exactly(venv, memo["packages"]):  # one installed by hand: the full start
             return None
         for name in AGENT_MODULES:
             target = memo["agent_links"][name]
@@ -120,6 +133,20 @@ def remember(
         write_text_atomic(path, json.dumps(memo, indent=1) + "\n")
     except (OSError, ValueError):
         pass
+
+
+def prune_memos(envs: Path) -> None:
+    """Remove the memos of environments no longer in `envs` (`torchship env prune`): each
+    would only send its next start to the full one."""
+    folder = envs.parent / "exec"
+    for memo in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            venv = Path(json.loads(memo.read_text("utf-8"))["venv"])
+            if venv.parent == envs and (venv / MARKER).is_file():
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        memo.unlink(missing_ok=True)
 
 
 def memo_path(project: str, env_name: str | None) -> Path:

@@ -42,6 +42,15 @@ def installed(venv: Path) -> dict[str, str]:
     return out
 
 
+def holds_exactly(venv: Path, packages: Mapping[str, str]) -> bool:
+    """Whether the environment at `venv` is finished (its marker, its interpreter) and holds
+    exactly these distributions (name → version): one installed into it by hand since is a
+    difference."""
+    if not (venv / MARKER).is_file() or not (venv / "bin" / "python").exists():
+        return False
+    return installed(venv) == dict(packages)
+
+
 def run_environ(venv: Path, agent: Path | None, base: Mapping[str, str]) -> dict[str, str]:
     """The process environment of a command run inside the environment at `venv`: VIRTUAL_ENV
     and PATH point at it, and nothing of the outer Python's (PYTHONPATH, PYTHONHOME…) reaches

@@ -37,12 +37,13 @@ from typing import Any, TextIO
 from torchship._atomic import write_text_atomic
 from torchship._version import __version__
 from torchship.compat.matrix import PYPI_INDEX
+from torchship.env.memo import prune_memos
 from torchship.env.places import (
     AGENT_MODULES,
     MARKER,
     cache_dir,
     envs_dir,
-    installed,
+    holds_exactly,
     run_environ,
 )
 from torchship.errors import EnvError
@@ -81,9 +82,7 @@ def cached(env: LockEnvironment, root: Path) -> SyncedEnv | None:
     it still holds exactly the locked distributions (one listing of site-packages: a package
     installed into it by hand since makes it a miss, and it is rebuilt)."""
     path = env_path(env, root)
-    if not (path / MARKER).is_file() or not (path / "bin" / "python").exists():
-        return None
-    if installed(path) != {p.name: p.version for p in env.packages}:
+    if not holds_exactly(path, {p.name: p.version for p in env.packages}):
         return None
     return SyncedEnv(env.name, env.key, path, cached=True)
 
@@ -435,21 +434,8 @@ def prune(
                 continue  # being built right now
             _discard(path)
             removed.append(path)
-    _prune_memos(root.parent / "exec", root)
+    prune_memos(root)
     return removed
-
-
-def _prune_memos(folder: Path, root: Path) -> None:
-    """exec's memos (torchship.env.memo) of environments that are gone: each would only send
-    its next start to the full one."""
-    for memo in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            venv = Path(json.loads(memo.read_text("utf-8"))["venv"])
-            if venv.parent == root and (venv / MARKER).is_file():
-                continue
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        memo.unlink(missing_ok=True)
 
 
 def _discard(path: Path) -> None:

@@ -166,10 +166,12 @@ def _plain_requirement(text: str) -> PlainRequirement | None:
     return PlainRequirement(name, frozenset(_COMMA_RE.split(extras) if extras else ()), specifier)
 
 
-def parse_requirement(text: str) -> PlainRequirement | Requirement:
-    """A PEP 508 requirement of the spec's packages; torch itself is set by the `torch`
-    field, never here."""
+def parse_requirement(
+    text: str, torch_by: str = "the top-level `torch` field, not in packages"
+) -> PlainRequirement | Requirement:
+    """A PEP 508 requirement of the spec's packages; torch itself is set by `torch_by` (the
+    spec's `torch` field, `--torch`), never here."""
     req = read_requirement(str(text))
     if req.name.lower() == "torch":
-        raise ValueError("torch is set by the top-level `torch` field, not in packages")
+        raise ValueError(f"torch is set by {torch_by}")
     return req

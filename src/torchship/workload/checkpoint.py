@@ -42,6 +42,18 @@ def unfinished(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _TEMP.match(p.name))
 
 
+def why_none(folder: Path) -> str | None:
+    """What a folder with no loadable checkpoint holds instead, or None when it holds none:
+    a resume was expected there, and starting from step 0 should say why."""
+    damaged = [p.name for _, p in checkpoints(folder)]
+    temps = [p.name for p in unfinished(folder)]
+    found = [f"{len(damaged)} unreadable ({', '.join(damaged[:3])})"] if damaged else []
+    if temps:
+        found.append(f"{len(temps)} unfinished save(s), killed before the rename "
+                     f"({', '.join(temps[:3])})")  # fmt: skip
+    return "; ".join(found) or None
+
+
 def path_for(folder: Path, step: int) -> Path:
     return folder / f"step-{step:08d}.pt"
 

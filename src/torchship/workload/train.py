@@ -186,17 +186,10 @@ def resume(
         return 0, Progress()
     folder = Path(cfg.checkpoint_dir)
     loaded = checkpoint.load_newest(folder)
-    if loaded is None:
-        # Nothing to resume from. Silent only for an empty (or missing) folder: a folder with
-        # files in it meant a resume was expected, so say what was there instead.
-        damaged = [p.name for _, p in checkpoint.checkpoints(folder)]
-        temps = [p.name for p in checkpoint.unfinished(folder)]
-        if damaged or temps:
-            found = [f"{len(damaged)} unreadable ({', '.join(damaged[:3])})"] if damaged else []
-            found += [f"{len(temps)} unfinished save(s), killed before the rename "
-                      f"({', '.join(temps[:3])})"] if temps else []  # fmt: skip
-            say(d, f"no complete checkpoint in {folder}: {'; '.join(found)}; "
-                   "starting from step 0")  # fmt: skip
+    if loaded is None:  # silent only for an empty (or missing) folder
+        why = checkpoint.why_none(folder)
+        if why:
+            say(d, f"no complete checkpoint in {folder}: {why}; starting from step 0")
         return 0, Progress()
     for path, why in loaded.skipped:
         say(d, f"skipping checkpoint {path.name}: {why}")
