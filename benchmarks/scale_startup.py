@@ -14,11 +14,16 @@ The lock figure locks a CPU spec (torch ==2.13.0, never unpinned) against the lo
 spec's packages are parsed as PEP 508 requirements before uv starts); and the same spec locked
 again over its previous lock (whose pins are read and kept). Each times the whole `torchship
 lock` from outside, the uv processes it runs from inside (Popen to exit), and the same uv calls
-run alone (with the files they were given, the previous pins included); what torchship adds is
-the first less the last. Where it goes is printed beside it: from the process's start to uv's,
-and from uv's exit to the process's end (time.perf_counter is the system's monotonic clock on
-Linux, the same in both processes), with the load average, since two busy cores double every
-figure. The last line is the worst of the three against the target.
+run alone (with the files they were given, the previous pins included). What torchship adds is
+the median of each lock less the uv-alone run paired with it: the two run back to back, in
+alternating order, so that the drift of a noisy machine (uv alone took 0.40 s at one hour and
+0.75 s at the next here) falls on both sides of each difference. Where it goes is printed
+beside it: from the process's start to uv's, and from uv's exit to the process's end
+(time.perf_counter is the system's monotonic clock on Linux, the same in both processes), with
+the load average, since two busy cores double every figure. The last line is the worst of the
+three against the target. The first line names the Python: an interpreter built without
+profile-guided optimisation (pyenv's default) starts and imports ~20% slower than a
+distribution's or uv's own.
 benchmarks/scale.py calls `run()`.
 """
 
@@ -118,6 +123,10 @@ def startup(runs: int = 10, commands: bool = True) -> list[tuple[str, float]]:
     return [(what, _median_s(argv, runs)) for what, argv in cases]
 
 
+# (uv's argv, its stdin, the files it was given: path -> text), as a lock ran it
+UvCall = tuple[list[str], str | None, dict[str, str]]
+
+
 def _union_s(spans: Sequence[tuple[float, float]]) -> float:
     total, end = 0.0, float("-inf")
     for a, b in sorted(spans):
@@ -127,25 +136,42 @@ def _union_s(spans: Sequence[tuple[float, float]]) -> float:
     return total
 
 
+def _uv_alone(calls: Sequence[UvCall], given: Path, env: dict[str, str]) -> float:
+    """Seconds to run the lock's uv calls alone, one after the other, each with its files as it
+    had them (the previous pins, the constraints)."""
+    start = time.perf_counter()
+    for recorded, stdin, files in calls:
+        call = list(recorded)
+        for n, (path, text) in enumerate(files.items()):
+            Path(given, str(n)).write_text(text)
+            call[call.index(path)] = str(Path(given, str(n)))
+        subprocess.run(call, input=stdin, capture_output=True, text=True, env=env, check=False)
+    return time.perf_counter() - start
+
+
 def lock_overhead(runs: int = 5, spec: str = SPEC, relock: bool = False) -> dict[str, float] | str:
-    """Median seconds of `torchship lock` (whole, from outside), of its uv processes (from
-    inside) and of those uv calls run alone; or why it could not be measured. `relock`: the
-    lock each run makes stays for the next, which locks over it."""
+    """Medians of `torchship lock` (whole, from outside), of its uv processes (from inside), of
+    those uv calls run alone, and of what the lock adds (each lock less the uv-alone run paired
+    with it: run side by side, in alternating order, so that a noisy machine's drift falls on
+    both); or why it could not be measured. `relock`: the lock each run makes stays for the
+    next, which locks over it."""
     if not list(WHEELS.glob(f"torch-{TORCH}+cpu-*.whl")):
         return f"skipped: no torch {TORCH} CPU wheel in {WHEELS}"
     _write_bytecode([[_console_script(), "lock", "--help"]])
-    walls, inside, alone, before, after = [], [], [], [], []
-    calls: list[tuple[list[str], str | None, dict[str, str]]] = []
+    walls, inside, alone, added, before, after = [], [], [], [], [], []
+    calls: list[UvCall] = []
     env = {**os.environ, "UV_HTTP_RETRIES": "0"}
     with tempfile.TemporaryDirectory(prefix="torchship-bench-lock-") as tmp:
-        project = Path(tmp, "project")
+        project, given = Path(tmp, "project"), Path(tmp, "given")
         project.mkdir()
+        given.mkdir()
         (project / "torchship.toml").write_text(spec)
         argv = [sys.executable, "-c", _LOCK_CHILD, "lock", str(project)]
         argv += ["--find-links", str(WHEELS)]
         for i in range(runs + 1):  # the first warms uv's cache (and makes the lock) uncounted
             if not relock:
                 (project / "torchship.lock").unlink(missing_ok=True)
+            solo = _uv_alone(calls, given, env) if i % 2 == 0 and i else None
             start = time.perf_counter()
             out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
             wall = time.perf_counter() - start
@@ -153,27 +179,20 @@ def lock_overhead(runs: int = 5, spec: str = SPEC, relock: bool = False) -> dict
                 return f"failed: torchship lock: {out.stderr.strip()[-400:]}"
             got = ast.literal_eval(out.stderr.strip().splitlines()[-1])
             calls = [(s[2], s[3], s[4]) for s in got["spans"]]
-            if i:
-                walls.append(wall)
-                inside.append(_union_s([(s[0], s[1]) for s in got["spans"]]))
-                before.append(min(s[0] for s in got["spans"]) - start)
-                after.append(start + wall - max(s[1] for s in got["spans"]))
-        given = Path(tmp, "given")
-        given.mkdir()
-        for _ in range(runs):  # the same uv calls, one after the other as the lock made them
-            start = time.perf_counter()
-            for recorded, stdin, files in calls:
-                call = list(recorded)
-                for n, (path, text) in enumerate(files.items()):  # its files, as it had them
-                    Path(given, str(n)).write_text(text)
-                    call[call.index(path)] = str(Path(given, str(n)))
-                subprocess.run(call, input=stdin, capture_output=True, text=True, env=env,
-                               check=False)  # fmt: skip
-            alone.append(time.perf_counter() - start)
+            if not i:
+                continue
+            solo = _uv_alone(calls, given, env) if solo is None else solo
+            walls.append(wall)
+            alone.append(solo)
+            added.append(wall - solo)
+            inside.append(_union_s([(s[0], s[1]) for s in got["spans"]]))
+            before.append(min(s[0] for s in got["spans"]) - start)
+            after.append(start + wall - max(s[1] for s in got["spans"]))
     return {
         "lock": statistics.median(walls),
         "uv_inside": statistics.median(inside),
         "uv_alone": statistics.median(alone),
+        "added": statistics.median(added),
         "uv_calls": float(len(calls)),
         "before_uv": statistics.median(before),
         "after_uv": statistics.median(after),
@@ -182,6 +201,7 @@ def lock_overhead(runs: int = 5, spec: str = SPEC, relock: bool = False) -> dict
 
 def run(runs: int = 10, commands: bool = True, lock: bool = True) -> None:
     """Print every start-up figure against `python -c pass`, then the lock's overhead."""
+    print(f"python {sys.version.split()[0]}: {os.path.realpath(sys.executable)}")
     figures = startup(runs, commands)
     base = figures[0][1]
     width = max(len(w) for w, _ in figures)
@@ -194,11 +214,11 @@ def run(runs: int = 10, commands: bool = True, lock: bool = True) -> None:
     worst: tuple[float, str] | None = None
     for what, spec, relock in CASES:
         load = os.getloadavg()[0]
-        got = lock_overhead(max(3, runs // 2), spec, relock)
+        got = lock_overhead(max(3, runs), spec, relock)
         if isinstance(got, str):
             print(f"lock overhead ({what}): {got}")
             return
-        added = got["lock"] - got["uv_alone"]
+        added = got["added"]
         worst = max(worst or (added, what), (added, what))
         print(
             f"torchship lock, {what}: {got['lock']:.3f} s; its {got['uv_calls']:.0f} uv call(s) "

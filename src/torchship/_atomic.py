@@ -101,3 +101,37 @@ def _create_beside(folder: Path, prefix: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new private folder (0700) for a process's own files, in the temporary folder
+    tempfile.gettempdir would choose ($TMPDIR, $TEMP, $TMP, /tmp, /var/tmp, /usr/tmp): what
+    tempfile.mkdtemp makes, without importing tempfile, its `random` and shutil (~6 ms before
+    `torchship lock` can start uv over a previous lock, issue 20). Remove it with
+    remove_scratch."""
+    bases = [os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")]
+    for base in [b for b in bases if b] + ["/tmp", "/var/tmp", "/usr/tmp"]:
+        for _ in range(100):
+            path = os.path.join(base, f"{prefix}{os.urandom(6).hex()}")
+            try:
+                os.mkdir(path, PRIVATE_DIR)
+            except FileExistsError:
+                continue
+            except OSError:  # missing or not writable: the next place
+                break
+            return Path(os.path.abspath(path))
+    import tempfile  # its last resort: the working folder
+
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove_scratch(path: Path) -> None:
+    """Remove a folder made by scratch_dir and what was written in it (files only, as the
+    processes given it write them; anything else is left, with the folder)."""
+    with contextlib.suppress(OSError):
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
+        os.rmdir(path)

@@ -150,7 +150,7 @@ def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
     project, wheels = _project(tmp_path)
     monkeypatch.setenv("FAKE_UV_SLEEP", "60")
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
 
     def fails(*args: object) -> None:
         raise LockError("torch 2.13.0 has no CPU build to lock a cpu environment from", "a hint")
@@ -188,6 +188,88 @@ def test_uvs_answer_in_the_output_file_when_previous_pins_are_kept(
     assert call["stdin"] == plan.stdin and "--output-file" in call["argv"]
     previous = call["argv"][call["argv"].index("--output-file") + 1]
     assert not Path(previous).exists()  # removed once answered
+
+
+def test_uvs_files_are_in_a_private_folder_of_tmpdir_removed_when_answered_or_killed(
+    tmp_path: Path, fake_uv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    plan = CompilePlan(
+        requirements=("torch===2.13.0+cpu", "numpy"),
+        python_version="3.11",
+        platform="x86_64-manylinux_2_28",
+        index_url="https://pypi.org/simple",
+        extra_index_url=None,
+        find_links=(),
+        expected_torch="2.13.0+cpu",
+        constraints=("tqdm==4.67.1",),
+        preferences=("numpy==2.3.5",),
+    )
+    monkeypatch.setenv("FAKE_UV_SLEEP", "60")
+    call = UvCall(plan)
+    [folder] = scratch.iterdir()
+    assert folder.name.startswith("torchship-lock-") and folder.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in folder.iterdir()) == ["constraints.txt", "previous.txt"]
+    assert (folder / "constraints.txt").read_text() == "tqdm==4.67.1\n"
+    call.kill()
+    assert not list(scratch.iterdir())
+    monkeypatch.setenv("FAKE_UV_SLEEP", "0")
+    code, text, _ = UvCall(plan).result()
+    assert code == 0 and text and not list(scratch.iterdir())
+
+
+def test_a_missing_tmpdir_falls_back_as_tempfile_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchship._atomic import remove_scratch, scratch_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "gone"))
+    monkeypatch.setenv("TEMP", str(tmp_path))
+    folder = scratch_dir("torchship-lock-")
+    assert folder.parent == tmp_path and folder.is_dir()
+    (folder / "a").write_text("x")
+    (folder / "b").symlink_to(tmp_path / "outside")
+    (tmp_path / "outside").write_text("kept")
+    remove_scratch(folder)
+    assert not folder.exists() and (tmp_path / "outside").read_text() == "kept"
+    monkeypatch.delenv("TEMP")
+    monkeypatch.delenv("TMP", raising=False)
+    folder = scratch_dir("torchship-lock-")  # none of the variables names a folder: /tmp
+    assert folder.parent == Path("/tmp") and folder.stat().st_mode & 0o777 == 0o700
+    remove_scratch(folder)
+    assert not folder.exists()
+
+
+def test_a_lock_over_its_previous_one_starts_uv_without_tempfile_or_shutil(
+    tmp_path: Path, fake_uv: Path
+) -> None:
+    """Locking again keeps the previous pins in uv's files: made without tempfile, its
+    `random` and shutil (~6 ms before uv could start, issue 20)."""
+    project, wheels = _project(tmp_path)
+    assert main(["lock", str(project), "--find-links", str(wheels)]) == 0
+    child = f"""
+import subprocess, sys
+import torchship.lock.uv
+torchship.lock.uv.find_uv = lambda: {str(fake_uv)!r}
+loaded = []
+class Watched(subprocess.Popen):
+    def __init__(self, *a, **k):
+        loaded.append(sorted(m for m in ("tempfile", "shutil", "random") if m in sys.modules))
+        super().__init__(*a, **k)
+subprocess.Popen = Watched
+from torchship.cli import main
+code = main(["lock", {str(project)!r}, "--find-links", {str(wheels)!r}])
+print("loaded at uv's start:", loaded[0])
+sys.exit(code)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "loaded at uv's start: []" in out.stdout
+    assert _calls(tmp_path)[-1]["pins"]  # it was given the previous pins
 
 
 def test_the_lock_package_loads_without_its_model() -> None:

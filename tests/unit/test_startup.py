@@ -149,6 +149,42 @@ def test_each_command_parser_loads_only_its_own_module(name: str) -> None:
         assert library <= {"torchship.backends", "torchship.conventions"}, library
 
 
+@pytest.mark.parametrize("columns", ["50", "120", "", "junk"])
+def test_help_is_as_wide_as_argparses_own_formatter_makes_it(
+    columns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parser tells argparse's formatter the width instead of letting it ask shutil (an
+    import of ~4 ms at every start): the same width, from $COLUMNS or else the terminal."""
+    from torchship.cli._parser import Formatter
+
+    monkeypatch.setenv("COLUMNS", columns)
+    for name in ("lock", "status", None):
+        ours = build_parser(name, load_all=name is None)
+        assert ours.formatter_class is Formatter
+        theirs = build_parser(name, load_all=name is None)
+        parsers = [theirs] + [
+            p for a in theirs._actions if isinstance(a, argparse._SubParsersAction)
+            for p in a.choices.values()
+        ]  # fmt: skip
+        for p in parsers:
+            p.formatter_class = argparse.HelpFormatter
+        assert ours.format_help() == theirs.format_help()
+        if name:
+            assert ours._subparsers is not None
+            [mine] = [a for a in ours._actions if isinstance(a, argparse._SubParsersAction)]
+            [other] = [a for a in theirs._actions if isinstance(a, argparse._SubParsersAction)]
+            assert mine.choices[name].format_help() == other.choices[name].format_help()
+
+
+def test_a_commands_parser_imports_no_shutil() -> None:
+    code = "import sys\nfrom torchship.cli import build_parser\nbuild_parser('lock')\n"
+    code += "print('shutil' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"
+
+
 def test_constants_repeated_for_the_parsers_agree() -> None:
     """The parsers' choices and defaults, repeated in cli/ so that parsing loads no library
     module, match the modules they come from."""

@@ -28,6 +28,8 @@ EXTENSIONS = ("xformers", "bitsandbytes", "torchao", "flash-attn")
 
 @dataclass(frozen=True, slots=True)
 class Problem:
+    """Why a CUDA extension package will not run, or runs without its kernels, on a build."""
+
     severity: str  # "error": it will not work (a rejection); "warning": it runs without kernels
     text: str
 

@@ -54,6 +54,8 @@ class Variant:
 
 @dataclass(frozen=True, slots=True)
 class Release:
+    """One torch release in the matrix: its Pythons, builds (variants), companions and floors."""
+
     torch: str
     version: Version
     python: tuple[str, ...]
@@ -128,6 +130,8 @@ class PlatformViews:
 
 @dataclass(frozen=True, slots=True)
 class GPU:
+    """A GPU model the matrix knows: its names and compute capability."""
+
     name: str
     aliases: tuple[str, ...]
     cc: tuple[int, int]
@@ -165,6 +169,8 @@ class CudaImage:
 
 @dataclass(frozen=True, slots=True, eq=False)  # identity hash: caches key on the matrix
 class Matrix:
+    """The compatibility matrix (compat/data/matrix.json), as read and checked."""
+
     schema_version: int
     generated_at: str
     sources: dict[str, str]

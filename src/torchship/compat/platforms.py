@@ -52,6 +52,9 @@ _ALIASES = {
 
 @dataclass(frozen=True, slots=True)
 class PlatformInfo:
+    """A platform torch publishes wheels for: its OS and machine, whether an NVIDIA GPU can be
+    there, and how uv names it."""
+
     name: str
     os: str  # linux | windows | macos
     machine: str  # x86_64 | aarch64 | arm64

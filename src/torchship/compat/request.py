@@ -20,6 +20,8 @@ DOMAIN_LIBRARIES = ("torchvision", "torchaudio")
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """What the resolver is asked: torch, CUDA, Python, platforms and GPU targets of a spec."""
+
     torch: SpecifierSet
     torch_text: str
     cuda: str = "auto"  # "auto" | "cpu" | "12.8" | "12"

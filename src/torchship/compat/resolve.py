@@ -69,6 +69,8 @@ JETSON_INDEX = "https://pypi.jetson-ai-lab.io"  # NVIDIA's Jetson builds (platfo
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
+    """A build the resolver turned down, with a stable code and the reason in words."""
+
     variant: str
     code: str
     reason: str
@@ -152,6 +154,8 @@ def _driver_text(v: NumVersion) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
+    """The resolver's answer for one platform: the build chosen, or every rejection."""
+
     ok: bool
     compatible: tuple[str, ...]
     chosen: Choice | None

@@ -33,6 +33,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CompilePlan:
+    """The exact `uv pip compile` call that locks one environment: argv, stdin, environment."""
+
     requirements: tuple[str, ...]
     python_version: str  # uv has no free-threaded target; "3.13t" resolves as "3.13"
     platform: str

@@ -10,7 +10,6 @@ module imports neither the lock model nor the resolver.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,11 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from torchship._atomic import remove_scratch, scratch_dir
 from torchship.errors import LockError
 
 if TYPE_CHECKING:
-    from tempfile import TemporaryDirectory
-
     from torchship.lock.plan import CompilePlan
 
 __all__ = ["TIMEOUT_S", "Group", "Runner", "UvCall", "find_uv", "uv_environ"]
@@ -49,6 +47,8 @@ def find_uv() -> str:
 
         return str(find_uv_bin())
     except (ImportError, FileNotFoundError):
+        import shutil  # with bz2 and lzma: not on the way to uv's start (issue 20)
+
         found = shutil.which("uv")
         if found:
             return found
@@ -81,7 +81,7 @@ class UvCall:
     made at once instead, and `result()` reads its answer."""
 
     def __init__(self, plan: CompilePlan, runner: Runner | None = None) -> None:
-        self._tmp: TemporaryDirectory[str] | None = None
+        self._tmp: Path | None = None  # uv's files: the constraints, the previous pins
         self._previous: Path | None = None  # uv's --output-file: the previous pins, its answer
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
@@ -96,11 +96,9 @@ class UvCall:
     def _start(self, plan: CompilePlan, runner: Runner | None) -> None:
         constraints = previous = ""
         if plan.constraints or plan.preferences:  # else no file is named: none is made
-            import tempfile  # with `random`: not before the primary call starts (issue 20)
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="torchship-lock-")
-            constraints = str(Path(self._tmp.name, "constraints.txt"))
-            self._previous = Path(self._tmp.name, "previous.txt")
+            self._tmp = scratch_dir("torchship-lock-")
+            constraints = str(self._tmp / "constraints.txt")
+            self._previous = self._tmp / "previous.txt"
             Path(constraints).write_text("".join(f"{c}\n" for c in plan.constraints), "utf-8")
             self._previous.write_text("".join(f"{c}\n" for c in plan.preferences), "utf-8")
             previous = str(self._previous)
@@ -151,7 +149,7 @@ class UvCall:
         if self._thread is not None:
             self._thread.join(timeout=10)  # uv is gone; its pipes close
         if self._tmp is not None:
-            self._tmp.cleanup()
+            remove_scratch(self._tmp)
 
 
 class Group:

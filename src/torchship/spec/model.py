@@ -23,6 +23,8 @@ class Targets:
 
 @dataclass(frozen=True, slots=True)
 class ImageOptions:
+    """The spec's [image] table: what the project's image holds beside the lock."""
+
     jupyter: bool = False
     ssh: bool = False
     cuda_extensions: bool = False  # build CUDA extensions: needs a devel base
@@ -31,6 +33,8 @@ class ImageOptions:
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """A project's torchship.toml (or [tool.torchship]), validated where it was read."""
+
     name: str
     torch: str  # a version ("2.9.1") or PEP 440 range (">=2.7,<2.10")
     python: str  # "3.12", "3.13t"
