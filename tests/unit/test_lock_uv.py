@@ -12,7 +12,6 @@ import gc
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
