@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 from torchship._atomic import PRIVATE, private_dir
+from torchship._host import hostname
 from torchship.conventions import data_dir
 from torchship.errors import UsageError
 from torchship.store_errors import StoreError, damage, error, file_problem
@@ -247,17 +248,11 @@ def process_start(pid: int) -> str | None:
     return fields[19] if len(fields) > 19 and fields[19].isdigit() else None
 
 
-def _hostname() -> str:
-    import socket  # here: the listing commands never need it
-
-    return socket.gethostname()
-
-
 def owner_id() -> str:
     """This process, as the owner of a claim: "host:pid:start" ("host:pid" without /proc)."""
     pid = os.getpid()
     start = process_start(pid)
-    return f"{_hostname()}:{pid}" + (f":{start}" if start else "")
+    return f"{hostname()}:{pid}" + (f":{start}" if start else "")
 
 
 def claim_lives(claimed_by: str | None, claimed_until: float | None, now: float) -> bool:
@@ -268,7 +263,7 @@ def claim_lives(claimed_by: str | None, claimed_until: float | None, now: float)
     if not claimed_by:
         return False
     owner = _OWNER.fullmatch(claimed_by)
-    if owner is None or owner["host"] != _hostname():
+    if owner is None or owner["host"] != hostname():
         return claimed_until is not None and claimed_until > now
     pid = int(owner["pid"])
     if pid <= 0:

@@ -213,12 +213,13 @@ def test_mapped_and_path_libraries(tmp_path: Path) -> None:
     )
 
 
-def test_the_probe_names_the_host_as_gethostname_does() -> None:
+def test_the_host_is_named_as_gethostname_names_it() -> None:
+    """The probe, the job store's claims and the local site name the host without socket."""
     import socket
 
-    from torchship.doctor.probe import _hostname
+    from torchship._host import hostname
 
-    assert _hostname() == socket.gethostname()
+    assert hostname() == socket.gethostname()
 
 
 def _gpu_host(root: Path, models: list[str]) -> None:

@@ -223,3 +223,23 @@ def test_a_machines_facts_and_its_environments_load_without_the_doctors_checks()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_preflight_of_run_loads_no_paste_reader_monitor_or_socket() -> None:
+    """`run` checks the machine's facts (torchship.backends.preflight) and starts a supervisor
+    (torchship.backends.local): the paste reader (~40 patterns) serves pasted text alone, the
+    monitor (NVML, the exporter's socketserver) the supervisor process alone, and neither the
+    host's name nor the doctor's data needs socket or tempfile (~25 ms of every `run`)."""
+    code = (
+        "import sys, torchship.backends.preflight, torchship.backends.local, torchship.state\n"
+        "from torchship.doctor.diagnosis import diagnose_facts\n"
+        "from torchship.doctor.signatures import load_signatures\n"
+        "from torchship._host import hostname\n"
+        "load_signatures(), hostname()\n"
+        "print(sorted(m for m in sys.modules if m in ('socket', 'socketserver', 'tempfile')\n"
+        "             or m.startswith(('torchship.doctor.reader', 'torchship.monitor'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

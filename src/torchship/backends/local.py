@@ -16,7 +16,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from torchship._atomic import PRIVATE, write_text_atomic
+from torchship._host import hostname
 from torchship.backends.base import Request, SiteKind, SiteStatus, parse_handle
 from torchship.backends.supervise import (
     STARTING_S,
@@ -290,7 +290,7 @@ def pids_by_job(proc: Path) -> dict[str, list[int]]:
 
 def create(site: Site | None = None, peers: tuple[Site, ...] = ()) -> LocalBackend:
     """This machine's backend (a local site has no settings of its own)."""
-    return LocalBackend(LocalOptions(sys.executable, data_dir(), socket.gethostname()))
+    return LocalBackend(LocalOptions(sys.executable, data_dir(), hostname()))
 
 
 KIND = SiteKind(name=SCHEME, capabilities=CAPABILITIES, handle_scheme=SCHEME, create=create)

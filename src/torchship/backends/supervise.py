@@ -46,12 +46,12 @@ from torchship.conventions import (
     SUPERVISOR_FILE,
     read_json,
 )
-from torchship.monitor import logs
-from torchship.monitor.gpus import GpuReader, open_reader
-from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler, interval_s
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the monitor (NVML, the exporter's socketserver) loads in the supervisor
+    # alone: `run` imports this module to start one, ~15 ms it never used (issue 20)
     from torchship.backends.base import Request
+    from torchship.monitor.gpus import GpuReader
+    from torchship.monitor.sampler import Sampler
 
 GRACE_S = 20.0  # torchrun forwards SIGTERM to workers and waits for them (its default is 30 s)
 # Nobody waits for a job whose supervisor died: its processes get a few seconds after SIGTERM
@@ -175,8 +175,17 @@ def stop(child: subprocess.Popen[bytes], job_id: str, spare: frozenset[int]) -> 
 
 def say(msg: str, event: str, **fields: object) -> None:
     """A line of the job's log: text, or JSON with TORCHSHIP_LOG_FORMAT=json."""
+    from torchship.monitor import logs
+
     level = "error" if fields.get("state") == "failed" else "info"
     logs.emit("torchship.supervisor", "[torchship]", msg, event, level, fields=fields)
+
+
+def _sampler(gpus: GpuReader, out: Path, job_id: str, sample_s: float | None) -> Sampler:
+    """GPU samples written to `out` every `sample_s` (the sampler's default when None)."""
+    from torchship.monitor.sampler import DEFAULT_INTERVAL_S, Sampler
+
+    return Sampler(gpus, out, job_id, DEFAULT_INTERVAL_S if sample_s is None else sample_s).start()
 
 
 def supervise(
@@ -185,7 +194,7 @@ def supervise(
     max_runtime_s: float | None,
     cmd: list[str],
     gpus: GpuReader | None = None,
-    sample_s: float = DEFAULT_INTERVAL_S,
+    sample_s: float | None = None,
     reaper: bool = False,
     remote: bool = False,
 ) -> int:
@@ -209,7 +218,7 @@ def supervise(
     say(f"job {job_id} started: {' '.join(cmd[:4])} …", "start")
     log_at = _size(run_dir / LOG)  # torchrun's report is looked for in what it writes
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
-    sampler = Sampler(gpus, run_dir / GPU_FILE, job_id, sample_s).start() if gpus else None
+    sampler = _sampler(gpus, run_dir / GPU_FILE, job_id, sample_s) if gpus else None
     reason = ""
     while child.poll() is None:
         if cancelled:
@@ -355,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     if not cmd:
         p.error("no command after --")
+    from torchship.monitor.gpus import open_reader
+    from torchship.monitor.sampler import interval_s
+
     # no NVML: no samples (the report says why)
     gpus = None if a.no_gpu_samples or a.remote else open_reader()[0]
     return supervise(a.run_dir, a.job_id, a.max_runtime_s, cmd, gpus, interval_s(),

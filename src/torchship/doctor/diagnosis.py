@@ -4,14 +4,16 @@ not seen, and the one command whose output would decide it when nothing did."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchship.compat.matrix import Matrix
 from torchship.doctor.checks import Finding, context, run_checks
 from torchship.doctor.facts import Facts
-from torchship.doctor.reader import Part, read, unseen
 from torchship.doctor.signatures import Hit, Text, load_signatures, scan
 from torchship.lock.model import Lock
+
+if TYPE_CHECKING:  # the paste reader (~40 regexes) loads for pasted text only: not for `run`
+    from torchship.doctor.reader import Part
 
 MAX_REPORT_BYTES = 8 * 2**20
 
@@ -123,6 +125,8 @@ def diagnose_facts(
 
 def diagnose_report(text: str, matrix: Matrix, lock: Lock | None = None) -> Diagnosis:
     """Findings for pasted free text: its facts, its failure lines, what it did not show."""
+    from torchship.doctor.reader import read, unseen
+
     facts, parts = read(text, matrix)
     hits = hits_in(text)
     findings, applied = _checked(facts, matrix, lock, hits)
@@ -139,6 +143,8 @@ def diagnose_report(text: str, matrix: Matrix, lock: Lock | None = None) -> Diag
 
 
 def _error_parts(hits: list[Hit]) -> tuple[Part, ...]:
+    from torchship.doctor.reader import Part
+
     return tuple(Part("error", h.line_no, h.line_no) for h in hits)
 
 

@@ -235,3 +235,15 @@ def read_facts(path: Path) -> Facts:
     """A facts file (bounded: see torchship._files)."""
     text = read_user_text(path, "facts file", "create one with `torchship facts -o F`")
     return facts_from_json(parse_json(text, str(path), _HINT), str(path))
+
+
+def platform_of(f: Facts) -> str | None:
+    """linux | windows | macos, from what the facts say; None when they do not."""
+    os_ = (f.os or "").lower()
+    if "windows" in os_:
+        return "windows"
+    if "mac" in os_ or "darwin" in os_:
+        return "macos"
+    if os_ or f.glibc:
+        return "linux"
+    return None

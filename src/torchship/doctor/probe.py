@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from torchship._host import hostname
 
 if TYPE_CHECKING:
     from torchship.doctor.facts import Facts
@@ -44,6 +45,8 @@ class ProbedGPU:
 
 
 def run_command(argv: Sequence[str]) -> str | None:
+    import shutil  # with bz2 and lzma: only where a command is run (nvidia-smi, a GPU host)
+
     if shutil.which(argv[0]) is None:
         return None
     try:
@@ -525,16 +528,6 @@ def _library_sources(py: _PythonLayer) -> tuple[str | None, str | None, dict[str
     return cudnn, nccl, sources
 
 
-def _hostname() -> str:
-    """gethostname(2), which is uname(2)'s node name on POSIX: without importing socket (~4 ms
-    of every `exec`, `sync` and `run` start)."""
-    if hasattr(os, "uname"):
-        return os.uname().nodename
-    import socket
-
-    return socket.gethostname()
-
-
 def probe(
     runtime: bool | None = None,
     root: Path = Path("/"),
@@ -578,7 +571,7 @@ def probe(
     maps = _read(Path("/proc/self/maps")) if rt and root == Path("/") else None
     return Facts(
         origin="probe" if rt else "probe-fast",
-        hostname=_hostname(),
+        hostname=hostname(),
         os=_os_release(root),
         kernel=platform.release(),
         arch=platform.machine(),

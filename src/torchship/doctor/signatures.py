@@ -18,7 +18,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from torchship.doctor.facts import Facts
@@ -174,9 +174,15 @@ def parse_signatures(data: dict[str, Any], check_patterns: bool = True) -> tuple
     return tuple(out)
 
 
+# Beside this module, as compat's matrix is: importlib.resources would find it as well, but it
+# imports tempfile (with random and shutil, ~11 ms of `run`'s preflight) and zipfile, and
+# torchship is never imported from a zip archive.
+SIGNATURES_FILE = Path(__file__).parent / "data" / "signatures.toml"
+
+
 @cache
 def load_signatures() -> tuple[Signature, ...]:
-    text = resources.files("torchship.doctor").joinpath("data/signatures.toml").read_text("utf-8")
+    text = SIGNATURES_FILE.read_text("utf-8")
     return parse_signatures(tomllib.loads(text), check_patterns=False)
 
 

@@ -15,8 +15,7 @@ from torchship.doctor.checks.base import (
     inferred,
     targets,
 )
-from torchship.doctor.facts import Facts
-from torchship.doctor.reader.infer import platform_of
+from torchship.doctor.facts import Facts, platform_of
 
 
 def cpu_only_build(ctx: Context) -> list[Finding]:

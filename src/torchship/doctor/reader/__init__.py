@@ -13,9 +13,9 @@ release's default CUDA build; Windows and macOS PyPI wheels: CPU builds), and sa
 from __future__ import annotations
 
 from torchship.compat.matrix import Matrix
-from torchship.doctor.facts import Facts
+from torchship.doctor.facts import Facts, platform_of
 from torchship.doctor.reader.builder import Part, _Builder
-from torchship.doctor.reader.infer import _facts, platform_of, unseen
+from torchship.doctor.reader.infer import _facts, unseen
 from torchship.doctor.reader.lines import (
     MAX_STRUCTURED_LINE,
     _key_values,

@@ -4,20 +4,8 @@ platform says what an unlabelled version means; what the text did not show."""
 from __future__ import annotations
 
 from torchship.compat.matrix import Matrix
-from torchship.doctor.facts import Facts, build_of_tag
+from torchship.doctor.facts import Facts, build_of_tag, platform_of
 from torchship.doctor.reader.builder import _Builder
-
-
-def platform_of(f: Facts) -> str | None:
-    """linux | windows | macos, from what the facts say; None when they do not."""
-    os_ = (f.os or "").lower()
-    if "windows" in os_:
-        return "windows"
-    if "mac" in os_ or "darwin" in os_:
-        return "macos"
-    if os_ or f.glibc:
-        return "linux"
-    return None
 
 
 def _facts(b: _Builder, matrix: Matrix) -> Facts:
