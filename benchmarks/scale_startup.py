@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 VERSION_TARGET = 3.0  # x `python -c pass`
 LOCK_TARGET_S = 0.2  # added to the uv call
@@ -60,6 +61,7 @@ class Timed(subprocess.Popen):
     def __init__(self, args, *a, **k):
         self._t0 = time.perf_counter()
         self._stdin_text = None
+        self._env = k.get("env")  # uv's environment, as the lock gave it
         self._files = {}  # what uv is given to read: the previous pins, the constraints
         for flag in ("--output-file", "--constraint"):
             if flag in args:
@@ -71,9 +73,9 @@ class Timed(subprocess.Popen):
         try:
             return super().communicate(input, timeout)
         finally:
-            spans.append(
-                (self._t0, time.perf_counter(), list(self.args), self._stdin_text, self._files)
-            )
+            spans.append({"start": self._t0, "end": time.perf_counter(), "argv": list(self.args),
+                          "stdin": self._stdin_text, "files": self._files, "env": self._env,
+                          "code": self.returncode})
 subprocess.Popen = Timed
 from torchship.cli import main
 code = main(sys.argv[1:])
@@ -123,8 +125,10 @@ def startup(runs: int = 10, commands: bool = True) -> list[tuple[str, float]]:
     return [(what, _median_s(argv, runs)) for what, argv in cases]
 
 
-# (uv's argv, its stdin, the files it was given: path -> text), as a lock ran it
-UvCall = tuple[list[str], str | None, dict[str, str]]
+# One uv process of a lock, as the child recorded it: start, end (perf_counter), argv, stdin,
+# files (path -> text: what it was given to read), env, code (its exit code; < 0: the lock
+# killed it to start it again with other pins)
+UvCall = dict[str, Any]
 
 
 def _union_s(spans: Sequence[tuple[float, float]]) -> float:
@@ -136,16 +140,43 @@ def _union_s(spans: Sequence[tuple[float, float]]) -> float:
     return total
 
 
-def _uv_alone(calls: Sequence[UvCall], given: Path, env: dict[str, str]) -> float:
-    """Seconds to run the lock's uv calls alone, one after the other, each with its files as it
-    had them (the previous pins, the constraints)."""
+def _side_by_side(calls: Sequence[UvCall]) -> list[list[UvCall]]:
+    """The calls a lock finished, grouped as it ran them: a call that started before the calls
+    before it had all ended ran beside them (the other environments, after the primary). A
+    call the lock killed (to start it again over a checked lock) is left out."""
+    groups: list[list[UvCall]] = []
+    end = float("-inf")
+    for c in sorted((c for c in calls if c["code"] >= 0), key=lambda c: c["start"]):
+        if groups and c["start"] < end:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+        end = max(end, c["end"])
+    return groups
+
+
+def _uv_alone(calls: Sequence[UvCall], given: Path) -> float | str:
+    """Seconds to run the lock's uv calls alone, as it ran them (one after the other, or side
+    by side), each with its files as it had them (the previous pins, the constraints) and its
+    environment; or why a call did not answer as it had."""
     start = time.perf_counter()
-    for recorded, stdin, files in calls:
-        call = list(recorded)
-        for n, (path, text) in enumerate(files.items()):
-            Path(given, str(n)).write_text(text)
-            call[call.index(path)] = str(Path(given, str(n)))
-        subprocess.run(call, input=stdin, capture_output=True, text=True, env=env, check=False)
+    for group in _side_by_side(calls):
+        procs: list[tuple[UvCall, subprocess.Popen[str]]] = []
+        for c in group:
+            call = list(c["argv"])
+            for path, text in c["files"].items():
+                copy = Path(given, f"{len(procs)}-{Path(path).name}")
+                copy.write_text(text)
+                call[call.index(path)] = str(copy)
+            pipe = subprocess.PIPE
+            proc = subprocess.Popen(
+                call, stdin=pipe, stdout=pipe, stderr=pipe, text=True, env=c["env"]
+            )
+            procs.append((c, proc))
+        for c, proc in procs:
+            _, err = proc.communicate(c["stdin"])
+            if proc.returncode != c["code"]:
+                return f"uv alone exited {proc.returncode}, in the lock {c['code']}: {err[-300:]}"
     return time.perf_counter() - start
 
 
@@ -161,6 +192,7 @@ def lock_overhead(runs: int = 5, spec: str = SPEC, relock: bool = False) -> dict
     walls, inside, alone, added, before, after = [], [], [], [], [], []
     calls: list[UvCall] = []
     env = {**os.environ, "UV_HTTP_RETRIES": "0"}
+    runs += runs % 2  # as many pairs of each order
     with tempfile.TemporaryDirectory(prefix="torchship-bench-lock-") as tmp:
         project, given = Path(tmp, "project"), Path(tmp, "given")
         project.mkdir()
@@ -171,29 +203,30 @@ def lock_overhead(runs: int = 5, spec: str = SPEC, relock: bool = False) -> dict
         for i in range(runs + 1):  # the first warms uv's cache (and makes the lock) uncounted
             if not relock:
                 (project / "torchship.lock").unlink(missing_ok=True)
-            solo = _uv_alone(calls, given, env) if i % 2 == 0 and i else None
+            solo = _uv_alone(calls, given) if i % 2 == 0 and i else None
             start = time.perf_counter()
             out = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
             wall = time.perf_counter() - start
             if out.returncode != 0:
                 return f"failed: torchship lock: {out.stderr.strip()[-400:]}"
-            got = ast.literal_eval(out.stderr.strip().splitlines()[-1])
-            calls = [(s[2], s[3], s[4]) for s in got["spans"]]
+            calls = ast.literal_eval(out.stderr.strip().splitlines()[-1])["spans"]
             if not i:
                 continue
-            solo = _uv_alone(calls, given, env) if solo is None else solo
+            solo = _uv_alone(calls, given) if solo is None else solo
+            if isinstance(solo, str):
+                return f"failed: {solo}"
             walls.append(wall)
             alone.append(solo)
             added.append(wall - solo)
-            inside.append(_union_s([(s[0], s[1]) for s in got["spans"]]))
-            before.append(min(s[0] for s in got["spans"]) - start)
-            after.append(start + wall - max(s[1] for s in got["spans"]))
+            inside.append(_union_s([(c["start"], c["end"]) for c in calls]))
+            before.append(min(c["start"] for c in calls) - start)
+            after.append(start + wall - max(c["end"] for c in calls))
     return {
         "lock": statistics.median(walls),
         "uv_inside": statistics.median(inside),
         "uv_alone": statistics.median(alone),
         "added": statistics.median(added),
-        "uv_calls": float(len(calls)),
+        "uv_calls": float(sum(len(g) for g in _side_by_side(calls))),
         "before_uv": statistics.median(before),
         "after_uv": statistics.median(after),
     }

@@ -127,11 +127,21 @@ def scratch_dir(prefix: str) -> Path:
 
 def remove_scratch(path: Path) -> None:
     """Remove a folder made by scratch_dir and what was written in it (files only, as the
-    processes given it write them; anything else is left, with the folder)."""
+    processes given it write them; anything else is left, with the folder). Through the
+    folder's own descriptor, opened without following a link: a folder swapped for a link
+    meanwhile (a shared $TMPDIR) is left alone, and its target untouched."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        with os.scandir(fd) as entries:
+            names = [e.name for e in entries if not e.is_dir(follow_symlinks=False)]
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
     with contextlib.suppress(OSError):
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if not entry.is_dir(follow_symlinks=False):
-                    with contextlib.suppress(OSError):
-                        os.unlink(entry.path)
         os.rmdir(path)

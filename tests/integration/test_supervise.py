@@ -96,3 +96,25 @@ def test_gpu_samples_and_json_log_lines(
     assert [r["event"] for r in out] == ["start", "end"]
     assert out[1]["state"] == "succeeded" and out[1]["exit_code"] == 0
     assert all(r["job"] == "j-gpu" and r["logger"] == "torchship.supervisor" for r in out)
+
+
+def test_the_reaper_is_forked_with_the_log_writer_loaded(tmp_path: Path) -> None:
+    """The reaper writes the job's last line after its supervisor dies, maybe hours later: the
+    module that writes it is loaded before the fork, not imported then from an install that may
+    have changed (`run` itself never loads it)."""
+    code = (
+        "import sys\n"
+        "import torchship.backends.supervise as s\n"
+        "assert 'torchship.monitor.logs' not in sys.modules\n"
+        "def fork(*a):\n"
+        "    print('logs loaded at the fork:', 'torchship.monitor.logs' in sys.modules)\n"
+        "    raise SystemExit(0)\n"
+        "s.start_reaper = fork\n"
+        f"s.supervise(__import__('pathlib').Path({str(tmp_path)!r}), 'j', None, ['true'],"
+        " reaper=True)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "logs loaded at the fork: True"

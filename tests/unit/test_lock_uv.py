@@ -241,6 +241,27 @@ def test_a_missing_tmpdir_falls_back_as_tempfile_does(
     assert not folder.exists()
 
 
+def test_uvs_folder_swapped_for_a_link_is_left_and_its_target_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a shared $TMPDIR another user may rename the folder and plant a link in its place
+    before it is removed: the link's target keeps its files (as shutil.rmtree refuses a link)."""
+    from torchship._atomic import remove_scratch, scratch_dir
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("kept")
+    folder = scratch_dir("torchship-lock-")
+    (folder / "previous.txt").write_text("numpy==2.3.5\n")
+    folder.rename(tmp_path / "moved")
+    folder.symlink_to(victim)
+    remove_scratch(folder)
+    assert (victim / "data.txt").read_text() == "kept" and folder.is_symlink()
+    remove_scratch(tmp_path / "moved")  # its own folder, where it now is: emptied and removed
+    assert not (tmp_path / "moved").exists()
+
+
 def test_a_lock_over_its_previous_one_starts_uv_without_tempfile_or_shutil(
     tmp_path: Path, fake_uv: Path
 ) -> None:

@@ -203,6 +203,10 @@ def supervise(
     failing torchrun's code is replaced by the failed program's, unless `remote`: the command
     is a launcher of a job that runs elsewhere, whose own codes mean something (`sky launch`:
     100 failed, 103 cancelled)."""
+    # loaded before the reaper forks, so that it still writes the job's last line should the
+    # install change while the job runs (say() imports it where it is first needed)
+    from torchship.monitor import logs  # noqa: F401
+
     cancelled: list[str] = []
     reaper_pid, _keep_open = start_reaper(run_dir, job_id) if reaper else (None, None)
     spare = frozenset() if reaper_pid is None else frozenset({reaper_pid})
