@@ -168,10 +168,9 @@ def test_a_failure_while_uv_runs_stops_uv_and_writes_nothing(
     assert gc.isenabled() and gc.get_freeze_count() == 0  # this process's collector as it was
 
 
-def test_uvs_answer_in_the_output_file_when_previous_pins_are_kept(
-    tmp_path: Path, fake_uv: Path
-) -> None:
-    plan = CompilePlan(
+def _plan(**extra: tuple[str, ...]) -> CompilePlan:
+    """The CPU environment's uv call, with `extra` (constraints, previous pins)."""
+    return CompilePlan(
         requirements=("torch===2.13.0+cpu", "numpy"),
         python_version="3.11",
         platform="x86_64-manylinux_2_28",
@@ -179,8 +178,14 @@ def test_uvs_answer_in_the_output_file_when_previous_pins_are_kept(
         extra_index_url=None,
         find_links=(),
         expected_torch="2.13.0+cpu",
-        preferences=("numpy==2.3.5",),
+        **extra,
     )
+
+
+def test_uvs_answer_in_the_output_file_when_previous_pins_are_kept(
+    tmp_path: Path, fake_uv: Path
+) -> None:
+    plan = _plan(preferences=("numpy==2.3.5",))
     code, text, _ = UvCall(plan).result()
     assert code == 0 and text == ANSWER.read_text().split("\n", 1)[1]
     [call] = _calls(tmp_path)
@@ -195,17 +200,7 @@ def test_uvs_files_are_in_a_private_folder_of_tmpdir_removed_when_answered_or_ki
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
-    plan = CompilePlan(
-        requirements=("torch===2.13.0+cpu", "numpy"),
-        python_version="3.11",
-        platform="x86_64-manylinux_2_28",
-        index_url="https://pypi.org/simple",
-        extra_index_url=None,
-        find_links=(),
-        expected_torch="2.13.0+cpu",
-        constraints=("tqdm==4.67.1",),
-        preferences=("numpy==2.3.5",),
-    )
+    plan = _plan(constraints=("tqdm==4.67.1",), preferences=("numpy==2.3.5",))
     monkeypatch.setenv("FAKE_UV_SLEEP", "60")
     call = UvCall(plan)
     [folder] = scratch.iterdir()
