@@ -13,7 +13,10 @@ import sys
 
 import pytest
 
+from tests.conftest import REPO
 from torchship.cli import COMMANDS, build_parser
+
+QUICKSTART_LOCK = REPO / "examples" / "quickstart" / "torchship.lock"
 
 # Never loaded by `import torchship` nor by `torchship --version`: the network and e-mail
 # stacks (what yaml, urllib.request and http drag in), the job store's SQLite, process
@@ -229,14 +232,19 @@ def test_the_preflight_of_run_loads_no_paste_reader_monitor_or_socket() -> None:
     """`run` checks the machine's facts (torchship.backends.preflight) and starts a supervisor
     (torchship.backends.local): the paste reader (~40 patterns) serves pasted text alone, the
     monitor (NVML, the exporter's socketserver) the supervisor process alone, and neither the
-    host's name nor the doctor's data needs socket or tempfile (~25 ms of every `run`)."""
+    host's name nor the doctor's data needs socket or tempfile, nor a lock's find-links wheel
+    packaging.tags with logging (~45 ms of every `run`)."""
+    assert 'file = "torch-' in QUICKSTART_LOCK.read_text()
     code = (
         "import sys, torchship.backends.preflight, torchship.backends.local, torchship.state\n"
         "from torchship.doctor.diagnosis import diagnose_facts\n"
         "from torchship.doctor.signatures import load_signatures\n"
         "from torchship._host import hostname\n"
+        "from torchship.lock.model import read_lock\n"
         "load_signatures(), hostname()\n"
-        "print(sorted(m for m in sys.modules if m in ('socket', 'socketserver', 'tempfile')\n"
+        f"read_lock(__import__('pathlib').Path({str(QUICKSTART_LOCK)!r}))  # a find-links wheel\n"
+        "print(sorted(m for m in sys.modules if m in ('socket', 'socketserver', 'tempfile',\n"
+        "             'packaging.tags', 'logging')\n"
         "             or m.startswith(('torchship.doctor.reader', 'torchship.monitor'))))"
     )
     out = subprocess.run(

@@ -298,9 +298,11 @@ def wheel_file(value: str) -> str:
     kind = "a wheel's file name"
     if "/" in value or "\\" in value:
         raise ValueError(f"{excerpt(value)} is a path, not {kind}")
-    from packaging.utils import parse_wheel_filename
+    from torchship.lock.wheels import valid_wheel_filename
 
-    return _parsed(value, kind, parse_wheel_filename)
+    if not valid_wheel_filename(word(value, kind)):
+        raise ValueError(f"{excerpt(value)} is not {kind}")
+    return value
 
 
 # -- the file's shape --------------------------------------------------------------------
