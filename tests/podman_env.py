@@ -200,6 +200,11 @@ def build(variant: str, tag: str, lock: Path = CPU_LOCK) -> None:
     argv += ["--find-links", str(LOCAL_TORCH_WHEELS), "--pytorch-index", "none"]
     argv += [f"--engine-arg={a}" for a in ["--network=host", *ENGINE_ARGS]]
     sh(*argv)
+    # the image this tag named before is left untagged: removed, or every run keeps one (443
+    # of them, 51 GB, filled this machine's disk on 2026-12-01 and the next build failed);
+    # the build stages' cache carries no torchship label and stays
+    sh("podman", "image", "prune", "--force", "--filter", "label=io.torchship.lock-hash",
+       check=False)  # fmt: skip
 
 
 def prepare(work: Path | None = None) -> str | None:
