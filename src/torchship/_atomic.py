@@ -94,13 +94,19 @@ def _create_beside(folder: Path, prefix: str) -> tuple[int, str]:
     tempfile.mkstemp makes, without importing tempfile and its `random` (~5 ms after uv
     answers `torchship lock`, issue 20). O_EXCL: never a file or link that is there."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-    for _ in range(100):
-        tmp = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}.tmp")
+    for tmp in _fresh_names(str(folder), prefix, ".tmp"):
         try:
             return os.open(tmp, flags, PRIVATE), tmp
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name in {folder}")
+
+
+def _fresh_names(folder: str, prefix: str, suffix: str = "") -> Iterator[str]:
+    """Names in `folder` no one can guess, for O_EXCL or mkdir to claim: 100 tries, as
+    tempfile makes them."""
+    for _ in range(100):
+        yield os.path.join(folder, f"{prefix}{os.urandom(6).hex()}{suffix}")
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -111,8 +117,7 @@ def scratch_dir(prefix: str) -> Path:
     remove_scratch."""
     bases = [os.environ.get(v) for v in ("TMPDIR", "TEMP", "TMP")]
     for base in [b for b in bases if b] + ["/tmp", "/var/tmp", "/usr/tmp"]:
-        for _ in range(100):
-            path = os.path.join(base, f"{prefix}{os.urandom(6).hex()}")
+        for path in _fresh_names(base, prefix):
             try:
                 os.mkdir(path, PRIVATE_DIR)
             except FileExistsError:

@@ -20,7 +20,8 @@ QUICKSTART_LOCK = REPO / "examples" / "quickstart" / "torchship.lock"
 
 # Never loaded by `import torchship` nor by `torchship --version`: the network and e-mail
 # stacks (what yaml, urllib.request and http drag in), the job store's SQLite, process
-# spawning, argparse and typing (a few ms each, at every start), and any third-party package.
+# spawning, argparse and typing (a few ms each, at every start), any third-party package, and
+# what other commands keep off their own starts (shutil, tempfile, socket, logging: below).
 HEAVY = (
     "yaml",
     "http",
@@ -41,6 +42,12 @@ HEAVY = (
     "tomli_w",
     "prometheus_client",
     "uv",
+    "shutil",
+    "tempfile",
+    "socket",
+    "socketserver",
+    "logging",
+    "packaging.tags",
 )
 # What `torchship --version` may load of torchship itself
 # (torchship._lazy: the package's PEP 562 names, a dozen lines that import nothing)
@@ -180,12 +187,8 @@ def test_help_is_as_wide_as_argparses_own_formatter_makes_it(
 
 
 def test_a_commands_parser_imports_no_shutil() -> None:
-    code = "import sys\nfrom torchship.cli import build_parser\nbuild_parser('lock')\n"
-    code += "print('shutil' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "False"
+    got = loaded_after("from torchship.cli import build_parser\nbuild_parser('lock')")
+    assert "shutil" not in got["heavy"]
 
 
 def test_constants_repeated_for_the_parsers_agree() -> None:
@@ -235,19 +238,16 @@ def test_the_preflight_of_run_loads_no_paste_reader_monitor_or_socket() -> None:
     host's name nor the doctor's data needs socket or tempfile, nor a lock's find-links wheel
     packaging.tags with logging (~45 ms of every `run`)."""
     assert 'file = "torch-' in QUICKSTART_LOCK.read_text()
-    code = (
-        "import sys, torchship.backends.preflight, torchship.backends.local, torchship.state\n"
+    got = loaded_after(
+        "import torchship.backends.preflight, torchship.backends.local, torchship.state\n"
         "from torchship.doctor.diagnosis import diagnose_facts\n"
         "from torchship.doctor.signatures import load_signatures\n"
         "from torchship._host import hostname\n"
         "from torchship.lock.model import read_lock\n"
         "load_signatures(), hostname()\n"
-        f"read_lock(__import__('pathlib').Path({str(QUICKSTART_LOCK)!r}))  # a find-links wheel\n"
-        "print(sorted(m for m in sys.modules if m in ('socket', 'socketserver', 'tempfile',\n"
-        "             'packaging.tags', 'logging')\n"
-        "             or m.startswith(('torchship.doctor.reader', 'torchship.monitor'))))"
+        f"read_lock(__import__('pathlib').Path({str(QUICKSTART_LOCK)!r}))  # a find-links wheel"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert out.stdout.strip() == "[]"
+    unwanted = {"socket", "socketserver", "tempfile", "packaging.tags", "logging"}
+    assert unwanted.isdisjoint(got["heavy"]), got["heavy"]
+    late = ("torchship.doctor.reader", "torchship.monitor")
+    assert [m for m in got["torchship"] if m.startswith(late)] == []

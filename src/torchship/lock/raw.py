@@ -16,6 +16,7 @@ from typing import Any
 
 from torchship._files import parse_toml, read_user_text
 from torchship.errors import LockFileError, UsageError
+from torchship.spec.fields import is_package_name
 
 __all__ = ["REGENERATE", "environment_pins", "kept_pins", "load"]
 
@@ -24,9 +25,9 @@ REGENERATE = "regenerate it with `torchship lock`; a lock is written by torchshi
 # pins by environment name, the primary environment first
 Pins = Mapping[str, tuple[str, ...]]
 
-# Stricter than the lock's own rules (PEP 508 names, PEP 440 versions), so that what reaches uv
-# unchecked is a name and a version and nothing else (no option, URL, marker or line break)
-_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+# A PEP 508 name (spec.fields.is_package_name, the lock's own rule) and a version held to PEP
+# 440's characters (stricter than the lock's rule), so that what reaches uv unchecked is a name
+# and a version and nothing else (no option, URL, marker or line break)
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+!_-]*")
 
 
@@ -59,7 +60,7 @@ def _pins(packages: Iterable[Mapping[str, Any]]) -> tuple[str, ...]:
     out = []
     for p in packages:
         name, version = p["name"], p["version"]
-        if not (isinstance(name, str) and _NAME.fullmatch(name)) or not (
+        if not (isinstance(name, str) and is_package_name(name)) or not (
             isinstance(version, str) and _VERSION.fullmatch(version)
         ):  # never unchecked text in uv's files: a word of a name, a version
             raise TypeError(f"not a pin: {name!r} {version!r}")
