@@ -509,5 +509,7 @@ def test_a_venvs_uv_that_cannot_run_is_not_taken(
 ) -> None:
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "uv").write_text("")  # not executable
+    # nor through the uv package's find_uv_bin, which takes any file named uv: where sysconfig
+    # is first asked after this prefix is set (this file run alone), it names this one
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     assert torchship.lock.uv.find_uv() != str(tmp_path / "bin" / "uv")

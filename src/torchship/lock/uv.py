@@ -45,13 +45,16 @@ def find_uv() -> str:
     try:
         from uv import find_uv_bin
 
-        return str(find_uv_bin())
-    except (ImportError, FileNotFoundError):
-        import shutil  # with bz2 and lzma: not on the way to uv's start (issue 20)
-
-        found = shutil.which("uv")
-        if found:
+        found = str(find_uv_bin())
+        if os.access(found, os.X_OK):  # find_uv_bin takes any file named uv
             return found
+    except (ImportError, FileNotFoundError):
+        pass
+    import shutil  # with bz2 and lzma: not on the way to uv's start (issue 20)
+
+    found = shutil.which("uv") or ""
+    if found:
+        return found
     raise LockError(
         "uv is not installed", "pip install uv (torchship locks through `uv pip compile`)"
     )
