@@ -14,9 +14,10 @@ from packaging.specifiers import SpecifierSet
 
 from torchship.compat import Matrix, Request, lookup_gpu
 from torchship.compat.archs import kernel_match, parse_arch
+from torchship.compat.fleet import resolve_fleet
 from torchship.compat.platforms import PLATFORMS, parse_platform
 from torchship.compat.request import fleet_platforms
-from torchship.compat.resolve import resolve, resolve_fleet
+from torchship.compat.resolve import resolve
 from torchship.versions import parse_version
 
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 from tests import oracle
 from torchship.compat import Matrix, Request, lookup_gpu
 from torchship.compat.explain import clear_caches, explain, fleet_json
+from torchship.compat.fleet import resolve_fleet
 from torchship.compat.platforms import LINUX_X86_64, PLATFORMS, possible
-from torchship.compat.resolve import resolve_fleet
 from torchship.spec.fields import parse_driver, parse_torch
 
 

@@ -11,9 +11,10 @@ from torchship.cli._output import print_json, table
 from torchship.errors import UsageError
 
 if TYPE_CHECKING:  # the resolver loads when a request is resolved, not to parse the flags
+    from torchship.compat.fleet import FleetResolution, FleetRow, ReleaseRow
     from torchship.compat.matrix import Matrix
     from torchship.compat.request import Request
-    from torchship.compat.resolve import FleetResolution, FleetRow, ReleaseRow, Resolution
+    from torchship.compat.resolve import Resolution
 
 T = TypeVar("T")
 
@@ -230,9 +231,10 @@ def json_document(req: Request, m: Matrix, rows: tuple[FleetRow, ...] = ()) -> d
 
 
 def run(args: argparse.Namespace) -> int:
+    from torchship.compat.fleet import per_release_fleet, resolve_fleet
     from torchship.compat.matrix import load_matrix
     from torchship.compat.request import request_from_spec
-    from torchship.compat.resolve import matching_releases, per_release_fleet, resolve_fleet
+    from torchship.compat.resolve import matching_releases
     from torchship.spec.load import load_spec
 
     targets = args.gpu or args.driver or args.python or args.glibc or args.package

@@ -17,17 +17,12 @@ from typing import Any
 
 from torchship.compat.archs import Version, driver_str
 from torchship.compat.builds import kernel_mask, platform_builds
+from torchship.compat.fleet import platform_request, resolve_fleet
 from torchship.compat.gpus import gpu_display
+from torchship.compat.judge import Judge
 from torchship.compat.matrix import Matrix, Release
 from torchship.compat.request import Request
-from torchship.compat.resolve import (
-    Judge,
-    Resolution,
-    _matching,
-    platform_request,
-    resolution_json,
-    resolve_fleet,
-)
+from torchship.compat.resolve import Resolution, _matching, resolution_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,25 +274,25 @@ def clear_caches() -> None:
     """Empty every cache of the resolver and of what would fit: all are per matrix, platform,
     GPU kind, build or torch specifier, none holds an answer to a request. For benchmarks that
     measure a cold process."""
-    from torchship.compat import builds, resolve
+    from torchship.compat import builds, drivers, judge, resolve
 
     for cached in (
         builds.platform_builds,
         builds.kernel_table,
         builds.kernel_mask,
         resolve._matching,
-        resolve._no_kernels,
-        resolve._lowest_ceiling,
         resolve._on_platform,
-        resolve._kernels,
-        resolve._plain,
         resolve._build_template,
-        resolve._driver_text,
         resolve._cuda_base,
-        resolve._floor_bits,
-        resolve._ceiling,
-        resolve._below_floor,
         resolve._mps_warning,
+        judge.no_kernels,
+        judge.gpu_kernels,
+        judge.plain_bits,
+        judge.floor_bits,
+        drivers.driver_text,
+        drivers.lowest_ceiling,
+        drivers.ceiling,
+        drivers.below_floor,
         _covering_cc,
         _covered,
         _wanted,

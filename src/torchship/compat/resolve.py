@@ -10,61 +10,24 @@ else the newest CUDA. Codes are documented in docs/resolver.md; never rename one
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from packaging.specifiers import SpecifierSet
 
-from torchship.compat.archs import (
-    CC,
-    TEGRA,
-    Arch,
-    driver_str,
-    kernel_match,
-    version_str,
-)
-from torchship.compat.archs import (
-    Version as NumVersion,
-)
-from torchship.compat.builds import (
-    Build,
-    kernel_mask,
-    kernel_table,
-    platform_builds,
-    summarise,
-)
+from torchship.compat.archs import Version as NumVersion
+from torchship.compat.archs import version_str
+from torchship.compat.builds import Build
+from torchship.compat.codes import PLATFORM_UNAVAILABLE, VARIANT_NOT_BUILT
+from torchship.compat.drivers import driver_text, min_driver_for
 from torchship.compat.extensions import problems as extension_problems
-from torchship.compat.gpus import GPUTarget, gpu_display
-from torchship.compat.matrix import (
-    PYPI_INDEX,
-    PYTORCH_INDEX,
-    Companion,
-    Matrix,
-    Release,
-    Variant,
-)
-from torchship.compat.platforms import INFO, LINUX_X86_64, checked_on, possible
+from torchship.compat.gpus import GPUTarget
+from torchship.compat.install import install_problems
+from torchship.compat.judge import Judge, Verdict
+from torchship.compat.matrix import PYPI_INDEX, PYTORCH_INDEX, Matrix, Release, Variant
+from torchship.compat.platforms import INFO, LINUX_X86_64
 from torchship.compat.request import Request
-
-# Stable rejection codes.
-VARIANT_NOT_BUILT = "variant-not-built"
-VARIANT_UNVERIFIED = "variant-unverified"
-PYTHON_UNAVAILABLE = "python-unavailable"
-GLIBC_TOO_OLD = "glibc-too-old"
-DOMAIN_LIBRARY_UNAVAILABLE = "domain-library-unavailable"
-EXTENSION_UNPAIRED = "extension-unpaired"
-ARCH_UNSUPPORTED = "arch-unsupported"
-ARCH_UNVERIFIED = "arch-unverified"
-DRIVER_TOO_OLD = "driver-too-old"
-FORWARD_COMPAT_ONLY = "forward-compat-only"
-DRIVER_TOO_OLD_FOR_PTX = "driver-too-old-for-ptx"
-CPU_BUILD = "cpu-build"
-NOT_REQUESTED = "cuda-not-requested"
-PLATFORM_UNAVAILABLE = "platform-unavailable"
-DRIVER_TOO_NEW = "driver-too-new"
-
-JETSON_INDEX = "https://pypi.jetson-ai-lab.io"  # NVIDIA's Jetson builds (platforms.md §4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +103,10 @@ def _detail_json(
     lists and dicts each time (the caller may change them)."""
     d = dict(template)
     d["arch_list"] = list(template["arch_list"])
-    d["min_driver"] = None if min_driver is None else _driver_text(min_driver)
+    d["min_driver"] = None if min_driver is None else driver_text(min_driver)
     d["forward_compat"] = forward_compat
     d["macos_min_python"] = dict(template["macos_min_python"]) or None
     return d
-
-
-@lru_cache(maxsize=4096)
-def _driver_text(v: NumVersion) -> str:
-    """driver_str, once per driver version: reasons and warnings print a few over and over."""
-    return driver_str(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,399 +146,6 @@ class Resolution:
             "warnings": list(self.warnings),
             "suggestions": list(suggestions),
         }
-
-
-class _Verdict(NamedTuple):  # a NamedTuple: made once per build judged, at half the cost
-    failures: tuple[tuple[str, str], ...]  # (code, reason), most fundamental first
-    forward_compat: bool  # runs only through cuda-compat (data-center GPUs)
-    ptx_jit: bool  # some GPU runs only through PTX JIT
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-def _check_install(req: Request, m: Matrix, rel: Release) -> tuple[tuple[str, str], ...]:
-    """What keeps every build of `rel` from installing (the same for each: judged once)."""
-    if req.python is None and req.glibc is None and not req.domain_libraries:
-        return ()
-    out: list[tuple[str, str]] = []
-    if req.python is not None and req.python not in rel.python:
-        out.append(
-            (
-                PYTHON_UNAVAILABLE,
-                f"torch {rel.torch} has no wheel for Python {req.python} "
-                f"(has {', '.join(rel.python)})",
-            )
-        )
-    if req.glibc is not None and rel.manylinux and req.glibc < rel.glibc_min:
-        out.append(
-            (
-                GLIBC_TOO_OLD,
-                f"torch {rel.torch} wheels are {rel.manylinux} and need glibc ≥ "
-                f"{version_str(rel.glibc_min)}; the target has {version_str(req.glibc)}",
-            )
-        )
-    for lib in req.domain_libraries:
-        problem = companion_problem(req, m, rel, lib)
-        if problem:
-            out.append((DOMAIN_LIBRARY_UNAVAILABLE, problem))
-    return tuple(out)
-
-
-def companions_for(req: Request, m: Matrix, rel: Release, lib: str) -> tuple[Companion, ...]:
-    """The releases of `lib` that install beside this torch for the request: they accept the
-    torch, match the user's pin, and have a wheel for the Python that Requires-Python admits
-    (oldest first)."""
-    pin = SpecifierSet(dict(req.domain_pins).get(lib, ""))
-    return tuple(
-        c
-        for c in m.companions_of(lib)
-        if not c.yanked
-        and c.accepts(rel.version)
-        and pin.contains(c.version, prereleases=True)
-        and (req.python is None or (c.has_wheel_for(req.python)
-                                    and c.runs_on(req.python, req.python_patch)))
-    )  # fmt: skip
-
-
-def companion_problem(req: Request, m: Matrix, rel: Release, lib: str) -> str | None:
-    """Why no release of `lib` installs beside torch `rel` for the request, or None."""
-    rows = m.companions_of(lib)
-    if not rows:  # a matrix without the companions' data: only the exact pairs are known
-        pairs = rel.torchvision if lib == "torchvision" else rel.torchaudio
-        return None if pairs else f"no {lib} release is paired with torch {rel.torch}"
-    if companions_for(req, m, rel, lib):
-        return None
-    accepting = [c for c in rows if not c.yanked and c.accepts(rel.version)]
-    if not accepting:
-        return f"no {lib} release accepts torch {rel.torch}"
-    pin = dict(req.domain_pins).get(lib, "")
-    pinned = [c for c in accepting if SpecifierSet(pin).contains(c.version, prereleases=True)]
-    if not pinned:
-        wanted = [c for c in rows if SpecifierSet(pin).contains(c.version, prereleases=True)]
-        needs = ", ".join(f"{c.version} needs torch {c.torch}" for c in wanted[-3:])
-        return f"{lib}{pin} does not install beside torch {rel.torch}" + (
-            f" ({needs})" if needs else f" (no {lib} release matches {pin})"
-        )
-    newest = pinned[-1]
-    py = req.python or ""
-    if not newest.has_wheel_for(py):
-        return (f"{lib} {newest.version} (for torch {rel.torch}) has no wheel for Python {py} "
-                f"(has {', '.join(newest.python)})")  # fmt: skip
-    return (f"{lib} {newest.version} (for torch {rel.torch}) requires Python "
-            f"{newest.requires_python}: {req.python_patch or py} is excluded")  # fmt: skip
-
-
-@lru_cache(maxsize=16384)
-def _no_kernels(label: str, bare: bool, cc: CC, build: str, summary: str) -> str:
-    """Why a GPU (`label`; a bare architecture when `bare`) has no kernels in a build (per GPU
-    kind and build: formatted once)."""
-    display = gpu_display(label, bare, cc)
-    why = f"{display} has no kernels in {build} ({summary})"
-    if cc in TEGRA:
-        why += (
-            "; a Jetson runs only code built for exactly its capability: NVIDIA's "
-            f"Jetson builds are on {JETSON_INDEX}"
-        )
-    return why
-
-
-_Kinds = tuple[tuple[str, bool, bool], ...]  # per GPU: label, cuda-compat serves it, GeForce
-
-
-def _gpu_kinds(req: Request) -> _Kinds:
-    """What the driver's reasons say of the request's GPUs."""
-    return tuple([(t.label, t.gpu is not None and t.gpu.forward_compat, t.is_geforce)
-                  for t in req.gpus])  # fmt: skip
-
-
-def _check_driver(
-    req: Request, m: Matrix, v: Variant, ptx: bool, too_new: str | None, kinds: _Kinds
-) -> tuple[list[tuple[str, str]], bool]:
-    """`kinds`: _gpu_kinds(req), worked out by the caller once per request."""
-    assert v.cuda is not None
-    driver = req.driver
-    if driver is None:
-        return [], False
-    if too_new:
-        return [(DRIVER_TOO_NEW, too_new)], False
-    if req.gpus and all(t.cc in TEGRA for t in req.gpus):
-        return _check_jetson_driver(v, driver), False
-    floor = m.driver_floor(v.cuda[0])
-    if floor is not None and driver >= floor:
-        if ptx:
-            needed = m.toolkit_driver(v.cuda)
-            if needed is not None and driver < needed:
-                return [
-                    (
-                        DRIVER_TOO_OLD_FOR_PTX,
-                        f"a GPU needs PTX JIT from {v.name}, which needs driver ≥ "
-                        f"{_driver_text(needed)} (CUDA {v.cuda_str} toolkit driver); "
-                        f"target has {_driver_text(driver)}",
-                    )
-                ], False
-        return [], False
-    found, fc = _below_floor(m, v.name, v.cuda, driver, kinds, req.allow_forward_compat)
-    return list(found), fc
-
-
-@lru_cache(maxsize=4096)
-def _below_floor(
-    m: Matrix, name: str, cuda: NumVersion, driver: NumVersion, gpus: _Kinds,
-    allow_forward_compat: bool,
-) -> tuple[tuple[tuple[str, str], ...], bool]:  # fmt: skip
-    """_check_driver for a driver below the floor of the variant `name` (of CUDA `cuda`):
-    per variant, driver and the GPUs' labels and kinds (`gpus`: each one's label, whether
-    cuda-compat serves it, whether it is a GeForce), formatted once rather than per build
-    judged."""
-    floor = m.driver_floor(cuda[0])
-    need = _driver_text(floor) if floor else "?"
-    base = f"{name} needs driver ≥ {need} (CUDA {cuda[0]}.x); target has {_driver_text(driver)}"
-    ineligible = [(label, geforce) for label, fc, geforce in gpus if not fc]
-    if gpus and not ineligible:
-        unsupported = _compat_unsupported(m, cuda, driver)
-        if unsupported:
-            return ((DRIVER_TOO_OLD, f"{base}; {unsupported}"),), False
-        fc = (
-            f"{base}: runs only with the cuda-compat-{cuda[0]}-{cuda[1]} package "
-            "(forward compatibility, data-center GPUs)"
-        )
-        if allow_forward_compat:
-            return (), True
-        return ((FORWARD_COMPAT_ONLY, fc),), True
-    if ineligible:
-        names = ", ".join(label for label, _ in ineligible)
-        kind = "GeForce" if any(geforce for _, geforce in ineligible) else "non-data-center"
-        base += f"; forward compatibility is not available on {kind} GPUs ({names})"
-    return ((DRIVER_TOO_OLD, base),), False
-
-
-@lru_cache(maxsize=16)
-def _lowest_ceiling(m: Matrix) -> float:
-    """The oldest last driver branch of any GPU (no driver at or below it is too new)."""
-    return min((b for _, b in m.driver_ceilings), default=float("inf"))
-
-
-@lru_cache(maxsize=1024)
-def _ceiling(m: Matrix, cc: CC) -> int | None:
-    """m.driver_ceiling, once per GPU kind."""
-    return m.driver_ceiling(cc)
-
-
-def _too_new(req: Request, m: Matrix, driver: NumVersion | None) -> str | None:
-    """A GPU that this driver no longer supports (a V100 under R590): no build runs."""
-    if driver is None or not req.gpus or driver[0] <= _lowest_ceiling(m):
-        return None
-    for t in req.gpus:
-        if t.cc in TEGRA:
-            continue
-        last = _ceiling(m, t.cc)
-        if last is not None and driver[0] > last:
-            return (
-                f"{t.display} is supported up to the R{last} driver branch; driver "
-                f"{_driver_text(driver)} ignores it (install an R{last} driver)"
-            )
-    return None
-
-
-def _check_jetson_driver(v: Variant, driver: NumVersion) -> list[tuple[str, str]]:
-    """A Jetson's driver number is its board support package's (540.4.0 on JetPack 6), not a
-    desktop branch: JetPack 7 (R38+, driver 580 on) brings CUDA 13, earlier ones CUDA 12."""
-    assert v.cuda is not None
-    cuda_major = 13 if driver[0] >= 580 else 12
-    if v.cuda[0] <= cuda_major:
-        return []
-    return [
-        (
-            DRIVER_TOO_OLD,
-            f"{v.name} needs CUDA {v.cuda[0]}: a Jetson with driver {_driver_text(driver)} "
-            f"(JetPack 6 or older) has CUDA {cuda_major}; JetPack 7 brings CUDA 13",
-        )
-    ]
-
-
-def _compat_unsupported(m: Matrix, cuda: NumVersion, driver: NumVersion) -> str | None:
-    """Why NVIDIA does not support the cuda-compat package of CUDA `cuda` on the driver's
-    branch (forward-compatibility table, per branch), or None."""
-    if not m.compat_branches:
-        return None
-    package = f"cuda-compat-{cuda[0]}-{cuda[1]}"
-    found = m.compat_branch(driver[0])
-    if found is None:
-        ok = [f"R{b}" for b, _, cudas in m.compat_branches if cuda[:2] in cudas]
-        return (
-            f"{package} does not support driver branch R{driver[0]} (NVIDIA supports it on "
-            f"{', '.join(ok) or 'no branch'}; feature branches and others are not)"
-        )
-    kind, cudas = found
-    if cuda[:2] not in cudas:
-        return f"{package} is not supported on the R{driver[0]} {kind} branch"
-    return None
-
-
-_OK = _Verdict((), False, False)
-
-
-@lru_cache(maxsize=1024)
-def _kernels(m: Matrix, platform: str, cc: CC) -> tuple[tuple[Arch | None, ...], int, int]:
-    """A GPU kind's kernel table on the platform, and as bits the builds with kernels for it
-    and those running it from SASS (no PTX JIT). Per matrix, platform and capability."""
-    table = kernel_table(m, platform, cc)
-    sass = sum(1 << i for i, a in enumerate(table) if a is not None and not a.ptx)
-    return table, kernel_mask(m, platform, cc), sass
-
-
-@lru_cache(maxsize=4096)
-def _floor_bits(m: Matrix, platform: str, driver: NumVersion) -> int:
-    """The platform's CUDA builds (as bits) whose driver floor `driver` meets."""
-    return sum(bits for f, bits in platform_builds(m, platform).floors if driver >= f)
-
-
-@lru_cache(maxsize=64)
-def _plain(m: Matrix, platform: str) -> int:
-    """The platform's CUDA builds (as bits) that a GPU running them from SASS, on a driver at
-    or above their floor, takes as they are: their arch list is known and they are confirmed
-    to exist."""
-    return sum(
-        1 << b.index
-        for b in platform_builds(m, platform).builds
-        if not b.v.is_cpu and b.v.archs is not None and not b.v.uncertain
-    )
-
-
-class Judge:
-    """Judges the builds of releases for one request: what depends on the request alone (the
-    kernel tables of its GPUs, a driver too new for one, whether every GPU is a Jetson) is
-    worked out once, what depends on a release once per release."""
-
-    __slots__ = (
-        "allowed", "builds", "clean", "kernels", "kinds", "m", "names", "req", "tegra", "too_new"
-    )  # fmt: skip
-
-    def __init__(self, req: Request, m: Matrix) -> None:
-        self.req = req
-        self.m = m
-        platform = req.platform
-        self.builds = found = platform_builds(m, platform)
-        driver = req.driver
-        self.too_new = too_new = None if driver is None else _too_new(req, m, driver)
-        # the builds that may fit (bits): those with kernels for every GPU and a driver floor
-        # the target's driver meets, unless cuda-compat may stand in for the driver; only to
-        # pass over what certainly fails unjudged (fits), never to judge
-        allowed = sass = (1 << len(found.builds)) - 1
-        tegra = fc = bool(req.gpus)
-        kernels = []
-        for t in req.gpus:
-            table, mask, runs = _kernels(m, platform, t.cc)
-            kernels.append(table)
-            allowed &= mask
-            sass &= runs
-            tegra = tegra and t.cc in TEGRA
-            fc = fc and t.gpu is not None and t.gpu.forward_compat
-        self.kernels = kernels
-        self.tegra = tegra
-        runs = sass  # the builds judge's driver check lets through as they are
-        if driver is not None:
-            floors = 0 if too_new or tegra else _floor_bits(m, platform, driver)
-            runs &= floors
-            if not tegra and not (fc and req.allow_forward_compat):
-                allowed &= found.cpu | floors  # none when the driver is too new
-        self.allowed = allowed
-        # the builds that certainly fit when nothing keeps their release from installing:
-        # judge answers them at once (the CPU builds, and the plain CUDA builds every GPU runs
-        # from SASS on a driver at or above their floor); the rest are judged in full
-        self.clean = 0 if req.extension_pins else found.cpu | runs & _plain(m, platform)
-        self.kinds: _Kinds | None = None  # the GPUs as driver reasons say them, when needed
-        self.names: str | None = None  # the GPUs as arch reasons list them, when needed
-
-    def displays(self) -> str:
-        """The request's GPUs, as reasons list them (worked out on the first that does)."""
-        if self.names is None:
-            self.names = ", ".join([t.display for t in self.req.gpus])
-        return self.names
-
-    def view(self, base: Release) -> tuple[Release, tuple[Build, ...]] | None:
-        """`base` as on the request's platform, with its builds; None without wheels there."""
-        if self.builds.by_id.get(id(base)) is base:  # one of the matrix's releases
-            return self.builds.views[base.torch]
-        rel = base.on(self.req.platform)  # a release from outside the matrix: judged as is
-        if rel is None:
-            return None
-        floors = (None if v.cuda is None else self.m.driver_floor(v.cuda[0]) for v in rel.variants)
-        return rel, tuple(
-            Build(rel, v, rel.local_version(v), -1, f, summarise(v))
-            for v, f in zip(rel.variants, floors, strict=True)
-        )
-
-    def judge(self, b: Build, install: tuple[tuple[str, str], ...]) -> _Verdict:
-        """`install`: _check_install(req, m, b.rel), the same for every build of a release."""
-        if not install and b.index >= 0 and self.clean >> b.index & 1:
-            return _OK
-        req, rel, v = self.req, b.rel, b.v
-        failures = list(install)
-        if req.extension_pins:
-            failures += [
-                (EXTENSION_UNPAIRED, p.text)
-                for p in extension_problems(req.extension_pins, rel, v)
-                if p.severity == "error"
-            ]
-        if v.is_cpu:
-            return _Verdict(tuple(failures), False, False) if failures else _OK
-        if v.archs is None:
-            if req.gpus:
-                failures.append(
-                    (
-                        ARCH_UNVERIFIED,
-                        f"the arch list of {b.name} is not known, so kernels for "
-                        f"{self.displays()} cannot be confirmed",
-                    )
-                )
-            return _Verdict(tuple(failures), False, False) if failures else _OK
-        ptx = False
-        for t, table in zip(req.gpus, self.kernels, strict=True):
-            a = table[b.index] if b.index >= 0 else kernel_match(v.archs, t.cc)
-            if a is None:
-                failures.append(
-                    (ARCH_UNSUPPORTED, _no_kernels(t.label, t.gpu is None, t.cc, v.name, b.summary))
-                )
-            elif a.ptx:
-                ptx = True
-        fc = False
-        driver = req.driver
-        if driver is not None and not (  # the common case of _check_driver, without a call
-            not self.too_new and not self.tegra and not ptx
-            and b.floor is not None and driver >= b.floor
-        ):  # fmt: skip
-            if self.kinds is None:
-                self.kinds = _gpu_kinds(req)
-            dfail, fc = _check_driver(req, self.m, v, ptx, self.too_new, self.kinds)
-            failures += dfail
-        if v.uncertain and not failures:
-            failures.append((VARIANT_UNVERIFIED, f"{b.name} is not confirmed to exist"))
-        if not failures and not fc and not ptx:
-            return _OK
-        return _Verdict(tuple(failures), fc, ptx)
-
-    def fits(self, i: int) -> list[str]:
-        """The builds of the matrix's `i`-th release (as on the platform) that fit every
-        target, in matrix order; judged as the resolver judges them, but passing over first,
-        unformatted, what certainly fails: a release without wheels for the Python or without
-        a build holding kernels for every GPU, a build whose driver floor is above the target's
-        with no cuda-compat to fall back on."""
-        row = self.builds.rows[i]
-        if row is None:
-            return []
-        rel, builds, mask = row
-        allowed = self.allowed
-        if mask & allowed == 0:
-            return []
-        req = self.req
-        if req.python is not None and req.python not in rel.python:
-            return []
-        if _check_install(req, self.m, rel):  # no build of the release installs
-            return []
-        return [b.name for b in builds if allowed >> b.index & 1 and not self.judge(b, ()).failures]
 
 
 def _pinned(req: Request, v: Variant) -> bool:
@@ -639,19 +203,7 @@ def _cuda_base(m: Matrix, cuda: NumVersion, driver: NumVersion | None) -> str:
     return img.tag("base")
 
 
-def _min_driver(m: Matrix, req: Request, v: Variant, ptx: bool) -> NumVersion | None:
-    if v.cuda is None:
-        return None
-    floor = m.driver_floor(v.cuda[0])
-    if ptx:
-        floor = max(floor or (0,), m.toolkit_driver(v.cuda) or (0,))
-    for t in req.gpus:
-        if t.gpu is not None and t.gpu.min_driver is not None:
-            floor = max(floor or (0,), t.gpu.min_driver)
-    return floor
-
-
-_Fit = tuple[Release, Variant, _Verdict, Build]  # a compatible build, judged
+_Fit = tuple[Release, Variant, Verdict, Build]  # a compatible build, judged
 
 
 def _choose(req: Request, m: Matrix, ok: list[_Fit]) -> _Fit | None:
@@ -679,7 +231,7 @@ def _mps_warning(platform: str, macos: NumVersion | None) -> str:
 
 
 def _warnings(
-    req: Request, rel: Release, v: Variant, verdict: _Verdict, min_driver: NumVersion | None,
+    req: Request, rel: Release, v: Variant, verdict: Verdict, min_driver: NumVersion | None,
     index_url: str,
 ) -> list[str]:  # fmt: skip
     """The warnings for the chosen build `v` of `rel` (its minimum driver and index given)."""
@@ -709,7 +261,7 @@ def _warnings(
     if not v.is_cpu and req.driver is None:
         out.append(
             f"no driver target given: {v.name} needs driver ≥ "
-            f"{_driver_text(min_driver or (0,))}; add targets.driver"
+            f"{driver_text(min_driver or (0,))}; add targets.driver"
         )
     if req.gpus and v.arch_confidence not in ("high", "n/a") and v.archs is not None:
         out.append(
@@ -722,14 +274,14 @@ def _warnings(
         )
     if verdict.forward_compat:
         out.append(
-            f"{v.name} runs on driver {_driver_text(req.driver or (0,))} only with the "
+            f"{v.name} runs on driver {driver_text(req.driver or (0,))} only with the "
             f"cuda-compat-{v.cuda_str.replace('.', '-')} package (forward compatibility)"
         )
     for t in req.gpus:
         g = t.gpu
         if g is not None and g.min_driver and req.driver is not None and req.driver < g.min_driver:
             out.append(
-                f"{t.display} needs driver ≥ {_driver_text(g.min_driver)}"
+                f"{t.display} needs driver ≥ {driver_text(g.min_driver)}"
                 + (" (third-party sources)" if g.min_driver_uncertain else "")
             )
     return out
@@ -769,7 +321,7 @@ def _resolve(
             rejected.append(reject(*_not_on_platform(req, m, base)))
             continue
         rel, builds = view
-        install = _check_install(req, m, rel)
+        install = install_problems(req, m, rel)
         for b in builds:
             if skip_cpu and b.v.cuda is None:  # a CPU build
                 continue
@@ -791,7 +343,7 @@ def _resolve(
     if picked is None:
         return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, torch)
     rel, v, verdict, _ = picked
-    min_driver = _min_driver(m, req, v, verdict.ptx_jit)
+    min_driver = min_driver_for(m, req, v, verdict.ptx_jit)
     image = base_image(m, v, req.driver, req.python) if INFO[rel.platform].os == "linux" else ""
     index = PYPI_INDEX if v.name == rel.pypi_default else f"{PYTORCH_INDEX}/{v.name}"
     warnings = _warnings(req, rel, v, verdict, min_driver, index)
@@ -884,136 +436,4 @@ def _not_built(req: Request, m: Matrix, rel: Release) -> tuple[str, str, str]:
         f"{rel.torch}+{label}",
         VARIANT_NOT_BUILT,
         f"torch {rel.torch} has no CUDA {req.cuda} build{where} (it has {have}){span}",
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class ReleaseRow:
-    """One torch release, judged for the request: its best build there, or why none runs."""
-
-    torch: str
-    build: str | None  # the build the resolver would pick in this release
-    code: str = ""  # why not, when build is None
-    reason: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"torch": self.torch, "ok": self.build is not None, "build": self.build,
-                "code": self.code or None, "reason": self.reason or None}  # fmt: skip
-
-
-def per_release(req: Request, m: Matrix) -> tuple[ReleaseRow, ...]:
-    """Each release the request's torch range admits, newest first, with the build the
-    resolver picks in it or the reason none runs: the answer to "which torch runs here", one
-    row per release rather than one per build."""
-    rows = []
-    for rel in matching_releases(m, req.torch):
-        res = resolve(replace(req, torch=SpecifierSet(f"=={rel.torch}")), m)
-        if res.chosen is not None:
-            rows.append(ReleaseRow(rel.torch, res.chosen.local_version))
-            continue
-        view = rel.on(req.platform) or rel
-        default = f"{rel.torch}+{view.pypi_default}"  # what `pip install torch` would give
-        why = next((r for r in res.rejected if r.variant == default), None)
-        why = why or (res.rejected[0] if res.rejected else Rejection(default, "no-build", ""))
-        rows.append(ReleaseRow(rel.torch, None, why.code, why.reason))
-    return tuple(rows)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetResolution:
-    """One answer per platform of the fleet, all on one torch release (the newest that has a
-    build running on every platform), so that the lock pins one torch everywhere."""
-
-    platforms: tuple[tuple[str, Resolution], ...]
-    torch: str | None  # the release chosen on every platform
-    problem: str = ""  # why no release runs on every platform
-
-    @property
-    def ok(self) -> bool:
-        return self.torch is not None and all(r.ok for _, r in self.platforms)
-
-    @property
-    def primary(self) -> Resolution:
-        return self.platforms[0][1]
-
-    def on(self, platform: str) -> Resolution | None:
-        return next((r for p, r in self.platforms if p == platform), None)
-
-    def to_json(self, suggestions: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The primary platform's answer in today's fields, and every platform's beside it."""
-        each = [r.to_json() for _, r in self.platforms]  # the primary's made once, not twice
-        out = {**each[0], "suggestions": list(suggestions)}
-        out["ok"] = self.ok
-        out["platform"] = self.platforms[0][0]
-        out["platforms"] = [
-            {"platform": p, **j, "suggestions": None}
-            for (p, _), j in zip(self.platforms, each, strict=True)
-        ]
-        out["fleet"] = {"torch": self.torch, "problem": self.problem or None}
-        return out
-
-
-def platform_request(req: Request, platform: str) -> Request:
-    """The request as one platform of the fleet sees it: the GPUs that are checked there."""
-    fleet = req.platforms
-    if len(fleet) == 1:  # checked_on for a fleet of one: wherever the GPU can be
-        gpus = tuple([t for t in req.gpus if platform in possible(t.gpu)])
-    else:
-        gpus = tuple([t for t in req.gpus if checked_on(t.gpu, platform, fleet)])
-    if platform == req.platform and len(gpus) == len(req.gpus) and not req.gpus_elsewhere:
-        return req  # as it is (dataclasses.replace costs a tenth of a resolution)
-    elsewhere = tuple(t.label for t in req.gpus if t not in gpus)
-    return replace(req, platform=platform, gpus=gpus, gpus_elsewhere=elsewhere)
-
-
-def resolve_fleet(req: Request, m: Matrix) -> FleetResolution:
-    """Resolve for every platform of `req.platforms` on one common torch release. Pure."""
-    reqs = [(p, platform_request(req, p)) for p in req.platforms]
-    if len(reqs) == 1:
-        p, r = reqs[0]
-        res = resolve(r, m)
-        return FleetResolution(((p, res),), res.chosen.release.torch if res.chosen else None)
-    rows = {p: {row.torch: row for row in per_release(r, m)} for p, r in reqs}
-    common = next(
-        (t for t in (rel.torch for rel in matching_releases(m, req.torch))
-         if all(rows[p][t].build for p, _ in reqs)),
-        None,
-    )  # fmt: skip
-    answers = tuple((p, resolve(r, m, release=common)) for p, r in reqs)
-    problem = ""
-    if common is None:
-        spans = []
-        for p, _ in reqs:
-            runs = [t for t, row in rows[p].items() if row.build]
-            spans.append(f"{p}: {runs[-1]}–{runs[0]}" if runs else f"{p}: none")
-        problem = "no torch release runs on every platform (" + "; ".join(spans) + ")"
-    return FleetResolution(answers, common, problem)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetRow:
-    """One torch release across the fleet: its build on each platform, or why none runs."""
-
-    torch: str
-    rows: tuple[tuple[str, ReleaseRow], ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(r.build for _, r in self.rows)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "torch": self.torch,
-            "ok": self.ok,
-            "platforms": {p: r.to_json() for p, r in self.rows},
-        }
-
-
-def per_release_fleet(req: Request, m: Matrix) -> tuple[FleetRow, ...]:
-    """`per_release` for every platform of the fleet, newest release first."""
-    names = req.platforms
-    tables = [per_release(platform_request(req, p), m) for p in names]
-    return tuple(
-        FleetRow(same[0].torch, tuple(zip(names, same, strict=True)))
-        for same in zip(*tables, strict=True)
     )

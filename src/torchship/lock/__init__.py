@@ -16,9 +16,10 @@ from torchship.errors import LockError, LockFileError, NothingFitsError
 if TYPE_CHECKING:  # the resolver and uv's driver load only when a lock is made
     from pathlib import Path
 
+    from torchship.compat.fleet import FleetResolution
     from torchship.compat.gpus import GPUTarget
     from torchship.compat.matrix import Matrix
-    from torchship.compat.resolve import FleetResolution, Resolution
+    from torchship.compat.resolve import Resolution
     from torchship.lock.compile import EnvPlan
     from torchship.lock.model import (
         LOCK_FILE,
@@ -125,9 +126,9 @@ def resolve_spec(spec: Spec, matrix: Matrix | None = None) -> Resolution:
 def resolve_spec_fleet(spec: Spec, matrix: Matrix | None = None) -> FleetResolution:
     """One resolution per platform of the spec (named, or implied by its GPUs), all on one
     torch release."""
+    from torchship.compat.fleet import resolve_fleet
     from torchship.compat.matrix import load_matrix
     from torchship.compat.request import request_from_spec
-    from torchship.compat.resolve import resolve_fleet
 
     m = matrix or load_matrix()
     return resolve_fleet(request_from_spec(spec, m), m)
