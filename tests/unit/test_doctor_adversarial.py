@@ -51,6 +51,11 @@ def errors(text: str, matrix: Matrix) -> set[str]:
         "Related: the docs say Xid 79 means the GPU has fallen off the bus, but we have no Xids.",
         "WARNING: The requested image's platform (linux/arm64) does not match; This image was "
         "built for: linux/amd64",
+        "I fixed \"Could not run 'torchvision::nms' with arguments from the 'CUDA' backend\" "
+        "by reinstalling torchvision; now the loss diverges at step 300.",
+        "To avoid 'xFormers wasn't build with CUDA support' we now pin xformers.\n"
+        "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        "Unlike #1784 we see no undefined symbol ncclCommRegister; the job just hangs.",
     ],
 )
 def test_prose_about_an_error_is_not_an_error(text: str, matrix: Matrix) -> None:
