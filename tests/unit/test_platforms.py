@@ -336,3 +336,26 @@ def test_a_mac_wheel_for_a_newer_python_can_need_a_newer_macos(matrix: Matrix) -
     for python, floor in (("3.12", "11.0"), ("3.14", "14.0")):
         res = resolve(_req(matrix, "2.10.0", platforms=("macos-arm64",), python=python), matrix)
         assert any(f"macOS ≥ {floor}" in w for w in res.warnings), (python, res.warnings)
+
+
+@pytest.mark.parametrize("cuda", ["auto", "cpu", "12.6", "13.0"])
+@pytest.mark.parametrize("gpus", [(), ("sm_90",), ("sm_80", "sm_120")])
+def test_every_release_that_does_not_run_says_why_with_a_documented_code(
+    matrix: Matrix, cuda: str, gpus: tuple[str, ...]
+) -> None:
+    """`resolve` with several releases prints one row per release: a release with no build
+    that runs names a code of docs/resolver.md and a reason, on every platform (GPU targets
+    once met linux-aarch64's CPU-only releases with an empty "no-build:")."""
+    from pathlib import Path
+
+    from torchship.compat.fleet import per_release
+
+    doc = (Path(__file__).parents[2] / "docs/resolver.md").read_text()
+    for platform in PLATFORMS:
+        if gpus and platform.startswith("macos"):
+            continue  # an NVIDIA GPU on a Mac is a usage error (tested above)
+        req = _req(matrix, ">=2.0", *gpus, platforms=(platform,), cuda=cuda)
+        for row in per_release(req, matrix):
+            if row.build is None:
+                assert f"| `{row.code}` |" in doc, (platform, row)
+                assert row.reason, (platform, row)

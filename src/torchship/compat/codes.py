@@ -1,5 +1,6 @@
 """The resolver's stable rejection codes, documented in docs/resolver.md: never rename one.
-A rejected build carries the first failure's code; tools and the doctor key on them."""
+A rejected build carries the first failure's code, as `torchship resolve` prints it and its
+JSON gives it to scripts. Also the index of NVIDIA's Jetson builds, which a rejection names."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """What the target's NVIDIA driver allows a CUDA build (part of the resolver, pure): the CUDA
 major's driver floor, the toolkit's driver for PTX JIT, forward compatibility through
 cuda-compat on data-center GPUs and the branches NVIDIA supports it on, the last branch that
-still drives an old GPU, and a Jetson's JetPack. Reasons are formatted once per driver,
-variant and kind of GPU (lru caches), not per build judged."""
+still drives an old GPU, and a Jetson's JetPack. The reasons for a driver below a floor, the
+commonest, are formatted once per driver, variant and kind of GPU (below_floor's cache); the
+rarer ones (PTX JIT, Jetson, a driver too new) on each call."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from packaging.specifiers import SpecifierSet
 from torchship.compat.matrix import Matrix
 from torchship.compat.platforms import checked_on, possible
 from torchship.compat.request import Request
-from torchship.compat.resolve import Rejection, Resolution, matching_releases, resolve
+from torchship.compat.resolve import Resolution, matching_releases, resolve
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ def per_release(req: Request, m: Matrix) -> tuple[ReleaseRow, ...]:
         view = rel.on(req.platform) or rel
         default = f"{rel.torch}+{view.pypi_default}"  # what `pip install torch` would give
         why = next((r for r in res.rejected if r.variant == default), None)
-        why = why or (res.rejected[0] if res.rejected else Rejection(default, "no-build", ""))
+        why = why or res.rejected[0]  # every release the resolver passes over is rejected
         rows.append(ReleaseRow(rel.torch, None, why.code, why.reason))
     return tuple(rows)
 

@@ -1,10 +1,12 @@
 """The resolver: a pure function (request, matrix) -> Resolution that explains itself.
 
-For every torch release the request admits and every build ("variant") of it, the checks below
-run in order; a variant that fails any of them is rejected with the first failure's stable code
-and every failure's reason. `compatible` lists what installs and runs natively on all targets;
-the choice among them is the user's CUDA pin, else PyPI's default build when it is compatible,
-else the newest CUDA. Codes are documented in docs/resolver.md; never rename one.
+For every torch release the request admits and every build ("variant") of it, the checks run in
+order (what keeps the release from installing: torchship.compat.install; then the build itself:
+torchship.compat.judge, the driver's part in torchship.compat.drivers); a variant that fails
+any of them is rejected with the first failure's stable code and every failure's reason.
+`compatible` lists what installs and runs natively on all targets; the choice among them is the
+user's CUDA pin, else PyPI's default build when it is compatible, else the newest CUDA. Codes
+are documented in docs/resolver.md; never rename one.
 """
 
 from __future__ import annotations
@@ -337,8 +339,9 @@ def _resolve(
                 rejected.append(reject(b.name, failures[0][0], reason))
                 if verdict.forward_compat and len(failures) == 1:
                     fwd.append(b.name)  # fits every target once cuda-compat is installed
-        if req.cuda != "auto" and not any(_pinned(req, v) for v in rel.variants):
-            rejected.append(reject(*_not_built(req, m, rel)))
+        if not any(_pinned(req, v) for v in rel.variants):  # no build of it may be chosen
+            rejected.append(reject(*(_not_built(req, m, rel) if req.cuda != "auto" else
+                                     _cpu_only(req, rel))))  # fmt: skip
     picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
     if picked is None:
         return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, torch)
@@ -419,6 +422,19 @@ def _not_on_platform(req: Request, m: Matrix, rel: Release) -> tuple[str, str, s
     else:
         why = f"no torch release has wheels for {req.platform} on PyPI"
     return rel.torch, PLATFORM_UNAVAILABLE, why
+
+
+def _cpu_only(req: Request, rel: Release) -> tuple[str, str, str]:
+    """`cuda = "auto"` on a release with only CPU builds on an NVIDIA platform (torch for
+    linux-aarch64 before 2.6): auto takes a CUDA build."""
+    why = "the GPU targets need one" if req.gpus else "cuda = 'auto' takes a CUDA build"
+    return (
+        f"{rel.torch}+{rel.pypi_default}",
+        VARIANT_NOT_BUILT,
+        f"torch {rel.torch} has no CUDA build for {rel.platform} (only "
+        f"{', '.join(v.name for v in rel.variants)}), and {why}; pin cuda to cpu for its CPU "
+        "build",
+    )
 
 
 def _not_built(req: Request, m: Matrix, rel: Release) -> tuple[str, str, str]:
