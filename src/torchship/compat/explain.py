@@ -285,6 +285,7 @@ def clear_caches() -> None:
         resolve._build_template,
         resolve._cuda_base,
         resolve._mps_warning,
+        resolve._cpu_only_on,
         judge.no_kernels,
         judge.gpu_kernels,
         judge.plain_bits,

@@ -20,7 +20,7 @@ from packaging.specifiers import SpecifierSet
 
 from torchship.compat.archs import Version as NumVersion
 from torchship.compat.archs import version_str
-from torchship.compat.builds import Build
+from torchship.compat.builds import Build, platform_builds
 from torchship.compat.codes import PLATFORM_UNAVAILABLE, VARIANT_NOT_BUILT
 from torchship.compat.drivers import driver_text, min_driver_for
 from torchship.compat.extensions import problems as extension_problems
@@ -317,6 +317,13 @@ def _resolve(
     torch = str(req.torch)  # as matching_releases, once: compat.explain keys on it too
     views = judge.builds.views  # the matrix's releases (all _matching gives) by torch
     skip_cpu = req.cuda != "cpu" and bool(req.gpus)
+    # as _pinned for "auto": a CUDA build, on an NVIDIA platform whose GPUs are not all elsewhere
+    auto_cuda = req.cuda == "auto" and INFO[req.platform].nvidia
+    cpu_only = (
+        _cpu_only_on(m, req.platform)
+        if auto_cuda and (req.gpus or not req.gpus_elsewhere)
+        else frozenset()
+    )
     for base in _matching(m, torch):
         view = views[base.torch]
         if view is None:
@@ -339,9 +346,10 @@ def _resolve(
                 rejected.append(reject(b.name, failures[0][0], reason))
                 if verdict.forward_compat and len(failures) == 1:
                     fwd.append(b.name)  # fits every target once cuda-compat is installed
-        if not any(_pinned(req, v) for v in rel.variants):  # no build of it may be chosen
-            rejected.append(reject(*(_not_built(req, m, rel) if req.cuda != "auto" else
-                                     _cpu_only(req, rel))))  # fmt: skip
+        if req.cuda != "auto" and not any(_pinned(req, v) for v in rel.variants):
+            rejected.append(reject(*_not_built(req, m, rel)))
+        elif base.torch in cpu_only:  # auto takes a CUDA build: none of its builds may be chosen
+            rejected.append(reject(*_cpu_only(req, rel)))
     picked = _choose(req, m, [c for c in ok if release is None or c[0].torch == release])
     if picked is None:
         return _Outcome(compatible, fwd, rejected, None, None, "", "", [], judge, torch)
@@ -422,6 +430,14 @@ def _not_on_platform(req: Request, m: Matrix, rel: Release) -> tuple[str, str, s
     else:
         why = f"no torch release has wheels for {req.platform} on PyPI"
     return rel.torch, PLATFORM_UNAVAILABLE, why
+
+
+@lru_cache(maxsize=64)
+def _cpu_only_on(m: Matrix, platform: str) -> frozenset[str]:
+    """The releases whose every build on `platform` is a CPU build."""
+    views = platform_builds(m, platform).views
+    return frozenset(t for t, view in views.items()
+                     if view is not None and all(b.v.is_cpu for b in view[1]))  # fmt: skip
 
 
 def _cpu_only(req: Request, rel: Release) -> tuple[str, str, str]:
