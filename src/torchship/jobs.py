@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from torchship.errors import SpecError, TorchshipError, UsageError
+from torchship.errors import SpecError, TorchshipError, UsageError, one_line
 from torchship.state import (
     NEVER,
     TERMINAL,
@@ -253,6 +253,8 @@ def get_job(store: JobStore, ref: str) -> Job:
     prefix must be unique across both)."""
     from torchship.store_archive import archived_job, archived_prefix_matches
 
+    if not ref.strip():  # `cancel "$JOB"` with JOB unset must not pick the only job there is
+        raise UsageError("the job is empty", "give a job id, a unique prefix of one, or its key")
     job = store.get(ref)
     exact = job is not None and ref in (job.id, job.key)
     if not exact:
@@ -265,7 +267,12 @@ def get_job(store: JobStore, ref: str) -> Job:
             )
     job = job or archived_job(store, ref)
     if job is None:
-        raise UsageError(f"no job {ref!r}", "see `torchship status` for the jobs there are")
+        lower = ref.lower()
+        if lower != ref and (store.get(lower) or store.prefix_matches(lower)):
+            hint = f"job ids are lower-case: {lower!r}"
+        else:
+            hint = "see `torchship status` for the jobs there are"
+        raise UsageError(f"no job {one_line(ref, 80)!r}", hint)
     return job
 
 

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sqlite3
@@ -33,13 +34,14 @@ from torchship._atomic import PRIVATE, private_dir
 from torchship._host import hostname
 from torchship.conventions import data_dir
 from torchship.errors import UsageError
-from torchship.store_errors import StoreError, damage, error, file_problem
+from torchship.store_errors import Kind, StoreError, damage, error, file_problem
 from torchship.store_schema import MIGRATIONS, group_columns
 
 __all__ = ["Event", "Job", "JobStore", "StoreError", "data_dir"]
 P = ParamSpec("P")
 R = TypeVar("R")
 BUSY_ENV = "TORCHSHIP_BUSY_TIMEOUT_S"
+MAX_BUSY_S = 86400.0  # a day; SQLite takes no infinite wait (its timeout is an int of ms)
 
 SCHEMA_VERSION = 4
 # How long a claim holds when its owner's liveness cannot be checked (another host sharing the
@@ -310,12 +312,28 @@ def _guarded(
     return wrapper
 
 
+def _not_opened(path: Path, e: OSError) -> StoreError:
+    """Why the store's file or folder could not be opened, with what fixes that."""
+    folder = next((p for p in path.parents if p.exists()), None)
+    if isinstance(e, NotADirectoryError) and folder is not None and not folder.is_dir():
+        return StoreError(f"cannot open the job store {path}: {folder} is a file, not a folder",
+                          f"set TORCHSHIP_HOME to a folder (or move {folder} away)")  # fmt: skip
+    if path.is_symlink() and not path.exists():
+        return StoreError(
+            f"the job store {path} is a link to {os.readlink(path)}, which does not exist",
+            f"remove the link {path}, or restore what it points to",
+        )
+    kind: Kind = "no-permission" if isinstance(e, PermissionError) else "cannot-open"
+    return error(kind, path, f"cannot open the job store {path}: {e.strerror or e}")
+
+
 def busy_timeout() -> float:
     """How long a command waits for another one's write: TORCHSHIP_BUSY_TIMEOUT_S, or 30 s."""
     try:
-        return max(0.0, float(os.environ.get(BUSY_ENV, "30")))
+        value = float(os.environ.get(BUSY_ENV, "30"))
     except ValueError:
         return 30.0
+    return min(max(0.0, value), MAX_BUSY_S) if not math.isnan(value) else 30.0
 
 
 class JobStore:
@@ -336,9 +354,7 @@ class JobStore:
         try:
             self._open_readonly() if readonly else self._open()
         except OSError as e:
-            raise error("no-permission" if isinstance(e, PermissionError) else "cannot-open",
-                        self.path, f"cannot open the job store {self.path}: "
-                        f"{e.strerror or e}") from None  # fmt: skip
+            raise _not_opened(self.path, e) from None
         except BaseException:
             self.close()
             raise
@@ -673,6 +689,20 @@ class JobStore:
         return iter(self.db.execute(sql, args))
 
     @_guarded
+    def more_than(self, query: Query) -> bool:
+        """Whether more jobs match `query` than the `query.limit` newest its listing shows
+        (the active ones aside): one step down the same index range."""
+        if query.limit is None:
+            return False
+        where, args = _where(query)
+        order = "id"
+        if query.since is not None:
+            where, args = _where(query, sieve=("state", "site"))
+            order = "created_at"
+        sql = f"SELECT 1 FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT 1 OFFSET ?"
+        return self.db.execute(sql, [*args, query.limit]).fetchone() is not None
+
+    @_guarded
     def recheck_at(self, job_id: str, when: float) -> Job:
         """A lost job with nothing new: ask its site again at `when`, not before."""
         with self._tx() as db:
@@ -740,11 +770,10 @@ class JobStore:
     def events(self, job_id: str) -> list[Event]:
         rows = self.db.execute("SELECT * FROM job_events WHERE job_id = ? ORDER BY id", (job_id,))
         return [
-            Event(
-                r["job_id"], r["state"], r["at"], json.loads(r["detail"]) if r["detail"] else None
-            )
+            Event(r["job_id"], r["state"], r["at"],
+                  _loads(r["detail"], job_id, "event detail") if r["detail"] else None)
             for r in rows
-        ]
+        ]  # fmt: skip
 
     @_guarded
     def integrity_check(self) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "archived_events",
     "archived_job",
     "move_due",
+    "naming_archive",
     "retention_s",
     "vacuum",
 ]
@@ -102,7 +103,7 @@ def move_due(
     jobs = events = 0
     if not _any_due(store, now - older_than_s, now):  # no archive made for nothing
         return Moved(0, 0, path, False)
-    with _opened_archive(store) as archive:
+    with naming_archive(path), _opened_archive(store) as archive:
         while limit is None or jobs < limit:
             size = batch if limit is None else min(batch, limit - jobs)
             moved = _move_batch(store, archive, now - older_than_s, size, now)
@@ -117,12 +118,31 @@ def _opened_archive(store: JobStore) -> Iterator[JobStore]:
     """The archive, made (or migrated) by one mover at a time: under jobs.db's write lock, as
     every batch, so no mover holds the archive while it waits for jobs.db (two moves that
     started together made it at once, and one waited out its busy timeout)."""
-    with store._tx():
-        archive = JobStore(archive_path(store.path), store.busy_timeout_s)
+    archive = _made_archive(store)
     try:
         yield archive
     finally:
         archive.close()
+
+
+@_guarded
+def _made_archive(store: JobStore) -> JobStore:
+    with store._tx():
+        return JobStore(archive_path(store.path), store.busy_timeout_s)
+
+
+@contextmanager
+def naming_archive(path: Path) -> Iterator[None]:
+    """A StoreError about the archive at `path` with hints that name it: `state check` and
+    `state repair` look at jobs.db unless given `--db`."""
+    try:
+        yield
+    except StoreError as e:
+        if str(path) not in e.message:
+            raise
+        hint = e.hint.replace("`torchship state check`", f"`torchship state check --db {path}`")
+        hint = hint.replace("`torchship state repair`", f"`torchship state repair --db {path}`")
+        raise StoreError(e.message, hint, e.kind) from None
 
 
 @_guarded
@@ -164,6 +184,7 @@ def _due(store: JobStore, cutoff: float, n: int, now: float) -> list[Any]:
     return [r for r in rows if not claim_lives(r["claimed_by"], r["claimed_until"], now)]
 
 
+@_guarded  # the archive's errors are the archive's, not jobs.db's (whose write lock is held)
 def _copy(archive: JobStore, rows: Sequence[Any], events: Sequence[Any]) -> None:
     """The jobs and their events into the archive, committed there (a copy already there,
     left by a move cut short, is replaced with its events)."""
@@ -194,16 +215,29 @@ def move_if_due(store: JobStore, now: float | None = None) -> Moved | None:
     if keep is None:
         return None
     now = time.time() if now is None else now
+    if not _my_turn(store, now):
+        return None
+    moved = move_due(store, keep, now, limit=AUTO_BATCH)
+    if moved.left:  # the rest at the next submission
+        _forget_turn(store)
+    return moved
+
+
+@_guarded
+def _my_turn(store: JobStore, now: float) -> bool:
+    """Whether nobody moved jobs within the last hour; if so, this client's move is noted."""
     with store._tx() as db:
         row = db.execute("SELECT value FROM store_meta WHERE name = 'archived_at'").fetchone()
         if row is not None and row[0] is not None and now - row[0] < AUTO_EVERY_S:
-            return None
+            return False
         db.execute("INSERT OR REPLACE INTO store_meta VALUES ('archived_at', ?)", (now,))
-    moved = move_due(store, keep, now, limit=AUTO_BATCH)
-    if moved.left:  # the rest at the next submission
-        with store._tx() as db:
-            db.execute("DELETE FROM store_meta WHERE name = 'archived_at'")
-    return moved
+    return True
+
+
+@_guarded
+def _forget_turn(store: JobStore) -> None:
+    with store._tx() as db:
+        db.execute("DELETE FROM store_meta WHERE name = 'archived_at'")
 
 
 def archived_job(store: JobStore, ref: str) -> Job | None:
@@ -237,13 +271,8 @@ def _archive(store: JobStore) -> Iterator[JobStore | None]:
     if not path.is_file():
         yield None
         return
-    try:
-        with JobStore(path, store.busy_timeout_s) as archive:
-            yield archive
-    except StoreError as e:
-        hint = e.hint.replace("`torchship state check`", f"`torchship state check --db {path}`")
-        hint = hint.replace("`torchship state repair`", f"`torchship state repair --db {path}`")
-        raise StoreError(e.message, hint, e.kind) from None
+    with naming_archive(path), JobStore(path, store.busy_timeout_s) as archive:
+        yield archive
 
 
 def _as_archived(job: Job) -> Job:
@@ -264,17 +293,26 @@ def vacuum(store: JobStore) -> list[Vacuumed]:
     for path in (store.path, archive_path(store.path)):
         if not path.is_file():
             continue
-        with JobStore(path, store.busy_timeout_s) as s:
+        with naming_archive(path), JobStore(path, store.busy_timeout_s) as s:
             before = _size(path)
-            _vacuum(s)
+            if not _vacuum(s):
+                raise StoreError(
+                    f"{path} was rewritten, but another process reading it keeps the old pages "
+                    f"in its write-ahead log ({_size(path):,} bytes now, {before:,} before)",
+                    f"run `torchship state vacuum` again when no command reads {path.name} "
+                    f"(`fuser {path}` names them)",
+                    "locked",
+                )
             out.append(Vacuumed(path, before, _size(path)))
     return out
 
 
 @_guarded
-def _vacuum(store: JobStore) -> None:
+def _vacuum(store: JobStore) -> bool:
+    """VACUUM, then the WAL checkpointed and truncated; False when a reader kept it."""
     store.db.execute("VACUUM")
-    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    busy = store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    return not busy
 
 
 def _size(path: Path) -> int:

@@ -124,6 +124,11 @@ def file_problem(path: Path, deep: bool = False) -> StoreError | None:
     can claim pages a moment before the file has them)."""
     if path.is_dir():
         return error("is-a-directory", path, f"the job store {path} is a directory, not a file")
+    if path.is_symlink() and not path.exists():
+        return StoreError(
+            f"the job store {path} is a link to {os.readlink(path)}, which does not exist",
+            f"remove the link {path}, or restore what it points to",
+        )
     if not os.access(path, os.R_OK | os.W_OK):
         return error("no-permission", path, f"cannot read and write the job store {path}: "
                                             "permission denied")  # fmt: skip

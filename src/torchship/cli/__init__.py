@@ -11,6 +11,7 @@ imports inside its `run`).
 
 from __future__ import annotations
 
+import errno
 import sys
 from importlib import import_module
 
@@ -112,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets '?' for '·', not a crash
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="replace")
-    if args_list[:1] == ["--version"]:  # what argparse would print, without building it
-        print(f"torchship {__version__}")
-        return 0
     try:
+        if args_list[:1] == ["--version"]:  # what argparse would print, without building it
+            print(f"torchship {__version__}")
+            return 0
         parser = build_parser(_command(args_list))
         args = parser.parse_args(args_list)
         if args.command is None:
@@ -133,9 +134,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a full disk is the machine's state, not a bug (`status > /dev/full`)
+        if debug or e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if debug:
+                raise
+            return _internal(e)
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: no space left to write{where}: {e.strerror}", file=sys.stderr)
+        print("hint: free some space on that file system, or write elsewhere", file=sys.stderr)
+        return 1
     except Exception as e:
         if debug:
             raise
-        print(f"error: internal error: {type(e).__name__}: {one_line(str(e))}", file=sys.stderr)
-        print("hint: re-run with --debug and report the traceback", file=sys.stderr)
-        return INTERNAL_ERROR
+        return _internal(e)
+
+
+def _internal(e: BaseException) -> int:
+    print(f"error: internal error: {type(e).__name__}: {one_line(str(e))}", file=sys.stderr)
+    print("hint: re-run with --debug and report the traceback", file=sys.stderr)
+    return INTERNAL_ERROR

@@ -35,6 +35,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.db is not None and not args.db.strip():
+        raise UsageError("--db is empty", "give the store's path, or leave --db out")
     path = Path(args.db) if args.db else default_path()
     if args.verb in ("prune", "vacuum"):
         return _keep_small(args, path)
@@ -42,18 +44,18 @@ def run(args: argparse.Namespace) -> int:
 
     wait_s = min(busy_timeout(), 5.0)
     if args.verb == "check":
+        from torchship.state import archive_path
+
         health = check(path, wait_s)
+        archive = archive_path(path)
+        beside = check(archive, wait_s) if archive.exists() and not args.db else None
         if args.json:
-            print_json(health.to_json())
-        elif not health.exists:
-            print(f"no job store at {path} yet: nothing to check")
-        elif health.ok:
-            print(f"job store {path}: ok (schema {health.schema_version}, {health.jobs} jobs, "
-                  f"{health.events} events, {health.size_bytes:,} bytes)")  # fmt: skip
-        else:
-            for p in health.problems:
-                print(f"✗ {p.kind}: {p.message}\n    fix: {p.hint}")
-        return 0 if health.ok else 1
+            print_json({**health.to_json(), "archive": beside and beside.to_json()})
+            return 0 if health.ok and (beside is None or beside.ok) else 1
+        for h in (health, beside):
+            if h is not None:
+                _say(h, h is beside)
+        return 0 if health.ok and (beside is None or beside.ok) else 1
     done = repair(path, wait_s)
     if args.json:
         print_json(None if done is None else done.to_json())
@@ -68,11 +70,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(health: Any, archive: bool) -> None:
+    """`state check` in words; hints that say to run `state check` are cut to what remains."""
+    what = "archive" if archive else "job store"
+    if not health.exists:
+        print(f"no {what} at {health.path} yet: nothing to check")
+    elif health.ok:
+        print(f"{what} {health.path}: ok (schema {health.schema_version}, {health.jobs} jobs, "
+              f"{health.events} events, {health.size_bytes:,} bytes)")  # fmt: skip
+    for p in health.problems:
+        hint = p.hint.split("; ", 1)[-1] if p.hint.startswith(_CHECK_FIRST) else p.hint
+        if archive:
+            hint = hint.replace("`torchship state repair`",
+                                f"`torchship state repair --db {health.path}`")  # fmt: skip
+        print(f"✗ {p.kind}: {p.message}\n    fix: {hint}")
+
+
+_CHECK_FIRST = "see what is wrong: `torchship state check`"
+
+
 def _keep_small(args: argparse.Namespace, path: Path) -> int:
     from torchship.state import JobStore
     from torchship.store_archive import move_due, retention_s, vacuum
+    from torchship.store_errors import file_problem
 
+    if args.verb == "prune":  # a bad value is refused whether or not there is a store
+        if args.older_than is not None and not 0 <= args.older_than < float("inf"):
+            raise UsageError(f"--older-than {args.older_than:g}: not a number of days",
+                             "give a number of days, e.g. --older-than 30")  # fmt: skip
+        keep = args.older_than * 86400 if args.older_than is not None else retention_s()
     if not path.is_file():
+        problem = file_problem(path) if path.exists() or path.is_symlink() else None
+        if problem is not None:
+            raise problem
         print(f"no job store at {path} yet: nothing to {args.verb}")
         return 0
     with JobStore(path) as store:
@@ -84,10 +114,6 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
             for d in [] if args.json else done:
                 print(f"{d.path}: {d.before_bytes:,} → {d.after_bytes:,} bytes")
             return 0
-        if args.older_than is not None and not args.older_than >= 0:
-            raise UsageError(f"--older-than {args.older_than}: not a number of days",
-                             "give a number of days, e.g. --older-than 30")  # fmt: skip
-        keep = args.older_than * 86400 if args.older_than is not None else retention_s()
         if keep is None:
             print("retention is off (TORCHSHIP_RETENTION_DAYS=never): pass --older-than DAYS")
             return 0

@@ -1,23 +1,25 @@
 """`torchship status [JOB]`: jobs as their sites report them (the store is reconciled first).
 
 The listing shows the active jobs and the 50 most recent (`--limit`, `--all`, `--since`,
-`--state`, `--site`: each an index range of the store, so the time does not grow with the
-history), `--archived` the jobs moved to the archive. Only the active jobs it covers are
-reconciled, with one call per site. A job whose site cannot be asked (a cluster that does not
-answer, a handle its backend cannot read) is listed with its last recorded state, marked `?`,
-and one `warning:` line on stderr; the listing still exits 0. `status JOB` fails on that job
-as any command does. `--json` streams: one job in memory at a time.
+`--state`, `--site`: each alone an index range of the store, so the time does not grow with the
+history; combined, one range sieved by the others: docs/state.md), `--archived` the jobs moved
+to the archive. Only the active jobs it covers are reconciled, with one call per site. A job
+whose site cannot be asked (a cluster that does not answer, a handle its backend cannot read)
+is listed with its last recorded state, marked `?`, and one `warning:` line on stderr; the
+listing still exits 0. `status JOB` fails on that job as any command does. `--json` streams:
+one job in memory at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
-from torchship.errors import UsageError, one_line
+from torchship.errors import TorchshipError, UsageError, one_line
 from torchship.state import STATES, TERMINAL, Job, JobStore, Line, Query
 
 NOTE_CHARS = 200  # a site's error as the listing's warning line shows it
@@ -36,7 +38,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--since", metavar="WHEN",
                    help="only jobs submitted since WHEN: an age (30m, 12h, 7d, 2w) or a date "
                    "(2026-11-01, 2026-11-01T08:00)")  # fmt: skip
-    p.add_argument("--limit", type=int, metavar="N", default=DEFAULT_LIMIT,
+    p.add_argument("--limit", type=int, metavar="N",
                    help=f"the N most recent jobs, besides the active ones (default "
                    f"{DEFAULT_LIMIT})")  # fmt: skip
     p.add_argument("--all", action="store_true", help="every job that matches, oldest first")
@@ -46,21 +48,27 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])", re.ASCII | re.IGNORECASE)
+MAX_LIMIT = 10**9  # more rows than any store holds; SQLite's integers end at 2**63
+
+
 def since_time(text: str, now: float) -> float:
     """`--since`: an age before now (30m, 12h, 7d, 2w) or a date, as seconds since the epoch."""
     value = text.strip()
-    number, unit = value[:-1], value[-1:].lower()
-    if unit in UNITS and number.replace(".", "", 1).isdigit():
-        return now - float(number) * UNITS[unit]
+    hint = "give an age (30m, 12h, 7d, 2w) or a date (2026-11-01, 2026-11-01T08:00)"
+    age = _AGE.fullmatch(value)
+    if age:
+        return now - float(age.group(1)) * UNITS[age.group(2).lower()]
     from datetime import datetime
 
     try:
-        return datetime.fromisoformat(value).timestamp()
+        when = datetime.fromisoformat(value)
     except ValueError:
-        raise UsageError(
-            f"--since {text!r}: not an age or a date",
-            "give an age (30m, 12h, 7d, 2w) or a date (2026-11-01, 2026-11-01T08:00)",
-        ) from None
+        raise UsageError(f"--since {one_line(text, 80)!r}: not an age or a date", hint) from None
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):  # year 1 in a zone west of UTC, say
+        raise UsageError(f"--since {text!r}: a date this machine cannot count from", hint) from None
 
 
 def _age(seconds: float) -> str:
@@ -118,10 +126,14 @@ def _json_list(items: Iterator[dict[str, Any]]) -> int:
     import json
 
     out, n = sys.stdout, 0
-    for item in items:
-        text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        out.write(("[\n  " if not n else ",\n  ") + text)
-        n += 1
+    try:
+        for item in items:
+            text = json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            out.write(("[\n  " if not n else ",\n  ") + text)
+            n += 1
+    except TorchshipError:  # a store damaged mid-listing: the output stays one JSON document,
+        out.write("[]\n" if not n else "\n]\n")  # cut short, and the exit code says so
+        raise
     out.write("[]\n" if not n else "\n]\n")
     return n
 
@@ -170,24 +182,50 @@ def _reconciled(store: JobStore, query: Query, now: float) -> dict[str, str]:
     return notes
 
 
+def _check(args: argparse.Namespace) -> None:
+    """What the flags cannot mean together, or an empty value, as usage errors."""
+    if args.job is not None:
+        given = [f for f, on in (("--state", args.state), ("--site", args.site is not None),
+                                 ("--since", args.since is not None),
+                                 ("--limit", args.limit is not None), ("--all", args.all),
+                                 ("--archived", args.archived)) if on]  # fmt: skip
+        if given:
+            raise UsageError(
+                f"{', '.join(given)} select jobs for the listing; `status {one_line(args.job, 40)}`"
+                " shows that one job wherever it is",
+                "drop the job to list, or the flags to see the job",
+            )
+    if args.all and args.limit is not None:
+        raise UsageError("--all and --limit: every job, or the N most recent?", "pass one")
+    if args.limit is not None and not 1 <= args.limit <= MAX_LIMIT:
+        raise UsageError(f"--limit {args.limit}: must be 1 to {MAX_LIMIT:,}", "or pass --all")
+    for flag, value in (("--since", args.since), ("--site", args.site)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty", f"give {flag} a value, or leave it out")
+
+
 def run(args: argparse.Namespace) -> int:
     now = time.time()
-    if args.limit < 1:
-        raise UsageError(f"--limit {args.limit}: must be at least 1", "or pass --all")
-    since = since_time(args.since, now) if args.since else None
-    query = Query(tuple(args.state or ()), args.site, since,
-                  None if args.all else args.limit, placement=args.json)  # fmt: skip
+    _check(args)
+    since = since_time(args.since, now) if args.since is not None else None
+    limit = None if args.all else (args.limit or DEFAULT_LIMIT)
+    query = Query(tuple(args.state or ()), args.site, since, limit, placement=args.json)
     with JobStore() as store:
-        if args.job:
+        if args.job is not None:
             return _one(store, args.job, args.json, now)
         if args.archived:
             return _archived(store, query, args.json, now)
         notes = _reconciled(store, query, now)
-        return _list(store.lines(query), notes, query, args.json, now)
+        return _list(store, notes, query, args.json, now)
 
 
-def _list(lines: Iterator[Line], notes: dict[str, str], query: Query, as_json: bool,
-          now: float) -> int:  # fmt: skip
+def _list(store: JobStore, notes: dict[str, str], query: Query, as_json: bool, now: float,
+          archived: bool = False) -> int:  # fmt: skip
+    lines = store.lines(query)
+
+    def more() -> bool:
+        return store.more_than(query)
+
     shown = 0
     if as_json:
         shown = _json_list({**_as_json(x), "site_error": notes.get(x.id)} for x in lines)
@@ -198,14 +236,15 @@ def _list(lines: Iterator[Line], notes: dict[str, str], query: Query, as_json: b
         if not shown:
             print("no jobs yet: `torchship run examples/quickstart/job.toml`" if query == Query()
                   else "no jobs match")  # fmt: skip
-    if query.limit is not None and shown >= query.limit:  # said on stderr, JSON or not
+    if query.limit is not None and shown >= query.limit and more():  # on stderr, JSON or not
         print(f"(the active jobs and the {query.limit} most recent: --all, --limit N or --since "
-              "for more, --archived for the archive)", file=sys.stderr)  # fmt: skip
+              f"for more{'' if archived else ', --archived for the archive'})",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
 def _archived(store: JobStore, query: Query, as_json: bool, now: float) -> int:
-    from torchship.store_archive import archive_path
+    from torchship.store_archive import archive_path, naming_archive
 
     path = archive_path(store.path)
     if not path.is_file():
@@ -214,5 +253,5 @@ def _archived(store: JobStore, query: Query, as_json: bool, now: float) -> int:
         else:
             print(f"no archive yet ({path}): jobs move there after the retention period")
         return 0
-    with JobStore(path, store.busy_timeout_s) as archive:
-        return _list(archive.lines(query), {}, query, as_json, now)
+    with naming_archive(path), JobStore(path, store.busy_timeout_s) as archive:
+        return _list(archive, {}, query, as_json, now, archived=True)
