@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from torchship.errors import excerpt
 from torchship.versions import Version, driver_str, parse_version, version_str
 
 __all__ = [
@@ -36,7 +37,13 @@ CC = tuple[int, int]
 """A compute capability as (major, minor): 9.0 is (9, 0), 12.0 is (12, 0)."""
 
 
-_ARCH_RE = re.compile(r"^(sm|compute)_(\d{2,3})([af]?)$")
+# Compute capabilities run 1.0 (G80, 2006) to 12.1 (GB10, 2025) today (CUDA Programming Guide,
+# "Compute Capabilities" table); majors up to 19 leave room for the next few generations, and
+# a minor is one digit. So an arch token is sm_XY (X 1-9) or sm_1XY (10-19): `sm_900`, `sm_05`
+# and `99.9` name no GPU that is or will soon be, and are refused rather than "fitting".
+MAX_MAJOR = 19
+_MAJOR = r"(?:[1-9]|1\d)"
+_ARCH_RE = re.compile(rf"^(sm|compute)_({_MAJOR})(\d)([af]?)$")
 
 # Family-specific targets -> the capabilities they run on (CUDA Programming Guide, "Feature
 # Availability", family table). 10.7 appears only in the newest guide and is left out.
@@ -51,7 +58,7 @@ FAMILIES: dict[CC, frozenset[CC]] = {
 # The capabilities only Tegra (Jetson) GPUs have: TK1 3.2, TX1/Nano 5.3, TX2 6.2, Xavier 7.2,
 # Orin 8.7, Thor 10.1 (as CUDA <= 12.9 names it) and 11.0 (CUDA 13).
 TEGRA: frozenset[CC] = frozenset({(3, 2), (5, 3), (6, 2), (7, 2), (8, 7), (10, 1), (11, 0)})
-_CC_RE = re.compile(r"^(\d{1,2})\.(\d)$")
+_CC_RE = re.compile(rf"^({_MAJOR})\.(\d)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +92,12 @@ def parse_arch(token: str) -> Arch:
     """`sm_90` -> SASS 9.0; `compute_120` -> PTX 12.0; `sm_90a` -> SASS 9.0, 9.0 only."""
     m = _ARCH_RE.match(token.strip().lower())
     if not m:
-        raise ValueError(f"not an arch token: {token!r} (expected sm_XY or compute_XY)")
-    digits = m.group(2)
+        raise ValueError(
+            f"not an arch token: {excerpt(token)} (expected sm_XY or compute_XY, "
+            f"a compute capability X.Y with X from 1 to {MAX_MAJOR})"
+        )
     return Arch(
-        cc=(int(digits[:-1]), int(digits[-1])), ptx=m.group(1) == "compute", suffix=m.group(3)
+        cc=(int(m.group(2)), int(m.group(3))), ptx=m.group(1) == "compute", suffix=m.group(4)
     )
 
 
@@ -99,7 +108,10 @@ def parse_cc(text: str) -> CC:
         return parse_arch(t).cc
     m = _CC_RE.match(t)
     if not m:
-        raise ValueError(f"not a compute capability: {text!r} (expected X.Y or sm_XY)")
+        raise ValueError(
+            f"not a compute capability: {excerpt(text)} (expected X.Y or sm_XY, X from 1 to "
+            f"{MAX_MAJOR})"
+        )
     return (int(m.group(1)), int(m.group(2)))
 
 

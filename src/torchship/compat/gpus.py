@@ -10,14 +10,17 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from torchship.compat.archs import CC, parse_cc, sm_str
+from torchship.compat.archs import CC, MAX_MAJOR, parse_cc, sm_str
 from torchship.compat.matrix import GPU, Matrix
 from torchship.errors import UnknownGPUError
 
 _DROP = {"nvidia", "geforce", "tesla"}
 # Memory sizes and form factors that nvidia-smi appends ("80GB", "HBM3", "SXM5", "PCIe", "NVL").
 _SUFFIX = re.compile(r"^(\d+gb|hbm\d*e?|sxm\d*|pcie|mig|\d+c|\d+g)$")
-_ARCH_LIKE = re.compile(r"^(sm_\d{2,3}[af]?|compute_\d{2,3}|\d{1,2}\.\d)$", re.IGNORECASE)
+# What is meant as an architecture, valid or not: parse_cc then decides (`sm_900`, `99.9` and
+# `0.0` are refused there, not matched as names). A GPU target takes sm_XY[a|f], compute_XY, X.Y.
+_ARCH_LIKE = re.compile(r"^(sm_\d+[a-z]?|compute_\d+[a-z]?|\d+\.\d+[a-z]?)$", re.IGNORECASE)
+_ARCH_OK = re.compile(r"^(sm_\d+[af]?|compute_\d+|\d+\.\d+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +114,64 @@ def lookup_gpu(matrix: Matrix, name: str) -> GPUTarget:
     """Resolve a GPU name or architecture; raises UnknownGPUError with close matches."""
     text = name.strip()
     if _ARCH_LIKE.match(text):
-        cc = parse_cc(text)
-        return GPUTarget(label=sm_str(cc), cc=cc, gpu=None)
+        return _bare_arch(text)
     gpu = _match(matrix, normalize(text))
     if gpu is None:
         vendor = other_vendor(text)
         raise UnknownGPUError(text, () if vendor else suggest(matrix, text), vendor)
     return GPUTarget(label=gpu.name, cc=gpu.cc, gpu=gpu)
+
+
+def _bare_arch(text: str) -> GPUTarget:
+    """A target given as its architecture (`sm_90`, `9.0`); UnknownGPUError, with the form
+    meant where it is cheap to guess (`sm_9` -> sm_90, `9.0a` -> sm_90a), when it is none."""
+    if _ARCH_OK.match(text):
+        try:
+            cc = parse_cc(text)
+        except ValueError:
+            pass
+        else:
+            return GPUTarget(label=sm_str(cc), cc=cc, gpu=None)
+    err = UnknownGPUError(text, _arch_guesses(text.lower()))
+    if not err.suggestions:  # the generic hint names sm_90 and 9.0, which this looks like
+        err.hint = (
+            f"no NVIDIA GPU has this compute capability: name a GPU model, or sm_XY / X.Y "
+            f"with X from 1 to {MAX_MAJOR} (e.g. 'sm_90', '12.0')"
+        )
+    raise err
+
+
+def _arch_guesses(text: str) -> tuple[str, ...]:
+    """Valid architectures a malformed one likely meant: a missing minor (`sm_9` -> sm_90), a
+    suffix on X.Y or compute_XY (`9.0a`, `compute_90a` -> sm_90a), an extra trailing zero
+    (`sm_900` -> sm_90), an unknown suffix dropped (`sm_90x` -> sm_90)."""
+    guesses = []
+    m = re.match(r"^(sm|compute)_(\d+)([a-z]?)$", text)
+    if m:
+        kind, digits, suffix = m.groups()
+        if suffix and suffix not in "af":
+            suffix = ""
+        elif suffix:
+            kind = "sm"
+        if len(digits) == 1:
+            guesses.append(f"{kind}_{digits}0{suffix}")
+        elif len(digits) > 2 and digits.endswith("0"):
+            guesses.append(f"{kind}_{digits[:-1]}{suffix}")
+        else:
+            guesses.append(f"{kind}_{digits}{suffix}")
+    m = re.match(r"^(\d+)\.(\d+)([a-z]?)$", text)
+    if m:
+        major, minor, suffix = m.groups()
+        if len(minor) > 1 and minor.endswith("0"):
+            minor = minor[:-1]
+        af = suffix in ("a", "f")
+        guesses.append(f"sm_{major}{minor}{suffix}" if af else f"{major}.{minor}")
+    return tuple(g for g in guesses if g != text and _ARCH_OK.match(g) and _parses(g))
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse_cc(text)
+    except ValueError:
+        return False
+    return True

@@ -5,13 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from torchship.compat.extensions import extension_pins
 from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
 from torchship.compat.platforms import contradiction, implied
-from torchship.errors import SpecError, UnknownGPUError, UsageError
-from torchship.spec.fields import parse_driver, parse_glibc, parse_torch, read_requirement
+from torchship.errors import SpecError, UnknownGPUError, UsageError, excerpt
+from torchship.spec.fields import (
+    parse_cuda,
+    parse_driver,
+    parse_glibc,
+    parse_torch,
+    read_requirement,
+)
 from torchship.spec.model import Spec
 from torchship.versions import Version as NumVersion
 
@@ -61,15 +68,18 @@ def domain_libraries(packages: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def domain_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The version specifiers the user put on torchvision / torchaudio (`torchaudio==2.10.0`)."""
+    """The version specifiers the user put on torchvision / torchaudio (`torchaudio==2.10.0`),
+    one entry a library: its pins combined, as pip combines them (`torchvision==0.1` and
+    `torchvision==0.28.0` make `==0.1,==0.28.0`, which no release meets)."""
     if not packages:
         return ()
-    out = []
+    pins: dict[str, SpecifierSet] = {}
     for p in packages:
         r = read_requirement(p)
-        if r.name.lower() in DOMAIN_LIBRARIES and r.specifier:
-            out.append((r.name.lower(), str(r.specifier)))
-    return tuple(out)
+        name = r.name.lower()
+        if name in DOMAIN_LIBRARIES and r.specifier:
+            pins[name] = pins.get(name, SpecifierSet()) & r.specifier
+    return tuple((name, str(spec)) for name, spec in pins.items())
 
 
 def check_torch_known(req: Request, matrix: Matrix, file: str, where: str) -> None:
@@ -79,9 +89,55 @@ def check_torch_known(req: Request, matrix: Matrix, file: str, where: str) -> No
     first, last = matrix.releases[0].torch, matrix.releases[-1].torch
     problem = f"torch {req.torch_text!r} matches no release torchship knows ({first} – {last})"
     hint = "pick a release in that range, or refresh the matrix: python tools/gen_matrix.py"
+    not_final = _not_a_release(req.torch, first, last, bool(file))
+    if not_final:
+        problem, hint = f"torch {excerpt(req.torch_text)}: {not_final[0]}", not_final[1]
     if file:
         raise SpecError(file, where, problem, hint)
     raise UsageError(f"{where}: {problem}", hint)
+
+
+def _not_a_release(
+    torch: SpecifierSet, first: str, last: str, in_spec: bool
+) -> tuple[str, str] | None:
+    """(problem, hint) when a version the user pinned is no torch release by its form: a local
+    version (`==2.9.1+cu128`: the build, not the release) or a pre-, post- or dev-release
+    (`2.10.0rc1`), which torch publishes on no index the matrix reads; else None."""
+    for s in torch:
+        if s.operator != "==":  # `!=` excludes; `===` compares strings, not versions
+            continue
+        try:
+            v = Version(s.version.removesuffix(".*"))
+        except InvalidVersion:  # packaging's checks differ by release: never crash on one
+            continue
+        if v.local:  # packaging leaves it letters, digits and dots: safe to echo, cut
+            local = v.local if len(v.local) <= 20 else v.local[:20] + "…"
+            return (
+                f"a local version (+{local}) is not a torch release",
+                "use " + _pin_text(v.public, _local_cuda(v.local), in_spec),
+            )
+        if v.is_prerelease or v.is_postrelease:
+            kind = "dev" if v.is_devrelease else "pre" if v.pre else "post"
+            return (
+                f"a {kind}-release, not a final torch release torchship knows ({first} – {last})",
+                "use the final release: " + _pin_text(v.base_version, None, in_spec),
+            )
+    return None
+
+
+def _local_cuda(local: str) -> str | None:
+    """The CUDA choice a local version names (`cu128` -> 12.8, `cpu`), None for another."""
+    try:
+        return parse_cuda(local)
+    except ValueError:
+        return None
+
+
+def _pin_text(torch: str, cuda: str | None, in_spec: bool) -> str:
+    """How the user writes torch (and cuda) for a spec's fields or resolve's flags."""
+    if in_spec:
+        return f'torch = "{torch}"' + (f' and cuda = "{cuda}"' if cuda else "")
+    return f"--torch {torch}" + (f" --cuda {cuda}" if cuda else "")
 
 
 def request_from_spec(spec: Spec, matrix: Matrix) -> Request:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
 _PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
-_CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d))?(?:\.\d+)?$")
+# `12`, `12.8`, `12.8.1`: a patch only after a minor, a minor taken whole (`12.10` is not `12`)
+_CUDA_RE = re.compile(r"^(\d{2})(?:\.(\d{1,2})(?:\.\d+)?)?$")
 _CU_RE = re.compile(r"^cu(\d{2})(\d)$")
 # PEP 508's plain form: a name, extras, version specifiers; no URL, no markers, no `===` (whose
 # arbitrary string may hold a comma). `[ \t]`, not `\s`: PEP 508's whitespace has no newline.
@@ -40,7 +41,9 @@ def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
     """A torch version or range -> (specifier, CUDA pin from a `+cuXYZ` local part or None).
 
     `2.9.1` -> ==2.9.1; `2.9` -> ==2.9.* (its newest patch); `2.9.1+cu128` -> ==2.9.1 and cuda
-    12.8; anything else is a PEP 440 specifier set (`>=2.7,<2.10`).
+    12.8; anything else is a PEP 440 specifier set (`>=2.7,<2.10`). A pre-, post- or dev-release
+    (`2.10.0rc1`, `2.9.1.post1`) is pinned as written, never as its final release: it then
+    matches no release of the matrix and check_torch_known says so.
     """
     t = text.strip()
     if not t:
@@ -58,14 +61,15 @@ def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
     cuda = None
     if v.local:
         cuda = parse_cuda(v.local)
-    base = v.base_version
-    if len(v.release) == 2:
+    base = v.public  # the version less its local part: `2.9.1.post1` stays itself
+    if len(v.release) == 2 and not (v.is_prerelease or v.is_postrelease):
         return SpecifierSet(f"=={base}.*"), cuda
     return SpecifierSet(f"=={base}"), cuda
 
 
 def parse_cuda(text: str) -> str:
-    """`auto` | `cpu` | `12.8` | `cu128` | `12` (any 12.x) | `12.8.1` (-> 12.8)."""
+    """`auto` | `cpu` | `12.8` | `cu128` | `12` (any 12.x) | `12.8.1` (-> 12.8). A minor is
+    kept as given (`12.10`, `12.99`), as `99.9` is: no build has it, and the resolver says so."""
     t = str(text).strip().lower()
     if t in ("auto", "cpu"):
         return t
@@ -74,7 +78,7 @@ def parse_cuda(text: str) -> str:
         return f"{int(m.group(1))}.{m.group(2)}"
     m = _CUDA_RE.match(t) if "." in t or t.isdigit() else None
     if m and 10 <= int(m.group(1)) <= 99:
-        return f"{int(m.group(1))}" + (f".{m.group(2)}" if m.group(2) else "")
+        return f"{int(m.group(1))}" + (f".{int(m.group(2))}" if m.group(2) else "")
     raise ValueError(
         f"{excerpt(text)} is not a CUDA choice; expected 'auto', 'cpu', '12.8' or 'cu128'"
     )
