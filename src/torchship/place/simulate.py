@@ -439,7 +439,21 @@ def simulate(trace: Sequence[TraceJob], sites: Sequence[Site], policy: str) -> P
         run.arrive(job)
     while run.ends:
         run.end()
-    return _summarise(policy, trace, run.declared, run.outcomes)
+    return check_finite(_summarise(policy, trace, run.declared, run.outcomes))
+
+
+def check_finite(result: PolicyResult) -> PolicyResult:
+    """`result`, refused if a figure of it is inf or nan: a second wall behind the bounds
+    trace.py and the sites file put on their numbers (JSON has no Infinity, a table no use
+    for a 300-digit cost)."""
+    for key, value in result.to_dict().items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(
+                f"policy {result.policy}: {key} came out as {value}, past what a number holds",
+                "a number in the trace or the sites file is too large; check the sizes, times "
+                "and prices",
+            )
+    return result
 
 
 def _minutes(seconds: float) -> float:

@@ -25,7 +25,7 @@ import csv
 import difflib
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -35,11 +35,29 @@ from torchship._files import read_user_text
 from torchship.errors import SpecError, UnknownGPUError, excerpt
 from torchship.place.sites import canonical_gpu
 from torchship.spec.job import DATA_CLASSES
+from torchship.spec.load import MAX_COUNT
 
 COLUMNS = ("name", "submit_s", "gpus", "duration_s", "data_class", "gpu_model", "data_gb",
            "data_site")  # fmt: skip
 REQUIRED = COLUMNS[:4]
 GPUS_PER_NODE = 8
+
+# Ceilings on a trace's numbers. Past them a value is a typo or an attack, never a job, and
+# the sums made of them (start + run time; GPU-hours times price and GB times egress price,
+# over every job) could overflow a float to inf, or print as a 300-digit cost.
+# - times: 10 years (365.25-day years) in seconds. Published cluster traces span months (the
+#   Helios study below: 181 days); a run or a submit time past a decade is no cluster's.
+# - gpus: spec.load's MAX_COUNT (a million), the ceiling the sites file puts on a GPU pool:
+#   more than any site can hold, so a larger job could only ever be refused.
+# - data_gb: 100 PB (10**8 GB): past any one job's data set (the largest public training
+#   corpora are some petabytes), and small enough that egress sums stay far inside a float.
+TEN_YEARS_S = 10 * 365.25 * 86_400  # 315,576,000 s
+BOUNDS: dict[str, tuple[float, float, str]] = {  # column: (least, most, the most in words)
+    "submit_s": (0, TEN_YEARS_S, "10 years"),
+    "gpus": (1, MAX_COUNT, "a million GPUs"),
+    "duration_s": (1, TEN_YEARS_S, "10 years"),
+    "data_gb": (0, 1e8, "100 PB"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,21 +80,24 @@ class TraceJob:
         return self.gpus // self.nodes if self.gpus % self.nodes == 0 else GPUS_PER_NODE
 
 
-def read_trace(path: str | Path) -> tuple[TraceJob, ...]:
+def read_trace(path: str | Path, sites: Collection[str] | None = None) -> tuple[TraceJob, ...]:
+    """The trace at `path`; with `sites` (the sites file's names), every data_site must be one."""
     text = read_user_text(path, "trace file", "give the path of a trace CSV")
-    return parse_trace(text, str(path))
+    return parse_trace(text, str(path), sites)
 
 
-def parse_trace(text: str, file: str) -> tuple[TraceJob, ...]:
+def parse_trace(text: str, file: str, sites: Collection[str] | None = None) -> tuple[TraceJob, ...]:
     rows = csv.reader(text.splitlines())
     try:
-        return _parse_rows(rows, file)
+        return _parse_rows(rows, file, sites)
     except csv.Error as e:  # a cell past the csv module's field limit (128 KB), a NUL
         raise SpecError(file, f"line {rows.line_num}", f"not a readable CSV row ({e})",
                         "one job per row, short cells") from None  # fmt: skip
 
 
-def _parse_rows(rows: Iterator[list[str]], file: str) -> tuple[TraceJob, ...]:
+def _parse_rows(
+    rows: Iterator[list[str]], file: str, sites: Collection[str] | None
+) -> tuple[TraceJob, ...]:
     header = next(rows, None)
     if not header:
         raise SpecError(file, "line 1", "empty trace", f"start with a header: {','.join(COLUMNS)}")
@@ -99,6 +120,8 @@ def _parse_rows(rows: Iterator[list[str]], file: str) -> tuple[TraceJob, ...]:
             raise SpecError(file, f"line {n}", f"{len(row)} fields, the header has {len(header)}",
                             "one value per column (leave optional ones empty)")  # fmt: skip
         job = _row(dict(zip(header, (v.strip() for v in row), strict=True)), file, n)
+        if sites is not None and job.data_site is not None and job.data_site not in sites:
+            raise _unknown_site(job.data_site, sites, file, n)
         if job.name in names:
             raise SpecError(file, f"line {n}.name", f"{excerpt(job.name)} appears twice",
                             "give each job its own name")  # fmt: skip
@@ -109,24 +132,37 @@ def _parse_rows(rows: Iterator[list[str]], file: str) -> tuple[TraceJob, ...]:
     return tuple(sorted(jobs, key=lambda j: j.submit_s))
 
 
+def _unknown_site(name: str, sites: Collection[str], file: str, n: int) -> SpecError:
+    close = difflib.get_close_matches(name, list(sites), n=1)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        shown = ", ".join(list(sites)[:8]) + (", …" if len(sites) > 8 else "")
+        hint = f"name a site of the sites file ({shown}), or leave data_site empty"
+    return SpecError(file, f"line {n}.data_site", f"unknown site {excerpt(name)}", hint)
+
+
 def _row(v: dict[str, str], file: str, n: int) -> TraceJob:
-    def num(col: str, lo: float, default: float | None = None) -> float:
+    def num(col: str, default: float | None = None) -> float:
+        lo, hi, most = BOUNDS[col]
         raw = v.get(col, "")
+        hint = f"{col} = a number from {lo:g} to {hi:,.0f} ({most})"
         if raw == "" and default is not None:
             return default
         try:
             x = float(raw)
         except ValueError:
             raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is not a number",
-                            f"{col} = a number ≥ {lo:g}") from None  # fmt: skip
+                            hint) from None  # fmt: skip
         if not math.isfinite(x) or x < lo:
-            raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is out of range",
-                            f"{col} = a number ≥ {lo:g}")  # fmt: skip
+            raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is out of range", hint)
+        if x > hi:
+            raise SpecError(file, f"line {n}.{col}", f"{excerpt(raw)} is more than {most}", hint)
         return x
 
     if not v["name"]:
         raise SpecError(file, f"line {n}.name", "empty", "name each job")
-    gpus = num("gpus", 1)
+    gpus = num("gpus")
     if gpus != int(gpus):
         raise SpecError(file, f"line {n}.gpus", f"{excerpt(v['gpus'])} is not a whole number",
                         "gpus = 1, 2, 4 …")  # fmt: skip
@@ -142,12 +178,12 @@ def _row(v: dict[str, str], file: str, n: int) -> TraceJob:
             raise SpecError(file, f"line {n}.gpu_model", e.message, e.hint) from None
     return TraceJob(
         name=v["name"],
-        submit_s=num("submit_s", 0),
+        submit_s=num("submit_s"),
         gpus=int(gpus),
-        duration_s=num("duration_s", 1),
+        duration_s=num("duration_s"),
         data_class=data_class,
         gpu_model=model,
-        data_gb=num("data_gb", 0, 0.0),
+        data_gb=num("data_gb", 0.0),
         data_site=v.get("data_site") or None,
     )
 
