@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -144,43 +147,35 @@ def test_an_endless_busy_timeout_is_a_long_one(tmp_path: Path) -> None:
     assert run_cli("status", env=env).returncode == 0
 
 
-def test_prune_under_another_writer_says_locked(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    env = {"TORCHSHIP_HOME": str(tmp_path), "TORCHSHIP_BUSY_TIMEOUT_S": "0.5"}
-    _store(tmp_path, 5, 0)
+@contextmanager
+def _another_process(db: Path, statements: str) -> Iterator[None]:
+    """A Python process holding `db` open in a transaction (`statements`) until the block ends."""
     code = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
-            "c.execute('BEGIN IMMEDIATE'); c.execute('UPDATE jobs SET name = name');"
-            "print('held', flush=True); time.sleep(30)")  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "jobs.db")],
-                              stdout=subprocess.PIPE)  # fmt: skip
+            f"{statements}; print('in', flush=True); time.sleep(30)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE)
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-        _usage(run_cli("state", "prune", "--older-than", "0", env=env), "is locked")
+        assert holder.stdout is not None and holder.stdout.readline() == b"in\n"
+        yield
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_vacuum_with_a_reader_open_says_so(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_prune_under_another_writer_says_locked(tmp_path: Path) -> None:
+    env = {"TORCHSHIP_HOME": str(tmp_path), "TORCHSHIP_BUSY_TIMEOUT_S": "0.5"}
+    _store(tmp_path, 5, 0)
+    writing = "c.execute('BEGIN IMMEDIATE'); c.execute('UPDATE jobs SET name = name')"
+    with _another_process(tmp_path / "jobs.db", writing):
+        _usage(run_cli("state", "prune", "--older-than", "0", env=env), "is locked")
 
+
+def test_vacuum_with_a_reader_open_says_so(tmp_path: Path) -> None:
     env = {"TORCHSHIP_HOME": str(tmp_path), "TORCHSHIP_BUSY_TIMEOUT_S": "0.5"}
     _store(tmp_path, 200, 0)
     assert run_cli("state", "prune", "--older-than", "0", env=env).returncode == 0
-    code = ("import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
-            "c.execute('BEGIN'); c.execute('SELECT count(*) FROM jobs').fetchone();"
-            "print('reading', flush=True); time.sleep(30)")  # fmt: skip
-    reader = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "jobs.db")],
-                              stdout=subprocess.PIPE)  # fmt: skip
-    try:
-        assert reader.stdout is not None and reader.stdout.readline() == b"reading\n"
+    reading = "c.execute('BEGIN'); c.execute('SELECT count(*) FROM jobs').fetchone()"
+    with _another_process(tmp_path / "jobs.db", reading):
         r = run_cli("state", "vacuum", env=env)
-    finally:
-        reader.kill()
-        reader.wait()
     _usage(r, "another process reading it")
     assert run_cli("state", "vacuum", env=env).returncode == 0  # the reader gone: done
 
@@ -215,9 +210,6 @@ def test_where_the_store_cannot_be_says_why(tmp_path: Path) -> None:
 
 
 def test_a_full_disk_under_stdout_is_said_not_a_bug(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     full = Path("/dev/full")
     if not full.exists():
         pytest.skip("no /dev/full on this system")
