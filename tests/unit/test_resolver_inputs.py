@@ -289,3 +289,21 @@ def test_spec_cuda_without_a_build_picks_nothing(tmp_path: Path) -> None:
     data = json.loads(out.stdout)
     assert data["chosen"] is None
     assert "variant-not-built" in {r["code"] for r in data["rejected"]}
+
+
+def test_two_pins_of_one_extension_combine_and_contradiction_is_said() -> None:
+    from torchship.compat.extensions import extension_pins
+
+    pins = extension_pins(("xformers==0.0.29.post2", "flash-attn", "xformers==0.0.29.post3"))
+    assert pins == (("xformers", "==0.0.29.post2,==0.0.29.post3"), ("flash-attn", ""))
+    r = run_cli("resolve", "--gpu", "H100", "--driver", "580.65.06", "--torch", "2.6.0",
+                "--package", "xformers==0.0.29.post2", "--package", "xformers==0.0.29.post3",
+                "--json")  # fmt: skip
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and not doc["ok"]
+    assert {x["code"] for x in doc["rejected"]} == {"extension-unpaired"}
+    assert all("every one of these pins" in x["reason"] for x in doc["rejected"])
+    both = ("--package", "xformers>=0.0.29", "--package", "xformers<0.0.30")
+    ok = run_cli("resolve", "--gpu", "H100", "--driver", "580.65.06", "--torch", "2.6.0", *both,
+                 "--json")  # fmt: skip
+    assert ok.returncode == 0, ok.stdout

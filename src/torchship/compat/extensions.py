@@ -49,13 +49,13 @@ def extension_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The extensions among the packages, with their specifiers ("" when unpinned)."""
     if not packages:
         return ()
-    out = []
+    pins: dict[str, SpecifierSet] = {}  # one entry an extension, its pins combined (as pip does)
     for p in packages:
         r = read_requirement(p)
         name = r.name.lower().replace("_", "-")
         if name in EXTENSIONS:
-            out.append((name, str(r.specifier)))
-    return tuple(out)
+            pins[name] = pins.get(name, SpecifierSet()) & r.specifier
+    return tuple((name, str(spec)) for name, spec in pins.items())
 
 
 def problems(pins: tuple[tuple[str, str], ...], rel: Release, v: Variant) -> tuple[Problem, ...]:
@@ -73,7 +73,10 @@ def problems(pins: tuple[tuple[str, str], ...], rel: Release, v: Variant) -> tup
             continue  # unpinned: the installer picks a release that accepts this torch
         wanted = {ver: r for ver, r in info["releases"].items() if SpecifierSet(spec).contains(ver)}
         if not wanted:
-            continue  # releases torchship has no facts for: not judged
+            if _each_known(spec, info["releases"]):  # `xformers==0.0.29,==0.0.30`
+                out.append(Problem("error", f"{name}{spec}: no release meets every one of "
+                                   "these pins together"))  # fmt: skip
+            continue  # otherwise releases torchship has no facts for: not judged
         fits = [ver for ver, r in wanted.items() if SpecifierSet(r["torch"]).contains(rel.version)]
         if not fits:
             built = sorted({r["torch"] for r in wanted.values()}, key=_order)[-3:]
@@ -90,6 +93,13 @@ def problems(pins: tuple[tuple[str, str], ...], rel: Release, v: Variant) -> tup
                                f"{', '.join('cu' + c for c in have)}): it would load its CPU "
                                "library"))  # fmt: skip
     return tuple(out)
+
+
+def _each_known(spec: str, releases: dict[str, object]) -> bool:
+    """Several pins, each met by a release torchship knows (so together they contradict)."""
+    parts = [x for x in spec.split(",") if x]
+    return len(parts) > 1 and all(any(SpecifierSet(x).contains(v) for v in releases)
+                                  for x in parts)  # fmt: skip
 
 
 def _order(spec: str) -> Version:
