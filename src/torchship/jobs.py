@@ -268,7 +268,8 @@ def get_job(store: JobStore, ref: str) -> Job:
     job = job or archived_job(store, ref)
     if job is None:
         lower = ref.lower()
-        if lower != ref and (store.get(lower) or store.prefix_matches(lower)):
+        hexadecimal = all(c in "0123456789abcdef" for c in lower)
+        if lower != ref and hexadecimal and store.prefix_matches(lower, 1):
             hint = f"job ids are lower-case: {lower!r}"
         else:
             hint = "see `torchship status` for the jobs there are"

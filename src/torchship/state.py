@@ -312,12 +312,20 @@ def _guarded(
     return wrapper
 
 
-def _not_opened(path: Path, e: OSError) -> StoreError:
-    """Why the store's file or folder could not be opened, with what fixes that."""
+def folder_problem(path: Path) -> StoreError | None:
+    """The store's folder is a file (TORCHSHIP_HOME set to one), or None."""
     folder = next((p for p in path.parents if p.exists()), None)
-    if isinstance(e, NotADirectoryError) and folder is not None and not folder.is_dir():
+    if folder is not None and not folder.is_dir():
         return StoreError(f"cannot open the job store {path}: {folder} is a file, not a folder",
                           f"set TORCHSHIP_HOME to a folder (or move {folder} away)")  # fmt: skip
+    return None
+
+
+def _not_opened(path: Path, e: OSError) -> StoreError:
+    """Why the store's file or folder could not be opened, with what fixes that."""
+    folder = folder_problem(path) if isinstance(e, NotADirectoryError) else None
+    if folder is not None:
+        return folder
     if path.is_symlink() and not path.exists():
         return StoreError(
             f"the job store {path} is a link to {os.readlink(path)}, which does not exist",
@@ -699,8 +707,11 @@ class JobStore:
         if query.since is not None:
             where, args = _where(query, sieve=("state", "site"))
             order = "created_at"
-        sql = f"SELECT 1 FROM jobs WHERE {where} ORDER BY {order} DESC LIMIT 1 OFFSET ?"
-        return self.db.execute(sql, [*args, query.limit]).fetchone() is not None
+        marks = ", ".join("?" * len(ACTIVE))  # an active job past the newest N is shown too
+        shown = f"state IN ({marks}) AND (state != 'lost' OR recheck_at IS NULL OR recheck_at < ?)"
+        sql = (f"SELECT 1 FROM (SELECT state, recheck_at FROM jobs WHERE {where} ORDER BY {order}"
+               f" DESC LIMIT -1 OFFSET ?) WHERE NOT ({shown}) LIMIT 1")  # fmt: skip
+        return self.db.execute(sql, [*args, query.limit, *ACTIVE, NEVER]).fetchone() is not None
 
     @_guarded
     def recheck_at(self, job_id: str, when: float) -> Job:

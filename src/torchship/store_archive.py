@@ -73,7 +73,7 @@ def retention_s(text: str | None = None) -> float | None:
         days = -1.0
     if days == 0:
         return None
-    if not days > 0 or days == float("inf"):
+    if not 0 < days * 86400 < float("inf"):  # 1e308 days is no number of seconds
         raise UsageError(
             f"{RETENTION_ENV}={raw!r} is not a number of days",
             f"set {RETENTION_ENV} to a number of days (e.g. 30), or to never",
@@ -286,10 +286,11 @@ class Vacuumed:
     after_bytes: int
 
 
-def vacuum(store: JobStore) -> list[Vacuumed]:
+def vacuum(store: JobStore, done: list[Vacuumed] | None = None) -> list[Vacuumed]:
     """Rewrite jobs.db (and its archive) without free pages, and truncate the WAL: the space
-    moved or deleted jobs held goes back to the file system."""
-    out = []
+    moved or deleted jobs held goes back to the file system. A file another process is reading
+    is not rewritten (its WAL would only grow): StoreError, with `done` holding what was."""
+    out = [] if done is None else done
     for path in (store.path, archive_path(store.path)):
         if not path.is_file():
             continue
@@ -297,8 +298,8 @@ def vacuum(store: JobStore) -> list[Vacuumed]:
             before = _size(path)
             if not _vacuum(s):
                 raise StoreError(
-                    f"{path} was rewritten, but another process reading it keeps the old pages "
-                    f"in its write-ahead log ({_size(path):,} bytes now, {before:,} before)",
+                    f"{path} is being read by another process, so its space cannot be given "
+                    f"back now ({_size(path):,} bytes)",
                     f"run `torchship state vacuum` again when no command reads {path.name} "
                     f"(`fuser {path}` names them)",
                     "locked",
@@ -309,7 +310,11 @@ def vacuum(store: JobStore) -> list[Vacuumed]:
 
 @_guarded
 def _vacuum(store: JobStore) -> bool:
-    """VACUUM, then the WAL checkpointed and truncated; False when a reader kept it."""
+    """The WAL checkpointed first (a reader holding it would keep every page VACUUM writes
+    there), then VACUUM and the WAL truncated; False, with nothing rewritten, when a reader
+    holds the WAL, or when one came in between."""
+    if store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]:
+        return False
     store.db.execute("VACUUM")
     busy = store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     return not busy

@@ -89,7 +89,12 @@ def check(path: Path, busy_timeout_s: float = 5.0) -> Health:
         return Health(path, (), False)
     size = path.stat().st_size if path.is_file() else None
     found = file_problem(path, deep=True)
-    if found is not None and found.kind in ("is-a-directory", "no-permission", "not-a-database"):
+    if found is not None and found.kind in (
+        "is-a-directory",
+        "no-permission",
+        "not-a-database",
+        "cannot-open",
+    ):  # cannot-open: a link to nothing
         return Health(path, (_problem(found),), True, size)
     problems = [] if found is None else [_problem(found)]
     try:

@@ -107,6 +107,8 @@ def test_an_empty_job_is_refused_not_taken_for_the_only_one(tmp_path: Path) -> N
         (["state", "prune", "--older-than=-1"], "--older-than -1"),
         (["state", "prune", "--older-than=nan"], "--older-than nan"),
         (["state", "prune", "--older-than=inf"], "--older-than inf"),
+        (["state", "prune", "--older-than=1e308"], "--older-than 1e+308"),
+        (["run", "--detach", "--key", " ", "job.toml"], "--key is empty"),
     ],
 )
 def test_bad_flags_are_usage_errors_never_internal_ones(
@@ -122,6 +124,7 @@ def test_bad_flags_are_usage_errors_never_internal_ones(
 
 def test_the_more_note_only_when_there_are_more(tmp_path: Path) -> None:
     env = {"TORCHSHIP_HOME": str(tmp_path)}
+    _store(tmp_path, 0, 2, prefix="old")  # active, older than the 50: listed all the same
     _store(tmp_path, 50, 0)
     assert "--all" not in run_cli("status", env=env).stderr  # exactly 50: nothing more
     _store(tmp_path, 1, 0, prefix="more")
@@ -176,7 +179,7 @@ def test_vacuum_with_a_reader_open_says_so(tmp_path: Path) -> None:
     reading = "c.execute('BEGIN'); c.execute('SELECT count(*) FROM jobs').fetchone()"
     with _another_process(tmp_path / "jobs.db", reading):
         r = run_cli("state", "vacuum", env=env)
-    _usage(r, "another process reading it")
+    _usage(r, "is being read by another process")
     assert run_cli("state", "vacuum", env=env).returncode == 0  # the reader gone: done
 
 
@@ -219,3 +222,36 @@ def test_a_full_disk_under_stdout_is_said_not_a_bug(tmp_path: Path) -> None:
                            stderr=subprocess.PIPE, text=True, check=False,
                            env={**os.environ, "TORCHSHIP_HOME": str(tmp_path)})  # fmt: skip
     assert r.returncode == 1 and "no space left" in r.stderr and "internal" not in r.stderr
+
+
+def test_the_archive_where_it_cannot_be_and_checks_that_say_so(tmp_path: Path) -> None:
+    env = {"TORCHSHIP_HOME": str(tmp_path)}
+    _store(tmp_path, 3, 0)
+    archive = tmp_path / "jobs-archive.db"
+    archive.symlink_to(tmp_path / "nowhere.db")
+    for argv in (("status", "--archived"), ("state", "prune", "--older-than", "0")):
+        _usage(run_cli(*argv, env=env), "which does not exist")
+    checked = run_cli("state", "check", "--json", env=env)
+    doc = json.loads(checked.stdout)
+    assert checked.returncode == 1 and doc["ok"] is False and doc["store_ok"] is True
+    assert doc["archive"]["ok"] is False
+    archive.unlink()
+    assert run_cli("state", "prune", "--older-than", "0", env=env).returncode == 0
+    _usage(run_cli("state", "prune", "--db", str(archive), env=env), "its jobs are archived")
+    assert run_cli("status", "--archived", "--state", "failed", env=env).stdout.strip() == (
+        "no archived jobs match"
+    )
+
+
+def test_state_commands_where_home_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    env = {"TORCHSHIP_HOME": str(tmp_path / "file")}
+    for verb in ("check", "repair", "prune", "vacuum"):
+        _usage(run_cli("state", verb, env=env), "is a file, not a folder")
+
+
+def test_a_key_in_capitals_is_not_told_to_be_lower_case(tmp_path: Path) -> None:
+    env = {"TORCHSHIP_HOME": str(tmp_path)}
+    _store(tmp_path, 1, 0)
+    r = run_cli("status", "K0", env=env)
+    assert r.returncode == 2 and "lower-case" not in r.stderr

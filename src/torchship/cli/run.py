@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from torchship.cli._output import findings_lines, print_json
+from torchship.errors import UsageError
 
 if TYPE_CHECKING:  # jobs and the store load when a job is run, not to parse its flags
     from torchship.doctor.checks import Finding
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"plan ({where}):\n  {sub.request.text}")
             print("would run" if would else "would refuse: preflight errors (--force runs anyway)")
         return 0 if would else 1
+    if args.key is not None and not args.key.strip():
+        raise UsageError("--key is empty", "give a key that names this job, or leave --key out")
     from torchship.jobs import PreflightError
     from torchship.state import JobStore
 

@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
     if args.db is not None and not args.db.strip():
         raise UsageError("--db is empty", "give the store's path, or leave --db out")
     path = Path(args.db) if args.db else default_path()
+    from torchship.state import folder_problem
+
+    problem = folder_problem(path)  # TORCHSHIP_HOME a file: no store can be there, say so
+    if problem is not None:
+        raise problem
     if args.verb in ("prune", "vacuum"):
         return _keep_small(args, path)
     from torchship.store_health import check, repair
@@ -48,14 +53,19 @@ def run(args: argparse.Namespace) -> int:
 
         health = check(path, wait_s)
         archive = archive_path(path)
-        beside = check(archive, wait_s) if archive.exists() and not args.db else None
+        there = archive.exists() or archive.is_symlink()
+        beside = check(archive, wait_s) if there and not args.db else None
+        ok = health.ok and (beside is None or beside.ok)
         if args.json:
-            print_json({**health.to_json(), "archive": beside and beside.to_json()})
-            return 0 if health.ok and (beside is None or beside.ok) else 1
+            doc = {**_with_db(health.to_json(), path, args.db is not None), "ok": ok,
+                   "store_ok": health.ok,
+                   "archive": beside and _with_db(beside.to_json(), archive, True)}  # fmt: skip
+            print_json(doc)
+            return 0 if ok else 1
         for h in (health, beside):
             if h is not None:
-                _say(h, h is beside)
-        return 0 if health.ok and (beside is None or beside.ok) else 1
+                _say(h, h is beside or args.db is not None)
+        return 0 if ok else 1
     done = repair(path, wait_s)
     if args.json:
         print_json(None if done is None else done.to_json())
@@ -70,9 +80,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _say(health: Any, archive: bool) -> None:
-    """`state check` in words; hints that say to run `state check` are cut to what remains."""
-    what = "archive" if archive else "job store"
+def _with_db(doc: dict[str, Any], path: Path, named: bool) -> dict[str, Any]:
+    """A health document whose problems' hints name `--db PATH` where the store is not the
+    default one (`state repair` alone would repair jobs.db)."""
+    if not named:
+        return doc
+    problems = [{**p, "hint": _db_hint(p["hint"], path)} for p in doc.get("problems", [])]
+    return {**doc, "problems": problems}
+
+
+def _db_hint(hint: str, path: Path) -> str:
+    for verb in ("check", "repair"):
+        hint = hint.replace(f"`torchship state {verb}`", f"`torchship state {verb} --db {path}`")
+    return hint
+
+
+def _say(health: Any, named: bool) -> None:
+    """`state check` in words; hints that say to run `state check` are cut to what remains, and
+    name the store with --db where it is not the default one (`named`: the archive, --db)."""
+    what = "archive" if health.path.name.endswith("-archive.db") else "job store"
     if not health.exists:
         print(f"no {what} at {health.path} yet: nothing to check")
     elif health.ok:
@@ -80,9 +106,8 @@ def _say(health: Any, archive: bool) -> None:
               f"{health.events} events, {health.size_bytes:,} bytes)")  # fmt: skip
     for p in health.problems:
         hint = p.hint.split("; ", 1)[-1] if p.hint.startswith(_CHECK_FIRST) else p.hint
-        if archive:
-            hint = hint.replace("`torchship state repair`",
-                                f"`torchship state repair --db {health.path}`")  # fmt: skip
+        if named:
+            hint = _db_hint(hint, health.path)
         print(f"✗ {p.kind}: {p.message}\n    fix: {hint}")
 
 
@@ -95,10 +120,11 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
     from torchship.store_errors import file_problem
 
     if args.verb == "prune":  # a bad value is refused whether or not there is a store
-        if args.older_than is not None and not 0 <= args.older_than < float("inf"):
+        if args.older_than is not None and not 0 <= args.older_than * 86400 < float("inf"):
             raise UsageError(f"--older-than {args.older_than:g}: not a number of days",
                              "give a number of days, e.g. --older-than 30")  # fmt: skip
         keep = args.older_than * 86400 if args.older_than is not None else retention_s()
+        _not_an_archive(path)
     if not path.is_file():
         problem = file_problem(path) if path.exists() or path.is_symlink() else None
         if problem is not None:
@@ -107,12 +133,15 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
         return 0
     with JobStore(path) as store:
         if args.verb == "vacuum":
-            done = vacuum(store)
-            if args.json:
-                print_json([{"path": str(d.path), "before_bytes": d.before_bytes,
-                             "after_bytes": d.after_bytes} for d in done])  # fmt: skip
-            for d in [] if args.json else done:
-                print(f"{d.path}: {d.before_bytes:,} → {d.after_bytes:,} bytes")
+            done: list[Any] = []
+            try:
+                vacuum(store, done)
+            finally:  # what was given back is said, whatever came of the rest
+                if args.json:
+                    print_json([{"path": str(d.path), "before_bytes": d.before_bytes,
+                                 "after_bytes": d.after_bytes} for d in done])  # fmt: skip
+                for d in [] if args.json else done:
+                    print(f"{d.path}: {d.before_bytes:,} → {d.after_bytes:,} bytes")
             return 0
         if keep is None:
             print("retention is off (TORCHSHIP_RETENTION_DAYS=never): pass --older-than DAYS")
@@ -127,3 +156,18 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
             print(f"the space they held is free inside {path}: `torchship state vacuum` gives "
                   "it back to the file system")  # fmt: skip
     return 0
+
+
+def _not_an_archive(path: Path) -> None:
+    """`state prune --db jobs-archive.db` would move archived jobs to an archive of the archive,
+    where no command looks: refused."""
+    if not path.name.endswith("-archive.db"):
+        return
+    from torchship.state import archive_path
+
+    store = path.with_name(path.name.removesuffix("-archive.db") + ".db")
+    if archive_path(store) == path:
+        raise UsageError(
+            f"{path} is the archive of {store}: its jobs are archived already",
+            f"prune the store itself: `torchship state prune --db {store}`",
+        )

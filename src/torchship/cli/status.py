@@ -233,7 +233,9 @@ def _list(store: JobStore, notes: dict[str, str], query: Query, as_json: bool, n
         for part in _table(_row(x, now, x.id in notes) for x in lines):
             print(part)
             shown += part.count("\n")
-        if not shown:
+        if not shown and archived:
+            print("the archive holds no jobs" if query == Query() else "no archived jobs match")
+        elif not shown:
             print("no jobs yet: `torchship run examples/quickstart/job.toml`" if query == Query()
                   else "no jobs match")  # fmt: skip
     if query.limit is not None and shown >= query.limit and more():  # on stderr, JSON or not
@@ -248,6 +250,12 @@ def _archived(store: JobStore, query: Query, as_json: bool, now: float) -> int:
 
     path = archive_path(store.path)
     if not path.is_file():
+        from torchship.store_errors import file_problem
+
+        problem = file_problem(path) if path.exists() or path.is_symlink() else None
+        if problem is not None:  # a folder or a link to nothing where the archive should be
+            with naming_archive(path):
+                raise problem
         if as_json:
             print("[]")
         else:
