@@ -12,3 +12,14 @@ def hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def kernel_and_arch() -> tuple[str, str]:
+    """(kernel release, machine) as platform.release() and platform.machine() say them, from
+    uname where there is one (platform costs ~1.5 ms of imports and regexes to start)."""
+    if hasattr(os, "uname"):
+        u = os.uname()
+        return u.release, u.machine
+    import platform
+
+    return platform.release(), platform.machine()

@@ -12,14 +12,16 @@ named after it, so `torchship run --site docker` needs no sites file.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torchship.backends import KINDS
 from torchship.errors import SpecError, TorchshipError, UsageError
 from torchship.place import sites as generic
-from torchship.place.policy import SiteLoad
 from torchship.place.sites import Site, default_sites_path
+
+if TYPE_CHECKING:  # placement's types: `run --site local` reads its site without the policy
+    from torchship.place.policy import SiteLoad
 
 __all__ = [
     "EMBEDDED",
@@ -83,6 +85,8 @@ def site_named(name: str, path: str | Path | None = None) -> tuple[Site, tuple[S
             "settings of its own",
             f"add one: `torchship site add NAME --kind {name} …`, then --site NAME",
         )
+    import difflib  # only for a name that is not there
+
     names = [s.name for s in sites]
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(names)}, or auto"

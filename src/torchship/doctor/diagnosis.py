@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from torchship.compat.matrix import Matrix
 from torchship.doctor.checks import Finding, context, run_checks
 from torchship.doctor.facts import Facts
-from torchship.doctor.signatures import Hit, Text, load_signatures, scan
 from torchship.lock.model import Lock
 
-if TYPE_CHECKING:  # the paste reader (~40 regexes) loads for pasted text only: not for `run`
+if TYPE_CHECKING:  # the paste reader (~40 regexes) and the signatures load for text only
     from torchship.doctor.reader import Part
+    from torchship.doctor.signatures import Hit
 
 MAX_REPORT_BYTES = 8 * 2**20
 
@@ -45,7 +45,11 @@ class Diagnosis:
 
 
 def hits_in(text: str) -> tuple[Hit, ...]:
-    return tuple(scan(Text(text), load_signatures())) if text.strip() else ()
+    if not text.strip():
+        return ()
+    from torchship.doctor.signatures import Text, load_signatures, scan  # only for a text
+
+    return tuple(scan(Text(text), load_signatures()))
 
 
 def _conflicts(facts: Facts, hits: list[Hit]) -> tuple[str, ...]:

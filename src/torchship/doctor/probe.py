@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torchship._host import hostname
+from torchship._host import hostname, kernel_and_arch
 
 if TYPE_CHECKING:
     from torchship.doctor.facts import Facts
@@ -544,8 +545,6 @@ def probe(
     reading every package's metadata or starting nvcc (a third of a second). nvidia-smi runs at
     most once. gpu_details=False: the GPUs by the driver's files alone where they name them
     (models, no compute capability or details; see _gpu_layer), for picking an environment."""
-    import platform
-
     from torchship.doctor.facts import Facts
 
     env = dict(os.environ if environ is None else environ)
@@ -569,12 +568,13 @@ def probe(
         sources["host_nvcc"] = "nvcc --version (the host toolkit; torch does not use it)"
     mem, cpus = _cgroup_limits(root)
     maps = _read(Path("/proc/self/maps")) if rt and root == Path("/") else None
+    kernel, arch = kernel_and_arch()
     return Facts(
         origin="probe" if rt else "probe-fast",
         hostname=hostname(),
         os=_os_release(root),
-        kernel=platform.release(),
-        arch=platform.machine(),
+        kernel=kernel,
+        arch=arch,
         glibc=_glibc(),
         container=container_kind(root, env),
         cgroup_memory_bytes=mem,
@@ -584,7 +584,7 @@ def probe(
         gpus=hw.gpus,
         device_nodes=tuple(sorted(str(p) for p in (root / "dev").glob("nvidia*"))),
         env=relevant_env(env),
-        python=platform.python_version(),
+        python=sys.version.split()[0],  # as platform.python_version() says it
         packages=py.packages,
         torch=py.torch,
         torch_cuda=py.build_cuda,

@@ -22,23 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from torchship.doctor.facts import Facts
+from torchship.doctor.layers import LAYERS
 
 WINDOW = 600  # characters on each side of an anchor that a pattern may see
 MAX_DISTINCT = 200  # distinct lines one anchor is tried on (a log repeats a line many times)
 MAX_TRIES = 20_000  # occurrences of one anchor looked at in all: the scan's work stays bounded
 SEVERITIES = ("error", "warning", "info")
-# the doctor's layers, in the order findings are shown
-LAYERS = (
-    "hardware",
-    "driver",
-    "cuda",
-    "libraries",
-    "torch",
-    "distributed",
-    "build",
-    "packages",
-    "lock",
-)
 _FIELDS = {
     "id",
     "code",

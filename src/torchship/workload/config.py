@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass, fields
-from difflib import get_close_matches
 from typing import Any
 
 AMP_MODES = ("auto", "bf16", "off")
@@ -109,6 +108,8 @@ def check_table(table: dict[str, Any]) -> TrainConfig:
     values = asdict(TrainConfig())
     for key, value in table.items():
         if key not in known:
+            from difflib import get_close_matches  # only for a key that is wrong
+
             close = get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]}?" if close else f"one of: {', '.join(known)}"
             raise ArgError(key, "unknown workload argument", hint)

@@ -22,7 +22,7 @@ from torchship.doctor.checks.base import (
     context,
 )
 from torchship.doctor.checks.text import text_findings
-from torchship.doctor.signatures import LAYERS
+from torchship.doctor.layers import LAYERS
 
 __all__ = [
     "CHECKS",

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchship.compat.archs import Arch, parse_arch
 from torchship.compat.gpus import GPUTarget, lookup_gpu
 from torchship.compat.matrix import Matrix
 from torchship.doctor.facts import Facts, GPUFact
-from torchship.doctor.signatures import Hit, applies
 from torchship.errors import UnknownGPUError
 from torchship.lock.model import Lock
 from torchship.versions import parse_version
+
+if TYPE_CHECKING:  # a machine's checks without an error text load no signatures
+    from torchship.doctor.signatures import Hit
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 HIGH, MEDIUM, LOW = "high", "medium", "low"
@@ -78,7 +80,12 @@ def context(
     cpu_job: bool = False,
 ) -> Context:
     """The Context, with the hits that apply to these facts worked out once."""
-    applied = tuple(h for h in hits if applies(h, facts))
+    if hits:
+        from torchship.doctor.signatures import applies
+
+        applied = tuple(h for h in hits if applies(h, facts))
+    else:
+        applied = ()
     return Context(facts, matrix, lock, hits, cpu_job, applied)
 
 

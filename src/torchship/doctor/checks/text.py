@@ -5,9 +5,12 @@ code drops or demotes that code's errors: checks.run_checks; one failure has one
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from torchship.doctor.checks.base import ERROR, HIGH, LOW, WARNING, Context, Finding
-from torchship.doctor.signatures import Hit
+
+if TYPE_CHECKING:  # the hits come from an error text; a machine's checks load no signatures
+    from torchship.doctor.signatures import Hit
 
 MAX_EVIDENCE = 3
 
