@@ -307,3 +307,20 @@ def test_two_pins_of_one_extension_combine_and_contradiction_is_said() -> None:
     ok = run_cli("resolve", "--gpu", "H100", "--driver", "580.65.06", "--torch", "2.6.0", *both,
                  "--json")  # fmt: skip
     assert ok.returncode == 0, ok.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--gpu", "GTX 1080", "--driver", "595.00", "--torch", "2.9.1"],
+         "GTX 1080 (sm_61) is driven by the R580 branch at the newest: install an R580 driver, "
+         "and 2.9.1+cu126 fits"),
+        (["--glibc", "2.5", "--torch", "2.9.1"], "glibc 2.5 is older than any torch wheel needs"),
+        (["--glibc", "2.17", "--torch", "2.9.1"], "glibc 2.17 runs the wheels of torch 2.0.0–"),
+    ],
+)  # fmt: skip
+def test_nothing_fits_says_what_would(argv: list[str], says: str) -> None:
+    """A driver too new for an old GPU and a glibc too old printed "nothing fits." alone."""
+    r = run_cli("resolve", *argv, "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and any(says in x for x in doc["suggestions"]), doc["suggestions"]

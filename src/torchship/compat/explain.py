@@ -11,12 +11,13 @@ without parsing the sentence. This module imports the resolver; the resolver nev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from torchship.compat.archs import Version, driver_str
+from torchship.compat.archs import TEGRA, Version, driver_str, version_str
 from torchship.compat.builds import kernel_mask, platform_builds
+from torchship.compat.drivers import ceiling, lowest_ceiling
 from torchship.compat.fleet import platform_request, resolve_fleet
 from torchship.compat.gpus import gpu_display
 from torchship.compat.judge import Judge
@@ -138,6 +139,39 @@ def _python_hint(m: Matrix, platform: str, torch: str, python: str) -> str | Non
     return f"Python {python} wheels exist for torch {have[0]}–{have[-1]}"
 
 
+@lru_cache(maxsize=4096)
+def _glibc_hint(m: Matrix, platform: str, torch: str, glibc: Version) -> str | None:
+    """A glibc older than every requested release's wheels need: which releases it runs."""
+    wanted, _ = _wanted(m, platform, torch)
+    linux = [r for r in wanted if r.manylinux]
+    if not linux or any(r.glibc_min <= glibc for r in linux):
+        return None
+    have = [r.torch for r in _every_view(m, platform) if r.manylinux and r.glibc_min <= glibc]
+    if have:
+        return f"glibc {version_str(glibc)} runs the wheels of torch {have[0]}–{have[-1]}"
+    floor = min(r.glibc_min for r in _every_view(m, platform) if r.manylinux)
+    return (
+        f"glibc {version_str(glibc)} is older than any torch wheel needs (≥ {version_str(floor)}):"
+        " a newer OS, or a container image that brings its own"
+    )
+
+
+def _ceiling_hints(req: Request, m: Matrix, torch: str) -> list[str]:
+    """A driver too new for a GPU (a Pascal under R590): the branch that still drives it, and
+    what fits with that driver."""
+    assert req.driver is not None
+    out = []
+    for t in req.gpus:
+        last = None if t.cc in TEGRA else ceiling(m, t.cc)
+        if last is None or req.driver[0] <= last:
+            continue
+        fit = _nearest_fit(replace(req, driver=(last, 999, 999)), m, torch)
+        then = f", and {fit} fits" if fit else ""
+        out.append(f"{t.display} is driven by the R{last} branch at the newest: install an "
+                   f"R{last} driver{then}")  # fmt: skip
+    return out
+
+
 @lru_cache(maxsize=64)
 def _release_bits(m: Matrix, platform: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Per build of the platform (by index), the place of its release in the matrix; per
@@ -232,6 +266,10 @@ def _would_fit(
         out.append(("python", h, None))
     if req.driver is not None and (h := _driver_hint(m, p, text, req.driver)):
         out.append(("driver", h, None))
+    if req.glibc is not None and (h := _glibc_hint(m, p, text, req.glibc)):
+        out.append(("glibc", h, None))
+    if req.driver is not None and req.driver[0] > lowest_ceiling(m):  # rare: a Pascal on R590
+        out += [("driver", h, None) for h in _ceiling_hints(req, m, text)]
     for t in req.gpus:
         if h := _gpu_hint(m, p, text, t.label, t.cc, t.gpu is None):
             out.append(("gpu", h, None))
@@ -300,6 +338,7 @@ def clear_caches() -> None:
         _gpu_hint,
         _driver_hint,
         _python_hint,
+        _glibc_hint,
         _release_bits,
         _python_builds,
     ):
