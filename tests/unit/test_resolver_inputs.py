@@ -324,3 +324,10 @@ def test_nothing_fits_says_what_would(argv: list[str], says: str) -> None:
     r = run_cli("resolve", *argv, "--json")
     doc = json.loads(r.stdout)
     assert r.returncode == 1 and any(says in x for x in doc["suggestions"]), doc["suggestions"]
+
+
+def test_a_major_alone_means_its_newest_release() -> None:
+    """`--torch 2` meant exactly 2.0.0 (PEP 440's `==2`); a user means the newest 2.x."""
+    assert parse_torch("2") == (SpecifierSet("==2.*"), None)
+    r = run_cli("resolve", "--torch", "2", "--gpu", "H100", "--driver", "580.65.06", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["chosen"] != "2.0.0+cu118"

@@ -40,7 +40,8 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # all but the tab
 def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
     """A torch version or range -> (specifier, CUDA pin from a `+cuXYZ` local part or None).
 
-    `2.9.1` -> ==2.9.1; `2.9` -> ==2.9.* (its newest patch); `2.9.1+cu128` -> ==2.9.1 and cuda
+    `2.9.1` -> ==2.9.1; `2.9` -> ==2.9.* (its newest patch); `2` -> ==2.* (the newest 2.x, not
+    2.0.0, which is what PEP 440's `==2` means); `2.9.1+cu128` -> ==2.9.1 and cuda
     12.8; anything else is a PEP 440 specifier set (`>=2.7,<2.10`). A pre-, post- or dev-release
     (`2.10.0rc1`, `2.9.1.post1`) is pinned as written, never as its final release: it then
     matches no release of the matrix and check_torch_known says so.
@@ -62,7 +63,7 @@ def parse_torch(text: str) -> tuple[SpecifierSet, str | None]:
     if v.local:
         cuda = parse_cuda(v.local)
     base = v.public  # the version less its local part: `2.9.1.post1` stays itself
-    if len(v.release) == 2 and not (v.is_prerelease or v.is_postrelease):
+    if len(v.release) <= 2 and not (v.is_prerelease or v.is_postrelease):
         return SpecifierSet(f"=={base}.*"), cuda
     return SpecifierSet(f"=={base}"), cuda
 
