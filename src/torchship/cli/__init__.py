@@ -116,14 +116,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args_list[:1] == ["--version"]:  # what argparse would print, without building it
             print(f"torchship {__version__}")
-            return 0
+            return _flushed(0)
         parser = build_parser(_command(args_list))
-        args = parser.parse_args(args_list)
+        try:
+            args = parser.parse_args(args_list)
+        except SystemExit:  # --help, or argparse's own usage error: written, then flushed here
+            sys.stdout.flush()  # so that a full disk under it is said, not lost at exit
+            raise
         if args.command is None:
             parser.print_help()
-            return 2
+            return _flushed(2)
         code: int = args.run(args)
-        return code
+        return _flushed(code)
     except TorchshipError as e:
         if debug:
             raise
@@ -142,11 +146,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: no space left to write{where}: {e.strerror}", file=sys.stderr)
         print("hint: free some space on that file system, or write elsewhere", file=sys.stderr)
+        _discard_stdout()  # what could not be written is dropped, not retried at exit
         return 1
     except Exception as e:
         if debug:
             raise
         return _internal(e)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still buffered
+    succeeds instead of printing a second error and exiting 120 (as Python's docs do for
+    SIGPIPE)."""
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file under stdout: nothing buffered
+        pass
+
+
+def _flushed(code: int) -> int:
+    """`code`, once what was printed is written: a block-buffered stdout (a file, not a
+    terminal) fails on a full disk only when flushed, which at exit would lose the error."""
+    sys.stdout.flush()
+    return code
 
 
 def _internal(e: BaseException) -> int:
