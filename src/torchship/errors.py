@@ -114,7 +114,10 @@ OTHER_VENDORS = {
 class UnknownGPUError(UsageError):
     """A GPU name that is not in the matrix; `suggestions` holds close matches."""
 
-    def __init__(self, name: str, suggestions: tuple[str, ...], vendor: str = "") -> None:
+    def __init__(
+        self, name: str, suggestions: tuple[str, ...], vendor: str = "", hint: str = ""
+    ) -> None:
+        """`hint`: what to say when there is no close match (default: the forms a GPU takes)."""
         self.name = name
         self.suggestions = suggestions
         if vendor:  # never a close NVIDIA name for another vendor's GPU
@@ -125,7 +128,7 @@ class UnknownGPUError(UsageError):
             return
         if suggestions:
             hint = "did you mean " + " or ".join(repr(s) for s in suggestions) + "?"
-        else:
+        elif not hint:
             hint = "name a GPU model (e.g. 'H100', 'RTX 4090') or its architecture ('sm_90', '9.0')"
         super().__init__(f"unknown GPU {excerpt(name)}", hint)
 

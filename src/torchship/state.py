@@ -141,6 +141,14 @@ def archive_path(store_path: Path) -> Path:
     return store_path.with_name(f"{store_path.stem}-archive{store_path.suffix or '.db'}")
 
 
+def archived_store(path: Path) -> Path | None:
+    """The store whose archive `path` is (jobs-archive.db -> jobs.db), or None."""
+    if not path.stem.endswith("-archive"):
+        return None
+    store = path.with_name(path.stem.removesuffix("-archive") + path.suffix)
+    return store if archive_path(store) == path else None
+
+
 def new_job_id(now: float | None = None) -> str:
     """Time-sortable, unique: 12 hex digits of milliseconds + 8 random hex digits."""
     ms = int((time.time() if now is None else now) * 1000)

@@ -31,7 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from torchship.errors import UsageError
-from torchship.state import Event, Job, JobStore, StoreError, _guarded, archive_path
+from torchship.state import (
+    Event,
+    Job,
+    JobStore,
+    StoreError,
+    _guarded,
+    archive_path,
+    archived_store,
+)
+from torchship.store_errors import naming
 
 __all__ = [
     "Moved",
@@ -98,6 +107,12 @@ def move_due(
 ) -> Moved:
     """Move the jobs due (finished, last changed more than `older_than_s` ago, and nobody
     retrying them) to the archive, `batch` at a time, at most `limit` of them (None: all)."""
+    owner = archived_store(store.path)
+    if owner is not None:  # its jobs would go to an archive of the archive, where none looks
+        raise UsageError(
+            f"{store.path} is the archive of {owner}: its jobs are archived already",
+            f"prune the store itself: `torchship state prune --db {owner}`",
+        )
     now = time.time() if now is None else now
     path = archive_path(store.path)
     jobs = events = 0
@@ -140,9 +155,7 @@ def naming_archive(path: Path) -> Iterator[None]:
     except StoreError as e:
         if str(path) not in e.message:
             raise
-        hint = e.hint.replace("`torchship state check`", f"`torchship state check --db {path}`")
-        hint = hint.replace("`torchship state repair`", f"`torchship state repair --db {path}`")
-        raise StoreError(e.message, hint, e.kind) from None
+        raise StoreError(e.message, naming(e.hint, path), e.kind) from None
 
 
 @_guarded

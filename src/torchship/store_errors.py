@@ -62,6 +62,14 @@ def hint_for(kind: Kind, path: Path) -> str:
     return HINT
 
 
+def naming(hint: str, path: Path) -> str:
+    """`hint` with `state check` and `state repair` given `--db path`: without it they look at
+    the default jobs.db, not at an archive or a store named elsewhere."""
+    for verb in ("check", "repair"):
+        hint = hint.replace(f"`torchship state {verb}`", f"`torchship state {verb} --db {path}`")
+    return hint
+
+
 def error(kind: Kind, path: Path, what: str) -> StoreError:
     return StoreError(what, hint_for(kind, path), kind)
 

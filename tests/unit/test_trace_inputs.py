@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
-from torchship.cli.simulate import finite_json
 from torchship.errors import SpecError, UsageError
 from torchship.place.simulate import PolicyResult, check_finite, simulate
 from torchship.place.trace import (
@@ -189,12 +188,3 @@ def test_a_result_that_overflowed_is_refused_not_printed() -> None:
         check_finite(bad)
     assert e.value.message.startswith("policy hybrid: makespan_h came out as inf")
     assert e.value.hint
-
-
-@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
-def test_json_with_inf_or_nan_is_an_error(value: float) -> None:
-    ok = {"results": [{"cost_usd": 1.5}], "ratios": {"r": 0.3}}
-    assert finite_json(ok) is ok
-    with pytest.raises(UsageError) as e:
-        finite_json({"results": [], "ratios": {"hybrid cost / cloud-only cost": value}})
-    assert "JSON" in e.value.message and e.value.hint

@@ -85,20 +85,19 @@ def _with_db(doc: dict[str, Any], path: Path, named: bool) -> dict[str, Any]:
     default one (`state repair` alone would repair jobs.db)."""
     if not named:
         return doc
-    problems = [{**p, "hint": _db_hint(p["hint"], path)} for p in doc.get("problems", [])]
+    from torchship.store_errors import naming
+
+    problems = [{**p, "hint": naming(p["hint"], path)} for p in doc.get("problems", [])]
     return {**doc, "problems": problems}
-
-
-def _db_hint(hint: str, path: Path) -> str:
-    for verb in ("check", "repair"):
-        hint = hint.replace(f"`torchship state {verb}`", f"`torchship state {verb} --db {path}`")
-    return hint
 
 
 def _say(health: Any, named: bool) -> None:
     """`state check` in words; hints that say to run `state check` are cut to what remains, and
     name the store with --db where it is not the default one (`named`: the archive, --db)."""
-    what = "archive" if health.path.name.endswith("-archive.db") else "job store"
+    from torchship.state import archived_store
+    from torchship.store_errors import naming
+
+    what = "archive" if archived_store(health.path) else "job store"
     if not health.exists:
         print(f"no {what} at {health.path} yet: nothing to check")
     elif health.ok:
@@ -107,7 +106,7 @@ def _say(health: Any, named: bool) -> None:
     for p in health.problems:
         hint = p.hint.split("; ", 1)[-1] if p.hint.startswith(_CHECK_FIRST) else p.hint
         if named:
-            hint = _db_hint(hint, health.path)
+            hint = naming(hint, health.path)
         print(f"✗ {p.kind}: {p.message}\n    fix: {hint}")
 
 
@@ -124,7 +123,6 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
             raise UsageError(f"--older-than {args.older_than:g}: not a number of days",
                              "give a number of days, e.g. --older-than 30")  # fmt: skip
         keep = args.older_than * 86400 if args.older_than is not None else retention_s()
-        _not_an_archive(path)
     if not path.is_file():
         problem = file_problem(path) if path.exists() or path.is_symlink() else None
         if problem is not None:
@@ -156,18 +154,3 @@ def _keep_small(args: argparse.Namespace, path: Path) -> int:
             print(f"the space they held is free inside {path}: `torchship state vacuum` gives "
                   "it back to the file system")  # fmt: skip
     return 0
-
-
-def _not_an_archive(path: Path) -> None:
-    """`state prune --db jobs-archive.db` would move archived jobs to an archive of the archive,
-    where no command looks: refused."""
-    if not path.name.endswith("-archive.db"):
-        return
-    from torchship.state import archive_path
-
-    store = path.with_name(path.name.removesuffix("-archive.db") + ".db")
-    if archive_path(store) == path:
-        raise UsageError(
-            f"{path} is the archive of {store}: its jobs are archived already",
-            f"prune the store itself: `torchship state prune --db {store}`",
-        )

@@ -21,7 +21,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from torchship.compat.matrix import Release, Variant
-from torchship.spec.fields import read_requirement
+from torchship.spec.fields import pins_by_name
 
 EXTENSIONS = ("xformers", "bitsandbytes", "torchao", "flash-attn")
 
@@ -49,12 +49,7 @@ def extension_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The extensions among the packages, with their specifiers ("" when unpinned)."""
     if not packages:
         return ()
-    pins: dict[str, SpecifierSet] = {}  # one entry an extension, its pins combined (as pip does)
-    for p in packages:
-        r = read_requirement(p)
-        name = r.name.lower().replace("_", "-")
-        if name in EXTENSIONS:
-            pins[name] = pins.get(name, SpecifierSet()) & r.specifier
+    pins = pins_by_name(packages, EXTENSIONS)  # one entry an extension, its pins combined
     return tuple((name, str(spec)) for name, spec in pins.items())
 
 

@@ -132,13 +132,12 @@ def _bare_arch(text: str) -> GPUTarget:
             pass
         else:
             return GPUTarget(label=sm_str(cc), cc=cc, gpu=None)
-    err = UnknownGPUError(text, _arch_guesses(text.lower()))
-    if not err.suggestions:  # the generic hint names sm_90 and 9.0, which this looks like
-        err.hint = (
-            f"no NVIDIA GPU has this compute capability: name a GPU model, or sm_XY / X.Y "
-            f"with X from 1 to {MAX_MAJOR} (e.g. 'sm_90', '12.0')"
-        )
-    raise err
+    raise UnknownGPUError(  # not the generic hint: it names sm_90 and 9.0, which this is like
+        text,
+        _arch_guesses(text.lower()),
+        hint=f"no NVIDIA GPU has this compute capability: name a GPU model, or sm_XY / X.Y "
+        f"with X from 1 to {MAX_MAJOR} (e.g. 'sm_90', '12.0')",
+    )
 
 
 def _arch_guesses(text: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from torchship.spec.fields import (
     parse_driver,
     parse_glibc,
     parse_torch,
+    pins_by_name,
     read_requirement,
 )
 from torchship.spec.model import Spec
@@ -73,13 +74,8 @@ def domain_pins(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     `torchvision==0.28.0` make `==0.1,==0.28.0`, which no release meets)."""
     if not packages:
         return ()
-    pins: dict[str, SpecifierSet] = {}
-    for p in packages:
-        r = read_requirement(p)
-        name = r.name.lower()
-        if name in DOMAIN_LIBRARIES and r.specifier:
-            pins[name] = pins.get(name, SpecifierSet()) & r.specifier
-    return tuple((name, str(spec)) for name, spec in pins.items())
+    pins = pins_by_name(packages, DOMAIN_LIBRARIES)
+    return tuple((name, str(spec)) for name, spec in pins.items() if spec)
 
 
 def check_torch_known(req: Request, matrix: Matrix, file: str, where: str) -> None:

@@ -34,7 +34,7 @@ context, a registry).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -347,7 +347,9 @@ def sites_from_toml(text: str, file: str, kinds: Mapping[str, SiteKind]) -> tupl
     data = parse_toml(text, file)
     unknown = sorted(set(data) - {"site"})
     if unknown:
-        close = _close(unknown[0].lower(), ["site"], n=1, cutoff=0.5)
+        import difflib  # only for a table that is wrong
+
+        close = difflib.get_close_matches(unknown[0].lower(), ["site"], n=1, cutoff=0.5)
         hint = "did you mean [[site]]?" if close else "sites.toml holds [[site]] tables only"
         raise SpecError(file, "", f"unknown table {excerpt(unknown[0])}: it would be ignored", hint)
     raw = data.get("site", [])
@@ -373,10 +375,3 @@ def default_sites_path() -> Path:
     """$TORCHSHIP_SITES, else sites.toml in torchship's data dir."""
     env = os.environ.get(SITES_ENV)
     return Path(env) if env else data_dir() / "sites.toml"
-
-
-def _close(word: str, candidates: Sequence[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
-    """difflib's close matches, imported only when a name is wrong."""
-    import difflib
-
-    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)

@@ -18,6 +18,8 @@ from torchship.versions import Version as NumVersion
 from torchship.versions import parse_version
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Sequence
+
     from packaging.requirements import Requirement
 
 _PY_RE = re.compile(r"^3\.(\d{1,2})(t?)$")
@@ -154,6 +156,19 @@ def read_requirement(text: str) -> PlainRequirement | Requirement:
     except InvalidRequirement as e:
         detail = str(e).splitlines()[0][:100] if str(e) else "invalid"
         raise ValueError(f"{excerpt(text)} is not a PEP 508 requirement ({detail})") from None
+
+
+def pins_by_name(packages: Sequence[str], names: Collection[str]) -> dict[str, SpecifierSet]:
+    """The specifiers of every package whose name (lower-case, `_` as `-`) is in `names`, the
+    pins of one name combined as pip combines them (`x==1` and `x==2` make `==1,==2`, which no
+    release meets); an unpinned one has an empty set. In the packages' order."""
+    pins: dict[str, SpecifierSet] = {}
+    for p in packages:
+        r = read_requirement(p)
+        name = r.name.lower().replace("_", "-")
+        if name in names:
+            pins[name] = pins.get(name, SpecifierSet()) & r.specifier
+    return pins
 
 
 def _plain_requirement(text: str) -> PlainRequirement | None:

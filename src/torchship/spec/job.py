@@ -36,7 +36,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +298,9 @@ def _egress(r: FieldReader) -> tuple[tuple[str, int | None], ...]:
 def _where_inside(key: str, value: object) -> str:
     """The hint for a top-level `key`: the closest field of [job], written as its kind of TOML
     (a list of tables is `[[job.data]]`, a table `[job.env]`, a value a line under [job])."""
-    close = _close(key, JOB_KEYS, n=1, cutoff=0.6)
+    import difflib  # only for a key that is wrong
+
+    close = difflib.get_close_matches(key, JOB_KEYS, n=1, cutoff=0.6)
     if not close:
         return f"move it under [job], whose fields are: {', '.join(JOB_KEYS)}"
     name = close[0]
@@ -321,7 +322,9 @@ def load_job(path: str | Path) -> JobSpec:
     data = read_toml(p, "job file", hint)
     table = data.get("job")
     if not isinstance(table, dict):
-        close = _close("job", [k for k in data if len(k) < 20], n=1)
+        import difflib
+
+        close = difflib.get_close_matches("job", [k for k in data if len(k) < 20], n=1)
         hint = f"did you mean [job] (not [{close[0]}])?" if close else "put the job under [job]"
         if "job" in data:  # [[job]], or job = "..."
             hint = "write one [job] table"
@@ -336,10 +339,3 @@ def load_job(path: str | Path) -> JobSpec:
             )
     folder = re.sub(r"[^a-z0-9._-]+", "-", p.parent.resolve().name.lower()).strip("-._")
     return job_from_table(table, str(p), folder[:63] or "job")
-
-
-def _close(word: str, candidates: Sequence[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
-    """difflib's close matches, imported only when a name is wrong."""
-    import difflib
-
-    return difflib.get_close_matches(word, candidates, n=n, cutoff=cutoff)
