@@ -34,7 +34,7 @@ from torchship._atomic import PRIVATE, private_dir
 from torchship._host import hostname
 from torchship.conventions import data_dir
 from torchship.errors import UsageError
-from torchship.store_errors import Kind, StoreError, damage, error, file_problem
+from torchship.store_errors import StoreError, damage, error, file_problem, not_opened
 from torchship.store_schema import MIGRATIONS, group_columns
 
 __all__ = ["Event", "Job", "JobStore", "StoreError", "data_dir"]
@@ -320,29 +320,6 @@ def _guarded(
     return wrapper
 
 
-def folder_problem(path: Path) -> StoreError | None:
-    """The store's folder is a file (TORCHSHIP_HOME set to one), or None."""
-    folder = next((p for p in path.parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        return StoreError(f"cannot open the job store {path}: {folder} is a file, not a folder",
-                          f"set TORCHSHIP_HOME to a folder (or move {folder} away)")  # fmt: skip
-    return None
-
-
-def _not_opened(path: Path, e: OSError) -> StoreError:
-    """Why the store's file or folder could not be opened, with what fixes that."""
-    folder = folder_problem(path) if isinstance(e, NotADirectoryError) else None
-    if folder is not None:
-        return folder
-    if path.is_symlink() and not path.exists():
-        return StoreError(
-            f"the job store {path} is a link to {os.readlink(path)}, which does not exist",
-            f"remove the link {path}, or restore what it points to",
-        )
-    kind: Kind = "no-permission" if isinstance(e, PermissionError) else "cannot-open"
-    return error(kind, path, f"cannot open the job store {path}: {e.strerror or e}")
-
-
 def busy_timeout() -> float:
     """How long a command waits for another one's write: TORCHSHIP_BUSY_TIMEOUT_S, or 30 s."""
     try:
@@ -370,7 +347,7 @@ class JobStore:
         try:
             self._open_readonly() if readonly else self._open()
         except OSError as e:
-            raise _not_opened(self.path, e) from None
+            raise not_opened(self.path, e) from None
         except BaseException:
             self.close()
             raise

@@ -132,11 +132,9 @@ def file_problem(path: Path, deep: bool = False) -> StoreError | None:
     can claim pages a moment before the file has them)."""
     if path.is_dir():
         return error("is-a-directory", path, f"the job store {path} is a directory, not a file")
-    if path.is_symlink() and not path.exists():
-        return StoreError(
-            f"the job store {path} is a link to {os.readlink(path)}, which does not exist",
-            f"remove the link {path}, or restore what it points to",
-        )
+    dangling = _dangling(path)
+    if dangling is not None:
+        return dangling
     if not os.access(path, os.R_OK | os.W_OK):
         return error("no-permission", path, f"cannot read and write the job store {path}: "
                                             "permission denied")  # fmt: skip
@@ -158,3 +156,29 @@ def file_problem(path: Path, deep: bool = False) -> StoreError | None:
                          f"{size // page} of its {pages} pages are there")  # fmt: skip
     wal = wal_problem(path)
     return None if wal is None else error("bad-wal", path, wal)
+
+
+def folder_problem(path: Path) -> StoreError | None:
+    """The store's folder is a file (TORCHSHIP_HOME set to one), or None."""
+    folder = next((p for p in path.parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return StoreError(f"cannot open the job store {path}: {folder} is a file, not a folder",
+                          f"set TORCHSHIP_HOME to a folder (or move {folder} away)")  # fmt: skip
+    return None
+
+
+def not_opened(path: Path, e: OSError) -> StoreError:
+    """Why the store's file or folder could not be opened, with what fixes that."""
+    found = folder_problem(path) if isinstance(e, NotADirectoryError) else _dangling(path)
+    if found is not None:
+        return found
+    kind: Kind = "no-permission" if isinstance(e, PermissionError) else "cannot-open"
+    return error(kind, path, f"cannot open the job store {path}: {e.strerror or e}")
+
+
+def _dangling(path: Path) -> StoreError | None:
+    """The store is a link to nothing, or None."""
+    if not (path.is_symlink() and not path.exists()):
+        return None
+    return StoreError(f"the job store {path} is a link to {os.readlink(path)}, which does not "
+                      "exist", f"remove the link {path}, or restore what it points to")  # fmt: skip

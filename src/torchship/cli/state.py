@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     if args.db is not None and not args.db.strip():
         raise UsageError("--db is empty", "give the store's path, or leave --db out")
     path = Path(args.db) if args.db else default_path()
-    from torchship.state import folder_problem
+    from torchship.store_errors import folder_problem
 
     problem = folder_problem(path)  # TORCHSHIP_HOME a file: no store can be there, say so
     if problem is not None:
